@@ -1,0 +1,162 @@
+//! What a running task can reach on its executor: configuration, the local
+//! directory for shuffle and spill files, the map-output tracker, the block store,
+//! and its share of execution memory. In local mode the driver and the executor
+//! share one `TaskEnv`; on a cluster each executor process builds its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::conf::FlintConf;
+use crate::error::{FlintError, Result};
+use crate::shuffle::MapOutputTracker;
+use crate::storage::BlockStore;
+
+/// Compression of shuffle and spill files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Lz4,
+}
+
+pub struct TaskEnv {
+    pub conf: FlintConf,
+    pub executor_id: String,
+    local_dir: PathBuf,
+    pub map_outputs: Arc<MapOutputTracker>,
+    pub blocks: Arc<BlockStore>,
+    /// Bytes of execution memory (aggregation and sort buffers) one task may hold.
+    pub task_memory: u64,
+    pub compression: Compression,
+    next_file: AtomicU64,
+    /// Sorted runs spilled to disk by tasks on this executor (for metrics and tests).
+    pub spill_count: AtomicU64,
+}
+
+impl TaskEnv {
+    pub fn new(
+        conf: FlintConf,
+        executor_id: String,
+        local_dir: PathBuf,
+        map_outputs: Arc<MapOutputTracker>,
+        blocks: Arc<BlockStore>,
+        cores: usize,
+    ) -> Result<Self> {
+        let executor_memory = conf.get_bytes("flint.executor.memory", 1 << 30)?;
+        let fraction = conf.get_f64("flint.memory.fraction", 0.6)?;
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(FlintError::Config(format!(
+                "flint.memory.fraction={fraction} must be between 0 and 1"
+            )));
+        }
+        // Spark gives each of N running tasks between 1/2N and 1/N of the pool; a
+        // fixed 1/N share keeps spills predictable without a shared arbiter.
+        let task_memory = ((executor_memory as f64 * fraction) as u64 / cores.max(1) as u64)
+            .max(1 << 20);
+        let compression = if conf.get_bool("flint.shuffle.compress", true)? {
+            match conf.get_or("flint.io.compression.codec", "lz4") {
+                "lz4" => Compression::Lz4,
+                other => {
+                    return Err(FlintError::Config(format!(
+                        "flint.io.compression.codec={other} is not supported; use lz4 (or set flint.shuffle.compress=false)"
+                    )));
+                }
+            }
+        } else {
+            Compression::None
+        };
+        Ok(TaskEnv {
+            conf,
+            executor_id,
+            local_dir,
+            map_outputs,
+            blocks,
+            task_memory,
+            compression,
+            next_file: AtomicU64::new(0),
+            spill_count: AtomicU64::new(0),
+        })
+    }
+
+    pub fn local_dir(&self) -> &Path {
+        &self.local_dir
+    }
+
+    /// A fresh path for a temporary file (spills, in-progress shuffle output).
+    pub fn temp_file(&self, prefix: &str) -> PathBuf {
+        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        self.local_dir.join(format!("{prefix}-{n}.tmp"))
+    }
+}
+
+/// Per-attempt state of one running task.
+pub struct TaskContext {
+    pub stage_id: usize,
+    pub stage_attempt: usize,
+    pub partition: usize,
+    pub attempt: usize,
+    pub task_id: u64,
+    pub env: Arc<TaskEnv>,
+    killed: Arc<AtomicBool>,
+    errors: ErrorSink,
+}
+
+/// A task's error slot, clonable into the `'static` iterators a task builds.
+/// Iterators cannot return a `Result` per item, so they record the error here and
+/// stop; the task runner turns it into a task failure before any output counts.
+#[derive(Clone, Default)]
+pub struct ErrorSink(Arc<Mutex<Option<FlintError>>>);
+
+impl ErrorSink {
+    pub fn fail(&self, e: FlintError) {
+        let mut slot = self.0.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+impl TaskContext {
+    pub fn new(
+        stage_id: usize,
+        stage_attempt: usize,
+        partition: usize,
+        attempt: usize,
+        task_id: u64,
+        env: Arc<TaskEnv>,
+        killed: Arc<AtomicBool>,
+    ) -> Self {
+        TaskContext {
+            stage_id,
+            stage_attempt,
+            partition,
+            attempt,
+            task_id,
+            env,
+            killed,
+            errors: ErrorSink::default(),
+        }
+    }
+
+    pub fn fail(&self, e: FlintError) {
+        self.errors.fail(e)
+    }
+
+    pub fn errors(&self) -> ErrorSink {
+        self.errors.clone()
+    }
+
+    pub fn take_error(&self) -> Option<FlintError> {
+        self.errors.0.lock().take()
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    pub fn kill_flag(&self) -> Arc<AtomicBool> {
+        self.killed.clone()
+    }
+}

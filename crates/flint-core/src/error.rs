@@ -1,0 +1,92 @@
+//! The engine's error type. Every failure a user can see is a `FlintError` whose
+//! message names the problem and, where there is one, what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = FlintError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlintError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("invalid master URL '{url}': {reason}. Use local, local[N], local[*] or local[N,F]")]
+    MasterUrl { url: String, reason: String },
+
+    #[error("{op} '{path}': {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("encoding {what} failed: {reason}")]
+    Codec { what: &'static str, reason: String },
+
+    /// The executor refused a task because it was built into another binary.
+    #[error(
+        "executor binary build id {executor:032x} differs from driver {driver:032x}; task {type_name} was not run. Start executors from the same application binary as the driver"
+    )]
+    BuildMismatch {
+        executor: u128,
+        driver: u128,
+        type_name: String,
+    },
+
+    #[error("task deserialization refused: {0}")]
+    BadTask(String),
+
+    /// A user function returned an error or panicked inside a task.
+    #[error("{0}")]
+    User(String),
+
+    #[error(
+        "Job {job_id} aborted due to stage failure: Task {partition} in stage {stage_id}.{stage_attempt} failed {attempts} times, most recent failure: {message}"
+    )]
+    JobAborted {
+        job_id: usize,
+        stage_id: usize,
+        stage_attempt: usize,
+        partition: usize,
+        attempts: usize,
+        message: String,
+    },
+
+    #[error("Job {job_id} cancelled: {reason}")]
+    JobCancelled { job_id: usize, reason: String },
+
+    #[error(
+        "shuffle {shuffle_id} output for map {map_id} is missing or unreadable ({reason}); the map stage must be recomputed"
+    )]
+    FetchFailed {
+        shuffle_id: usize,
+        map_id: usize,
+        reason: String,
+    },
+
+    #[error(
+        "RDD transformations and actions can only be invoked by the driver, not inside of other transformations (as in Spark's SPARK-5063)"
+    )]
+    NotOnDriver,
+
+    #[error("the context has been stopped; create a new FlintContext")]
+    Stopped,
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("output directory {0} already exists; choose another path or delete it first")]
+    OutputExists(PathBuf),
+}
+
+impl FlintError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        FlintError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

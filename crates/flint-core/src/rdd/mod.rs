@@ -1,0 +1,202 @@
+//! RDDs: the lazy, typed, partitioned datasets users build, and the type-erased
+//! view the DAG scheduler walks.
+//!
+//! An [`Rdd<T>`] is a handle on a node (`Arc<dyn RddNode<Item = T>>`). Nodes are
+//! plain generic serde structs (`MapRdd<T, U, F>` holds its parent and its closure),
+//! so a task's whole lineage up to the nearest shuffle ships as data; each nested
+//! node crosses as a code offset plus payload (see `ship`). Shuffled RDDs ship only
+//! their shuffle id: the map side lineage stays on the driver, as in Spark.
+
+mod actions;
+mod narrow;
+mod pair;
+mod shuffled;
+mod sources;
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use actions::PartitionFn;
+pub use narrow::*;
+pub use shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
+pub use sources::*;
+
+use crate::context::FlintContext;
+use crate::env::TaskContext;
+use crate::error::{FlintError, Result};
+use crate::func::Data;
+use crate::ship::{self, Shipped};
+
+pub type BoxIter<T> = Box<dyn Iterator<Item = T>>;
+
+/// How an RDD depends on its parents.
+#[derive(Clone)]
+pub enum Dependency {
+    /// Each child partition reads a bounded set of parent partitions in the same task.
+    Narrow(Arc<dyn RddBase>),
+    /// The child reads the output of a shuffle of the parent: a stage boundary.
+    Shuffle(Arc<dyn ShuffleDepBase>),
+}
+
+/// The type-erased view of an RDD that the DAG scheduler works with. It never
+/// sees records or user closures.
+pub trait RddBase: Send + Sync + 'static {
+    fn id(&self) -> usize;
+    fn name(&self) -> String;
+    fn num_partitions(&self) -> usize;
+    /// Parent dependencies (driver side only; executors never ask).
+    fn dependencies(&self) -> Vec<Dependency>;
+}
+
+/// A shuffle dependency as the DAG scheduler sees it.
+pub trait ShuffleDepBase: Send + Sync + 'static {
+    fn shuffle_id(&self) -> usize;
+    fn rdd(&self) -> Arc<dyn RddBase>;
+    fn num_reduce_partitions(&self) -> usize;
+    /// The map stage's task code and data, serialized once per stage.
+    fn map_task_binary(&self) -> Result<Arc<Shipped>>;
+}
+
+/// A typed RDD node: computes one partition's records on an executor.
+pub trait RddNode: RddBase {
+    type Item: Data;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<Self::Item>>;
+    /// Serializes the node; implemented by `shippable!()`.
+    fn ship(&self) -> Result<(i64, Vec<u8>)>;
+}
+
+pub(crate) fn deser_node<R>(bytes: &[u8]) -> std::result::Result<Box<dyn Any + Send>, String>
+where
+    R: RddNode + DeserializeOwned,
+{
+    let node: R = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let arc: Arc<dyn RddNode<Item = R::Item>> = Arc::new(node);
+    Ok(Box::new(arc))
+}
+
+/// Implements `RddNode::ship` for a serde node type.
+macro_rules! shippable {
+    () => {
+        fn ship(&self) -> $crate::error::Result<(i64, Vec<u8>)> {
+            Ok((
+                $crate::ship::offset_of($crate::rdd::deser_node::<Self>),
+                $crate::codec::encode("RDD", self)?,
+            ))
+        }
+    };
+}
+pub(crate) use shippable;
+
+/// A resilient distributed dataset of `T`.
+pub struct Rdd<T: Data> {
+    pub(crate) node: Arc<dyn RddNode<Item = T>>,
+    /// Present on the driver; absent in a deserialized copy on an executor.
+    pub(crate) sc: Option<FlintContext>,
+}
+
+impl<T: Data> Clone for Rdd<T> {
+    fn clone(&self) -> Self {
+        Rdd {
+            node: self.node.clone(),
+            sc: self.sc.clone(),
+        }
+    }
+}
+
+impl<T: Data> std::fmt::Debug for Rdd<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}[{}] ({} partitions)",
+            self.node.name(),
+            self.node.id(),
+            self.node.num_partitions()
+        )
+    }
+}
+
+impl<T: Data> Serialize for Rdd<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let (offset, bytes) = self.node.ship().map_err(serde::ser::Error::custom)?;
+        (offset, serde_bytes::Bytes::new(&bytes)).serialize(s)
+    }
+}
+
+impl<'de, T: Data> Deserialize<'de> for Rdd<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (offset, bytes): (i64, serde_bytes::ByteBuf) = Deserialize::deserialize(d)?;
+        let node: Arc<dyn RddNode<Item = T>> =
+            ship::deserialize_dyn(offset, &bytes, std::any::type_name::<T>())
+                .map_err(D::Error::custom)?;
+        Ok(Rdd { node, sc: None })
+    }
+}
+
+impl<T: Data> Rdd<T> {
+    pub(crate) fn from_node(sc: &FlintContext, node: impl RddNode<Item = T>) -> Self {
+        Rdd {
+            node: Arc::new(node),
+            sc: Some(sc.clone()),
+        }
+    }
+
+    pub(crate) fn context(&self) -> Result<&FlintContext> {
+        self.sc.as_ref().ok_or(FlintError::NotOnDriver)
+    }
+
+    /// The context this RDD was created by.
+    ///
+    /// # Panics
+    /// On an executor (inside a task), where RDDs have no context; use only on the driver.
+    pub fn sc(&self) -> &FlintContext {
+        self.sc
+            .as_ref()
+            .expect("RDD operations can only be invoked by the driver")
+    }
+
+    pub fn id(&self) -> usize {
+        self.node.id()
+    }
+
+    pub fn num_partitions(&self) -> usize {
+        self.node.num_partitions()
+    }
+
+    pub(crate) fn base(&self) -> Arc<dyn RddBase> {
+        self.node.clone()
+    }
+
+    /// Records of one partition (executor side).
+    pub(crate) fn iterator(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
+        self.node.compute(split, tc)
+    }
+
+    /// A human-readable lineage, one RDD per line (Spark's `toDebugString`).
+    pub fn to_debug_string(&self) -> String {
+        fn walk(rdd: &Arc<dyn RddBase>, depth: usize, out: &mut String) {
+            out.push_str(&format!(
+                "{}({}) {}[{}]\n",
+                "  ".repeat(depth),
+                rdd.num_partitions(),
+                rdd.name(),
+                rdd.id()
+            ));
+            for d in rdd.dependencies() {
+                match d {
+                    Dependency::Narrow(p) => walk(&p, depth, out),
+                    Dependency::Shuffle(s) => walk(&s.rdd(), depth + 1, out),
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(&self.base(), 0, &mut out);
+        out
+    }
+}
+
+/// Marker for generic nodes that mention a type only in their closures.
+pub(crate) type Ph<T> = PhantomData<fn() -> T>;

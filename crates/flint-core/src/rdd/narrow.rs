@@ -1,0 +1,396 @@
+//! Transformations whose child partitions each read a bounded set of parent
+//! partitions inside the same task (narrow dependencies).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, shippable};
+use crate::env::TaskContext;
+use crate::error::{FlintError, Result};
+use crate::func::{Data, Func};
+
+fn narrow<T: Data>(r: &Rdd<T>) -> Dependency {
+    Dependency::Narrow(r.base())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct MapRdd<T: Data, U: Data, F: Func<(T,), Output = U>> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) f: F,
+    #[serde(skip)]
+    pub(crate) _p: Ph<U>,
+}
+
+impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddBase for MapRdd<T, U, F> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "MapPartitionsRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddNode for MapRdd<T, U, F> {
+    type Item = U;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<U>> {
+        let f = self.f.clone();
+        Ok(Box::new(
+            self.parent.iterator(split, tc)?.map(move |x| f.call((x,))),
+        ))
+    }
+    shippable!();
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct FilterRdd<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) f: F,
+}
+
+impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddBase for FilterRdd<T, F> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "MapPartitionsRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T, F> {
+    type Item = T;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
+        let f = self.f.clone();
+        Ok(Box::new(
+            self.parent.iterator(split, tc)?.filter(move |x| f.call((x,))),
+        ))
+    }
+    shippable!();
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct FlatMapRdd<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>>
+{
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) f: F,
+    #[serde(skip)]
+    pub(crate) _p: Ph<(U, I)>,
+}
+
+impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddBase
+    for FlatMapRdd<T, U, I, F>
+{
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "MapPartitionsRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddNode
+    for FlatMapRdd<T, U, I, F>
+{
+    type Item = U;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<U>> {
+        let f = self.f.clone();
+        Ok(Box::new(
+            self.parent
+                .iterator(split, tc)?
+                .flat_map(move |x| f.call((x,))),
+        ))
+    }
+    shippable!();
+}
+
+/// `map_partitions_with_index`: the function gets the partition index and the
+/// partition's iterator and returns any iterable.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct MapPartitionsRdd<
+    T: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Func<(usize, BoxIter<T>), Output = I>,
+> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) f: F,
+    pub(crate) preserves_partitioning: bool,
+    #[serde(skip)]
+    pub(crate) _p: Ph<(U, I)>,
+}
+
+impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(usize, BoxIter<T>), Output = I>>
+    RddBase for MapPartitionsRdd<T, U, I, F>
+{
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "MapPartitionsRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(usize, BoxIter<T>), Output = I>>
+    RddNode for MapPartitionsRdd<T, U, I, F>
+{
+    type Item = U;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<U>> {
+        let it = self.parent.iterator(split, tc)?;
+        Ok(Box::new(self.f.call((split, it)).into_iter()))
+    }
+    shippable!();
+}
+
+/// Partitions of several RDDs, one after another.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct UnionRdd<T: Data> {
+    pub(crate) id: usize,
+    pub(crate) parents: Vec<Rdd<T>>,
+}
+
+impl<T: Data> UnionRdd<T> {
+    fn locate(&self, mut split: usize) -> Option<(&Rdd<T>, usize)> {
+        for p in &self.parents {
+            let n = p.num_partitions();
+            if split < n {
+                return Some((p, split));
+            }
+            split -= n;
+        }
+        None
+    }
+}
+
+impl<T: Data> RddBase for UnionRdd<T> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "UnionRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parents.iter().map(|p| p.num_partitions()).sum()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        self.parents.iter().map(narrow).collect()
+    }
+}
+
+impl<T: Data> RddNode for UnionRdd<T> {
+    type Item = T;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
+        let (p, s) = self
+            .locate(split)
+            .ok_or_else(|| FlintError::InvalidArgument(format!("no partition {split} in union")))?;
+        p.iterator(s, tc)
+    }
+    shippable!();
+}
+
+/// Fewer partitions without a shuffle: child partition i reads a contiguous range
+/// of parent partitions.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct CoalescedRdd<T: Data> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) groups: Vec<(usize, usize)>,
+}
+
+impl<T: Data> CoalescedRdd<T> {
+    pub(crate) fn groups(parent_parts: usize, n: usize) -> Vec<(usize, usize)> {
+        let n = n.clamp(1, parent_parts.max(1));
+        (0..n)
+            .map(|i| (i * parent_parts / n, (i + 1) * parent_parts / n))
+            .collect()
+    }
+}
+
+impl<T: Data> RddBase for CoalescedRdd<T> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "CoalescedRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.groups.len()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data> RddNode for CoalescedRdd<T> {
+    type Item = T;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
+        let (a, b) = self.groups[split];
+        let mut its = Vec::with_capacity(b - a);
+        for p in a..b {
+            its.push(self.parent.iterator(p, tc)?);
+        }
+        Ok(Box::new(its.into_iter().flatten()))
+    }
+    shippable!();
+}
+
+/// Pairs the i-th elements of two RDDs with the same partitioning.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ZipRdd<T: Data, U: Data> {
+    pub(crate) id: usize,
+    pub(crate) a: Rdd<T>,
+    pub(crate) b: Rdd<U>,
+}
+
+impl<T: Data, U: Data> RddBase for ZipRdd<T, U> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "ZippedPartitionsRDD2".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.a.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.a), narrow(&self.b)]
+    }
+}
+
+impl<T: Data, U: Data> RddNode for ZipRdd<T, U> {
+    type Item = (T, U);
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(T, U)>> {
+        let mut a = self.a.iterator(split, tc)?;
+        let mut b = self.b.iterator(split, tc)?;
+        let errors = tc.errors();
+        Ok(Box::new(std::iter::from_fn(move || match (a.next(), b.next()) {
+            (Some(x), Some(y)) => Some((x, y)),
+            (None, None) => None,
+            _ => {
+                errors.fail(FlintError::InvalidArgument(
+                    "Can only zip RDDs with same number of elements in each partition".into(),
+                ));
+                None
+            }
+        })))
+    }
+    shippable!();
+}
+
+/// Every pair of an element of `a` and an element of `b`; partition (i, j) holds
+/// a's partition i times b's partition j.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct CartesianRdd<T: Data, U: Data> {
+    pub(crate) id: usize,
+    pub(crate) a: Rdd<T>,
+    pub(crate) b: Rdd<U>,
+}
+
+impl<T: Data, U: Data> RddBase for CartesianRdd<T, U> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "CartesianRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.a.num_partitions() * self.b.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.a), narrow(&self.b)]
+    }
+}
+
+impl<T: Data, U: Data> RddNode for CartesianRdd<T, U> {
+    type Item = (T, U);
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(T, U)>> {
+        let nb = self.b.num_partitions();
+        let right: Arc<Vec<U>> = Arc::new(self.b.iterator(split % nb, tc)?.collect());
+        let left = self.a.iterator(split / nb, tc)?;
+        Ok(Box::new(left.flat_map(move |x| {
+            let right = right.clone();
+            (0..right.len()).map(move |i| (x.clone(), right[i].clone()))
+        })))
+    }
+    shippable!();
+}
+
+/// Bernoulli (without replacement) or Poisson (with replacement) sampling,
+/// seeded per partition so a recomputed partition gives the same sample.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SampleRdd<T: Data> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<T>,
+    pub(crate) with_replacement: bool,
+    pub(crate) fraction: f64,
+    pub(crate) seed: u64,
+}
+
+impl<T: Data> RddBase for SampleRdd<T> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "PartitionwiseSampledRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![narrow(&self.parent)]
+    }
+}
+
+impl<T: Data> RddNode for SampleRdd<T> {
+    type Item = T;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
+        let mut rng = crate::util::SplitMix64::new(self.seed ^ (split as u64).wrapping_mul(0x9E37_79B9));
+        let fraction = self.fraction;
+        let it = self.parent.iterator(split, tc)?;
+        if self.with_replacement {
+            Ok(Box::new(it.flat_map(move |x| {
+                let k = rng.poisson(fraction);
+                std::iter::repeat_n(x, k)
+            })))
+        } else {
+            Ok(Box::new(it.filter(move |_| rng.next_f64() < fraction)))
+        }
+    }
+    shippable!();
+}

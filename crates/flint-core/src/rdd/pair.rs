@@ -1,0 +1,533 @@
+//! Operations on RDDs of key/value pairs (Spark's PairRDDFunctions).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
+use super::{BoxIter, Ph, PartitionFn, Rdd};
+use crate::env::TaskContext;
+use crate::error::Result;
+use crate::func::{Data, Func, Key, engine_fn};
+use crate::shuffle::Partitioner;
+
+// ---- aggregators --------------------------------------------------------------
+
+/// No combining: each value passes through unchanged.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct NoAgg<V: Data>(#[serde(skip)] Ph<V>);
+impl<V: Data> Aggregator<V, V> for NoAgg<V> {
+    fn create(&self, v: V) -> V {
+        v
+    }
+    fn merge_value(&self, _c: V, v: V) -> V {
+        v
+    }
+    fn merge_combiners(&self, _c: V, o: V) -> V {
+        o
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ReduceAgg<V: Data, F: Func<(V, V), Output = V>>(F, #[serde(skip)] Ph<V>);
+impl<V: Data, F: Func<(V, V), Output = V>> Aggregator<V, V> for ReduceAgg<V, F> {
+    fn create(&self, v: V) -> V {
+        v
+    }
+    fn merge_value(&self, c: V, v: V) -> V {
+        self.0.call((c, v))
+    }
+    fn merge_combiners(&self, c: V, o: V) -> V {
+        self.0.call((c, o))
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct GroupAgg<V: Data>(#[serde(skip)] Ph<V>);
+impl<V: Data> Aggregator<V, Vec<V>> for GroupAgg<V> {
+    fn create(&self, v: V) -> Vec<V> {
+        vec![v]
+    }
+    fn merge_value(&self, mut c: Vec<V>, v: V) -> Vec<V> {
+        c.push(v);
+        c
+    }
+    fn merge_combiners(&self, mut c: Vec<V>, mut o: Vec<V>) -> Vec<V> {
+        c.append(&mut o);
+        c
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct CombineAgg<
+    V: Data,
+    C: Data,
+    F1: Func<(V,), Output = C>,
+    F2: Func<(C, V), Output = C>,
+    F3: Func<(C, C), Output = C>,
+> {
+    create: F1,
+    merge_value: F2,
+    merge_combiners: F3,
+    #[serde(skip)]
+    _p: Ph<(V, C)>,
+}
+impl<V: Data, C: Data, F1: Func<(V,), Output = C>, F2: Func<(C, V), Output = C>, F3: Func<(C, C), Output = C>>
+    Aggregator<V, C> for CombineAgg<V, C, F1, F2, F3>
+{
+    fn create(&self, v: V) -> C {
+        self.create.call((v,))
+    }
+    fn merge_value(&self, c: C, v: V) -> C {
+        self.merge_value.call((c, v))
+    }
+    fn merge_combiners(&self, c: C, o: C) -> C {
+        self.merge_combiners.call((c, o))
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct AggregateAgg<V: Data, U: Data, S: Func<(U, V), Output = U>, C: Func<(U, U), Output = U>> {
+    zero: U,
+    seq: S,
+    comb: C,
+    #[serde(skip)]
+    _p: Ph<V>,
+}
+impl<V: Data, U: Data, S: Func<(U, V), Output = U>, C: Func<(U, U), Output = U>> Aggregator<V, U>
+    for AggregateAgg<V, U, S, C>
+{
+    fn create(&self, v: V) -> U {
+        self.seq.call((self.zero.clone(), v))
+    }
+    fn merge_value(&self, c: U, v: V) -> U {
+        self.seq.call((c, v))
+    }
+    fn merge_combiners(&self, c: U, o: U) -> U {
+        self.comb.call((c, o))
+    }
+}
+
+/// A value tagged with the side of a cogroup it came from.
+#[derive(Clone, Serialize, Deserialize)]
+pub enum Side<V, W> {
+    L(V),
+    R(W),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct CoGroupAgg<V: Data, W: Data>(#[serde(skip)] Ph<(V, W)>);
+impl<V: Data, W: Data> Aggregator<Side<V, W>, (Vec<V>, Vec<W>)> for CoGroupAgg<V, W> {
+    fn create(&self, s: Side<V, W>) -> (Vec<V>, Vec<W>) {
+        self.merge_value((Vec::new(), Vec::new()), s)
+    }
+    fn merge_value(&self, mut c: (Vec<V>, Vec<W>), s: Side<V, W>) -> (Vec<V>, Vec<W>) {
+        match s {
+            Side::L(v) => c.0.push(v),
+            Side::R(w) => c.1.push(w),
+        }
+        c
+    }
+    fn merge_combiners(&self, mut c: (Vec<V>, Vec<W>), mut o: (Vec<V>, Vec<W>)) -> (Vec<V>, Vec<W>) {
+        c.0.append(&mut o.0);
+        c.1.append(&mut o.1);
+        c
+    }
+}
+
+// ---- engine functions -----------------------------------------------------------
+
+macro_rules! pair_fn {
+    ($name:ident [$($g:ident),*] |$arg:ident: $at:ty| -> $out:ty $body:block) => {
+        #[derive(Serialize, Deserialize)]
+        #[serde(bound = "")]
+        pub struct $name<$($g: Data),*>(#[serde(skip)] pub(crate) Ph<($($g,)*)>);
+        impl<$($g: Data),*> Clone for $name<$($g),*> {
+            fn clone(&self) -> Self {
+                $name(Default::default())
+            }
+        }
+        impl<$($g: Data),*> $name<$($g),*> {
+            fn invoke(&self, ($arg,): ($at,)) -> $out $body
+        }
+        engine_fn!(impl[$($g: Data),*] $name<$($g),*>, ($at,) => $out);
+    };
+}
+
+pair_fn!(FirstOf[K, V] |kv: (K, V)| -> K { kv.0 });
+pair_fn!(SecondOf[K, V] |kv: (K, V)| -> V { kv.1 });
+pair_fn!(TagLeft[K, V, W] |kv: (K, V)| -> (K, Side<V, W>) { (kv.0, Side::L(kv.1)) });
+pair_fn!(TagRight[K, V, W] |kv: (K, W)| -> (K, Side<V, W>) { (kv.0, Side::R(kv.1)) });
+pair_fn!(OneCount[K, V] |kv: (K, V)| -> (K, u64) { (kv.0, 1) });
+pair_fn!(BothSides[T] |g: (T, (Vec<()>, Vec<()>))| -> Option<T> {
+    let (k, (a, b)) = g;
+    (!a.is_empty() && !b.is_empty()).then_some(k)
+});
+pair_fn!(LeftOnly[T] |g: (T, (Vec<()>, Vec<()>))| -> Vec<T> {
+    let (k, (a, b)) = g;
+    if b.is_empty() { vec![k; a.len()] } else { Vec::new() }
+});
+pair_fn!(JoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (V, W))> {
+    let (k, (vs, ws)) = g;
+    let mut out = Vec::with_capacity(vs.len() * ws.len());
+    for v in &vs {
+        for w in &ws {
+            out.push((k.clone(), (v.clone(), w.clone())));
+        }
+    }
+    out
+});
+pair_fn!(LeftJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (V, Option<W>))> {
+    let (k, (vs, ws)) = g;
+    let mut out = Vec::new();
+    for v in &vs {
+        if ws.is_empty() {
+            out.push((k.clone(), (v.clone(), None)));
+        }
+        for w in &ws {
+            out.push((k.clone(), (v.clone(), Some(w.clone()))));
+        }
+    }
+    out
+});
+pair_fn!(RightJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (Option<V>, W))> {
+    let (k, (vs, ws)) = g;
+    let mut out = Vec::new();
+    for w in &ws {
+        if vs.is_empty() {
+            out.push((k.clone(), (None, w.clone())));
+        }
+        for v in &vs {
+            out.push((k.clone(), (Some(v.clone()), w.clone())));
+        }
+    }
+    out
+});
+pair_fn!(FullJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (Option<V>, Option<W>))> {
+    let (k, (vs, ws)) = g;
+    let mut out = Vec::new();
+    if vs.is_empty() {
+        for w in &ws {
+            out.push((k.clone(), (None, Some(w.clone()))));
+        }
+    } else if ws.is_empty() {
+        for v in &vs {
+            out.push((k.clone(), (Some(v.clone()), None)));
+        }
+    } else {
+        for v in &vs {
+            for w in &ws {
+                out.push((k.clone(), (Some(v.clone()), Some(w.clone()))));
+            }
+        }
+    }
+    out
+});
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct KeepFirst<T: Data>(#[serde(skip)] pub(crate) Ph<T>);
+impl<T: Data> KeepFirst<T> {
+    fn invoke(&self, (a, _): (T, T)) -> T {
+        a
+    }
+}
+engine_fn!(impl[T: Data] KeepFirst<T>, (T, T) => T);
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SumU64;
+impl SumU64 {
+    fn invoke(&self, (a, b): (u64, u64)) -> u64 {
+        a + b
+    }
+}
+engine_fn!(impl[] SumU64, (u64, u64) => u64);
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct MapValuesFn<K: Data, V: Data, U: Data, F: Func<(V,), Output = U>>(F, #[serde(skip)] Ph<(K, V, U)>);
+impl<K: Data, V: Data, U: Data, F: Func<(V,), Output = U>> MapValuesFn<K, V, U, F> {
+    fn invoke(&self, ((k, v),): ((K, V),)) -> (K, U) {
+        (k, self.0.call((v,)))
+    }
+}
+engine_fn!(impl[K: Data, V: Data, U: Data, F: Func<(V,), Output = U>] MapValuesFn<K, V, U, F>, ((K, V),) => (K, U));
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct FlatMapValuesFn<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>(
+    F,
+    #[serde(skip)] Ph<(K, V, U, I)>,
+);
+impl<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>
+    FlatMapValuesFn<K, V, U, I, F>
+{
+    fn invoke(&self, ((k, v),): ((K, V),)) -> Vec<(K, U)> {
+        self.0.call((v,)).into_iter().map(|u| (k.clone(), u)).collect()
+    }
+}
+impl<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>> Clone
+    for FlatMapValuesFn<K, V, U, I, F>
+{
+    fn clone(&self) -> Self {
+        FlatMapValuesFn(self.0.clone(), Default::default())
+    }
+}
+engine_fn!(impl[K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>] FlatMapValuesFn<K, V, U, I, F>, ((K, V),) => Vec<(K, U)>);
+
+/// Samples keys of each partition for a range partitioner: returns the
+/// partition's record count and a reservoir sample of its keys.
+#[derive(Serialize, Deserialize)]
+pub struct SampleKeysFn {
+    per_partition: usize,
+    seed: u64,
+}
+impl<K: Key, V: Data> PartitionFn<(K, V)> for SampleKeysFn {
+    type Out = (u64, Vec<K>);
+    fn apply(&self, it: BoxIter<(K, V)>, tc: &TaskContext) -> Result<(u64, Vec<K>)> {
+        let mut rng = crate::util::SplitMix64::new(self.seed ^ tc.partition as u64);
+        let mut sample = Vec::with_capacity(self.per_partition);
+        let mut n = 0u64;
+        for (k, _) in it {
+            if sample.len() < self.per_partition {
+                sample.push(k);
+            } else {
+                let j = rng.next_u64() % (n + 1);
+                if (j as usize) < self.per_partition {
+                    sample[j as usize] = k;
+                }
+            }
+            n += 1;
+        }
+        Ok((n, sample))
+    }
+}
+
+/// Range bounds from weighted samples (Spark's RangePartitioner.determineBounds).
+fn determine_bounds<K: Key>(samples: Vec<(u64, Vec<K>)>, parts: usize) -> Vec<K> {
+    let mut weighted: Vec<(K, f64)> = Vec::new();
+    for (n, s) in samples {
+        if s.is_empty() {
+            continue;
+        }
+        let w = n as f64 / s.len() as f64;
+        weighted.extend(s.into_iter().map(|k| (k, w)));
+    }
+    weighted.sort_by(|a, b| a.0.cmp(&b.0));
+    let total: f64 = weighted.iter().map(|x| x.1).sum();
+    let step = total / parts as f64;
+    let mut bounds: Vec<K> = Vec::new();
+    let mut cum = 0.0;
+    let mut target = step;
+    for (k, w) in weighted {
+        cum += w;
+        if cum >= target && bounds.len() + 1 < parts {
+            if bounds.last() != Some(&k) {
+                bounds.push(k);
+                target += step;
+            }
+        }
+    }
+    bounds
+}
+
+impl<K: Data, V: Data> Rdd<(K, V)> {
+    pub fn keys(&self) -> Rdd<K> {
+        self.map(FirstOf(Default::default()))
+    }
+
+    pub fn values(&self) -> Rdd<V> {
+        self.map(SecondOf(Default::default()))
+    }
+
+    pub fn map_values<U: Data, F: Func<(V,), Output = U>>(&self, f: F) -> Rdd<(K, U)> {
+        self.map(MapValuesFn(f, Default::default()))
+    }
+
+    pub fn flat_map_values<U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>(
+        &self,
+        f: F,
+    ) -> Rdd<(K, U)> {
+        self.flat_map(FlatMapValuesFn(f, Default::default()))
+    }
+}
+
+impl<K: Key, V: Data> Rdd<(K, V)> {
+    /// Partition count for a shuffle with no explicit count: `flint.default.parallelism`
+    /// when set, else this RDD's partition count (Spark's defaultPartitioner).
+    fn default_partitions(&self) -> usize {
+        self.sc
+            .as_ref()
+            .and_then(|sc| sc.conf().get("flint.default.parallelism").and_then(|v| v.parse().ok()))
+            .unwrap_or(self.num_partitions())
+            .max(1)
+    }
+
+    /// The general shuffle: partition by `partitioner`, combine with `agg`.
+    pub(crate) fn shuffle<C: Data, A: Aggregator<V, C>>(
+        &self,
+        partitioner: Partitioner<K>,
+        agg: A,
+        combine: bool,
+        ordering: Option<bool>,
+    ) -> Rdd<(K, C)> {
+        let sc = self.sc.as_ref();
+        let shuffle_id = sc.map(|s| s.new_shuffle_id()).unwrap_or(usize::MAX);
+        let n = partitioner.num_partitions();
+        let dep = Arc::new(ShuffleDependency {
+            shuffle_id,
+            parent: self.clone(),
+            partitioner,
+            aggregator: agg.clone(),
+            combine,
+            _p: Default::default(),
+        });
+        Rdd {
+            node: Arc::new(ShuffledRdd {
+                id: sc.map(|s| s.new_rdd_id()).unwrap_or(usize::MAX),
+                shuffle_id,
+                num_partitions: n,
+                aggregator: agg,
+                combine,
+                ordering,
+                dep: Some(dep),
+                _p: Default::default(),
+            }),
+            sc: self.sc.clone(),
+        }
+    }
+
+    pub fn combine_by_key<
+        C: Data,
+        F1: Func<(V,), Output = C>,
+        F2: Func<(C, V), Output = C>,
+        F3: Func<(C, C), Output = C>,
+    >(
+        &self,
+        create: F1,
+        merge_value: F2,
+        merge_combiners: F3,
+        num_partitions: usize,
+    ) -> Rdd<(K, C)> {
+        let agg = CombineAgg {
+            create,
+            merge_value,
+            merge_combiners,
+            _p: Default::default(),
+        };
+        self.shuffle(Partitioner::Hash(num_partitions.max(1)), agg, true, None)
+    }
+
+    pub fn reduce_by_key<F: Func<(V, V), Output = V>>(&self, f: F) -> Rdd<(K, V)> {
+        self.reduce_by_key_with(self.default_partitions(), f)
+    }
+
+    pub fn reduce_by_key_with<F: Func<(V, V), Output = V>>(&self, num_partitions: usize, f: F) -> Rdd<(K, V)> {
+        self.shuffle(
+            Partitioner::Hash(num_partitions.max(1)),
+            ReduceAgg(f, Default::default()),
+            true,
+            None,
+        )
+    }
+
+    pub fn fold_by_key<F: Func<(V, V), Output = V>>(&self, zero: V, f: F) -> Rdd<(K, V)> {
+        self.aggregate_by_key(zero, f.clone(), f)
+    }
+
+    pub fn aggregate_by_key<U: Data, S: Func<(U, V), Output = U>, C: Func<(U, U), Output = U>>(
+        &self,
+        zero: U,
+        seq: S,
+        comb: C,
+    ) -> Rdd<(K, U)> {
+        let agg = AggregateAgg {
+            zero,
+            seq,
+            comb,
+            _p: Default::default(),
+        };
+        self.shuffle(Partitioner::Hash(self.default_partitions()), agg, true, None)
+    }
+
+    pub fn group_by_key(&self) -> Rdd<(K, Vec<V>)> {
+        self.group_by_key_with(self.default_partitions())
+    }
+
+    pub fn group_by_key_with(&self, num_partitions: usize) -> Rdd<(K, Vec<V>)> {
+        self.shuffle(
+            Partitioner::Hash(num_partitions.max(1)),
+            GroupAgg(Default::default()),
+            true,
+            None,
+        )
+    }
+
+    /// Hash-partitions the pairs into `num_partitions` without combining.
+    pub fn partition_by(&self, num_partitions: usize) -> Rdd<(K, V)> {
+        self.shuffle(
+            Partitioner::Hash(num_partitions.max(1)),
+            NoAgg(Default::default()),
+            false,
+            None,
+        )
+    }
+
+    /// Sorts by key into range partitions, sampling the keys first (this runs a job).
+    pub fn sort_by_key(&self, ascending: bool, num_partitions: usize) -> Result<Rdd<(K, V)>> {
+        let parts = num_partitions.max(1);
+        let bounds = if parts > 1 && self.num_partitions() > 0 {
+            let per = (20 * parts * 3).div_ceil(self.num_partitions()).clamp(20, 100_000);
+            let samples = self.run_job(SampleKeysFn { per_partition: per, seed: 0x5eed }, None)?;
+            determine_bounds(samples, parts)
+        } else {
+            Vec::new()
+        };
+        Ok(self.shuffle(
+            Partitioner::Range { bounds, ascending },
+            NoAgg(Default::default()),
+            false,
+            Some(ascending),
+        ))
+    }
+
+    pub fn cogroup<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Vec<V>, Vec<W>))> {
+        let n = self.default_partitions().max(other.num_partitions());
+        let tagged = self
+            .map(TagLeft::<K, V, W>(Default::default()))
+            .union(&other.map(TagRight::<K, V, W>(Default::default())));
+        tagged.shuffle(Partitioner::Hash(n), CoGroupAgg(Default::default()), true, None)
+    }
+
+    pub fn join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (V, W))> {
+        self.cogroup(other).flat_map(JoinFn(Default::default()))
+    }
+
+    pub fn left_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (V, Option<W>))> {
+        self.cogroup(other).flat_map(LeftJoinFn(Default::default()))
+    }
+
+    pub fn right_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Option<V>, W))> {
+        self.cogroup(other).flat_map(RightJoinFn(Default::default()))
+    }
+
+    pub fn full_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Option<V>, Option<W>))> {
+        self.cogroup(other).flat_map(FullJoinFn(Default::default()))
+    }
+
+    pub fn count_by_key(&self) -> Result<HashMap<K, u64>> {
+        Ok(self
+            .map(OneCount(Default::default()))
+            .reduce_by_key(SumU64)
+            .collect()?
+            .into_iter()
+            .collect())
+    }
+}

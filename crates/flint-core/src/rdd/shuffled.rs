@@ -1,0 +1,143 @@
+//! Shuffle boundaries: the dependency the map stage runs, and the RDD that reads
+//! the shuffled data on the reduce side.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, ShuffleDepBase, shippable};
+pub use crate::shuffle::Aggregator;
+use crate::env::TaskContext;
+use crate::error::Result;
+use crate::func::{Data, Key};
+use crate::ship::Shipped;
+use crate::shuffle::{ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output};
+use crate::task::{StageTask, TaskOutput, ship_stage};
+
+/// A shuffle of `(K, V)` records into `(K, C)` combiners. With `combine` the map
+/// side merges values per key; without, `aggregator.create` converts each value
+/// (the identity for plain repartitioning).
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
+    pub shuffle_id: usize,
+    pub parent: Rdd<(K, V)>,
+    pub partitioner: Partitioner<K>,
+    pub aggregator: A,
+    pub combine: bool,
+    #[serde(skip)]
+    pub _p: Ph<C>,
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDependency<K, V, C, A> {
+    fn run(&self, partition: usize, tc: &TaskContext) -> Result<TaskOutput> {
+        let records = self.parent.iterator(partition, tc)?;
+        let records = super::actions::interruptible(records, tc);
+        let agg = self.combine.then_some(&self.aggregator);
+        let status = write_map_output(tc, self.shuffle_id, records, &self.partitioner, agg, |v| {
+            self.aggregator.create(v)
+        })?;
+        Ok(TaskOutput::Map(status))
+    }
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffleDepBase for ShuffleDependency<K, V, C, A> {
+    fn shuffle_id(&self) -> usize {
+        self.shuffle_id
+    }
+    fn rdd(&self) -> Arc<dyn RddBase> {
+        self.parent.base()
+    }
+    fn num_reduce_partitions(&self) -> usize {
+        self.partitioner.num_partitions()
+    }
+    fn map_task_binary(&self) -> Result<Arc<Shipped>> {
+        ship_stage(self)
+    }
+}
+
+/// The reduce side of a shuffle. Only the shuffle id and the reduce-side logic
+/// ship; the map-side lineage stays on the driver in `dep`.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ShuffledRdd<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
+    pub(crate) id: usize,
+    pub(crate) shuffle_id: usize,
+    pub(crate) num_partitions: usize,
+    pub(crate) aggregator: A,
+    pub(crate) combine: bool,
+    /// Sort each partition by key: `Some(true)` ascending, `Some(false)` descending.
+    pub(crate) ordering: Option<bool>,
+    #[serde(skip)]
+    pub(crate) dep: Option<Arc<ShuffleDependency<K, V, C, A>>>,
+    #[serde(skip)]
+    pub(crate) _p: Ph<(K, V, C)>,
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddBase for ShuffledRdd<K, V, C, A> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "ShuffledRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.num_partitions
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        match &self.dep {
+            Some(d) => vec![Dependency::Shuffle(d.clone())],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V, C, A> {
+    type Item = (K, C);
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(K, C)>> {
+        let records = read_partition::<(K, C)>(tc, self.shuffle_id, split)?;
+        let errors = tc.errors();
+        let out: Box<dyn Iterator<Item = Result<(K, C)>>> = if self.combine {
+            let mut map = ExternalAggregator::<K, C>::new(tc.env.clone());
+            for rec in records {
+                let (k, c) = rec?;
+                map.insert_combiner(&self.aggregator, k, c)?;
+            }
+            match self.ordering {
+                None | Some(true) => map.into_iter(&self.aggregator, self.ordering.is_some())?,
+                Some(false) => {
+                    let sorted: Vec<_> = map.into_iter(&self.aggregator, true)?.collect::<Result<_>>()?;
+                    Box::new(sorted.into_iter().rev().map(Ok))
+                }
+            }
+        } else {
+            match self.ordering {
+                None => records,
+                Some(true) => {
+                    let mut s = ExternalSorter::<K, C>::new(tc.env.clone());
+                    for rec in records {
+                        let (k, c) = rec?;
+                        s.insert(k, c)?;
+                    }
+                    s.into_sorted()?
+                }
+                Some(false) => {
+                    let mut s = ExternalSorter::<std::cmp::Reverse<K>, C>::new(tc.env.clone());
+                    for rec in records {
+                        let (k, c) = rec?;
+                        s.insert(std::cmp::Reverse(k), c)?;
+                    }
+                    Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))))
+                }
+            }
+        };
+        Ok(Box::new(out.map_while(move |r| match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                errors.fail(e);
+                None
+            }
+        })))
+    }
+    shippable!();
+}

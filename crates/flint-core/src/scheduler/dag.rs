@@ -1,0 +1,562 @@
+//! The DAG scheduler (Spark's DAGScheduler): an event loop on its own thread that
+//! turns a job into stages cut at shuffle dependencies, submits missing parent
+//! stages first, reuses shuffle outputs that already exist (skipped stages),
+//! resubmits map stages whose output was lost, and fails or cancels jobs. It never
+//! sees records or user code: stages carry shipped bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::task_scheduler::{TaskScheduler, TaskSet};
+use crate::error::{FlintError, Result};
+use crate::rdd::{Dependency, RddBase, ShuffleDepBase};
+use crate::ship::Shipped;
+use crate::shuffle::MapOutputTracker;
+use crate::task::TaskOutput;
+
+/// How many times a stage may be re-attempted after fetch failures (Spark: 4).
+const MAX_STAGE_ATTEMPTS: usize = 4;
+
+pub type JobReply = Sender<Result<Vec<Vec<u8>>>>;
+
+pub enum DagEvent {
+    JobSubmitted {
+        job_id: usize,
+        rdd: Arc<dyn RddBase>,
+        binary: Arc<Shipped>,
+        partitions: Vec<usize>,
+        group: Option<String>,
+        pool: String,
+        reply: JobReply,
+    },
+    TaskSucceeded {
+        stage_id: usize,
+        stage_attempt: usize,
+        partition: usize,
+        index: usize,
+        output: TaskOutput,
+    },
+    FetchFailed {
+        stage_id: usize,
+        stage_attempt: usize,
+        shuffle_id: usize,
+        map_id: usize,
+        reason: String,
+    },
+    TaskSetFailed {
+        stage_id: usize,
+        stage_attempt: usize,
+        partition: usize,
+        attempts: usize,
+        message: String,
+    },
+    CancelJob {
+        job_id: usize,
+        reason: String,
+    },
+    CancelJobGroup {
+        group: String,
+    },
+    Stop,
+}
+
+enum StageKind {
+    ShuffleMap {
+        dep: Arc<dyn ShuffleDepBase>,
+        binary: Option<Arc<Shipped>>,
+    },
+    Result {
+        job_id: usize,
+        binary: Arc<Shipped>,
+        partitions: Vec<usize>,
+    },
+}
+
+struct Stage {
+    id: usize,
+    rdd: Arc<dyn RddBase>,
+    kind: StageKind,
+    jobs: HashSet<usize>,
+    first_job: usize,
+    next_attempt: usize,
+    failed_attempts: usize,
+    pool: String,
+}
+
+struct Job {
+    final_stage: usize,
+    results: Vec<Option<Vec<u8>>>,
+    finished: usize,
+    group: Option<String>,
+    reply: JobReply,
+}
+
+pub struct DagScheduler {
+    ts: Arc<TaskScheduler>,
+    tracker: Arc<MapOutputTracker>,
+    next_stage_id: usize,
+    stages: HashMap<usize, Stage>,
+    shuffle_to_stage: HashMap<usize, usize>,
+    waiting: HashSet<usize>,
+    running: HashSet<usize>,
+    failed: HashSet<usize>,
+    jobs: HashMap<usize, Job>,
+}
+
+impl DagScheduler {
+    pub fn new(ts: Arc<TaskScheduler>, tracker: Arc<MapOutputTracker>) -> Self {
+        DagScheduler {
+            ts,
+            tracker,
+            next_stage_id: 0,
+            stages: HashMap::new(),
+            shuffle_to_stage: HashMap::new(),
+            waiting: HashSet::new(),
+            running: HashSet::new(),
+            failed: HashSet::new(),
+            jobs: HashMap::new(),
+        }
+    }
+
+    /// The event loop; returns on `Stop` or when every sender is gone.
+    pub fn run(mut self, rx: Receiver<DagEvent>) {
+        while let Ok(ev) = rx.recv() {
+            match ev {
+                DagEvent::Stop => break,
+                ev => self.handle(ev),
+            }
+        }
+        for (id, job) in self.jobs.drain() {
+            let _ = job.reply.send(Err(FlintError::JobCancelled {
+                job_id: id,
+                reason: "the context was stopped".into(),
+            }));
+        }
+    }
+
+    fn handle(&mut self, ev: DagEvent) {
+        match ev {
+            DagEvent::JobSubmitted {
+                job_id,
+                rdd,
+                binary,
+                partitions,
+                group,
+                pool,
+                reply,
+            } => self.job_submitted(job_id, rdd, binary, partitions, group, pool, reply),
+            DagEvent::TaskSucceeded {
+                stage_id,
+                stage_attempt,
+                partition,
+                index,
+                output,
+            } => self.task_succeeded(stage_id, stage_attempt, partition, index, output),
+            DagEvent::FetchFailed {
+                stage_id,
+                stage_attempt,
+                shuffle_id,
+                map_id,
+                reason,
+            } => self.fetch_failed(stage_id, stage_attempt, shuffle_id, map_id, reason),
+            DagEvent::TaskSetFailed {
+                stage_id,
+                stage_attempt,
+                partition,
+                attempts,
+                message,
+            } => {
+                let jobs: Vec<usize> = self
+                    .stages
+                    .get(&stage_id)
+                    .map(|s| s.jobs.iter().copied().collect())
+                    .unwrap_or_default();
+                for job_id in jobs {
+                    self.fail_job(
+                        job_id,
+                        FlintError::JobAborted {
+                            job_id,
+                            stage_id,
+                            stage_attempt,
+                            partition,
+                            attempts,
+                            message: message.clone(),
+                        },
+                    );
+                }
+            }
+            DagEvent::CancelJob { job_id, reason } => {
+                self.fail_job(job_id, FlintError::JobCancelled { job_id, reason })
+            }
+            DagEvent::CancelJobGroup { group } => {
+                let ids: Vec<usize> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.group.as_deref() == Some(group.as_str()))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for job_id in ids {
+                    self.fail_job(
+                        job_id,
+                        FlintError::JobCancelled {
+                            job_id,
+                            reason: format!("part of cancelled job group {group}"),
+                        },
+                    );
+                }
+            }
+            DagEvent::Stop => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn job_submitted(
+        &mut self,
+        job_id: usize,
+        rdd: Arc<dyn RddBase>,
+        binary: Arc<Shipped>,
+        partitions: Vec<usize>,
+        group: Option<String>,
+        pool: String,
+        reply: JobReply,
+    ) {
+        if partitions.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return;
+        }
+        let parents = match self.parent_stages(&rdd, job_id, &pool) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let _ = parents;
+        let stage_id = self.new_stage(
+            rdd,
+            StageKind::Result {
+                job_id,
+                binary,
+                partitions: partitions.clone(),
+            },
+            job_id,
+            &pool,
+        );
+        tracing::info!("Got job {job_id} with {} output partitions; final stage {stage_id}", partitions.len());
+        self.jobs.insert(
+            job_id,
+            Job {
+                final_stage: stage_id,
+                results: vec![None; partitions.len()],
+                finished: 0,
+                group,
+                reply,
+            },
+        );
+        self.mark_job_on_ancestors(stage_id, job_id);
+        self.submit_stage(stage_id);
+    }
+
+    fn new_stage(&mut self, rdd: Arc<dyn RddBase>, kind: StageKind, job_id: usize, pool: &str) -> usize {
+        let id = self.next_stage_id;
+        self.next_stage_id += 1;
+        let mut jobs = HashSet::new();
+        jobs.insert(job_id);
+        self.stages.insert(
+            id,
+            Stage {
+                id,
+                rdd,
+                kind,
+                jobs,
+                first_job: job_id,
+                next_attempt: 0,
+                failed_attempts: 0,
+                pool: pool.to_string(),
+            },
+        );
+        id
+    }
+
+    /// Shuffle dependencies reachable from `rdd` through narrow dependencies only.
+    fn shuffle_deps(rdd: &Arc<dyn RddBase>) -> Vec<Arc<dyn ShuffleDepBase>> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![rdd.clone()];
+        while let Some(r) = stack.pop() {
+            if !seen.insert(r.id()) {
+                continue;
+            }
+            for d in r.dependencies() {
+                match d {
+                    Dependency::Narrow(p) => stack.push(p),
+                    Dependency::Shuffle(s) => out.push(s),
+                }
+            }
+        }
+        out
+    }
+
+    fn parent_stages(&mut self, rdd: &Arc<dyn RddBase>, job_id: usize, pool: &str) -> Result<Vec<usize>> {
+        Self::shuffle_deps(rdd)
+            .into_iter()
+            .map(|d| self.shuffle_map_stage(d, job_id, pool))
+            .collect()
+    }
+
+    fn shuffle_map_stage(&mut self, dep: Arc<dyn ShuffleDepBase>, job_id: usize, pool: &str) -> Result<usize> {
+        if let Some(&s) = self.shuffle_to_stage.get(&dep.shuffle_id()) {
+            return Ok(s);
+        }
+        let map_rdd = dep.rdd();
+        self.parent_stages(&map_rdd, job_id, pool)?;
+        self.tracker.register_shuffle(dep.shuffle_id(), map_rdd.num_partitions());
+        let sid = dep.shuffle_id();
+        let stage = self.new_stage(map_rdd, StageKind::ShuffleMap { dep, binary: None }, job_id, pool);
+        self.shuffle_to_stage.insert(sid, stage);
+        Ok(stage)
+    }
+
+    fn mark_job_on_ancestors(&mut self, stage_id: usize, job_id: usize) {
+        let mut stack = vec![stage_id];
+        while let Some(s) = stack.pop() {
+            let Some(stage) = self.stages.get_mut(&s) else {
+                continue;
+            };
+            stage.jobs.insert(job_id);
+            let rdd = stage.rdd.clone();
+            for d in Self::shuffle_deps(&rdd) {
+                if let Some(&p) = self.shuffle_to_stage.get(&d.shuffle_id()) {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+
+    fn missing_parents(&mut self, stage_id: usize) -> Vec<usize> {
+        let Some(stage) = self.stages.get(&stage_id) else {
+            return Vec::new();
+        };
+        let rdd = stage.rdd.clone();
+        let job = stage.first_job;
+        let pool = stage.pool.clone();
+        let mut missing = Vec::new();
+        for d in Self::shuffle_deps(&rdd) {
+            if !self.tracker.is_available(d.shuffle_id())
+                && let Ok(s) = self.shuffle_map_stage(d, job, &pool)
+            {
+                missing.push(s);
+            }
+        }
+        missing
+    }
+
+    fn submit_stage(&mut self, stage_id: usize) {
+        if self.waiting.contains(&stage_id) || self.running.contains(&stage_id) || self.failed.contains(&stage_id) {
+            return;
+        }
+        let missing = self.missing_parents(stage_id);
+        if missing.is_empty() {
+            self.submit_missing_tasks(stage_id);
+        } else {
+            for p in missing {
+                self.submit_stage(p);
+            }
+            self.waiting.insert(stage_id);
+        }
+    }
+
+    fn submit_missing_tasks(&mut self, stage_id: usize) {
+        let Some(stage) = self.stages.get_mut(&stage_id) else {
+            return;
+        };
+        let (partitions, binary) = match &mut stage.kind {
+            StageKind::ShuffleMap { dep, binary } => {
+                let parts = self.tracker.missing(dep.shuffle_id(), stage.rdd.num_partitions());
+                let b = match binary {
+                    Some(b) => b.clone(),
+                    None => match dep.map_task_binary() {
+                        Ok(b) => {
+                            *binary = Some(b.clone());
+                            b
+                        }
+                        Err(e) => {
+                            let jobs: Vec<usize> = stage.jobs.iter().copied().collect();
+                            let msg = e.to_string();
+                            for j in jobs {
+                                self.fail_job(j, FlintError::Codec { what: "task", reason: msg.clone() });
+                            }
+                            return;
+                        }
+                    },
+                };
+                (parts, b)
+            }
+            StageKind::Result {
+                job_id,
+                binary,
+                partitions,
+            } => {
+                let job = &self.jobs[job_id];
+                let parts = partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| job.results[*i].is_none())
+                    .map(|(_, p)| *p)
+                    .collect();
+                (parts, binary.clone())
+            }
+        };
+        let attempt = stage.next_attempt;
+        stage.next_attempt += 1;
+        if partitions.is_empty() {
+            self.stage_finished(stage_id);
+            return;
+        }
+        tracing::info!(
+            "Submitting {} missing tasks from stage {stage_id} ({}[{}])",
+            partitions.len(),
+            stage.rdd.name(),
+            stage.rdd.id()
+        );
+        let set = TaskSet {
+            stage_id,
+            stage_attempt: attempt,
+            priority: stage.first_job,
+            pool: stage.pool.clone(),
+            partitions,
+            binary,
+        };
+        self.running.insert(stage_id);
+        self.ts.submit_tasks(set);
+    }
+
+    fn stage_finished(&mut self, stage_id: usize) {
+        self.running.remove(&stage_id);
+        let ready: Vec<usize> = {
+            let mut waiting: Vec<usize> = self.waiting.iter().copied().collect();
+            waiting.sort();
+            waiting
+        };
+        for s in ready {
+            if self.missing_parents(s).is_empty() {
+                self.waiting.remove(&s);
+                self.submit_stage(s);
+            }
+        }
+    }
+
+    fn task_succeeded(&mut self, stage_id: usize, _attempt: usize, partition: usize, index: usize, output: TaskOutput) {
+        let Some(stage) = self.stages.get(&stage_id) else {
+            return;
+        };
+        match (&stage.kind, output) {
+            (StageKind::Result { job_id, .. }, TaskOutput::Value(bytes)) => {
+                let job_id = *job_id;
+                let Some(job) = self.jobs.get_mut(&job_id) else {
+                    return;
+                };
+                if job.results[index].is_none() {
+                    job.results[index] = Some(bytes);
+                    job.finished += 1;
+                }
+                if job.finished == job.results.len() {
+                    let job = self.jobs.remove(&job_id).expect("job present");
+                    let results = job.results.into_iter().map(|r| r.unwrap_or_default()).collect();
+                    let _ = job.reply.send(Ok(results));
+                    self.running.remove(&stage_id);
+                    self.cleanup_job(job_id);
+                }
+            }
+            (StageKind::ShuffleMap { dep, .. }, TaskOutput::Map(status)) => {
+                let sid = dep.shuffle_id();
+                self.tracker.register_map_output(sid, partition, status);
+                if self.running.contains(&stage_id) && self.tracker.missing(sid, 0).is_empty() {
+                    self.stage_finished(stage_id);
+                }
+            }
+            _ => tracing::error!("stage {stage_id} got a task output of the wrong kind; ignored"),
+        }
+    }
+
+    fn fetch_failed(&mut self, stage_id: usize, attempt: usize, shuffle_id: usize, map_id: usize, reason: String) {
+        let Some(stage) = self.stages.get_mut(&stage_id) else {
+            return;
+        };
+        if attempt + 1 != stage.next_attempt || !self.running.contains(&stage_id) {
+            // A late report from an older attempt; the stage is already being redone.
+            self.tracker.unregister_map_output(shuffle_id, map_id);
+            return;
+        }
+        tracing::warn!("stage {stage_id} lost shuffle {shuffle_id} output of map {map_id}: {reason}; resubmitting");
+        stage.failed_attempts += 1;
+        let too_many = stage.failed_attempts >= MAX_STAGE_ATTEMPTS;
+        let jobs: Vec<usize> = stage.jobs.iter().copied().collect();
+        self.running.remove(&stage_id);
+        self.ts.cancel_stage(stage_id);
+        self.tracker.unregister_map_output(shuffle_id, map_id);
+        if too_many {
+            for j in jobs {
+                self.fail_job(
+                    j,
+                    FlintError::JobAborted {
+                        job_id: j,
+                        stage_id,
+                        stage_attempt: attempt,
+                        partition: 0,
+                        attempts: MAX_STAGE_ATTEMPTS,
+                        message: format!("stage has failed the maximum allowable number of times: {MAX_STAGE_ATTEMPTS}. Most recent failure reason: {reason}"),
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(&map_stage) = self.shuffle_to_stage.get(&shuffle_id) {
+            self.running.remove(&map_stage);
+            self.waiting.remove(&map_stage);
+        }
+        self.submit_stage(stage_id);
+    }
+
+    fn fail_job(&mut self, job_id: usize, err: FlintError) {
+        let Some(job) = self.jobs.remove(&job_id) else {
+            return;
+        };
+        tracing::info!("job {job_id} failed: {err}");
+        let _ = job.reply.send(Err(err));
+        let _ = job.final_stage;
+        self.cleanup_job(job_id);
+    }
+
+    /// Drops stages no remaining job needs, cancelling their running tasks.
+    fn cleanup_job(&mut self, job_id: usize) {
+        let mut gone = Vec::new();
+        for (id, st) in self.stages.iter_mut() {
+            if st.jobs.remove(&job_id) && st.jobs.is_empty() {
+                gone.push(*id);
+            }
+        }
+        for id in gone {
+            if self.running.remove(&id) {
+                self.ts.cancel_stage(id);
+            }
+            self.waiting.remove(&id);
+            self.failed.remove(&id);
+            if let Some(st) = self.stages.remove(&id)
+                && let StageKind::ShuffleMap { dep, .. } = &st.kind
+            {
+                self.shuffle_to_stage.remove(&dep.shuffle_id());
+            }
+            let _ = id;
+        }
+    }
+}
+
+impl Stage {
+    #[allow(dead_code)]
+    fn describe(&self) -> String {
+        format!("stage {} ({})", self.id, self.rdd.name())
+    }
+}

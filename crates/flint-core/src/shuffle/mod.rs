@@ -1,0 +1,19 @@
+//! Sort-based shuffle, as Spark's: each map task writes one data file (records
+//! grouped by reduce partition, compressed in frames) and one index file of
+//! partition offsets; aggregation and sorting spill sorted runs to disk when they
+//! outgrow the task's memory share and merge them. The map-output tracker records
+//! where outputs are; the reader fetches a reduce partition's segments.
+
+mod frames;
+mod partitioner;
+mod reader;
+mod spill;
+mod tracker;
+mod writer;
+
+pub use frames::{FrameReader, FrameWriter};
+pub use partitioner::{Partitioner, stable_hash};
+pub(crate) use reader::read_partition;
+pub use spill::{Aggregator, ExternalAggregator, ExternalSorter, SpillMetrics};
+pub use tracker::{MapOutputTracker, MapStatus};
+pub(crate) use writer::write_map_output;

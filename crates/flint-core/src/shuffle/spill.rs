@@ -1,0 +1,349 @@
+//! Memory-bounded aggregation and sorting: buffers in memory up to the task's
+//! share of execution memory, spills sorted runs to disk beyond it, and merges the
+//! runs back in key order.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
+use std::fs::File;
+use std::hash::Hash;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::frames::{FrameReader, FrameWriter};
+use crate::env::TaskEnv;
+use crate::error::{FlintError, Result};
+use crate::func::Data;
+
+/// How values are combined per key (Spark's Aggregator).
+pub trait Aggregator<V, C>: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    fn create(&self, v: V) -> C;
+    fn merge_value(&self, c: C, v: V) -> C;
+    fn merge_combiners(&self, c: C, other: C) -> C;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpillMetrics {
+    pub spills: u64,
+    pub bytes: u64,
+}
+
+/// Estimates the in-memory size of a growing collection by encoding a sample of
+/// its entries (Rust has no object-size introspection; encoded size plus a fixed
+/// per-entry overhead tracks it well enough to bound memory).
+struct SizeEstimator {
+    avg: f64,
+    ops: u64,
+    scratch: Vec<u8>,
+}
+
+
+const SAMPLE_EVERY: u64 = 32;
+const ENTRY_OVERHEAD: f64 = 48.0;
+
+impl SizeEstimator {
+    fn new() -> Self {
+        SizeEstimator {
+            avg: 0.0,
+            ops: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn sample_pair<A: Serialize + ?Sized, B: Serialize + ?Sized>(&mut self, a: &A, b: &B) {
+        self.scratch.clear();
+        if crate::codec::encode_into("size sample", a, &mut self.scratch).is_ok()
+            && crate::codec::encode_into("size sample", b, &mut self.scratch).is_ok()
+        {
+            let s = self.scratch.len() as f64 + ENTRY_OVERHEAD;
+            self.avg = if self.avg == 0.0 { s } else { self.avg * 0.9 + s * 0.1 };
+        }
+    }
+
+    fn estimate(&self, entries: usize) -> u64 {
+        (self.avg * entries as f64) as u64
+    }
+}
+
+/// A spill file, deleted when dropped.
+struct SpillFile(PathBuf);
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_run<K: Serialize, V: Serialize>(
+    env: &TaskEnv,
+    run: impl Iterator<Item = (K, V)>,
+    metrics: &mut SpillMetrics,
+) -> Result<SpillFile> {
+    let path = env.temp_file("spill");
+    let f = File::create(&path).map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
+    let spill = SpillFile(path);
+    let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), env.compression);
+    for rec in run {
+        w.write(&rec)?;
+    }
+    let bytes = w.finish_segment()?;
+    w.into_inner()?;
+    metrics.spills += 1;
+    metrics.bytes += bytes;
+    env.spill_count.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(bytes, "spilled sorted run to {}", spill.0.display());
+    Ok(spill)
+}
+
+type ResIter<K, V> = Box<dyn Iterator<Item = Result<(K, V)>>>;
+
+fn read_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
+    let f = File::open(&spill.0).map_err(|e| FlintError::io("cannot open spill file", &spill.0, e))?;
+    let mut r = FrameReader::<_, (K, V)>::new(BufReader::with_capacity(256 << 10, f), env.compression);
+    Ok(Box::new(std::iter::from_fn(move || {
+        let _keep = &spill;
+        r.next_record().transpose()
+    })))
+}
+
+struct HeapItem<K, V> {
+    key: K,
+    value: V,
+    src: usize,
+}
+impl<K: Ord, V> PartialEq for HeapItem<K, V> {
+    fn eq(&self, o: &Self) -> bool {
+        self.key == o.key && self.src == o.src
+    }
+}
+impl<K: Ord, V> Eq for HeapItem<K, V> {}
+impl<K: Ord, V> PartialOrd for HeapItem<K, V> {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl<K: Ord, V> Ord for HeapItem<K, V> {
+    // Min-heap on (key, source) so equal keys come out in source order.
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        o.key.cmp(&self.key).then(o.src.cmp(&self.src))
+    }
+}
+
+/// K-way merge of key-sorted streams.
+fn merge_sorted<K: Ord + 'static, V: 'static>(mut sources: Vec<ResIter<K, V>>) -> ResIter<K, V> {
+    let mut heap = BinaryHeap::new();
+    let mut pending_err = None;
+    for (i, s) in sources.iter_mut().enumerate() {
+        match s.next() {
+            Some(Ok((key, value))) => heap.push(HeapItem { key, value, src: i }),
+            Some(Err(e)) => pending_err = Some(e),
+            None => {}
+        }
+    }
+    Box::new(std::iter::from_fn(move || {
+        if let Some(e) = pending_err.take() {
+            return Some(Err(e));
+        }
+        let top = heap.pop()?;
+        match sources[top.src].next() {
+            Some(Ok((key, value))) => heap.push(HeapItem { key, value, src: top.src }),
+            Some(Err(e)) => pending_err = Some(e),
+            None => {}
+        }
+        Some(Ok((top.key, top.value)))
+    }))
+}
+
+/// Combines values by key within a memory budget (Spark's ExternalAppendOnlyMap).
+pub struct ExternalAggregator<K, C> {
+    /// `None` only transiently, while a combiner is moved into a merge function
+    /// (merges take combiners by value so no clone is needed).
+    map: FxHashMap<K, Option<C>>,
+    est: SizeEstimator,
+    env: Arc<TaskEnv>,
+    spills: Vec<SpillFile>,
+    pub metrics: SpillMetrics,
+}
+
+impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
+    pub fn new(env: Arc<TaskEnv>) -> Self {
+        ExternalAggregator {
+            map: FxHashMap::default(),
+            est: SizeEstimator::new(),
+            env,
+            spills: Vec::new(),
+            metrics: SpillMetrics::default(),
+        }
+    }
+
+    pub fn insert_value<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, v: V) -> Result<()> {
+        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        self.est.ops += 1;
+        match self.map.entry(k) {
+            Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                if let Some(old) = slot.take() {
+                    *slot = Some(agg.merge_value(old, v));
+                }
+                if sampled {
+                    self.est.sample_pair(e.key(), e.get());
+                }
+            }
+            Entry::Vacant(e) => {
+                let c = agg.create(v);
+                if sampled {
+                    self.est.sample_pair(e.key(), &c);
+                }
+                e.insert(Some(c));
+            }
+        }
+        if sampled {
+            self.maybe_spill()?;
+        }
+        Ok(())
+    }
+
+    pub fn insert_combiner<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, c: C) -> Result<()> {
+        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        self.est.ops += 1;
+        match self.map.entry(k) {
+            Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                if let Some(old) = slot.take() {
+                    *slot = Some(agg.merge_combiners(old, c));
+                }
+                if sampled {
+                    self.est.sample_pair(e.key(), e.get());
+                }
+            }
+            Entry::Vacant(e) => {
+                if sampled {
+                    self.est.sample_pair(e.key(), &c);
+                }
+                e.insert(Some(c));
+            }
+        }
+        if sampled {
+            self.maybe_spill()?;
+        }
+        Ok(())
+    }
+
+    fn maybe_spill(&mut self) -> Result<()> {
+        if self.est.estimate(self.map.len()) > self.env.task_memory && self.map.len() > 1 {
+            let mut run = self.drain();
+            self.map.shrink_to(1024);
+            run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
+            self.spills.push(spill);
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Vec<(K, C)> {
+        self.map.drain().filter_map(|(k, c)| Some((k, c?))).collect()
+    }
+
+    pub fn has_spilled(&self) -> bool {
+        !self.spills.is_empty()
+    }
+
+    /// All `(key, combiner)` pairs; in key order when `sorted` or when anything
+    /// spilled (the merge needs it), otherwise in hash order.
+    pub fn into_iter<V, A: Aggregator<V, C>>(mut self, agg: &A, sorted: bool) -> Result<ResIter<K, C>> {
+        if self.spills.is_empty() {
+            let mut v = self.drain();
+            if sorted {
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+            return Ok(Box::new(v.into_iter().map(Ok)));
+        }
+        let mut mem = self.drain();
+        mem.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut sources: Vec<ResIter<K, C>> = vec![Box::new(mem.into_iter().map(Ok))];
+        for s in self.spills.drain(..) {
+            sources.push(read_run(&self.env, s)?);
+        }
+        let mut merged = merge_sorted(sources).peekable();
+        let agg = agg.clone();
+        Ok(Box::new(std::iter::from_fn(move || {
+            let (k, mut c) = match merged.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e)),
+            };
+            while let Some(Ok((k2, _))) = merged.peek() {
+                if *k2 != k {
+                    break;
+                }
+                if let Some(Ok((_, c2))) = merged.next() {
+                    c = agg.merge_combiners(c, c2);
+                }
+            }
+            Some(Ok((k, c)))
+        })))
+    }
+}
+
+/// Sorts records by a key within a memory budget (Spark's ExternalSorter without
+/// aggregation).
+pub struct ExternalSorter<S, V> {
+    buf: Vec<(S, V)>,
+    est: SizeEstimator,
+    env: Arc<TaskEnv>,
+    spills: Vec<SpillFile>,
+    pub metrics: SpillMetrics,
+}
+
+impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
+    pub fn new(env: Arc<TaskEnv>) -> Self {
+        ExternalSorter {
+            buf: Vec::new(),
+            est: SizeEstimator::new(),
+            env,
+            spills: Vec::new(),
+            metrics: SpillMetrics::default(),
+        }
+    }
+
+    pub fn insert(&mut self, key: S, value: V) -> Result<()> {
+        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        self.est.ops += 1;
+        if sampled {
+            self.est.sample_pair(&key, &value);
+        }
+        self.buf.push((key, value));
+        if sampled && self.est.estimate(self.buf.len()) > self.env.task_memory && self.buf.len() > 1 {
+            let mut run = std::mem::take(&mut self.buf);
+            run.sort_by(|a, b| a.0.cmp(&b.0));
+            let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
+            self.spills.push(spill);
+        }
+        Ok(())
+    }
+
+    pub fn has_spilled(&self) -> bool {
+        !self.spills.is_empty()
+    }
+
+    /// Records in key order (stable within the in-memory part).
+    pub fn into_sorted(mut self) -> Result<ResIter<S, V>> {
+        let mut mem = std::mem::take(&mut self.buf);
+        mem.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.spills.is_empty() {
+            return Ok(Box::new(mem.into_iter().map(Ok)));
+        }
+        // Runs spilled earlier hold earlier records: list them first so the merge,
+        // which breaks ties by source, stays stable.
+        let mut sources: Vec<ResIter<S, V>> = Vec::new();
+        for s in self.spills.drain(..) {
+            sources.push(read_run(&self.env, s)?);
+        }
+        sources.push(Box::new(mem.into_iter().map(Ok)));
+        Ok(merge_sorted(sources))
+    }
+}

@@ -1,0 +1,24 @@
+//! Flint's public API. Applications depend on this crate and write
+//! `use flint::prelude::*;`.
+//!
+//! ```no_run
+//! use flint::prelude::*;
+//! let sc = FlintContext::new(FlintConf::new().app_name("demo").master("local[2]")).unwrap();
+//! let k = 10;
+//! let v = sc.parallelize((1..=100).collect::<Vec<i64>>(), 4)
+//!     .map(Fn!(move |x: i64| x * k))
+//!     .filter(Fn!(|x: &i64| x % 3 == 0))
+//!     .collect()
+//!     .unwrap();
+//! assert_eq!(v.len(), 33);
+//! ```
+//!
+//! Closures given to RDD operations are written `Fn!(|x: T| ...)`: the macro makes
+//! their captured variables serializable so tasks can ship to executors.
+
+pub use flint_core::*;
+
+pub mod prelude {
+    pub use flint_core::rdd::{BoxIter, Rdd};
+    pub use flint_core::{Data, FlintConf, FlintContext, FlintError, Fn, Func, Key};
+}
