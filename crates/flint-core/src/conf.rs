@@ -247,6 +247,11 @@ mod tests {
         assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));
         assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
         let c = FlintConf::new().set("flint.x", "maybe");
-        assert!(c.get_bool("flint.x", false).unwrap_err().to_string().contains("flint.x"));
+        assert!(
+            c.get_bool("flint.x", false)
+                .unwrap_err()
+                .to_string()
+                .contains("flint.x")
+        );
     }
 }

@@ -14,12 +14,14 @@ use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
 use crate::func::Data;
 use crate::rdd::{
-    BinaryRecordsRdd, ParallelCollectionRdd, RangeRdd, Rdd, RddBase, TextFileRdd, WholeTextFilesRdd,
-    compute_splits, list_files, slice_vec,
+    BinaryRecordsRdd, ParallelCollectionRdd, RangeRdd, Rdd, RddBase, TextFileRdd,
+    WholeTextFilesRdd, compute_splits, list_files, slice_vec,
 };
 use crate::scheduler::pool::{PoolConf, parse_allocations};
 use crate::scheduler::task_scheduler::SpeculationConf;
-use crate::scheduler::{DagEvent, DagScheduler, LocalBackend, SchedulerBackend, SchedulingMode, TaskScheduler};
+use crate::scheduler::{
+    DagEvent, DagScheduler, LocalBackend, SchedulerBackend, SchedulingMode, TaskScheduler,
+};
 use crate::ship::Shipped;
 use crate::shuffle::MapOutputTracker;
 use crate::storage::{BlockId, BlockStore};
@@ -56,26 +58,32 @@ impl FlintContext {
         };
         conf.set_mut("flint.master", master.clone());
         let (threads, mut max_failures) = match MasterUrl::parse(&master)? {
-            MasterUrl::Local { threads, max_failures } => (threads, max_failures),
+            MasterUrl::Local {
+                threads,
+                max_failures,
+            } => (threads, max_failures),
         };
         if let Some(v) = conf.get("flint.task.maxFailures")
             && !master.contains(',')
         {
             // Spark: local[N] ignores spark.task.maxFailures; keep that, except
             // that an explicit setting is honoured so tests can exercise retries.
-            max_failures = v
-                .parse()
-                .map_err(|_| FlintError::Config(format!("flint.task.maxFailures={v} is not a whole number")))?;
+            max_failures = v.parse().map_err(|_| {
+                FlintError::Config(format!("flint.task.maxFailures={v} is not a whole number"))
+            })?;
         }
         if max_failures == 0 {
-            return Err(FlintError::Config("flint.task.maxFailures must be at least 1".into()));
+            return Err(FlintError::Config(
+                "flint.task.maxFailures must be at least 1".into(),
+            ));
         }
         let app_name = conf.get_or("flint.app.name", "flint-app").to_string();
         let base = match conf.get("flint.local.dir") {
             Some(d) => std::path::PathBuf::from(d),
             None => std::env::temp_dir(),
         };
-        std::fs::create_dir_all(&base).map_err(|e| FlintError::io("cannot create local dir", &base, e))?;
+        std::fs::create_dir_all(&base)
+            .map_err(|e| FlintError::io("cannot create local dir", &base, e))?;
         let local_dir = tempfile::Builder::new()
             .prefix("flint-local-")
             .tempdir_in(&base)
@@ -94,7 +102,8 @@ impl FlintContext {
         let mode = SchedulingMode::parse(conf.get_or("flint.scheduler.mode", "FIFO"))?;
         let mut pools = std::collections::HashMap::new();
         if let Some(path) = conf.get("flint.scheduler.allocation.file") {
-            let xml = std::fs::read_to_string(path).map_err(|e| FlintError::io("cannot read allocation file", path, e))?;
+            let xml = std::fs::read_to_string(path)
+                .map_err(|e| FlintError::io("cannot read allocation file", path, e))?;
             pools = parse_allocations(&xml)?;
         }
         pools
@@ -104,13 +113,24 @@ impl FlintContext {
             enabled: conf.get_bool("flint.speculation", false)?,
             quantile: conf.get_f64("flint.speculation.quantile", 0.9)?,
             multiplier: conf.get_f64("flint.speculation.multiplier", 3.0)?,
-            min_runtime: conf.get_duration("flint.speculation.minTaskRuntime", Duration::from_millis(100))?,
-            interval: conf.get_duration("flint.speculation.interval", Duration::from_millis(100))?,
+            min_runtime: conf.get_duration(
+                "flint.speculation.minTaskRuntime",
+                Duration::from_millis(100),
+            )?,
+            interval: conf
+                .get_duration("flint.speculation.interval", Duration::from_millis(100))?,
         };
 
         let (dag_tx, dag_rx) = unbounded();
-        let scheduler = TaskScheduler::new(dag_tx.clone(), max_failures, mode, pools, speculation.clone());
-        let backend: Arc<dyn SchedulerBackend> = LocalBackend::start(scheduler.clone(), env.clone(), threads);
+        let scheduler = TaskScheduler::new(
+            dag_tx.clone(),
+            max_failures,
+            mode,
+            pools,
+            speculation.clone(),
+        );
+        let backend: Arc<dyn SchedulerBackend> =
+            LocalBackend::start(scheduler.clone(), env.clone(), threads);
         let dag = DagScheduler::new(scheduler.clone(), tracker);
         let mut handles = vec![
             std::thread::Builder::new()
@@ -195,7 +215,9 @@ impl FlintContext {
     }
 
     pub fn cancel_job_group(&self, group: &str) {
-        let _ = self.inner.dag_tx.send(DagEvent::CancelJobGroup { group: group.into() });
+        let _ = self.inner.dag_tx.send(DagEvent::CancelJobGroup {
+            group: group.into(),
+        });
     }
 
     pub fn cancel_job(&self, job_id: usize) {
@@ -275,28 +297,53 @@ impl FlintContext {
     pub fn text_file(&self, path: &str, min_partitions: usize) -> Result<Rdd<String>> {
         let files = list_files(path)?;
         let splits = compute_splits(&files, min_partitions.max(1), 1)?;
-        Ok(Rdd::from_node(self, TextFileRdd { id: self.new_rdd_id(), splits }))
+        Ok(Rdd::from_node(
+            self,
+            TextFileRdd {
+                id: self.new_rdd_id(),
+                splits,
+            },
+        ))
     }
 
     /// `(path, contents)` per file.
-    pub fn whole_text_files(&self, path: &str, min_partitions: usize) -> Result<Rdd<(String, String)>> {
+    pub fn whole_text_files(
+        &self,
+        path: &str,
+        min_partitions: usize,
+    ) -> Result<Rdd<(String, String)>> {
         let files = list_files(path)?;
         let n = min_partitions.max(1).min(files.len().max(1));
         let mut groups = vec![Vec::new(); n];
         for (i, f) in files.into_iter().enumerate() {
             groups[i % n].push(f);
         }
-        Ok(Rdd::from_node(self, WholeTextFilesRdd { id: self.new_rdd_id(), groups }))
+        Ok(Rdd::from_node(
+            self,
+            WholeTextFilesRdd {
+                id: self.new_rdd_id(),
+                groups,
+            },
+        ))
     }
 
     /// Fixed-length records of `record_len` bytes.
-    pub fn binary_records(&self, path: &str, record_len: usize, min_partitions: usize) -> Result<Rdd<Vec<u8>>> {
+    pub fn binary_records(
+        &self,
+        path: &str,
+        record_len: usize,
+        min_partitions: usize,
+    ) -> Result<Rdd<Vec<u8>>> {
         if record_len == 0 {
-            return Err(FlintError::InvalidArgument("record length must be positive".into()));
+            return Err(FlintError::InvalidArgument(
+                "record length must be positive".into(),
+            ));
         }
         let files = list_files(path)?;
         for f in &files {
-            let len = std::fs::metadata(f).map_err(|e| FlintError::io("cannot stat", f, e))?.len();
+            let len = std::fs::metadata(f)
+                .map_err(|e| FlintError::io("cannot stat", f, e))?
+                .len();
             if len % record_len as u64 != 0 {
                 return Err(FlintError::InvalidArgument(format!(
                     "{}: size {len} is not a multiple of the record length {record_len}",

@@ -53,8 +53,8 @@ impl TaskEnv {
         }
         // Spark gives each of N running tasks between 1/2N and 1/N of the pool; a
         // fixed 1/N share keeps spills predictable without a shared arbiter.
-        let task_memory = ((executor_memory as f64 * fraction) as u64 / cores.max(1) as u64)
-            .max(1 << 20);
+        let task_memory =
+            ((executor_memory as f64 * fraction) as u64 / cores.max(1) as u64).max(1 << 20);
         let compression = if conf.get_bool("flint.shuffle.compress", true)? {
             match conf.get_or("flint.io.compression.codec", "lz4") {
                 "lz4" => Compression::Lz4,

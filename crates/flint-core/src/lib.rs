@@ -12,6 +12,10 @@
 //! shipped bytes and partition indices; every task is serialized and deserialized,
 //! even in local mode, so code that would break on a cluster breaks in tests.
 
+// Pair-RDD signatures (`Rdd<(K, (Option<V>, Option<W>))>`) are the API's point;
+// naming every tuple would hide, not simplify, them.
+#![allow(clippy::type_complexity)]
+
 pub mod codec;
 pub mod conf;
 pub mod context;

@@ -90,9 +90,9 @@ fn resolve(offset: i64, type_name: &str) -> Result<DeserFn> {
 pub fn deserialize_dyn<T: Any>(offset: i64, bytes: &[u8], type_name: &str) -> Result<T> {
     let f = resolve(offset, type_name)?;
     let any = f(bytes).map_err(|e| FlintError::BadTask(format!("{type_name}: {e}")))?;
-    any.downcast::<T>()
-        .map(|b| *b)
-        .map_err(|_| FlintError::BadTask(format!("{type_name}: deserialized to an unexpected type")))
+    any.downcast::<T>().map(|b| *b).map_err(|_| {
+        FlintError::BadTask(format!("{type_name}: deserialized to an unexpected type"))
+    })
 }
 
 /// A hash of this process's executable (xxh3-128), computed once.
@@ -178,7 +178,10 @@ mod tests {
         let mut s = Shipped::new("String", deser_string, postcard::to_stdvec("x").unwrap());
         s.build_id ^= 1;
         let e = s.open::<String>().unwrap_err().to_string();
-        assert!(e.contains("differs from driver") && e.contains("String"), "{e}");
+        assert!(
+            e.contains("differs from driver") && e.contains("String"),
+            "{e}"
+        );
     }
 
     #[test]

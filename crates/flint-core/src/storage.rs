@@ -12,8 +12,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BlockId {
     /// Slice `slice` of the parallelized collection RDD `rdd`.
-    ParallelSlice { rdd: usize, slice: usize },
-    Broadcast { id: usize },
+    ParallelSlice {
+        rdd: usize,
+        slice: usize,
+    },
+    Broadcast {
+        id: usize,
+    },
 }
 
 type Block = Arc<dyn Any + Send + Sync>;

@@ -29,7 +29,9 @@ pub enum TaskOutput {
     Map(MapStatus),
 }
 
-fn deser_stage<S: StageTask + DeserializeOwned>(b: &[u8]) -> std::result::Result<Box<dyn Any + Send>, String> {
+fn deser_stage<S: StageTask + DeserializeOwned>(
+    b: &[u8],
+) -> std::result::Result<Box<dyn Any + Send>, String> {
     let s: S = postcard::from_bytes(b).map_err(|e| e.to_string())?;
     let arc: Arc<dyn StageTask> = Arc::new(s);
     Ok(Box::new(arc))
@@ -38,7 +40,11 @@ fn deser_stage<S: StageTask + DeserializeOwned>(b: &[u8]) -> std::result::Result
 /// Serializes a stage's task code once; every task of the stage shares it.
 pub fn ship_stage<S: StageTask + Serialize + DeserializeOwned>(s: &S) -> Result<Arc<Shipped>> {
     let payload = crate::codec::encode("task", s)?;
-    Ok(Arc::new(Shipped::new(std::any::type_name::<S>(), deser_stage::<S>, payload)))
+    Ok(Arc::new(Shipped::new(
+        std::any::type_name::<S>(),
+        deser_stage::<S>,
+        payload,
+    )))
 }
 
 /// One task attempt to run.
@@ -71,9 +77,16 @@ pub struct TaskMetrics {
 /// Runs one task attempt to completion on the calling thread (Spark's
 /// TaskRunner.run): open the shipped code, run it, catch panics, and turn errors
 /// recorded by iterators into failures.
-pub fn run_task(desc: &TaskDescription, env: &Arc<TaskEnv>, killed: Arc<AtomicBool>) -> (TaskEnd, TaskMetrics) {
+pub fn run_task(
+    desc: &TaskDescription,
+    env: &Arc<TaskEnv>,
+    killed: Arc<AtomicBool>,
+) -> (TaskEnd, TaskMetrics) {
     let t0 = Instant::now();
-    let mut metrics = TaskMetrics { deserialize_ns: 0, run_ns: 0 };
+    let mut metrics = TaskMetrics {
+        deserialize_ns: 0,
+        run_ns: 0,
+    };
     let task: Arc<dyn StageTask> = match desc.binary.open() {
         Ok(t) => t,
         Err(e) => return (TaskEnd::Failed(e), metrics),

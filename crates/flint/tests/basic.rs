@@ -23,11 +23,17 @@ fn word_count() {
     let lines = vec!["a b a".to_string(), "b c".to_string(), "a".to_string()];
     let mut counts = sc
         .parallelize(lines, 2)
-        .flat_map(Fn!(|l: String| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()))
+        .flat_map(Fn!(|l: String| l
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()))
         .map(Fn!(|w: String| (w, 1u64)))
         .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
         .collect()
         .unwrap();
     counts.sort();
-    assert_eq!(counts, vec![("a".into(), 3), ("b".into(), 2), ("c".into(), 1)]);
+    assert_eq!(
+        counts,
+        vec![("a".into(), 3), ("b".into(), 2), ("c".into(), 1)]
+    );
 }

@@ -37,7 +37,10 @@ impl<T: Data, F: PartitionFn<T>> StageTask for ResultStageTask<T, F> {
         if let Some(e) = tc.take_error() {
             return Err(e);
         }
-        Ok(TaskOutput::Value(crate::codec::encode("task result", &out)?))
+        Ok(TaskOutput::Value(crate::codec::encode(
+            "task result",
+            &out,
+        )?))
     }
 }
 
@@ -50,7 +53,7 @@ pub(crate) fn interruptible<T: 'static>(it: BoxIter<T>, tc: &TaskContext) -> Box
     let mut it = it;
     Box::new(std::iter::from_fn(move || {
         n = n.wrapping_add(1);
-        if n % 1024 == 0 && flag.load(std::sync::atomic::Ordering::Relaxed) {
+        if n.is_multiple_of(1024) && flag.load(std::sync::atomic::Ordering::Relaxed) {
             errors.fail(FlintError::User("task killed".into()));
             return None;
         }
@@ -114,7 +117,10 @@ impl<T: Data, U: Data, F: Func<(U, T), Output = U>> PartitionFn<T> for Aggregate
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct ForeachPartitionFn<T: Data, F: Func<(BoxIter<T>,), Output = ()>>(F, #[serde(skip)] Ph<T>);
+pub struct ForeachPartitionFn<T: Data, F: Func<(BoxIter<T>,), Output = ()>>(
+    F,
+    #[serde(skip)] Ph<T>,
+);
 impl<T: Data, F: Func<(BoxIter<T>,), Output = ()>> PartitionFn<T> for ForeachPartitionFn<T, F> {
     type Out = ();
     fn apply(&self, it: BoxIter<T>, _: &TaskContext) -> Result<()> {
@@ -192,7 +198,8 @@ impl<T: Data + std::fmt::Display> PartitionFn<T> for SaveTextFn {
         let name = format!("part-{:05}", tc.partition);
         let tmp_dir = self.dir.join("_temporary");
         let tmp = tmp_dir.join(format!("{name}-attempt-{}", tc.task_id));
-        let f = std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
+        let f =
+            std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let io = |e| FlintError::io("cannot write", &tmp, e);
         for x in it {
@@ -219,8 +226,12 @@ impl<T: Data + AsRef<[u8]>> PartitionFn<T> for SaveBytesFn {
     type Out = ();
     fn apply(&self, it: BoxIter<T>, tc: &TaskContext) -> Result<()> {
         let name = format!("part-{:05}", tc.partition);
-        let tmp = self.dir.join("_temporary").join(format!("{name}-attempt-{}", tc.task_id));
-        let f = std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
+        let tmp = self
+            .dir
+            .join("_temporary")
+            .join(format!("{name}-attempt-{}", tc.task_id));
+        let f =
+            std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let io = |e| FlintError::io("cannot write", &tmp, e);
         for x in it {
@@ -281,7 +292,9 @@ impl<T: Data, I: IntoIterator + 'static, F: Func<(BoxIter<T>,), Output = I>> Ign
         self.0.call((it,))
     }
 }
-impl<T: Data, I: IntoIterator + 'static, F: Func<(BoxIter<T>,), Output = I>> Clone for IgnoreIndex<T, I, F> {
+impl<T: Data, I: IntoIterator + 'static, F: Func<(BoxIter<T>,), Output = I>> Clone
+    for IgnoreIndex<T, I, F>
+{
     fn clone(&self) -> Self {
         IgnoreIndex(self.0.clone(), Default::default())
     }
@@ -296,7 +309,10 @@ pub struct SpreadFn<T: Data>(#[serde(skip)] Ph<T>);
 impl<T: Data> SpreadFn<T> {
     fn invoke(&self, (idx, it): (usize, BoxIter<T>)) -> BoxIter<(u64, T)> {
         let start = crate::shuffle::stable_hash(&idx);
-        Box::new(it.enumerate().map(move |(i, x)| (start.wrapping_add(i as u64), x)))
+        Box::new(
+            it.enumerate()
+                .map(move |(i, x)| (start.wrapping_add(i as u64), x)),
+        )
     }
 }
 engine_fn!(impl[T: Data] SpreadFn<T>, (usize, BoxIter<T>) => BoxIter<(u64, T)>);
@@ -310,7 +326,10 @@ impl<T: Data> Rdd<T> {
     }
 
     fn new_id(&self) -> usize {
-        self.sc.as_ref().map(|s| s.new_rdd_id()).unwrap_or(usize::MAX)
+        self.sc
+            .as_ref()
+            .map(|s| s.new_rdd_id())
+            .unwrap_or(usize::MAX)
     }
 
     pub fn map<U: Data, F: Func<(T,), Output = U>>(&self, f: F) -> Rdd<U> {
@@ -359,7 +378,11 @@ impl<T: Data> Rdd<T> {
         })
     }
 
-    pub fn map_partitions<U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(BoxIter<T>,), Output = I>>(
+    pub fn map_partitions<
+        U: Data,
+        I: IntoIterator<Item = U> + 'static,
+        F: Func<(BoxIter<T>,), Output = I>,
+    >(
         &self,
         f: F,
     ) -> Rdd<U> {
@@ -442,17 +465,27 @@ impl<T: Data> Rdd<T> {
         ascending: bool,
         num_partitions: usize,
     ) -> Result<Rdd<T>> {
-        Ok(self.key_by(f).sort_by_key(ascending, num_partitions)?.values())
+        Ok(self
+            .key_by(f)
+            .sort_by_key(ascending, num_partitions)?
+            .values())
     }
 
     // ---- actions ----
 
     /// Runs `func` on the given partitions (all when `None`) and returns the
     /// per-partition outputs in partition order.
-    pub fn run_job<F: PartitionFn<T>>(&self, func: F, partitions: Option<Vec<usize>>) -> Result<Vec<F::Out>> {
+    pub fn run_job<F: PartitionFn<T>>(
+        &self,
+        func: F,
+        partitions: Option<Vec<usize>>,
+    ) -> Result<Vec<F::Out>> {
         let sc = self.context()?;
         let parts = partitions.unwrap_or_else(|| (0..self.num_partitions()).collect());
-        let task = ResultStageTask { rdd: self.clone(), func };
+        let task = ResultStageTask {
+            rdd: self.clone(),
+            func,
+        };
         let binary = crate::task::ship_stage(&task)?;
         let raw = sc.run_job(self.base(), binary, parts)?;
         raw.iter()
@@ -461,7 +494,11 @@ impl<T: Data> Rdd<T> {
     }
 
     pub fn collect(&self) -> Result<Vec<T>> {
-        Ok(self.run_job(CollectFn, None)?.into_iter().flatten().collect())
+        Ok(self
+            .run_job(CollectFn, None)?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     pub fn count(&self) -> Result<u64> {
@@ -474,7 +511,11 @@ impl<T: Data> Rdd<T> {
             .into_iter()
             .flatten()
             .reduce(|a, b| f.call((a, b)))
-            .ok_or_else(|| FlintError::InvalidArgument("reduce of an empty RDD (use fold with a zero value)".into()))
+            .ok_or_else(|| {
+                FlintError::InvalidArgument(
+                    "reduce of an empty RDD (use fold with a zero value)".into(),
+                )
+            })
     }
 
     pub fn fold<F: Func<(T, T), Output = T>>(&self, zero: T, f: F) -> Result<T> {
@@ -499,11 +540,13 @@ impl<T: Data> Rdd<T> {
     }
 
     pub fn foreach<F: Func<(T,), Output = ()>>(&self, f: F) -> Result<()> {
-        self.run_job(ForeachFn(f, Default::default()), None).map(|_| ())
+        self.run_job(ForeachFn(f, Default::default()), None)
+            .map(|_| ())
     }
 
     pub fn foreach_partition<F: Func<(BoxIter<T>,), Output = ()>>(&self, f: F) -> Result<()> {
-        self.run_job(ForeachPartitionFn(f, Default::default()), None).map(|_| ())
+        self.run_job(ForeachPartitionFn(f, Default::default()), None)
+            .map(|_| ())
     }
 
     /// The first `n` elements, scanning partitions in growing batches as Spark does
@@ -564,7 +607,8 @@ fn prepare_output(dir: &std::path::Path) -> Result<()> {
         return Err(FlintError::OutputExists(dir.to_path_buf()));
     }
     let tmp = dir.join("_temporary");
-    std::fs::create_dir_all(&tmp).map_err(|e| FlintError::io("cannot create output directory", &tmp, e))
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| FlintError::io("cannot create output directory", &tmp, e))
 }
 
 fn finish_output(dir: &std::path::Path) -> Result<()> {
@@ -588,7 +632,13 @@ impl<T: Key> Rdd<T> {
 
     /// The `n` largest elements, descending.
     pub fn top(&self, n: usize) -> Result<Vec<T>> {
-        let parts = self.run_job(TakeOrderedFn { n, ascending: false }, None)?;
+        let parts = self.run_job(
+            TakeOrderedFn {
+                n,
+                ascending: false,
+            },
+            None,
+        )?;
         Ok(take_ordered(parts.into_iter().flatten(), n, false))
     }
 

@@ -78,7 +78,9 @@ impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T,
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
         let f = self.f.clone();
         Ok(Box::new(
-            self.parent.iterator(split, tc)?.filter(move |x| f.call((x,))),
+            self.parent
+                .iterator(split, tc)?
+                .filter(move |x| f.call((x,))),
         ))
     }
     shippable!();
@@ -86,8 +88,12 @@ impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T,
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct FlatMapRdd<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>>
-{
+pub struct FlatMapRdd<
+    T: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Func<(T,), Output = I>,
+> {
     pub(crate) id: usize,
     pub(crate) parent: Rdd<T>,
     pub(crate) f: F,
@@ -145,8 +151,12 @@ pub struct MapPartitionsRdd<
     pub(crate) _p: Ph<(U, I)>,
 }
 
-impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(usize, BoxIter<T>), Output = I>>
-    RddBase for MapPartitionsRdd<T, U, I, F>
+impl<
+    T: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Func<(usize, BoxIter<T>), Output = I>,
+> RddBase for MapPartitionsRdd<T, U, I, F>
 {
     fn id(&self) -> usize {
         self.id
@@ -162,8 +172,12 @@ impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(usize, BoxI
     }
 }
 
-impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(usize, BoxIter<T>), Output = I>>
-    RddNode for MapPartitionsRdd<T, U, I, F>
+impl<
+    T: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Func<(usize, BoxIter<T>), Output = I>,
+> RddNode for MapPartitionsRdd<T, U, I, F>
 {
     type Item = U;
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<U>> {
@@ -297,14 +311,16 @@ impl<T: Data, U: Data> RddNode for ZipRdd<T, U> {
         let mut a = self.a.iterator(split, tc)?;
         let mut b = self.b.iterator(split, tc)?;
         let errors = tc.errors();
-        Ok(Box::new(std::iter::from_fn(move || match (a.next(), b.next()) {
-            (Some(x), Some(y)) => Some((x, y)),
-            (None, None) => None,
-            _ => {
-                errors.fail(FlintError::InvalidArgument(
-                    "Can only zip RDDs with same number of elements in each partition".into(),
-                ));
-                None
+        Ok(Box::new(std::iter::from_fn(move || {
+            match (a.next(), b.next()) {
+                (Some(x), Some(y)) => Some((x, y)),
+                (None, None) => None,
+                _ => {
+                    errors.fail(FlintError::InvalidArgument(
+                        "Can only zip RDDs with same number of elements in each partition".into(),
+                    ));
+                    None
+                }
             }
         })))
     }
@@ -380,7 +396,8 @@ impl<T: Data> RddBase for SampleRdd<T> {
 impl<T: Data> RddNode for SampleRdd<T> {
     type Item = T;
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
-        let mut rng = crate::util::SplitMix64::new(self.seed ^ (split as u64).wrapping_mul(0x9E37_79B9));
+        let mut rng =
+            crate::util::SplitMix64::new(self.seed ^ (split as u64).wrapping_mul(0x9E37_79B9));
         let fraction = self.fraction;
         let it = self.parent.iterator(split, tc)?;
         if self.with_replacement {

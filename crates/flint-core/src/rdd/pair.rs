@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
-use super::{BoxIter, Ph, PartitionFn, Rdd};
+use super::{BoxIter, PartitionFn, Ph, Rdd};
 use crate::env::TaskContext;
 use crate::error::Result;
 use crate::func::{Data, Func, Key, engine_fn};
@@ -77,8 +77,13 @@ pub struct CombineAgg<
     #[serde(skip)]
     _p: Ph<(V, C)>,
 }
-impl<V: Data, C: Data, F1: Func<(V,), Output = C>, F2: Func<(C, V), Output = C>, F3: Func<(C, C), Output = C>>
-    Aggregator<V, C> for CombineAgg<V, C, F1, F2, F3>
+impl<
+    V: Data,
+    C: Data,
+    F1: Func<(V,), Output = C>,
+    F2: Func<(C, V), Output = C>,
+    F3: Func<(C, C), Output = C>,
+> Aggregator<V, C> for CombineAgg<V, C, F1, F2, F3>
 {
     fn create(&self, v: V) -> C {
         self.create.call((v,))
@@ -93,7 +98,8 @@ impl<V: Data, C: Data, F1: Func<(V,), Output = C>, F2: Func<(C, V), Output = C>,
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct AggregateAgg<V: Data, U: Data, S: Func<(U, V), Output = U>, C: Func<(U, U), Output = U>> {
+pub struct AggregateAgg<V: Data, U: Data, S: Func<(U, V), Output = U>, C: Func<(U, U), Output = U>>
+{
     zero: U,
     seq: S,
     comb: C,
@@ -135,7 +141,11 @@ impl<V: Data, W: Data> Aggregator<Side<V, W>, (Vec<V>, Vec<W>)> for CoGroupAgg<V
         }
         c
     }
-    fn merge_combiners(&self, mut c: (Vec<V>, Vec<W>), mut o: (Vec<V>, Vec<W>)) -> (Vec<V>, Vec<W>) {
+    fn merge_combiners(
+        &self,
+        mut c: (Vec<V>, Vec<W>),
+        mut o: (Vec<V>, Vec<W>),
+    ) -> (Vec<V>, Vec<W>) {
         c.0.append(&mut o.0);
         c.1.append(&mut o.1);
         c
@@ -252,7 +262,10 @@ engine_fn!(impl[] SumU64, (u64, u64) => u64);
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct MapValuesFn<K: Data, V: Data, U: Data, F: Func<(V,), Output = U>>(F, #[serde(skip)] Ph<(K, V, U)>);
+pub struct MapValuesFn<K: Data, V: Data, U: Data, F: Func<(V,), Output = U>>(
+    F,
+    #[serde(skip)] Ph<(K, V, U)>,
+);
 impl<K: Data, V: Data, U: Data, F: Func<(V,), Output = U>> MapValuesFn<K, V, U, F> {
     fn invoke(&self, ((k, v),): ((K, V),)) -> (K, U) {
         (k, self.0.call((v,)))
@@ -262,19 +275,26 @@ engine_fn!(impl[K: Data, V: Data, U: Data, F: Func<(V,), Output = U>] MapValuesF
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct FlatMapValuesFn<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>(
-    F,
-    #[serde(skip)] Ph<(K, V, U, I)>,
-);
+pub struct FlatMapValuesFn<
+    K: Data,
+    V: Data,
+    U: Data,
+    I: IntoIterator<Item = U> + 'static,
+    F: Func<(V,), Output = I>,
+>(F, #[serde(skip)] Ph<(K, V, U, I)>);
 impl<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>
     FlatMapValuesFn<K, V, U, I, F>
 {
     fn invoke(&self, ((k, v),): ((K, V),)) -> Vec<(K, U)> {
-        self.0.call((v,)).into_iter().map(|u| (k.clone(), u)).collect()
+        self.0
+            .call((v,))
+            .into_iter()
+            .map(|u| (k.clone(), u))
+            .collect()
     }
 }
-impl<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>> Clone
-    for FlatMapValuesFn<K, V, U, I, F>
+impl<K: Data, V: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>
+    Clone for FlatMapValuesFn<K, V, U, I, F>
 {
     fn clone(&self) -> Self {
         FlatMapValuesFn(self.0.clone(), Default::default())
@@ -328,11 +348,9 @@ fn determine_bounds<K: Key>(samples: Vec<(u64, Vec<K>)>, parts: usize) -> Vec<K>
     let mut target = step;
     for (k, w) in weighted {
         cum += w;
-        if cum >= target && bounds.len() + 1 < parts {
-            if bounds.last() != Some(&k) {
-                bounds.push(k);
-                target += step;
-            }
+        if cum >= target && bounds.len() + 1 < parts && bounds.last() != Some(&k) {
+            bounds.push(k);
+            target += step;
         }
     }
     bounds
@@ -351,7 +369,11 @@ impl<K: Data, V: Data> Rdd<(K, V)> {
         self.map(MapValuesFn(f, Default::default()))
     }
 
-    pub fn flat_map_values<U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(V,), Output = I>>(
+    pub fn flat_map_values<
+        U: Data,
+        I: IntoIterator<Item = U> + 'static,
+        F: Func<(V,), Output = I>,
+    >(
         &self,
         f: F,
     ) -> Rdd<(K, U)> {
@@ -365,7 +387,11 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     fn default_partitions(&self) -> usize {
         self.sc
             .as_ref()
-            .and_then(|sc| sc.conf().get("flint.default.parallelism").and_then(|v| v.parse().ok()))
+            .and_then(|sc| {
+                sc.conf()
+                    .get("flint.default.parallelism")
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(self.num_partitions())
             .max(1)
     }
@@ -429,7 +455,11 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         self.reduce_by_key_with(self.default_partitions(), f)
     }
 
-    pub fn reduce_by_key_with<F: Func<(V, V), Output = V>>(&self, num_partitions: usize, f: F) -> Rdd<(K, V)> {
+    pub fn reduce_by_key_with<F: Func<(V, V), Output = V>>(
+        &self,
+        num_partitions: usize,
+        f: F,
+    ) -> Rdd<(K, V)> {
         self.shuffle(
             Partitioner::Hash(num_partitions.max(1)),
             ReduceAgg(f, Default::default()),
@@ -454,7 +484,12 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             comb,
             _p: Default::default(),
         };
-        self.shuffle(Partitioner::Hash(self.default_partitions()), agg, true, None)
+        self.shuffle(
+            Partitioner::Hash(self.default_partitions()),
+            agg,
+            true,
+            None,
+        )
     }
 
     pub fn group_by_key(&self) -> Rdd<(K, Vec<V>)> {
@@ -484,8 +519,16 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     pub fn sort_by_key(&self, ascending: bool, num_partitions: usize) -> Result<Rdd<(K, V)>> {
         let parts = num_partitions.max(1);
         let bounds = if parts > 1 && self.num_partitions() > 0 {
-            let per = (20 * parts * 3).div_ceil(self.num_partitions()).clamp(20, 100_000);
-            let samples = self.run_job(SampleKeysFn { per_partition: per, seed: 0x5eed }, None)?;
+            let per = (20 * parts * 3)
+                .div_ceil(self.num_partitions())
+                .clamp(20, 100_000);
+            let samples = self.run_job(
+                SampleKeysFn {
+                    per_partition: per,
+                    seed: 0x5eed,
+                },
+                None,
+            )?;
             determine_bounds(samples, parts)
         } else {
             Vec::new()
@@ -503,7 +546,12 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         let tagged = self
             .map(TagLeft::<K, V, W>(Default::default()))
             .union(&other.map(TagRight::<K, V, W>(Default::default())));
-        tagged.shuffle(Partitioner::Hash(n), CoGroupAgg(Default::default()), true, None)
+        tagged.shuffle(
+            Partitioner::Hash(n),
+            CoGroupAgg(Default::default()),
+            true,
+            None,
+        )
     }
 
     pub fn join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (V, W))> {
@@ -515,10 +563,14 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     }
 
     pub fn right_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Option<V>, W))> {
-        self.cogroup(other).flat_map(RightJoinFn(Default::default()))
+        self.cogroup(other)
+            .flat_map(RightJoinFn(Default::default()))
     }
 
-    pub fn full_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Option<V>, Option<W>))> {
+    pub fn full_outer_join<W: Data>(
+        &self,
+        other: &Rdd<(K, W)>,
+    ) -> Rdd<(K, (Option<V>, Option<W>))> {
         self.cogroup(other).flat_map(FullJoinFn(Default::default()))
     }
 

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, ShuffleDepBase, shippable};
-pub use crate::shuffle::Aggregator;
 use crate::env::TaskContext;
 use crate::error::Result;
 use crate::func::{Data, Key};
 use crate::ship::Shipped;
-use crate::shuffle::{ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output};
+pub use crate::shuffle::Aggregator;
+use crate::shuffle::{
+    ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output,
+};
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
 /// A shuffle of `(K, V)` records into `(K, C)` combiners. With `combine` the map
@@ -41,7 +43,9 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDepende
     }
 }
 
-impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffleDepBase for ShuffleDependency<K, V, C, A> {
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffleDepBase
+    for ShuffleDependency<K, V, C, A>
+{
     fn shuffle_id(&self) -> usize {
         self.shuffle_id
     }
@@ -106,7 +110,9 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
             match self.ordering {
                 None | Some(true) => map.into_iter(&self.aggregator, self.ordering.is_some())?,
                 Some(false) => {
-                    let sorted: Vec<_> = map.into_iter(&self.aggregator, true)?.collect::<Result<_>>()?;
+                    let sorted: Vec<_> = map
+                        .into_iter(&self.aggregator, true)?
+                        .collect::<Result<_>>()?;
                     Box::new(sorted.into_iter().rev().map(Ok))
                 }
             }

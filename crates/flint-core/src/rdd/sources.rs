@@ -65,9 +65,7 @@ pub(crate) fn slice_vec<T>(mut data: Vec<T>, n: usize) -> Vec<Vec<T>> {
     let len = data.len();
     let mut out = Vec::with_capacity(n);
     // Split from the back so each `split_off` is a cheap move of the tail.
-    let bounds: Vec<(usize, usize)> = (0..n)
-        .map(|i| (i * len / n, (i + 1) * len / n))
-        .collect();
+    let bounds: Vec<(usize, usize)> = (0..n).map(|i| (i * len / n, (i + 1) * len / n)).collect();
     for &(start, _) in bounds.iter().rev() {
         out.push(data.split_off(start));
     }
@@ -145,9 +143,8 @@ pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
     } else if p.is_file() {
         out.push(p.to_path_buf());
     } else if path.contains(['*', '?', '[']) {
-        let entries = glob::glob(path).map_err(|e| {
-            FlintError::InvalidArgument(format!("bad glob pattern '{path}': {e}"))
-        })?;
+        let entries = glob::glob(path)
+            .map_err(|e| FlintError::InvalidArgument(format!("bad glob pattern '{path}': {e}")))?;
         for e in entries.flatten() {
             if e.is_file() {
                 out.push(e);
@@ -179,7 +176,11 @@ pub struct FileSplit {
 /// Hadoop's rule: split size = max(1, min(total / min_partitions, block size)),
 /// with the local file system's 32 MiB block size; the last piece of a file may be
 /// up to 10% larger than the split size rather than leave a sliver.
-pub(crate) fn compute_splits(files: &[PathBuf], min_partitions: usize, align: u64) -> Result<Vec<FileSplit>> {
+pub(crate) fn compute_splits(
+    files: &[PathBuf],
+    min_partitions: usize,
+    align: u64,
+) -> Result<Vec<FileSplit>> {
     let mut sizes = Vec::with_capacity(files.len());
     for f in files {
         let md = std::fs::metadata(f).map_err(|e| FlintError::io("cannot stat", f, e))?;
@@ -196,11 +197,19 @@ pub(crate) fn compute_splits(files: &[PathBuf], min_partitions: usize, align: u6
     for (f, &size) in files.iter().zip(&sizes) {
         let mut start = 0;
         while size - start > split + split / 10 {
-            out.push(FileSplit { path: f.clone(), start, len: split });
+            out.push(FileSplit {
+                path: f.clone(),
+                start,
+                len: split,
+            });
             start += split;
         }
         if size > start || size == 0 {
-            out.push(FileSplit { path: f.clone(), start, len: size - start });
+            out.push(FileSplit {
+                path: f.clone(),
+                start,
+                len: size - start,
+            });
         }
     }
     Ok(out)

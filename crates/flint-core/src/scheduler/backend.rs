@@ -33,7 +33,11 @@ pub trait SchedulerBackend: Send + Sync {
 
 enum Msg {
     Revive,
-    Finished { tid: u64, end: TaskEnd, started: Instant },
+    Finished {
+        tid: u64,
+        end: TaskEnd,
+        started: Instant,
+    },
     Kill(u64),
     Stop,
 }
@@ -155,7 +159,12 @@ fn endpoint_loop(
     }
 }
 
-fn handle(msg: Msg, free: &mut usize, kill_flags: &mut HashMap<u64, Arc<AtomicBool>>, scheduler: &TaskScheduler) {
+fn handle(
+    msg: Msg,
+    free: &mut usize,
+    kill_flags: &mut HashMap<u64, Arc<AtomicBool>>,
+    scheduler: &TaskScheduler,
+) {
     match msg {
         Msg::Finished { tid, end, started } => {
             *free += 1;

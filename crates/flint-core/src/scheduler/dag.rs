@@ -244,7 +244,10 @@ impl DagScheduler {
             job_id,
             &pool,
         );
-        tracing::info!("Got job {job_id} with {} output partitions; final stage {stage_id}", partitions.len());
+        tracing::info!(
+            "Got job {job_id} with {} output partitions; final stage {stage_id}",
+            partitions.len()
+        );
         self.jobs.insert(
             job_id,
             Job {
@@ -259,7 +262,13 @@ impl DagScheduler {
         self.submit_stage(stage_id);
     }
 
-    fn new_stage(&mut self, rdd: Arc<dyn RddBase>, kind: StageKind, job_id: usize, pool: &str) -> usize {
+    fn new_stage(
+        &mut self,
+        rdd: Arc<dyn RddBase>,
+        kind: StageKind,
+        job_id: usize,
+        pool: &str,
+    ) -> usize {
         let id = self.next_stage_id;
         self.next_stage_id += 1;
         let mut jobs = HashSet::new();
@@ -299,22 +308,38 @@ impl DagScheduler {
         out
     }
 
-    fn parent_stages(&mut self, rdd: &Arc<dyn RddBase>, job_id: usize, pool: &str) -> Result<Vec<usize>> {
+    fn parent_stages(
+        &mut self,
+        rdd: &Arc<dyn RddBase>,
+        job_id: usize,
+        pool: &str,
+    ) -> Result<Vec<usize>> {
         Self::shuffle_deps(rdd)
             .into_iter()
             .map(|d| self.shuffle_map_stage(d, job_id, pool))
             .collect()
     }
 
-    fn shuffle_map_stage(&mut self, dep: Arc<dyn ShuffleDepBase>, job_id: usize, pool: &str) -> Result<usize> {
+    fn shuffle_map_stage(
+        &mut self,
+        dep: Arc<dyn ShuffleDepBase>,
+        job_id: usize,
+        pool: &str,
+    ) -> Result<usize> {
         if let Some(&s) = self.shuffle_to_stage.get(&dep.shuffle_id()) {
             return Ok(s);
         }
         let map_rdd = dep.rdd();
         self.parent_stages(&map_rdd, job_id, pool)?;
-        self.tracker.register_shuffle(dep.shuffle_id(), map_rdd.num_partitions());
+        self.tracker
+            .register_shuffle(dep.shuffle_id(), map_rdd.num_partitions());
         let sid = dep.shuffle_id();
-        let stage = self.new_stage(map_rdd, StageKind::ShuffleMap { dep, binary: None }, job_id, pool);
+        let stage = self.new_stage(
+            map_rdd,
+            StageKind::ShuffleMap { dep, binary: None },
+            job_id,
+            pool,
+        );
         self.shuffle_to_stage.insert(sid, stage);
         Ok(stage)
     }
@@ -354,7 +379,10 @@ impl DagScheduler {
     }
 
     fn submit_stage(&mut self, stage_id: usize) {
-        if self.waiting.contains(&stage_id) || self.running.contains(&stage_id) || self.failed.contains(&stage_id) {
+        if self.waiting.contains(&stage_id)
+            || self.running.contains(&stage_id)
+            || self.failed.contains(&stage_id)
+        {
             return;
         }
         let missing = self.missing_parents(stage_id);
@@ -374,7 +402,9 @@ impl DagScheduler {
         };
         let (partitions, binary) = match &mut stage.kind {
             StageKind::ShuffleMap { dep, binary } => {
-                let parts = self.tracker.missing(dep.shuffle_id(), stage.rdd.num_partitions());
+                let parts = self
+                    .tracker
+                    .missing(dep.shuffle_id(), stage.rdd.num_partitions());
                 let b = match binary {
                     Some(b) => b.clone(),
                     None => match dep.map_task_binary() {
@@ -386,7 +416,13 @@ impl DagScheduler {
                             let jobs: Vec<usize> = stage.jobs.iter().copied().collect();
                             let msg = e.to_string();
                             for j in jobs {
-                                self.fail_job(j, FlintError::Codec { what: "task", reason: msg.clone() });
+                                self.fail_job(
+                                    j,
+                                    FlintError::Codec {
+                                        what: "task",
+                                        reason: msg.clone(),
+                                    },
+                                );
                             }
                             return;
                         }
@@ -448,7 +484,14 @@ impl DagScheduler {
         }
     }
 
-    fn task_succeeded(&mut self, stage_id: usize, _attempt: usize, partition: usize, index: usize, output: TaskOutput) {
+    fn task_succeeded(
+        &mut self,
+        stage_id: usize,
+        _attempt: usize,
+        partition: usize,
+        index: usize,
+        output: TaskOutput,
+    ) {
         let Some(stage) = self.stages.get(&stage_id) else {
             return;
         };
@@ -464,7 +507,11 @@ impl DagScheduler {
                 }
                 if job.finished == job.results.len() {
                     let job = self.jobs.remove(&job_id).expect("job present");
-                    let results = job.results.into_iter().map(|r| r.unwrap_or_default()).collect();
+                    let results = job
+                        .results
+                        .into_iter()
+                        .map(|r| r.unwrap_or_default())
+                        .collect();
                     let _ = job.reply.send(Ok(results));
                     self.running.remove(&stage_id);
                     self.cleanup_job(job_id);
@@ -481,7 +528,14 @@ impl DagScheduler {
         }
     }
 
-    fn fetch_failed(&mut self, stage_id: usize, attempt: usize, shuffle_id: usize, map_id: usize, reason: String) {
+    fn fetch_failed(
+        &mut self,
+        stage_id: usize,
+        attempt: usize,
+        shuffle_id: usize,
+        map_id: usize,
+        reason: String,
+    ) {
         let Some(stage) = self.stages.get_mut(&stage_id) else {
             return;
         };
@@ -490,7 +544,9 @@ impl DagScheduler {
             self.tracker.unregister_map_output(shuffle_id, map_id);
             return;
         }
-        tracing::warn!("stage {stage_id} lost shuffle {shuffle_id} output of map {map_id}: {reason}; resubmitting");
+        tracing::warn!(
+            "stage {stage_id} lost shuffle {shuffle_id} output of map {map_id}: {reason}; resubmitting"
+        );
         stage.failed_attempts += 1;
         let too_many = stage.failed_attempts >= MAX_STAGE_ATTEMPTS;
         let jobs: Vec<usize> = stage.jobs.iter().copied().collect();

@@ -53,7 +53,9 @@ pub fn parse_allocations(xml: &str) -> Result<HashMap<String, PoolConf>> {
         let end = after
             .find("</pool>")
             .or_else(|| after.find("/>"))
-            .ok_or_else(|| FlintError::Config("unterminated <pool> element in allocation file".into()))?;
+            .ok_or_else(|| {
+                FlintError::Config("unterminated <pool> element in allocation file".into())
+            })?;
         let body = &after[..end];
         let name = attr(body, "name")
             .ok_or_else(|| FlintError::Config("a <pool> element has no name attribute".into()))?;
@@ -138,12 +140,18 @@ mod tests {
 
     #[test]
     fn fair_ordering() {
-        let a = PoolConf { weight: 2, ..PoolConf::default_named("a") };
+        let a = PoolConf {
+            weight: 2,
+            ..PoolConf::default_named("a")
+        };
         let b = PoolConf::default_named("b");
         // a has 2 running with weight 2 (ratio 1), b has 1 with weight 1 (ratio 1): tie by name.
         assert_eq!(fair_cmp((&a, 2), (&b, 1)), Ordering::Less);
         assert_eq!(fair_cmp((&a, 3), (&b, 1)), Ordering::Greater);
-        let needy = PoolConf { min_share: 2, ..PoolConf::default_named("z") };
+        let needy = PoolConf {
+            min_share: 2,
+            ..PoolConf::default_named("z")
+        };
         assert_eq!(fair_cmp((&needy, 1), (&a, 0)), Ordering::Less);
     }
 }

@@ -304,10 +304,17 @@ impl TaskScheduler {
                         tsm.num_success += 1;
                         tsm.durations.push(duration);
                         if copy.speculative {
-                            tracing::info!("speculative copy {tid} of partition {partition} finished first");
+                            tracing::info!(
+                                "speculative copy {tid} of partition {partition} finished first"
+                            );
                         }
                         // Other copies of this task lost the race.
-                        kills.extend(tsm.running.iter().filter(|(_, c)| c.index == i).map(|(t, _)| *t));
+                        kills.extend(
+                            tsm.running
+                                .iter()
+                                .filter(|(_, c)| c.index == i)
+                                .map(|(t, _)| *t),
+                        );
                         events.push(DagEvent::TaskSucceeded {
                             stage_id,
                             stage_attempt,

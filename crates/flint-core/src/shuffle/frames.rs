@@ -59,7 +59,9 @@ impl<W: Write> FrameWriter<W> {
             }
             Compression::Lz4 => {
                 let c = lz4_flex::block::compress(&self.buf);
-                self.out.write_all(&(c.len() as u32).to_le_bytes()).map_err(io)?;
+                self.out
+                    .write_all(&(c.len() as u32).to_le_bytes())
+                    .map_err(io)?;
                 self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
                 self.out.write_all(&c).map_err(io)?;
                 self.written += 8 + c.len() as u64;

@@ -20,8 +20,14 @@ impl<K: Key> PartialEq for Partitioner<K> {
         match (self, other) {
             (Partitioner::Hash(a), Partitioner::Hash(b)) => a == b,
             (
-                Partitioner::Range { bounds: a, ascending: x },
-                Partitioner::Range { bounds: b, ascending: y },
+                Partitioner::Range {
+                    bounds: a,
+                    ascending: x,
+                },
+                Partitioner::Range {
+                    bounds: b,
+                    ascending: y,
+                },
             ) => a == b && x == y,
             _ => false,
         }

@@ -13,7 +13,11 @@ use crate::func::Data;
 
 type ResIter<T> = Box<dyn Iterator<Item = Result<T>>>;
 
-pub(crate) fn read_partition<T: Data>(tc: &TaskContext, shuffle_id: usize, reduce: usize) -> Result<ResIter<T>> {
+pub(crate) fn read_partition<T: Data>(
+    tc: &TaskContext,
+    shuffle_id: usize,
+    reduce: usize,
+) -> Result<ResIter<T>> {
     let statuses = tc.env.map_outputs.statuses(shuffle_id)?;
     let compression = tc.env.compression;
     let mut segments = Vec::new();
@@ -59,7 +63,10 @@ pub(crate) fn read_partition<T: Data>(tc: &TaskContext, shuffle_id: usize, reduc
                 Ok(f) => {
                     current = Some((
                         map_id,
-                        FrameReader::new(BufReader::with_capacity(128 << 10, f.take(len)), compression),
+                        FrameReader::new(
+                            BufReader::with_capacity(128 << 10, f.take(len)),
+                            compression,
+                        ),
                     ))
                 }
                 Err(e) => {

@@ -43,7 +43,6 @@ struct SizeEstimator {
     scratch: Vec<u8>,
 }
 
-
 const SAMPLE_EVERY: u64 = 32;
 const ENTRY_OVERHEAD: f64 = 48.0;
 
@@ -62,7 +61,11 @@ impl SizeEstimator {
             && crate::codec::encode_into("size sample", b, &mut self.scratch).is_ok()
         {
             let s = self.scratch.len() as f64 + ENTRY_OVERHEAD;
-            self.avg = if self.avg == 0.0 { s } else { self.avg * 0.9 + s * 0.1 };
+            self.avg = if self.avg == 0.0 {
+                s
+            } else {
+                self.avg * 0.9 + s * 0.1
+            };
         }
     }
 
@@ -85,7 +88,8 @@ fn write_run<K: Serialize, V: Serialize>(
     metrics: &mut SpillMetrics,
 ) -> Result<SpillFile> {
     let path = env.temp_file("spill");
-    let f = File::create(&path).map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
+    let f =
+        File::create(&path).map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
     let spill = SpillFile(path);
     let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), env.compression);
     for rec in run {
@@ -103,8 +107,10 @@ fn write_run<K: Serialize, V: Serialize>(
 type ResIter<K, V> = Box<dyn Iterator<Item = Result<(K, V)>>>;
 
 fn read_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
-    let f = File::open(&spill.0).map_err(|e| FlintError::io("cannot open spill file", &spill.0, e))?;
-    let mut r = FrameReader::<_, (K, V)>::new(BufReader::with_capacity(256 << 10, f), env.compression);
+    let f =
+        File::open(&spill.0).map_err(|e| FlintError::io("cannot open spill file", &spill.0, e))?;
+    let mut r =
+        FrameReader::<_, (K, V)>::new(BufReader::with_capacity(256 << 10, f), env.compression);
     Ok(Box::new(std::iter::from_fn(move || {
         let _keep = &spill;
         r.next_record().transpose()
@@ -151,7 +157,11 @@ fn merge_sorted<K: Ord + 'static, V: 'static>(mut sources: Vec<ResIter<K, V>>) -
         }
         let top = heap.pop()?;
         match sources[top.src].next() {
-            Some(Ok((key, value))) => heap.push(HeapItem { key, value, src: top.src }),
+            Some(Ok((key, value))) => heap.push(HeapItem {
+                key,
+                value,
+                src: top.src,
+            }),
             Some(Err(e)) => pending_err = Some(e),
             None => {}
         }
@@ -182,7 +192,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     }
 
     pub fn insert_value<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, v: V) -> Result<()> {
-        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
         match self.map.entry(k) {
             Entry::Occupied(mut e) => {
@@ -209,7 +219,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     }
 
     pub fn insert_combiner<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, c: C) -> Result<()> {
-        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
         match self.map.entry(k) {
             Entry::Occupied(mut e) => {
@@ -246,7 +256,10 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     }
 
     fn drain(&mut self) -> Vec<(K, C)> {
-        self.map.drain().filter_map(|(k, c)| Some((k, c?))).collect()
+        self.map
+            .drain()
+            .filter_map(|(k, c)| Some((k, c?)))
+            .collect()
     }
 
     pub fn has_spilled(&self) -> bool {
@@ -255,7 +268,11 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
 
     /// All `(key, combiner)` pairs; in key order when `sorted` or when anything
     /// spilled (the merge needs it), otherwise in hash order.
-    pub fn into_iter<V, A: Aggregator<V, C>>(mut self, agg: &A, sorted: bool) -> Result<ResIter<K, C>> {
+    pub fn into_iter<V, A: Aggregator<V, C>>(
+        mut self,
+        agg: &A,
+        sorted: bool,
+    ) -> Result<ResIter<K, C>> {
         if self.spills.is_empty() {
             let mut v = self.drain();
             if sorted {
@@ -311,13 +328,14 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     }
 
     pub fn insert(&mut self, key: S, value: V) -> Result<()> {
-        let sampled = self.est.ops % SAMPLE_EVERY == 0;
+        let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
         if sampled {
             self.est.sample_pair(&key, &value);
         }
         self.buf.push((key, value));
-        if sampled && self.est.estimate(self.buf.len()) > self.env.task_memory && self.buf.len() > 1 {
+        if sampled && self.est.estimate(self.buf.len()) > self.env.task_memory && self.buf.len() > 1
+        {
             let mut run = std::mem::take(&mut self.buf);
             run.sort_by(|a, b| a.0.cmp(&b.0));
             let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;

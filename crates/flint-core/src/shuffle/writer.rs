@@ -25,7 +25,8 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
     let env = &tc.env;
     let n = partitioner.num_partitions();
     let tmp = env.temp_file(&format!("shuffle_{shuffle_id}_{}", tc.partition));
-    let file = File::create(&tmp).map_err(|e| FlintError::io("cannot create shuffle file", &tmp, e))?;
+    let file =
+        File::create(&tmp).map_err(|e| FlintError::io("cannot create shuffle file", &tmp, e))?;
     let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, file), env.compression);
     let mut lengths = vec![0u64; n];
     let result = (|| -> Result<()> {
@@ -78,12 +79,14 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let base = env
-        .local_dir()
-        .join(format!("shuffle_{shuffle_id}_{}_{}", tc.partition, tc.task_id));
+    let base = env.local_dir().join(format!(
+        "shuffle_{shuffle_id}_{}_{}",
+        tc.partition, tc.task_id
+    ));
     let data = base.with_extension("data");
     write_index(&base.with_extension("index"), &lengths)?;
-    std::fs::rename(&tmp, &data).map_err(|e| FlintError::io("cannot commit shuffle file", &data, e))?;
+    std::fs::rename(&tmp, &data)
+        .map_err(|e| FlintError::io("cannot commit shuffle file", &data, e))?;
     Ok(MapStatus {
         executor_id: env.executor_id.clone(),
         data_file: data,
@@ -100,7 +103,8 @@ fn check(tc: &TaskContext) -> Result<()> {
 
 /// Offsets of each segment (n + 1 little-endian u64s), as Spark's index files.
 fn write_index(path: &Path, lengths: &[u64]) -> Result<()> {
-    let mut f = BufWriter::new(File::create(path).map_err(|e| FlintError::io("cannot create", path, e))?);
+    let mut f =
+        BufWriter::new(File::create(path).map_err(|e| FlintError::io("cannot create", path, e))?);
     let mut off = 0u64;
     let io = |e| FlintError::io("cannot write", path, e);
     f.write_all(&off.to_le_bytes()).map_err(io)?;

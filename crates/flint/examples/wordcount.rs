@@ -1,0 +1,61 @@
+//! WordCount: `wordcount INPUT [--output DIR] [--partitions N] [--master URL]`.
+
+use anyhow::Context;
+use clap::Parser;
+use flint::prelude::*;
+
+#[derive(Parser)]
+struct Args {
+    input: String,
+    #[arg(long)]
+    output: Option<String>,
+    #[arg(long)]
+    partitions: Option<usize>,
+    #[arg(long)]
+    master: Option<String>,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("wordcount: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut conf = FlintConf::new().app_name("wordcount");
+    if let Some(m) = &args.master {
+        conf = conf.master(m.clone());
+    }
+    let sc = FlintContext::new(conf)?;
+    let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());
+    let counts = sc
+        .text_file(&args.input, parts)
+        .with_context(|| format!("reading {}", args.input))?
+        .flat_map(Fn!(|line: String| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<String>>()
+        }))
+        .map(Fn!(|w: String| (w, 1u64)))
+        .reduce_by_key_with(parts, Fn!(|a: u64, b: u64| a + b));
+    match &args.output {
+        Some(dir) => {
+            counts
+                .map(Fn!(|(w, c): (String, u64)| format!("{w}\t{c}")))
+                .save_as_text_file(dir)?;
+        }
+        None => {
+            let all = counts.collect()?;
+            let distinct = all.len();
+            let mut top = all;
+            top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            for (w, c) in top.iter().take(20) {
+                println!("{w}\t{c}");
+            }
+            println!("distinct words: {distinct}");
+        }
+    }
+    Ok(())
+}

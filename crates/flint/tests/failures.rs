@@ -1,0 +1,111 @@
+//! Task failure handling: retries, job abort messages, bad input.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use flint::prelude::*;
+
+static FLAKY_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn a_task_failing_once_succeeds_on_retry() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2,4]")).unwrap();
+    // The first attempt of the task that sees 7 panics; the retry succeeds.
+    let v = sc
+        .parallelize((0..10).collect::<Vec<i32>>(), 3)
+        .map(Fn!(|x: i32| {
+            if x == 7 && FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("transient failure");
+            }
+            x * 2
+        }))
+        .collect()
+        .unwrap();
+    assert_eq!(v, (0..10).map(|x| x * 2).collect::<Vec<_>>());
+    assert!(FLAKY_CALLS.load(Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn a_task_always_failing_aborts_the_job_with_details() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2,3]")).unwrap();
+    let err = sc
+        .parallelize((0..10).collect::<Vec<i32>>(), 2)
+        .map(Fn!(|x: i32| {
+            if x == 9 {
+                panic!("bad record {x}");
+            }
+            x
+        }))
+        .count()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Task 1 in stage"), "{err}");
+    assert!(err.contains("failed 3 times"), "{err}");
+    assert!(err.contains("bad record 9"), "{err}");
+}
+
+#[test]
+fn local_mode_does_not_retry_by_default() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let err = sc
+        .parallelize(vec![1, 2, 3], 1)
+        .map(Fn!(|x: i32| if x >= 0 { panic!("boom {x}") } else { x }))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed 1 times") && err.contains("boom 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_context_survives_a_failed_job() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let rdd = sc.parallelize((0..100).collect::<Vec<i64>>(), 4);
+    assert!(
+        rdd.map(Fn!(|x: i64| if x == 50 { panic!("x") } else { x }))
+            .count()
+            .is_err()
+    );
+    assert_eq!(rdd.count().unwrap(), 100);
+}
+
+#[test]
+fn bad_master_url_and_missing_input_are_clear_errors() {
+    let err = FlintContext::new(FlintConf::new().master("local[zero]"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("local[zero]") && err.contains("local[N]"),
+        "{err}"
+    );
+    let sc = FlintContext::new(FlintConf::new().master("local[1]")).unwrap();
+    let err = sc
+        .text_file("/nonexistent/input.txt", 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn output_directory_must_not_exist() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = sc
+        .parallelize(vec![1, 2, 3], 2)
+        .save_as_text_file(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let out = dir.path().join("out");
+    sc.parallelize(vec![1, 2, 3], 2)
+        .save_as_text_file(&out)
+        .unwrap();
+    assert!(out.join("_SUCCESS").exists());
+    let text: String = ["part-00000", "part-00001"]
+        .iter()
+        .map(|p| std::fs::read_to_string(out.join(p)).unwrap())
+        .collect();
+    assert_eq!(text, "1\n2\n3\n");
+}
