@@ -1,7 +1,8 @@
 //! Every operation checked against a plain Rust model of the same computation, on
-#![allow(clippy::type_complexity)]
 //! random data and random partition counts (including empty inputs, empty
 //! partitions and skewed keys).
+
+#![allow(clippy::type_complexity)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
