@@ -1,3 +1,432 @@
-fn main() {
-    println!("Hello, world!");
+//! Flint's benchmark harness.
+//!
+//! `flint-bench run` generates (or reuses) the datasets with the shared data
+//! generator, runs Flint's examples and in-process micro benchmarks, each in its own
+//! child process so its peak RSS is measured exactly, prints a table and writes
+//! JSON. `--spark` adds Apache Spark's numbers (from a fresh `run.sh` with
+//! `--spark-run`, else the reference `results.json`) and prints ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use flint::prelude::*;
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "flint-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the suite.
+    Run {
+        /// Small datasets (100 MiB text, 1M sort records) for a quick look.
+        #[arg(long)]
+        quick: bool,
+        /// Compare with Apache Spark's numbers and print ratios.
+        #[arg(long)]
+        spark: bool,
+        /// Run Spark's suite now (about 8 minutes) instead of reading the reference.
+        #[arg(long)]
+        spark_run: bool,
+        /// Only these benchmarks (wordcount, baseline, sort, latency, throughput).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/flint-bench.json")]
+        json: PathBuf,
+    },
+    /// Tiny-job latency: `parallelize(1..=100, 2).count()` N times in one context.
+    Latency {
+        #[arg(long, default_value_t = 200)]
+        jobs: usize,
+    },
+    /// Task throughput: `parallelize(1M ints, P partitions).count()`.
+    Throughput {
+        #[arg(long, default_value_t = 10_000)]
+        partitions: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Runs a command and prints its wall time and peak RSS as JSON (internal).
+    Measure {
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Serialize, Clone)]
+struct Row {
+    name: String,
+    dataset: String,
+    seconds: f64,
+    peak_rss_mib: f64,
+    detail: String,
+    spark: Option<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Latency { jobs } => latency(jobs),
+        Cmd::Throughput { partitions, runs } => throughput(partitions, runs),
+        Cmd::Measure { cmd } => measure(&cmd),
+        Cmd::Run {
+            quick,
+            spark,
+            spark_run,
+            only,
+            json,
+        } => run(quick, spark, spark_run, &only, &json),
+    }
+}
+
+fn latency(jobs: usize) -> anyhow::Result<()> {
+    let sc = FlintContext::new(FlintConf::new().app_name("latency").master("local[2]"))?;
+    let data: Vec<i32> = (1..=100).collect();
+    let t0 = Instant::now();
+    sc.parallelize(data.clone(), 2).count()?;
+    let first = t0.elapsed();
+    for _ in 0..5 {
+        sc.parallelize(data.clone(), 2).count()?;
+    }
+    let mut times = Vec::with_capacity(jobs);
+    for _ in 0..jobs {
+        let t = Instant::now();
+        let n = sc.parallelize(data.clone(), 2).count()?;
+        times.push(t.elapsed());
+        if n != 100 {
+            bail!("count returned {n}, expected 100");
+        }
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    println!(
+        "{}",
+        serde_json::json!({
+            "median_ms": ms(pct(0.5)), "p99_ms": ms(pct(0.99)), "min_ms": ms(times[0]),
+            "first_ms": ms(first), "jobs": jobs,
+        })
+    );
+    Ok(())
+}
+
+fn throughput(partitions: usize, runs: usize) -> anyhow::Result<()> {
+    let sc = FlintContext::new(FlintConf::new().app_name("throughput").master("local[2]"))?;
+    let data: Vec<i32> = (0..1_000_000).collect();
+    let mut rates = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let rdd = sc.parallelize(data.clone(), partitions);
+        let t = Instant::now();
+        let n = rdd.count()?;
+        let el = t.elapsed();
+        if n != 1_000_000 {
+            bail!("count returned {n}");
+        }
+        times.push(ms(el));
+        rates.push(partitions as f64 / el.as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({
+            "median_tasks_per_s": rates[rates.len() / 2], "best_tasks_per_s": rates[rates.len() - 1],
+            "job_ms": times, "partitions": partitions,
+        })
+    );
+    Ok(())
+}
+
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.3} ms", s * 1000.0)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn measure(cmd: &[String]) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .with_context(|| format!("starting {}", cmd[0]))?;
+    let wall = t.elapsed();
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let report = serde_json::json!({
+        "wall_s": wall.as_secs_f64(),
+        "max_rss_kib": usage.max_rss(),
+        "status": out.status.code(),
+        "stdout": String::from_utf8_lossy(&out.stdout),
+        "stderr_tail": String::from_utf8_lossy(&out.stderr).chars().rev().take(2000).collect::<String>().chars().rev().collect::<String>(),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+/// Runs `cmd` under `flint-bench measure` (a fresh parent, so RUSAGE_CHILDREN is
+/// exactly this command's peak RSS).
+fn measured(cmd: &[&str]) -> anyhow::Result<(f64, f64, String)> {
+    let me = std::env::current_exe()?;
+    let out = Command::new(me)
+        .arg("measure")
+        .arg("--")
+        .args(cmd)
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "measuring {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if v["status"].as_i64() != Some(0) {
+        bail!("{cmd:?} failed: {}", v["stderr_tail"]);
+    }
+    Ok((
+        v["wall_s"].as_f64().unwrap_or(0.0),
+        v["max_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0,
+        v["stdout"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+fn shared_bench() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench");
+    root.canonicalize()
+        .with_context(|| format!("the shared benchmark folder is not at {}", root.display()))
+}
+
+fn cache_dir() -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("FLINT_BENCH_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
+            .join(".cache/flint-bench"),
+    };
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Builds a shared tool (datagen, baseline) into the cache, never into shared/.
+fn build_tool(name: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    let src = shared_bench()?.join(name);
+    let target = cache_dir()?.join("tools-target");
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(src.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    if !status.success() {
+        bail!("building {name} failed");
+    }
+    Ok(target.join("release").join(bin))
+}
+
+fn dataset(kind: &str, file: &str, size: &str) -> anyhow::Result<PathBuf> {
+    let path = cache_dir()?.join(file);
+    if !path.exists() {
+        let generator = build_tool("datagen", "flint-datagen")?;
+        eprintln!("generating {}", path.display());
+        let tmp = path.with_extension("partial");
+        let st = Command::new(generator)
+            .args([kind, tmp.to_str().unwrap_or_default(), size, "42"])
+            .status()?;
+        if !st.success() {
+            bail!("flint-datagen {kind} failed");
+        }
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
+fn examples_dir() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().context("no parent dir")?.join("examples");
+    if !dir.join("wordcount").exists() {
+        bail!("examples are not built: run `cargo build --release --examples` first");
+    }
+    Ok(dir)
+}
+
+fn spark_reference(run_now: bool) -> anyhow::Result<serde_json::Value> {
+    let spark = shared_bench()?.join("spark");
+    let path = if run_now {
+        let st = Command::new("bash")
+            .arg(spark.join("run.sh"))
+            .env("SKIP_STANDALONE", "1")
+            .status()?;
+        if !st.success() {
+            bail!("Spark's run.sh failed");
+        }
+        cache_dir()?.join("results.json")
+    } else {
+        spark.join("results.json")
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn spark_metric(v: &serde_json::Value, label_has: &str, dataset: &str, field: &str) -> Option<f64> {
+    v["runs"].as_array()?.iter().find_map(|r| {
+        let label = r["label"].as_str()?;
+        let ds = r["dataset"].as_str().unwrap_or("");
+        (label.contains(label_has)
+            && (dataset.is_empty() || ds == dataset)
+            && r["mode"] == "local2")
+            .then(|| r["result"][field].as_f64())
+            .flatten()
+    })
+}
+
+fn run(
+    quick: bool,
+    spark: bool,
+    spark_run: bool,
+    only: &[String],
+    json: &Path,
+) -> anyhow::Result<()> {
+    let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
+    let ex = examples_dir()?;
+    let spark_ref = if spark {
+        Some(spark_reference(spark_run)?)
+    } else {
+        None
+    };
+    let (text_name, text_bytes, sort_name, sort_n) = if quick {
+        ("text-100MiB", "104857600", "sort-1M-100MB", "1000000")
+    } else {
+        ("text-1GiB", "1073741824", "sort-10M-1GB", "10000000")
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let local = "--master=local[2]";
+    if want("wordcount") || want("baseline") {
+        let text = dataset("text", &format!("{text_name}.txt"), text_bytes)?;
+        let text_s = text.to_str().unwrap_or_default();
+        if want("wordcount") {
+            let (s, rss, out) = measured(&[
+                ex.join("wordcount").to_str().unwrap_or_default(),
+                text_s,
+                local,
+            ])?;
+            let distinct = out.lines().last().unwrap_or("").to_string();
+            let sp = spark_ref
+                .as_ref()
+                .and_then(|v| spark_metric(v, "wc_rdd", text_name, "count_job_ms"))
+                .map(|m| m / 1000.0);
+            rows.push(Row {
+                name: "WordCount".into(),
+                dataset: text_name.into(),
+                seconds: s,
+                peak_rss_mib: rss,
+                detail: distinct,
+                spark: sp,
+            });
+        }
+        if want("baseline") {
+            let base = build_tool("baseline", "wc-baseline")?;
+            let (s, rss, _) = measured(&[base.to_str().unwrap_or_default(), text_s, "2", "flat"])?;
+            rows.push(Row {
+                name: "WordCount hand-written baseline (2 threads, flat)".into(),
+                dataset: text_name.into(),
+                seconds: s,
+                peak_rss_mib: rss,
+                detail: String::new(),
+                spark: None,
+            });
+        }
+    }
+    if want("sort") {
+        let data = dataset("sort", &format!("{sort_name}.bin"), sort_n)?;
+        let out_dir = cache_dir()?.join("sort-out");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let (s, rss, _) = measured(&[
+            ex.join("sort").to_str().unwrap_or_default(),
+            data.to_str().unwrap_or_default(),
+            out_dir.to_str().unwrap_or_default(),
+            local,
+            "--executor-memory=512m",
+        ])?;
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let sp = spark_ref
+            .as_ref()
+            .and_then(|v| spark_metric(v, "sort_", sort_name, "job_ms"))
+            .map(|m| m / 1000.0);
+        rows.push(Row {
+            name: "Sort (executor memory 512m)".into(),
+            dataset: sort_name.into(),
+            seconds: s,
+            peak_rss_mib: rss,
+            detail: String::new(),
+            spark: sp,
+        });
+    }
+    let me = std::env::current_exe()?;
+    let me = me.to_str().unwrap_or_default();
+    if want("latency") {
+        let (_, rss, out) = measured(&[me, "latency"])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let sp = spark_ref
+            .as_ref()
+            .and_then(|r| spark_metric(r, "tiny_jobs", "", "median_ms"))
+            .map(|m| m / 1000.0);
+        rows.push(Row {
+            name: "tiny job median (200 x parallelize(1..=100,2).count())".into(),
+            dataset: "-".into(),
+            seconds: v["median_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            peak_rss_mib: rss,
+            detail: format!(
+                "p99 {:.3} ms, first {:.2} ms",
+                v["p99_ms"].as_f64().unwrap_or(0.0),
+                v["first_ms"].as_f64().unwrap_or(0.0)
+            ),
+            spark: sp,
+        });
+    }
+    if want("throughput") {
+        let (_, rss, out) = measured(&[me, "throughput"])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let rate = v["median_tasks_per_s"].as_f64().unwrap_or(0.0);
+        let sp = spark_ref
+            .as_ref()
+            .and_then(|r| spark_metric(r, "task_tput", "", "median_tasks_per_s"));
+        rows.push(Row {
+            name: "task throughput, 10,000-partition count (s per 10k tasks)".into(),
+            dataset: "-".into(),
+            seconds: 10_000.0 / rate.max(1e-9),
+            peak_rss_mib: rss,
+            detail: format!("{rate:.0} tasks/s"),
+            spark: sp.map(|r| 10_000.0 / r),
+        });
+    }
+    println!("| benchmark | dataset | Flint | peak RSS | Spark local[2] | Spark / Flint | notes |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let (sp, ratio) = match r.spark {
+            Some(s) => (secs(s), format!("{:.1}x", s / r.seconds)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} MiB | {sp} | {ratio} | {} |",
+            r.name,
+            r.dataset,
+            secs(r.seconds),
+            r.peak_rss_mib,
+            r.detail
+        );
+    }
+    if let Some(p) = json.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(json, serde_json::to_string_pretty(&rows)?)?;
+    eprintln!("wrote {}", json.display());
+    Ok(())
 }

@@ -12,6 +12,9 @@ struct Args {
     partitions: Option<usize>,
     #[arg(long)]
     master: Option<String>,
+    /// Executor memory (e.g. 512m); aggregation and sort spill beyond their share.
+    #[arg(long)]
+    executor_memory: Option<String>,
 }
 
 fn main() {
@@ -26,6 +29,9 @@ fn run() -> anyhow::Result<()> {
     let mut conf = FlintConf::new().app_name("sort");
     if let Some(m) = &args.master {
         conf = conf.master(m.clone());
+    }
+    if let Some(m) = &args.executor_memory {
+        conf = conf.set("flint.executor.memory", m.clone());
     }
     let sc = FlintContext::new(conf)?;
     let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());

@@ -12,7 +12,7 @@ use crate::func::{Data, Key};
 use crate::ship::Shipped;
 pub use crate::shuffle::Aggregator;
 use crate::shuffle::{
-    ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output,
+    ExternalAggregator, ExternalSorter, Partitioner, read_partition, stable_hash, write_map_output,
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
@@ -105,16 +105,17 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
             let mut map = ExternalAggregator::<K, C>::new(tc.env.clone());
             for rec in records {
                 let (k, c) = rec?;
-                map.insert_combiner(&self.aggregator, k, c)?;
+                map.insert_combiner(&self.aggregator, stable_hash(&k), 0, k, c)?;
             }
-            match self.ordering {
-                None | Some(true) => map.into_iter(&self.aggregator, self.ordering.is_some())?,
-                Some(false) => {
-                    let sorted: Vec<_> = map
-                        .into_iter(&self.aggregator, true)?
-                        .collect::<Result<_>>()?;
-                    Box::new(sorted.into_iter().rev().map(Ok))
-                }
+            let sorted = self.ordering.is_some();
+            let it = map
+                .into_iter(&self.aggregator, false, sorted)?
+                .map(|r| r.map(|((_, k), c)| (k, c)));
+            if self.ordering == Some(false) {
+                let v: Vec<_> = it.collect::<Result<_>>()?;
+                Box::new(v.into_iter().rev().map(Ok))
+            } else {
+                Box::new(it)
             }
         } else {
             match self.ordering {

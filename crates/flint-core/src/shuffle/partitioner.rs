@@ -53,8 +53,14 @@ impl<K: Key> Partitioner<K> {
     }
 
     pub fn partition(&self, k: &K) -> usize {
+        self.partition_hashed(k, stable_hash(k))
+    }
+
+    /// As `partition`, with `hash == stable_hash(k)` already computed.
+    #[inline]
+    pub fn partition_hashed(&self, k: &K, hash: u64) -> usize {
         match self {
-            Partitioner::Hash(n) => (stable_hash(k) % (*n).max(1) as u64) as usize,
+            Partitioner::Hash(n) => (hash % (*n).max(1) as u64) as usize,
             Partitioner::Range { bounds, ascending } => {
                 let i = bounds.partition_point(|b| b < k);
                 if *ascending { i } else { bounds.len() - i }

@@ -4,7 +4,6 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
-use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::hash::Hash;
 use std::io::{BufReader, BufWriter};
@@ -12,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -169,11 +168,22 @@ fn merge_sorted<K: Ord + 'static, V: 'static>(mut sources: Vec<ResIter<K, V>>) -
     }))
 }
 
+/// One entry of the aggregation table: the key's hash (computed once, used both
+/// for the table and for hash partitioning), a group (the reduce partition on the
+/// map side, 0 on the reduce side; always a function of the key), the key, and the
+/// combiner (`None` only while moved into a merge function, so merges take
+/// combiners by value without a clone).
+struct Slot<K, C> {
+    hash: u64,
+    group: u32,
+    key: K,
+    comb: Option<C>,
+}
+
 /// Combines values by key within a memory budget (Spark's ExternalAppendOnlyMap).
+/// Spilled runs and the sorted output are ordered by `(group, key)`.
 pub struct ExternalAggregator<K, C> {
-    /// `None` only transiently, while a combiner is moved into a merge function
-    /// (merges take combiners by value so no clone is needed).
-    map: FxHashMap<K, Option<C>>,
+    table: HashTable<Slot<K, C>>,
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
@@ -183,7 +193,7 @@ pub struct ExternalAggregator<K, C> {
 impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     pub fn new(env: Arc<TaskEnv>) -> Self {
         ExternalAggregator {
-            map: FxHashMap::default(),
+            table: HashTable::new(),
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
@@ -191,98 +201,119 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         }
     }
 
-    pub fn insert_value<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, v: V) -> Result<()> {
+    /// Merges `v` into the combiner of `k`; `hash` must be `stable_hash(&k)`.
+    pub fn insert_value<V, A: Aggregator<V, C>>(
+        &mut self,
+        agg: &A,
+        hash: u64,
+        group: u32,
+        k: K,
+        v: V,
+    ) -> Result<()> {
+        self.upsert(hash, group, k, |old| match old {
+            Some(c) => agg.merge_value(c, v),
+            None => agg.create(v),
+        })
+    }
+
+    /// Merges a combiner `c` into that of `k`; `hash` must be `stable_hash(&k)`.
+    pub fn insert_combiner<V, A: Aggregator<V, C>>(
+        &mut self,
+        agg: &A,
+        hash: u64,
+        group: u32,
+        k: K,
+        c: C,
+    ) -> Result<()> {
+        self.upsert(hash, group, k, |old| match old {
+            Some(o) => agg.merge_combiners(o, c),
+            None => c,
+        })
+    }
+
+    #[inline]
+    fn upsert(
+        &mut self,
+        hash: u64,
+        group: u32,
+        k: K,
+        f: impl FnOnce(Option<C>) -> C,
+    ) -> Result<()> {
         let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
-        match self.map.entry(k) {
-            Entry::Occupied(mut e) => {
-                let slot = e.get_mut();
-                if let Some(old) = slot.take() {
-                    *slot = Some(agg.merge_value(old, v));
-                }
-                if sampled {
-                    self.est.sample_pair(e.key(), e.get());
-                }
+        let slot = match self.table.find_mut(hash, |s| s.key == k) {
+            Some(slot) => {
+                let old = slot.comb.take();
+                slot.comb = Some(f(old));
+                slot
             }
-            Entry::Vacant(e) => {
-                let c = agg.create(v);
-                if sampled {
-                    self.est.sample_pair(e.key(), &c);
-                }
-                e.insert(Some(c));
+            None => {
+                let comb = Some(f(None));
+                self.table
+                    .insert_unique(
+                        hash,
+                        Slot {
+                            hash,
+                            group,
+                            key: k,
+                            comb,
+                        },
+                        |s| s.hash,
+                    )
+                    .into_mut()
             }
-        }
+        };
         if sampled {
-            self.maybe_spill()?;
-        }
-        Ok(())
-    }
-
-    pub fn insert_combiner<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, c: C) -> Result<()> {
-        let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
-        self.est.ops += 1;
-        match self.map.entry(k) {
-            Entry::Occupied(mut e) => {
-                let slot = e.get_mut();
-                if let Some(old) = slot.take() {
-                    *slot = Some(agg.merge_combiners(old, c));
-                }
-                if sampled {
-                    self.est.sample_pair(e.key(), e.get());
-                }
-            }
-            Entry::Vacant(e) => {
-                if sampled {
-                    self.est.sample_pair(e.key(), &c);
-                }
-                e.insert(Some(c));
+            self.est.sample_pair(&slot.key, &slot.comb);
+            if self.est.estimate(self.table.len()) > self.env.task_memory && self.table.len() > 1 {
+                let run = self.drain_sorted();
+                let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
+                self.spills.push(spill);
             }
         }
-        if sampled {
-            self.maybe_spill()?;
-        }
         Ok(())
     }
 
-    fn maybe_spill(&mut self) -> Result<()> {
-        if self.est.estimate(self.map.len()) > self.env.task_memory && self.map.len() > 1 {
-            let mut run = self.drain();
-            self.map.shrink_to(1024);
-            run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
-            self.spills.push(spill);
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self) -> Vec<(K, C)> {
-        self.map
+    fn drain(&mut self) -> Vec<((u32, K), C)> {
+        let v = self
+            .table
             .drain()
-            .filter_map(|(k, c)| Some((k, c?)))
-            .collect()
+            .filter_map(|s| Some(((s.group, s.key), s.comb?)))
+            .collect();
+        self.table.shrink_to(0, |s| s.hash);
+        v
+    }
+
+    fn drain_sorted(&mut self) -> Vec<((u32, K), C)> {
+        let mut v = self.drain();
+        v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     pub fn has_spilled(&self) -> bool {
         !self.spills.is_empty()
     }
 
-    /// All `(key, combiner)` pairs; in key order when `sorted` or when anything
-    /// spilled (the merge needs it), otherwise in hash order.
+    /// All `((group, key), combiner)` pairs. Ordered by group when `by_group`, by
+    /// `(group, key)` when `by_key` or when anything spilled (the merge needs it),
+    /// else in hash order.
     pub fn into_iter<V, A: Aggregator<V, C>>(
         mut self,
         agg: &A,
-        sorted: bool,
-    ) -> Result<ResIter<K, C>> {
+        by_group: bool,
+        by_key: bool,
+    ) -> Result<ResIter<(u32, K), C>> {
         if self.spills.is_empty() {
             let mut v = self.drain();
-            if sorted {
+            if by_key {
                 v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            } else if by_group {
+                v.sort_unstable_by_key(|e| e.0.0);
             }
             return Ok(Box::new(v.into_iter().map(Ok)));
         }
-        let mut mem = self.drain();
-        mem.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut sources: Vec<ResIter<K, C>> = vec![Box::new(mem.into_iter().map(Ok))];
+        let mem = self.drain_sorted();
+        let mut sources: Vec<ResIter<(u32, K), C>> = vec![Box::new(mem.into_iter().map(Ok))];
         for s in self.spills.drain(..) {
             sources.push(read_run(&self.env, s)?);
         }

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::frames::FrameWriter;
-use super::partitioner::Partitioner;
+use super::partitioner::{Partitioner, stable_hash};
 use super::spill::{Aggregator, ExternalAggregator, ExternalSorter};
 use super::tracker::MapStatus;
 use crate::env::TaskContext;
@@ -40,13 +40,14 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         };
         match aggregator {
             Some(agg) => {
-                let mut map = ExternalAggregator::<(u32, K), C>::new(env.clone());
+                let mut map = ExternalAggregator::<K, C>::new(env.clone());
                 for (k, v) in records {
-                    let p = partitioner.partition(&k) as u32;
-                    map.insert_value(agg, (p, k), v)?;
+                    let h = stable_hash(&k);
+                    let p = partitioner.partition_hashed(&k, h) as u32;
+                    map.insert_value(agg, h, p, k, v)?;
                 }
                 check(tc)?;
-                for kv in map.into_iter(agg, true)? {
+                for kv in map.into_iter(agg, true, false)? {
                     let ((p, k), c) = kv?;
                     emit(&mut w, p as usize, &(k, c))?;
                 }
