@@ -90,12 +90,26 @@ impl FlintContext {
             .map_err(|e| FlintError::io("cannot create local dir in", &base, e))?;
 
         let tracker = Arc::new(MapOutputTracker::default());
+        let executor_memory = conf.get_bytes("flint.executor.memory", 1 << 30)?;
+        let storage_memory = conf.get_bytes("flint.storage.memory", executor_memory * 3 / 10)?;
+        let block_dir = local_dir.path().join("blocks");
+        std::fs::create_dir_all(&block_dir)
+            .map_err(|e| FlintError::io("cannot create", &block_dir, e))?;
+        let compression = if conf.get_bool("flint.shuffle.compress", true)? {
+            crate::env::Compression::Lz4
+        } else {
+            crate::env::Compression::None
+        };
         let env = Arc::new(TaskEnv::new(
             conf.clone(),
             "driver".into(),
             local_dir.path().to_path_buf(),
             tracker.clone(),
-            Arc::new(BlockStore::default()),
+            Arc::new(BlockStore::new(
+                storage_memory,
+                Some(block_dir),
+                compression,
+            )),
             threads,
         )?);
 

@@ -148,6 +148,10 @@ impl TaskContext {
         self.errors.clone()
     }
 
+    pub fn has_error(&self) -> bool {
+        self.errors.0.lock().is_some()
+    }
+
     pub fn take_error(&self) -> Option<FlintError> {
         self.errors.0.lock().take()
     }

@@ -36,3 +36,4 @@ pub use error::{FlintError, Result};
 pub use func::{Data, Func, Key};
 pub use rdd::{BoxIter, Rdd};
 pub use serde_closure::{Fn, FnMut, FnOnce};
+pub use storage::StorageLevel;

@@ -20,5 +20,5 @@ pub use flint_core::*;
 
 pub mod prelude {
     pub use flint_core::rdd::{BoxIter, Rdd};
-    pub use flint_core::{Data, FlintConf, FlintContext, FlintError, Fn, Func, Key};
+    pub use flint_core::{Data, FlintConf, FlintContext, FlintError, Fn, Func, Key, StorageLevel};
 }

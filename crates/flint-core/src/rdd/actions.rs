@@ -322,6 +322,7 @@ impl<T: Data> Rdd<T> {
         Rdd {
             node: Arc::new(node),
             sc: self.sc.clone(),
+            meta: Arc::default(),
         }
     }
 

@@ -16,6 +16,7 @@ mod sources;
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -30,6 +31,7 @@ use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::Data;
 use crate::ship::{self, Shipped};
+use crate::storage::{BlockId, StorageLevel};
 
 pub type BoxIter<T> = Box<dyn Iterator<Item = T>>;
 
@@ -96,6 +98,22 @@ pub struct Rdd<T: Data> {
     pub(crate) node: Arc<dyn RddNode<Item = T>>,
     /// Present on the driver; absent in a deserialized copy on an executor.
     pub(crate) sc: Option<FlintContext>,
+    /// Shared by every clone of this handle, so `persist` on one handle applies to
+    /// the RDD wherever it is used, as in Spark.
+    pub(crate) meta: Arc<RddMeta>,
+}
+
+#[derive(Default)]
+pub(crate) struct RddMeta {
+    storage: AtomicU8,
+}
+
+impl RddMeta {
+    fn with_level(level: StorageLevel) -> Arc<Self> {
+        Arc::new(RddMeta {
+            storage: AtomicU8::new(level.to_u8()),
+        })
+    }
 }
 
 impl<T: Data> Clone for Rdd<T> {
@@ -103,6 +121,7 @@ impl<T: Data> Clone for Rdd<T> {
         Rdd {
             node: self.node.clone(),
             sc: self.sc.clone(),
+            meta: self.meta.clone(),
         }
     }
 }
@@ -122,17 +141,27 @@ impl<T: Data> std::fmt::Debug for Rdd<T> {
 impl<T: Data> Serialize for Rdd<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let (offset, bytes) = self.node.ship().map_err(serde::ser::Error::custom)?;
-        (offset, serde_bytes::Bytes::new(&bytes)).serialize(s)
+        (
+            offset,
+            serde_bytes::Bytes::new(&bytes),
+            self.storage_level(),
+        )
+            .serialize(s)
     }
 }
 
 impl<'de, T: Data> Deserialize<'de> for Rdd<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (offset, bytes): (i64, serde_bytes::ByteBuf) = Deserialize::deserialize(d)?;
+        let (offset, bytes, level): (i64, serde_bytes::ByteBuf, StorageLevel) =
+            Deserialize::deserialize(d)?;
         let node: Arc<dyn RddNode<Item = T>> =
             ship::deserialize_dyn(offset, &bytes, std::any::type_name::<T>())
                 .map_err(D::Error::custom)?;
-        Ok(Rdd { node, sc: None })
+        Ok(Rdd {
+            node,
+            sc: None,
+            meta: RddMeta::with_level(level),
+        })
     }
 }
 
@@ -141,6 +170,7 @@ impl<T: Data> Rdd<T> {
         Rdd {
             node: Arc::new(node),
             sc: Some(sc.clone()),
+            meta: Arc::default(),
         }
     }
 
@@ -170,9 +200,60 @@ impl<T: Data> Rdd<T> {
         self.node.clone()
     }
 
-    /// Records of one partition (executor side).
+    /// Records of one partition (executor side): from the block store when the
+    /// RDD is persisted and the block exists, else computed (and stored).
     pub(crate) fn iterator(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
-        self.node.compute(split, tc)
+        let level = self.storage_level();
+        if level == StorageLevel::None {
+            return self.node.compute(split, tc);
+        }
+        let id = BlockId::Rdd {
+            rdd: self.id(),
+            split,
+        };
+        let values = match tc.env.blocks.get_cached::<T>(id)? {
+            Some(v) => v,
+            None => {
+                let v: Vec<T> = self.node.compute(split, tc)?.collect();
+                let v = Arc::new(v);
+                // A partial partition (an iterator recorded an error) is never cached.
+                if !tc.has_error() {
+                    tc.env.blocks.put_cached(id, v.clone(), level)?;
+                }
+                v
+            }
+        };
+        Ok(Box::new((0..values.len()).map(move |i| values[i].clone())))
+    }
+
+    /// Keeps computed partitions at `level` for reuse by later jobs; a lost block
+    /// is recomputed from lineage.
+    pub fn persist(&self, level: StorageLevel) -> Rdd<T> {
+        self.meta.storage.store(level.to_u8(), Ordering::Relaxed);
+        self.clone()
+    }
+
+    /// `persist(StorageLevel::MEMORY_ONLY)`.
+    pub fn cache(&self) -> Rdd<T> {
+        self.persist(StorageLevel::MemoryOnly)
+    }
+
+    /// Stops caching and drops this RDD's cached blocks.
+    pub fn unpersist(&self) -> Rdd<T> {
+        self.meta
+            .storage
+            .store(StorageLevel::None.to_u8(), Ordering::Relaxed);
+        if let Some(sc) = &self.sc {
+            let id = self.id();
+            sc.env()
+                .blocks
+                .remove_where(|b| matches!(b, BlockId::Rdd { rdd, .. } if *rdd == id));
+        }
+        self.clone()
+    }
+
+    pub fn storage_level(&self) -> StorageLevel {
+        StorageLevel::from_u8(self.meta.storage.load(Ordering::Relaxed))
     }
 
     /// A human-readable lineage, one RDD per line (Spark's `toDebugString`).

@@ -427,6 +427,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                 _p: Default::default(),
             }),
             sc: self.sc.clone(),
+            meta: Arc::default(),
         }
     }
 
