@@ -22,6 +22,9 @@ use crate::scheduler::task_scheduler::SpeculationConf;
 use crate::scheduler::{
     DagEvent, DagScheduler, LocalBackend, SchedulerBackend, SchedulingMode, TaskScheduler,
 };
+use crate::shared_vars::{
+    AccumRegistry, Accumulator, AccumulatorKind, Broadcast, Collect, DoubleSum, LongSum,
+};
 use crate::ship::Shipped;
 use crate::shuffle::MapOutputTracker;
 use crate::storage::{BlockId, BlockStore};
@@ -45,6 +48,8 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
     job_group: Mutex<Option<String>>,
+    accums: Arc<AccumRegistry>,
+    next_shared_id: AtomicUsize,
     pool: Mutex<String>,
     _local_dir: tempfile::TempDir,
 }
@@ -145,7 +150,8 @@ impl FlintContext {
         );
         let backend: Arc<dyn SchedulerBackend> =
             LocalBackend::start(scheduler.clone(), env.clone(), threads);
-        let dag = DagScheduler::new(scheduler.clone(), tracker);
+        let accums = Arc::new(AccumRegistry::default());
+        let dag = DagScheduler::new(scheduler.clone(), tracker, accums.clone());
         let mut handles = vec![
             std::thread::Builder::new()
                 .name("flint-dag-scheduler".into())
@@ -183,6 +189,8 @@ impl FlintContext {
                 threads: Mutex::new(handles),
                 stopped,
                 job_group: Mutex::new(None),
+                accums,
+                next_shared_id: AtomicUsize::new(0),
                 pool: Mutex::new("default".into()),
                 _local_dir: local_dir,
             }),
@@ -374,6 +382,44 @@ impl FlintContext {
                 splits,
             },
         ))
+    }
+
+    /// A read-only value shipped once per executor rather than with every task.
+    pub fn broadcast<T: Data>(&self, value: T) -> Broadcast<T> {
+        let id = self.inner.next_shared_id.fetch_add(1, Ordering::Relaxed);
+        let value = Arc::new(value);
+        self.inner
+            .env
+            .blocks
+            .put(BlockId::Broadcast { id }, value.clone());
+        Broadcast::new(id, value)
+    }
+
+    /// Removes a broadcast's copies; tasks that use it afterwards fail.
+    pub fn destroy_broadcast<T: Data>(&self, b: &Broadcast<T>) {
+        let id = b.id();
+        self.inner
+            .env
+            .blocks
+            .remove_where(|k| matches!(k, BlockId::Broadcast { id: i } if *i == id));
+    }
+
+    /// An accumulator of kind `K` (`LongSum`, `DoubleSum`, `Collect<T>`).
+    pub fn accumulator<K: AccumulatorKind>(&self, name: &str) -> Accumulator<K> {
+        let id = self.inner.next_shared_id.fetch_add(1, Ordering::Relaxed);
+        Accumulator::register(&self.inner.accums, id, name)
+    }
+
+    pub fn long_accumulator(&self, name: &str) -> Accumulator<LongSum> {
+        self.accumulator(name)
+    }
+
+    pub fn double_accumulator(&self, name: &str) -> Accumulator<DoubleSum> {
+        self.accumulator(name)
+    }
+
+    pub fn collection_accumulator<T: Data>(&self, name: &str) -> Accumulator<Collect<T>> {
+        self.accumulator(name)
     }
 
     /// Number of sorted runs tasks have spilled to disk so far.

@@ -63,7 +63,8 @@ pub struct TaskDescription {
 /// How a task attempt ended.
 #[derive(Debug)]
 pub enum TaskEnd {
-    Success(TaskOutput),
+    /// The output and the task's encoded accumulator updates.
+    Success(TaskOutput, Vec<(usize, Vec<u8>)>),
     Failed(FlintError),
     Killed,
 }
@@ -102,13 +103,14 @@ pub fn run_task(
         killed,
     );
     let t1 = Instant::now();
+    let scope = crate::shared_vars::TaskScope::enter(env);
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| task.run(desc.partition, &tc)));
     metrics.run_ns = t1.elapsed().as_nanos() as u64;
     let end = match out {
         Ok(Ok(v)) => match tc.take_error() {
             Some(e) => TaskEnd::Failed(e),
             None if tc.is_killed() => TaskEnd::Killed,
-            None => TaskEnd::Success(v),
+            None => TaskEnd::Success(v, scope.take_updates()),
         },
         Ok(Err(_)) if tc.is_killed() => TaskEnd::Killed,
         Ok(Err(e)) => TaskEnd::Failed(tc.take_error().unwrap_or(e)),

@@ -20,5 +20,8 @@ pub use flint_core::*;
 
 pub mod prelude {
     pub use flint_core::rdd::{BoxIter, Rdd};
-    pub use flint_core::{Data, FlintConf, FlintContext, FlintError, Fn, Func, Key, StorageLevel};
+    pub use flint_core::{
+        Accumulator, Broadcast, Data, FlintConf, FlintContext, FlintError, Fn, Func, Key,
+        StorageLevel,
+    };
 }

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::task_scheduler::{TaskScheduler, TaskSet};
 use crate::error::{FlintError, Result};
 use crate::rdd::{Dependency, RddBase, ShuffleDepBase};
+use crate::shared_vars::AccumRegistry;
 use crate::ship::Shipped;
 use crate::shuffle::MapOutputTracker;
 use crate::task::TaskOutput;
@@ -37,6 +38,7 @@ pub enum DagEvent {
         partition: usize,
         index: usize,
         output: TaskOutput,
+        accum_updates: Vec<(usize, Vec<u8>)>,
     },
     FetchFailed {
         stage_id: usize,
@@ -96,6 +98,7 @@ struct Job {
 pub struct DagScheduler {
     ts: Arc<TaskScheduler>,
     tracker: Arc<MapOutputTracker>,
+    accums: Arc<AccumRegistry>,
     next_stage_id: usize,
     stages: HashMap<usize, Stage>,
     shuffle_to_stage: HashMap<usize, usize>,
@@ -106,10 +109,15 @@ pub struct DagScheduler {
 }
 
 impl DagScheduler {
-    pub fn new(ts: Arc<TaskScheduler>, tracker: Arc<MapOutputTracker>) -> Self {
+    pub(crate) fn new(
+        ts: Arc<TaskScheduler>,
+        tracker: Arc<MapOutputTracker>,
+        accums: Arc<AccumRegistry>,
+    ) -> Self {
         DagScheduler {
             ts,
             tracker,
+            accums,
             next_stage_id: 0,
             stages: HashMap::new(),
             shuffle_to_stage: HashMap::new(),
@@ -153,7 +161,15 @@ impl DagScheduler {
                 partition,
                 index,
                 output,
-            } => self.task_succeeded(stage_id, stage_attempt, partition, index, output),
+                accum_updates,
+            } => self.task_succeeded(
+                stage_id,
+                stage_attempt,
+                partition,
+                index,
+                output,
+                accum_updates,
+            ),
             DagEvent::FetchFailed {
                 stage_id,
                 stage_attempt,
@@ -491,6 +507,7 @@ impl DagScheduler {
         partition: usize,
         index: usize,
         output: TaskOutput,
+        accum_updates: Vec<(usize, Vec<u8>)>,
     ) {
         let Some(stage) = self.stages.get(&stage_id) else {
             return;
@@ -502,6 +519,8 @@ impl DagScheduler {
                     return;
                 };
                 if job.results[index].is_none() {
+                    // Result-stage updates count once per partition.
+                    self.accums.apply(&accum_updates);
                     job.results[index] = Some(bytes);
                     job.finished += 1;
                 }
@@ -519,6 +538,7 @@ impl DagScheduler {
             }
             (StageKind::ShuffleMap { dep, .. }, TaskOutput::Map(status)) => {
                 let sid = dep.shuffle_id();
+                self.accums.apply(&accum_updates);
                 self.tracker.register_map_output(sid, partition, status);
                 if self.running.contains(&stage_id) && self.tracker.missing(sid, 0).is_empty() {
                     self.stage_finished(stage_id);

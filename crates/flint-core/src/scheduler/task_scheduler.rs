@@ -298,7 +298,7 @@ impl TaskScheduler {
             let (stage_id, stage_attempt) = key;
             let partition = tsm.set.partitions[i];
             match end {
-                TaskEnd::Success(output) => {
+                TaskEnd::Success(output, accum_updates) => {
                     if !tsm.successful[i] {
                         tsm.successful[i] = true;
                         tsm.num_success += 1;
@@ -321,6 +321,7 @@ impl TaskScheduler {
                             partition,
                             index: i,
                             output,
+                            accum_updates,
                         });
                     }
                 }

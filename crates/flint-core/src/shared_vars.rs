@@ -1,0 +1,316 @@
+//! Shared variables: broadcast values (read-only, shipped once per executor rather
+//! than inside every task) and accumulators (tasks add, only the driver reads).
+//!
+//! Code inside a user closure has no task handle, so, as Spark does with its
+//! thread-local TaskContext, the task runner publishes the running task's
+//! environment and collects its accumulator updates through thread-locals.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::env::TaskEnv;
+use crate::error::Result;
+use crate::func::Data;
+use crate::storage::BlockId;
+
+thread_local! {
+    static CURRENT_ENV: RefCell<Option<Arc<TaskEnv>>> = const { RefCell::new(None) };
+    static TASK_ACCUMS: RefCell<Option<HashMap<usize, Box<dyn PartialAccum>>>> = const { RefCell::new(None) };
+}
+
+/// Marks the calling thread as running a task until the guard drops.
+pub(crate) struct TaskScope;
+
+impl TaskScope {
+    pub(crate) fn enter(env: &Arc<TaskEnv>) -> Self {
+        CURRENT_ENV.with(|c| *c.borrow_mut() = Some(env.clone()));
+        TASK_ACCUMS.with(|a| *a.borrow_mut() = Some(HashMap::new()));
+        TaskScope
+    }
+
+    /// Encoded accumulator updates made by the task so far.
+    pub(crate) fn take_updates(&self) -> Vec<(usize, Vec<u8>)> {
+        TASK_ACCUMS.with(|a| {
+            a.borrow_mut()
+                .as_mut()
+                .map(|m| {
+                    m.drain()
+                        .filter_map(|(id, p)| p.encode().ok().map(|b| (id, b)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for TaskScope {
+    fn drop(&mut self) {
+        CURRENT_ENV.with(|c| *c.borrow_mut() = None);
+        TASK_ACCUMS.with(|a| *a.borrow_mut() = None);
+    }
+}
+
+// ---- broadcast -------------------------------------------------------------------
+
+/// A read-only value available to every task. Only its id travels with tasks;
+/// executors read the value from their block store (fetched once per executor).
+pub struct Broadcast<T: Data> {
+    id: usize,
+    value: OnceLock<Arc<T>>,
+}
+
+impl<T: Data> Clone for Broadcast<T> {
+    fn clone(&self) -> Self {
+        let value = OnceLock::new();
+        if let Some(v) = self.value.get() {
+            let _ = value.set(v.clone());
+        }
+        Broadcast { id: self.id, value }
+    }
+}
+
+impl<T: Data> Broadcast<T> {
+    pub(crate) fn new(id: usize, value: Arc<T>) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(value);
+        Broadcast { id, value: cell }
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The value.
+    ///
+    /// # Panics
+    /// Inside a task whose executor has no copy of the broadcast (it was destroyed
+    /// or the executor was not given it); the task then fails with this message.
+    pub fn value(&self) -> &T {
+        self.value.get_or_init(|| {
+            let found = CURRENT_ENV.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .and_then(|env| env.blocks.get::<T>(BlockId::Broadcast { id: self.id }))
+            });
+            found.unwrap_or_else(|| {
+                panic!(
+                    "broadcast {} is not available on this executor; it may have been destroyed",
+                    self.id
+                )
+            })
+        })
+    }
+}
+
+impl<T: Data> Serialize for Broadcast<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.id.serialize(s)
+    }
+}
+
+impl<'de, T: Data> Deserialize<'de> for Broadcast<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Broadcast {
+            id: usize::deserialize(d)?,
+            value: OnceLock::new(),
+        })
+    }
+}
+
+// ---- accumulators -------------------------------------------------------------------
+
+/// How an accumulator combines values.
+pub trait AccumulatorKind: Send + Sync + 'static {
+    type In;
+    type Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    fn zero() -> Self::Value;
+    fn add(acc: &mut Self::Value, x: Self::In);
+    fn merge(acc: &mut Self::Value, other: Self::Value);
+}
+
+/// Sums of `i64` (Spark's LongAccumulator).
+pub struct LongSum;
+impl AccumulatorKind for LongSum {
+    type In = i64;
+    type Value = i64;
+    fn zero() -> i64 {
+        0
+    }
+    fn add(acc: &mut i64, x: i64) {
+        *acc = acc.wrapping_add(x);
+    }
+    fn merge(acc: &mut i64, o: i64) {
+        *acc = acc.wrapping_add(o);
+    }
+}
+
+/// Sums of `f64` (Spark's DoubleAccumulator).
+pub struct DoubleSum;
+impl AccumulatorKind for DoubleSum {
+    type In = f64;
+    type Value = f64;
+    fn zero() -> f64 {
+        0.0
+    }
+    fn add(acc: &mut f64, x: f64) {
+        *acc += x;
+    }
+    fn merge(acc: &mut f64, o: f64) {
+        *acc += o;
+    }
+}
+
+/// All added elements (Spark's CollectionAccumulator).
+pub struct Collect<T>(std::marker::PhantomData<fn() -> T>);
+impl<T: Data> AccumulatorKind for Collect<T> {
+    type In = T;
+    type Value = Vec<T>;
+    fn zero() -> Vec<T> {
+        Vec::new()
+    }
+    fn add(acc: &mut Vec<T>, x: T) {
+        acc.push(x);
+    }
+    fn merge(acc: &mut Vec<T>, mut o: Vec<T>) {
+        acc.append(&mut o);
+    }
+}
+
+trait PartialAccum {
+    fn as_any(&mut self) -> &mut dyn Any;
+    fn encode(&self) -> Result<Vec<u8>>;
+}
+
+struct Partial<K: AccumulatorKind>(K::Value);
+impl<K: AccumulatorKind> PartialAccum for Partial<K> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        &mut self.0
+    }
+    fn encode(&self) -> Result<Vec<u8>> {
+        crate::codec::encode("accumulator update", &self.0)
+    }
+}
+
+/// Driver-side merge target of one accumulator.
+pub(crate) trait AccumSink: Send + Sync {
+    fn merge_encoded(&self, bytes: &[u8]) -> Result<()>;
+}
+
+struct Sink<K: AccumulatorKind>(Arc<Mutex<K::Value>>);
+impl<K: AccumulatorKind> AccumSink for Sink<K> {
+    fn merge_encoded(&self, bytes: &[u8]) -> Result<()> {
+        let v: K::Value = crate::codec::decode("accumulator update", bytes)?;
+        K::merge(&mut self.0.lock(), v);
+        Ok(())
+    }
+}
+
+/// The driver's accumulators by id.
+#[derive(Default)]
+pub(crate) struct AccumRegistry {
+    sinks: Mutex<HashMap<usize, Arc<dyn AccumSink>>>,
+}
+
+impl AccumRegistry {
+    /// Applies a finished task's updates; unknown ids and bad bytes are logged.
+    pub(crate) fn apply(&self, updates: &[(usize, Vec<u8>)]) {
+        let sinks = self.sinks.lock();
+        for (id, bytes) in updates {
+            match sinks.get(id) {
+                Some(s) => {
+                    if let Err(e) = s.merge_encoded(bytes) {
+                        tracing::warn!("dropping update of accumulator {id}: {e}");
+                    }
+                }
+                None => tracing::warn!("update for unknown accumulator {id} ignored"),
+            }
+        }
+    }
+}
+
+/// A variable tasks add to and only the driver reads. Updates from a result
+/// stage's task count once per partition even if the task re-runs; updates from
+/// shuffle map stages may count again when a map task is recomputed (as in Spark).
+pub struct Accumulator<K: AccumulatorKind> {
+    id: usize,
+    name: String,
+    driver: Option<Arc<Mutex<K::Value>>>,
+}
+
+impl<K: AccumulatorKind> Clone for Accumulator<K> {
+    fn clone(&self) -> Self {
+        Accumulator {
+            id: self.id,
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+        }
+    }
+}
+
+impl<K: AccumulatorKind> Accumulator<K> {
+    pub(crate) fn register(registry: &AccumRegistry, id: usize, name: &str) -> Self {
+        let cell = Arc::new(Mutex::new(K::zero()));
+        registry
+            .sinks
+            .lock()
+            .insert(id, Arc::new(Sink::<K>(cell.clone())));
+        Accumulator {
+            id,
+            name: name.to_string(),
+            driver: Some(cell),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds `x`: inside a task to the task's partial value (sent to the driver
+    /// when the task succeeds), on the driver directly.
+    pub fn add(&self, x: K::In) {
+        let mut x = Some(x);
+        TASK_ACCUMS.with(|a| {
+            if let Some(map) = a.borrow_mut().as_mut() {
+                let p = map
+                    .entry(self.id)
+                    .or_insert_with(|| Box::new(Partial::<K>(K::zero())));
+                if let Some(v) = p.as_any().downcast_mut::<K::Value>()
+                    && let Some(x) = x.take()
+                {
+                    K::add(v, x);
+                }
+            }
+        });
+        if let (Some(x), Some(d)) = (x, &self.driver) {
+            K::add(&mut d.lock(), x);
+        }
+    }
+
+    /// The merged value (driver only; an executor copy has none).
+    pub fn value(&self) -> Option<K::Value> {
+        self.driver.as_ref().map(|d| d.lock().clone())
+    }
+}
+
+impl<K: AccumulatorKind> Serialize for Accumulator<K> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (self.id, &self.name).serialize(s)
+    }
+}
+
+impl<'de, K: AccumulatorKind> Deserialize<'de> for Accumulator<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (id, name) = <(usize, String)>::deserialize(d)?;
+        Ok(Accumulator {
+            id,
+            name,
+            driver: None,
+        })
+    }
+}
