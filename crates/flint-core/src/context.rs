@@ -13,6 +13,7 @@ use crate::conf::{FlintConf, MasterUrl};
 use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
 use crate::func::Data;
+use crate::listener::{ConsoleProgressBar, Listener, ListenerBus};
 use crate::rdd::{
     BinaryRecordsRdd, ParallelCollectionRdd, RangeRdd, Rdd, RddBase, TextFileRdd,
     WholeTextFilesRdd, compute_splits, list_files, slice_vec,
@@ -28,6 +29,12 @@ use crate::shared_vars::{
 use crate::ship::Shipped;
 use crate::shuffle::MapOutputTracker;
 use crate::storage::{BlockId, BlockStore};
+
+#[derive(Clone, Default)]
+struct LocalProps {
+    group: Option<String>,
+    pool: Option<String>,
+}
 
 /// A handle on a running application; cheap to clone.
 #[derive(Clone)]
@@ -47,10 +54,11 @@ struct Inner {
     scheduler: Arc<TaskScheduler>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
-    job_group: Mutex<Option<String>>,
+    /// Per-thread job group and scheduler pool (Spark's local properties).
+    local_props: Mutex<std::collections::HashMap<std::thread::ThreadId, LocalProps>>,
+    bus: ListenerBus,
     accums: Arc<AccumRegistry>,
     next_shared_id: AtomicUsize,
-    pool: Mutex<String>,
     _local_dir: tempfile::TempDir,
 }
 
@@ -140,6 +148,12 @@ impl FlintContext {
                 .get_duration("flint.speculation.interval", Duration::from_millis(100))?,
         };
 
+        let bus = ListenerBus::start();
+        if let Some(bar) =
+            ConsoleProgressBar::for_stderr(conf.get_bool("flint.ui.showConsoleProgress", true)?)
+        {
+            bus.add_listener(Box::new(bar));
+        }
         let (dag_tx, dag_rx) = unbounded();
         let scheduler = TaskScheduler::new(
             dag_tx.clone(),
@@ -147,11 +161,12 @@ impl FlintContext {
             mode,
             pools,
             speculation.clone(),
+            bus.clone(),
         );
         let backend: Arc<dyn SchedulerBackend> =
             LocalBackend::start(scheduler.clone(), env.clone(), threads);
         let accums = Arc::new(AccumRegistry::default());
-        let dag = DagScheduler::new(scheduler.clone(), tracker, accums.clone());
+        let dag = DagScheduler::new(scheduler.clone(), tracker, accums.clone(), bus.clone());
         let mut handles = vec![
             std::thread::Builder::new()
                 .name("flint-dag-scheduler".into())
@@ -188,10 +203,10 @@ impl FlintContext {
                 scheduler,
                 threads: Mutex::new(handles),
                 stopped,
-                job_group: Mutex::new(None),
+                local_props: Mutex::default(),
+                bus,
                 accums,
                 next_shared_id: AtomicUsize::new(0),
-                pool: Mutex::new("default".into()),
                 _local_dir: local_dir,
             }),
         })
@@ -228,12 +243,14 @@ impl FlintContext {
     /// Jobs started from this thread after this call belong to `group` and can be
     /// cancelled together.
     pub fn set_job_group(&self, group: Option<&str>) {
-        *self.inner.job_group.lock() = group.map(str::to_string);
+        let id = std::thread::current().id();
+        self.inner.local_props.lock().entry(id).or_default().group = group.map(str::to_string);
     }
 
     /// The FAIR scheduling pool for jobs submitted after this call.
     pub fn set_scheduler_pool(&self, pool: &str) {
-        *self.inner.pool.lock() = pool.to_string();
+        let id = std::thread::current().id();
+        self.inner.local_props.lock().entry(id).or_default().pool = Some(pool.to_string());
     }
 
     pub fn cancel_job_group(&self, group: &str) {
@@ -261,6 +278,13 @@ impl FlintContext {
         }
         let job_id = self.inner.next_job_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let props = self
+            .inner
+            .local_props
+            .lock()
+            .get(&std::thread::current().id())
+            .cloned()
+            .unwrap_or_default();
         self.inner
             .dag_tx
             .send(DagEvent::JobSubmitted {
@@ -268,8 +292,8 @@ impl FlintContext {
                 rdd,
                 binary,
                 partitions,
-                group: self.inner.job_group.lock().clone(),
-                pool: self.inner.pool.lock().clone(),
+                group: props.group,
+                pool: props.pool.unwrap_or_else(|| "default".into()),
                 reply: tx,
             })
             .map_err(|_| FlintError::Stopped)?;
@@ -384,6 +408,11 @@ impl FlintContext {
         ))
     }
 
+    /// Registers a listener for scheduler events (job, stage and task starts and ends).
+    pub fn add_listener(&self, l: Box<dyn Listener>) {
+        self.inner.bus.add_listener(l);
+    }
+
     /// A read-only value shipped once per executor rather than with every task.
     pub fn broadcast<T: Data>(&self, value: T) -> Broadcast<T> {
         let id = self.inner.next_shared_id.fetch_add(1, Ordering::Relaxed);
@@ -446,6 +475,7 @@ impl Inner {
         for h in handles {
             let _ = h.join();
         }
+        self.bus.stop();
     }
 }
 

@@ -22,6 +22,7 @@ pub mod context;
 pub mod env;
 pub mod error;
 pub mod func;
+pub mod listener;
 pub mod rdd;
 pub mod scheduler;
 pub mod shared_vars;

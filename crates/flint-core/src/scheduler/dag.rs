@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::task_scheduler::{TaskScheduler, TaskSet};
 use crate::error::{FlintError, Result};
+use crate::listener::{Event, ListenerBus};
 use crate::rdd::{Dependency, RddBase, ShuffleDepBase};
 use crate::shared_vars::AccumRegistry;
 use crate::ship::Shipped;
@@ -77,7 +78,6 @@ enum StageKind {
 }
 
 struct Stage {
-    id: usize,
     rdd: Arc<dyn RddBase>,
     kind: StageKind,
     jobs: HashSet<usize>,
@@ -99,6 +99,7 @@ pub struct DagScheduler {
     ts: Arc<TaskScheduler>,
     tracker: Arc<MapOutputTracker>,
     accums: Arc<AccumRegistry>,
+    bus: ListenerBus,
     next_stage_id: usize,
     stages: HashMap<usize, Stage>,
     shuffle_to_stage: HashMap<usize, usize>,
@@ -113,11 +114,13 @@ impl DagScheduler {
         ts: Arc<TaskScheduler>,
         tracker: Arc<MapOutputTracker>,
         accums: Arc<AccumRegistry>,
+        bus: ListenerBus,
     ) -> Self {
         DagScheduler {
             ts,
             tracker,
             accums,
+            bus,
             next_stage_id: 0,
             stages: HashMap::new(),
             shuffle_to_stage: HashMap::new(),
@@ -275,6 +278,10 @@ impl DagScheduler {
             },
         );
         self.mark_job_on_ancestors(stage_id, job_id);
+        self.bus.post(Event::JobStart {
+            job_id,
+            final_stage: stage_id,
+        });
         self.submit_stage(stage_id);
     }
 
@@ -292,7 +299,6 @@ impl DagScheduler {
         self.stages.insert(
             id,
             Stage {
-                id,
                 rdd,
                 kind,
                 jobs,
@@ -482,11 +488,20 @@ impl DagScheduler {
             binary,
         };
         self.running.insert(stage_id);
+        self.bus.post(Event::StageSubmitted {
+            stage_id,
+            attempt,
+            num_tasks: set.partitions.len(),
+            name: stage.rdd.name(),
+            pool: set.pool.clone(),
+        });
         self.ts.submit_tasks(set);
     }
 
     fn stage_finished(&mut self, stage_id: usize) {
-        self.running.remove(&stage_id);
+        if self.running.remove(&stage_id) {
+            self.post_stage_completed(stage_id, None);
+        }
         let ready: Vec<usize> = {
             let mut waiting: Vec<usize> = self.waiting.iter().copied().collect();
             waiting.sort();
@@ -532,7 +547,13 @@ impl DagScheduler {
                         .map(|r| r.unwrap_or_default())
                         .collect();
                     let _ = job.reply.send(Ok(results));
-                    self.running.remove(&stage_id);
+                    if self.running.remove(&stage_id) {
+                        self.post_stage_completed(stage_id, None);
+                    }
+                    self.bus.post(Event::JobEnd {
+                        job_id,
+                        succeeded: true,
+                    });
                     self.cleanup_job(job_id);
                 }
             }
@@ -571,6 +592,7 @@ impl DagScheduler {
         let too_many = stage.failed_attempts >= MAX_STAGE_ATTEMPTS;
         let jobs: Vec<usize> = stage.jobs.iter().copied().collect();
         self.running.remove(&stage_id);
+        self.post_stage_completed(stage_id, Some(format!("fetch failed: {reason}")));
         self.ts.cancel_stage(stage_id);
         self.tracker.unregister_map_output(shuffle_id, map_id);
         if too_many {
@@ -602,6 +624,10 @@ impl DagScheduler {
         };
         tracing::info!("job {job_id} failed: {err}");
         let _ = job.reply.send(Err(err));
+        self.bus.post(Event::JobEnd {
+            job_id,
+            succeeded: false,
+        });
         let _ = job.final_stage;
         self.cleanup_job(job_id);
     }
@@ -616,6 +642,7 @@ impl DagScheduler {
         }
         for id in gone {
             if self.running.remove(&id) {
+                self.post_stage_completed(id, Some("its job ended".into()));
                 self.ts.cancel_stage(id);
             }
             self.waiting.remove(&id);
@@ -630,9 +657,17 @@ impl DagScheduler {
     }
 }
 
-impl Stage {
-    #[allow(dead_code)]
-    fn describe(&self) -> String {
-        format!("stage {} ({})", self.id, self.rdd.name())
+impl DagScheduler {
+    fn post_stage_completed(&self, stage_id: usize, failure: Option<String>) {
+        let attempt = self
+            .stages
+            .get(&stage_id)
+            .map(|s| s.next_attempt.saturating_sub(1))
+            .unwrap_or(0);
+        self.bus.post(Event::StageCompleted {
+            stage_id,
+            attempt,
+            failure,
+        });
     }
 }

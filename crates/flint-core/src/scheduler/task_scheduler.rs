@@ -13,6 +13,7 @@ use super::backend::{SchedulerBackend, WorkerOffer};
 use super::dag::DagEvent;
 use super::pool::{PoolConf, SchedulingMode, fair_cmp};
 use crate::error::FlintError;
+use crate::listener::{Event, ListenerBus};
 use crate::ship::Shipped;
 use crate::task::{TaskDescription, TaskEnd};
 
@@ -108,6 +109,7 @@ pub struct TaskScheduler {
     max_failures: usize,
     mode: SchedulingMode,
     speculation: SpeculationConf,
+    bus: ListenerBus,
 }
 
 impl TaskScheduler {
@@ -117,6 +119,7 @@ impl TaskScheduler {
         mode: SchedulingMode,
         pools: HashMap<String, PoolConf>,
         speculation: SpeculationConf,
+        bus: ListenerBus,
     ) -> Arc<Self> {
         Arc::new(TaskScheduler {
             state: Mutex::new(State {
@@ -131,6 +134,7 @@ impl TaskScheduler {
             max_failures,
             mode,
             speculation,
+            bus,
         })
     }
 
@@ -261,6 +265,12 @@ impl TaskScheduler {
                             desc.stage_id
                         );
                     }
+                    self.bus.post(Event::TaskStart {
+                        stage_id: desc.stage_id,
+                        attempt: desc.stage_attempt,
+                        task_id: tid,
+                        partition: desc.partition,
+                    });
                     st.next_tid += 1;
                     st.tid_to_set.insert(tid, key);
                     *st.running_per_pool.entry(pool).or_insert(0) += 1;
@@ -297,6 +307,13 @@ impl TaskScheduler {
             tsm.copies[i] -= 1;
             let (stage_id, stage_attempt) = key;
             let partition = tsm.set.partitions[i];
+            self.bus.post(Event::TaskEnd {
+                stage_id,
+                attempt: stage_attempt,
+                task_id: tid,
+                partition,
+                succeeded: matches!(end, TaskEnd::Success(..)),
+            });
             match end {
                 TaskEnd::Success(output, accum_updates) => {
                     if !tsm.successful[i] {

@@ -1,0 +1,248 @@
+//! Scheduler behaviour seen through listener events: stages, skipped stages,
+//! cancellation, speculation and FAIR pools.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flint::listener::{Event, Listener};
+use flint::prelude::*;
+use parking_lot::Mutex;
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl Listener for Recorder {
+    fn on_event(&mut self, e: &Event) {
+        self.0.lock().push(e.clone());
+    }
+}
+
+impl Recorder {
+    /// Waits (bounded) until `pred` holds over the recorded events.
+    fn wait_for(&self, what: &str, pred: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let evs = self.0.lock().clone();
+            if pred(&evs) {
+                return evs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; events: {evs:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn job_ended(evs: &[Event], job: usize) -> bool {
+    evs.iter()
+        .any(|e| matches!(e, Event::JobEnd { job_id, .. } if *job_id == job))
+}
+
+#[test]
+fn stages_are_cut_at_shuffles_and_reused() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    let counts = sc
+        .parallelize(
+            (0..100).map(|i| (i % 7, 1u32)).collect::<Vec<(i32, u32)>>(),
+            4,
+        )
+        .reduce_by_key_with(3, Fn!(|a: u32, b: u32| a + b));
+    counts.count().unwrap();
+    let evs = rec.wait_for("job 0 end", |e| job_ended(e, 0));
+    let submitted: Vec<usize> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::StageSubmitted { num_tasks, .. } => Some(*num_tasks),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        submitted,
+        vec![4, 3],
+        "map stage of 4 tasks, then result stage of 3"
+    );
+    let ok_tasks = evs
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::TaskEnd {
+                    succeeded: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(ok_tasks, 7);
+    rec.0.lock().clear();
+    counts.collect().unwrap();
+    let evs = rec.wait_for("job 1 end", |e| job_ended(e, 1));
+    let submitted = evs
+        .iter()
+        .filter(|e| matches!(e, Event::StageSubmitted { .. }))
+        .count();
+    assert_eq!(submitted, 1, "the map stage is skipped: its output exists");
+}
+
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn cancelling_a_job_group_stops_its_tasks() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let sc2 = sc.clone();
+    let job = std::thread::spawn(move || {
+        sc2.set_job_group(Some("slow"));
+        sc2.range(0, 1_000_000_000, 1, 4)
+            .unwrap()
+            .map(Fn!(|x: i64| {
+                if x % 250_000_000 == 0 {
+                    STARTED.fetch_add(1, Ordering::SeqCst);
+                }
+                // Spin until released; the kill flag ends the task between records.
+                if !RELEASE.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                x
+            }))
+            .count()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while STARTED.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    sc.cancel_job_group("slow");
+    let res = job.join().unwrap();
+    let err = res.unwrap_err().to_string();
+    assert!(err.contains("cancelled") && err.contains("slow"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cancellation took {:?}",
+        t.elapsed()
+    );
+    RELEASE.store(true, Ordering::SeqCst);
+    // The context still works and the slots were freed.
+    assert_eq!(sc.parallelize(vec![1, 2, 3], 2).count().unwrap(), 3);
+}
+
+static SLOW_CLAIMED: AtomicBool = AtomicBool::new(false);
+
+fn slow_first_attempt(idx: usize, it: BoxIter<i32>) -> BoxIter<i32> {
+    // The first attempt of partition 3 is a straggler: 1 ms per record, ~5 s in
+    // all unless killed. Any later attempt (the speculative copy) is fast.
+    if idx == 3 && !SLOW_CLAIMED.swap(true, Ordering::SeqCst) {
+        Box::new(it.inspect(|_| std::thread::sleep(Duration::from_millis(1))))
+    } else {
+        it
+    }
+}
+
+#[test]
+fn speculation_copies_a_straggler_and_takes_the_first_result() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[3]")
+            .set("flint.speculation", "true")
+            .set("flint.speculation.quantile", "0.75")
+            .set("flint.speculation.interval", "50ms"),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    let t = Instant::now();
+    let v = sc
+        .parallelize((0..20_000).collect::<Vec<i32>>(), 4)
+        .map_partitions_with_index(Fn!(|idx: usize, it: BoxIter<i32>| slow_first_attempt(
+            idx, it
+        )))
+        .collect()
+        .unwrap();
+    assert_eq!(v, (0..20_000).collect::<Vec<_>>());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "job waited for the straggler: {:?}",
+        t.elapsed()
+    );
+    let evs = rec.wait_for("job end", |e| job_ended(e, 0));
+    let starts_p3 = evs
+        .iter()
+        .filter(|e| matches!(e, Event::TaskStart { partition: 3, .. }))
+        .count();
+    assert_eq!(starts_p3, 2, "one speculative copy of partition 3");
+}
+
+#[test]
+fn fair_pool_with_weight_two_gets_twice_the_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = dir.path().join("fair.xml");
+    std::fs::write(
+        &xml,
+        r#"<allocations>
+  <pool name="heavy"><schedulingMode>FIFO</schedulingMode><weight>2</weight><minShare>0</minShare></pool>
+  <pool name="light"><schedulingMode>FIFO</schedulingMode><weight>1</weight><minShare>0</minShare></pool>
+</allocations>"#,
+    )
+    .unwrap();
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[3]")
+            .set("flint.scheduler.mode", "FAIR")
+            .set("flint.scheduler.allocation.file", xml.to_str().unwrap()),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    let run = |pool: &'static str| {
+        let sc = sc.clone();
+        std::thread::spawn(move || {
+            sc.set_scheduler_pool(pool);
+            sc.parallelize((0..90).collect::<Vec<u64>>(), 90)
+                .map(Fn!(|x: u64| {
+                    std::thread::sleep(Duration::from_millis(15));
+                    x
+                }))
+                .count()
+                .unwrap()
+        })
+    };
+    let a = run("heavy");
+    let b = run("light");
+    assert_eq!(a.join().unwrap(), 90);
+    assert_eq!(b.join().unwrap(), 90);
+    let evs = rec.wait_for("both jobs", |e| job_ended(e, 0) && job_ended(e, 1));
+    // Count task starts per pool while both stages are active (between the second
+    // submission and the first completion).
+    let mut pool_of_stage = std::collections::HashMap::new();
+    let (mut heavy, mut light) = (0usize, 0usize);
+    for e in &evs {
+        match e {
+            Event::StageSubmitted { stage_id, pool, .. } => {
+                pool_of_stage.insert(*stage_id, pool.clone());
+            }
+            Event::StageCompleted { .. } => break,
+            Event::TaskStart { stage_id, .. } if pool_of_stage.len() == 2 => {
+                match pool_of_stage[stage_id].as_str() {
+                    "heavy" => heavy += 1,
+                    _ => light += 1,
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        light > 0,
+        "both pools ran tasks: heavy {heavy}, light {light}"
+    );
+    let ratio = heavy as f64 / light as f64;
+    assert!(
+        (1.5..=2.8).contains(&ratio),
+        "expected about 2:1, got heavy {heavy}, light {light} ({ratio:.2})"
+    );
+}
