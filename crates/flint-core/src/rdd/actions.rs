@@ -474,6 +474,15 @@ impl<T: Data> Rdd<T> {
 
     // ---- actions ----
 
+    /// The shipped task code of a result stage computing `func` over this RDD
+    /// (what `run_job` submits; exposed for tools and cross-process tests).
+    pub fn stage_binary<F: PartitionFn<T>>(&self, func: F) -> Result<Arc<crate::ship::Shipped>> {
+        crate::task::ship_stage(&ResultStageTask {
+            rdd: self.clone(),
+            func,
+        })
+    }
+
     /// Runs `func` on the given partitions (all when `None`) and returns the
     /// per-partition outputs in partition order.
     pub fn run_job<F: PartitionFn<T>>(

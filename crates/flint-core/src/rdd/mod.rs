@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use actions::PartitionFn;
+pub use actions::{CollectFn, CountFn, PartitionFn};
 pub use narrow::*;
 pub use shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
 pub use sources::*;
