@@ -18,8 +18,9 @@ use crate::rdd::{
     BinaryRecordsRdd, ParallelCollectionRdd, RangeRdd, Rdd, RddBase, TextFileRdd,
     WholeTextFilesRdd, compute_splits, list_files, slice_vec,
 };
+use crate::scheduler::dag::BlockLocator;
 use crate::scheduler::pool::{PoolConf, parse_allocations};
-use crate::scheduler::task_scheduler::SpeculationConf;
+use crate::scheduler::task_scheduler::{SpeculationConf, TaskLocation};
 use crate::scheduler::{
     DagEvent, DagScheduler, LocalBackend, SchedulerBackend, SchedulingMode, TaskScheduler,
 };
@@ -161,12 +162,31 @@ impl FlintContext {
             mode,
             pools,
             speculation.clone(),
+            conf.get_duration("flint.locality.wait", Duration::from_secs(3))?,
             bus.clone(),
         );
         let backend: Arc<dyn SchedulerBackend> =
             LocalBackend::start(scheduler.clone(), env.clone(), threads);
         let accums = Arc::new(AccumRegistry::default());
-        let dag = DagScheduler::new(scheduler.clone(), tracker, accums.clone(), bus.clone());
+        let blocks = env.blocks.clone();
+        // Local mode has one executor: a cached block is on it.
+        let locate: BlockLocator = Arc::new(move |id| {
+            if blocks.contains(id) {
+                vec![TaskLocation {
+                    host: "localhost".into(),
+                    executor: Some("driver".into()),
+                }]
+            } else {
+                Vec::new()
+            }
+        });
+        let dag = DagScheduler::new(
+            scheduler.clone(),
+            tracker,
+            accums.clone(),
+            bus.clone(),
+            locate,
+        );
         let mut handles = vec![
             std::thread::Builder::new()
                 .name("flint-dag-scheduler".into())

@@ -52,6 +52,20 @@ pub trait RddBase: Send + Sync + 'static {
     fn num_partitions(&self) -> usize;
     /// Parent dependencies (driver side only; executors never ask).
     fn dependencies(&self) -> Vec<Dependency>;
+    /// For partition `split`, the `(narrow dependency index, parent partition)`
+    /// pairs it reads. The default is one-to-one with every narrow parent.
+    fn narrow_parents(&self, split: usize) -> Vec<(usize, usize)> {
+        let n = self
+            .dependencies()
+            .iter()
+            .filter(|d| matches!(d, Dependency::Narrow(_)))
+            .count();
+        (0..n).map(|i| (i, split)).collect()
+    }
+    /// Hosts where this partition's input lives (files, for instance).
+    fn preferred_hosts(&self, _split: usize) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A shuffle dependency as the DAG scheduler sees it.

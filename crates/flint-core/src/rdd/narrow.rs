@@ -221,6 +221,16 @@ impl<T: Data> RddBase for UnionRdd<T> {
     fn dependencies(&self) -> Vec<Dependency> {
         self.parents.iter().map(narrow).collect()
     }
+    fn narrow_parents(&self, mut split: usize) -> Vec<(usize, usize)> {
+        for (i, p) in self.parents.iter().enumerate() {
+            let n = p.num_partitions();
+            if split < n {
+                return vec![(i, split)];
+            }
+            split -= n;
+        }
+        Vec::new()
+    }
 }
 
 impl<T: Data> RddNode for UnionRdd<T> {
@@ -265,6 +275,10 @@ impl<T: Data> RddBase for CoalescedRdd<T> {
     }
     fn dependencies(&self) -> Vec<Dependency> {
         vec![narrow(&self.parent)]
+    }
+    fn narrow_parents(&self, split: usize) -> Vec<(usize, usize)> {
+        let (a, b) = self.groups[split];
+        (a..b).map(|p| (0, p)).collect()
     }
 }
 
@@ -349,6 +363,10 @@ impl<T: Data, U: Data> RddBase for CartesianRdd<T, U> {
     }
     fn dependencies(&self) -> Vec<Dependency> {
         vec![narrow(&self.a), narrow(&self.b)]
+    }
+    fn narrow_parents(&self, split: usize) -> Vec<(usize, usize)> {
+        let nb = self.b.num_partitions();
+        vec![(0, split / nb), (1, split % nb)]
     }
 }
 

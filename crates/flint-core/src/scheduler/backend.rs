@@ -123,7 +123,15 @@ fn endpoint_loop(
             let _ = work_tx.send((desc, flag));
         }
     };
-    while let Ok(msg) = rx.recv() {
+    // Offers are also made periodically so delay scheduling can relax its
+    // locality level without waiting for an event (Spark's revive interval).
+    let revive_every = std::time::Duration::from_secs(1);
+    loop {
+        let msg = match rx.recv_timeout(revive_every) {
+            Ok(m) => m,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Msg::Revive,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
             Msg::Revive => {
                 // Coalesce a burst of revives into one round of offers.

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::task_scheduler::{TaskScheduler, TaskSet};
+use super::task_scheduler::{TaskLocation, TaskScheduler, TaskSet};
 use crate::error::{FlintError, Result};
 use crate::listener::{Event, ListenerBus};
 use crate::rdd::{Dependency, RddBase, ShuffleDepBase};
 use crate::shared_vars::AccumRegistry;
 use crate::ship::Shipped;
 use crate::shuffle::MapOutputTracker;
+use crate::storage::BlockId;
 use crate::task::TaskOutput;
 
 /// How many times a stage may be re-attempted after fetch failures (Spark: 4).
@@ -100,6 +101,7 @@ pub struct DagScheduler {
     tracker: Arc<MapOutputTracker>,
     accums: Arc<AccumRegistry>,
     bus: ListenerBus,
+    locate: BlockLocator,
     next_stage_id: usize,
     stages: HashMap<usize, Stage>,
     shuffle_to_stage: HashMap<usize, usize>,
@@ -115,12 +117,14 @@ impl DagScheduler {
         tracker: Arc<MapOutputTracker>,
         accums: Arc<AccumRegistry>,
         bus: ListenerBus,
+        locate: BlockLocator,
     ) -> Self {
         DagScheduler {
             ts,
             tracker,
             accums,
             bus,
+            locate,
             next_stage_id: 0,
             stages: HashMap::new(),
             shuffle_to_stage: HashMap::new(),
@@ -479,12 +483,21 @@ impl DagScheduler {
             stage.rdd.name(),
             stage.rdd.id()
         );
+        let rdd = stage.rdd.clone();
+        let locations = partitions
+            .iter()
+            .map(|&p| self.preferred_locations(&rdd, p, 0))
+            .collect();
+        let Some(stage) = self.stages.get(&stage_id) else {
+            return;
+        };
         let set = TaskSet {
             stage_id,
             stage_attempt: attempt,
             priority: stage.first_job,
             pool: stage.pool.clone(),
             partitions,
+            locations,
             binary,
         };
         self.running.insert(stage_id);
@@ -657,7 +670,60 @@ impl DagScheduler {
     }
 }
 
+/// Where a cached block is (executor and host), as the block manager master knows.
+pub type BlockLocator = Arc<dyn Fn(BlockId) -> Vec<TaskLocation> + Send + Sync>;
+
 impl DagScheduler {
+    /// Spark's getPreferredLocs: a cached partition's executors, else the RDD's own
+    /// preferred hosts, else those of the first narrow parent that has any.
+    fn preferred_locations(
+        &self,
+        rdd: &Arc<dyn RddBase>,
+        split: usize,
+        depth: usize,
+    ) -> Vec<TaskLocation> {
+        let cached = (self.locate)(BlockId::Rdd {
+            rdd: rdd.id(),
+            split,
+        });
+        if !cached.is_empty() {
+            return cached;
+        }
+        let hosts = rdd.preferred_hosts(split);
+        if !hosts.is_empty() {
+            return hosts
+                .into_iter()
+                .map(|host| TaskLocation {
+                    host,
+                    executor: None,
+                })
+                .collect();
+        }
+        if depth > 64 {
+            return Vec::new();
+        }
+        let narrow: Vec<Arc<dyn RddBase>> = rdd
+            .dependencies()
+            .into_iter()
+            .filter_map(|d| match d {
+                Dependency::Narrow(p) => Some(p),
+                Dependency::Shuffle(_) => None,
+            })
+            .collect();
+        if narrow.is_empty() {
+            return Vec::new();
+        }
+        for (dep, p) in rdd.narrow_parents(split) {
+            if let Some(parent) = narrow.get(dep) {
+                let locs = self.preferred_locations(parent, p, depth + 1);
+                if !locs.is_empty() {
+                    return locs;
+                }
+            }
+        }
+        Vec::new()
+    }
+
     fn post_stage_completed(&self, stage_id: usize, failure: Option<String>) {
         let attempt = self
             .stages

@@ -25,7 +25,26 @@ pub struct TaskSet {
     pub priority: usize,
     pub pool: String,
     pub partitions: Vec<usize>,
+    /// Preferred locations per task (empty: no preference).
+    pub locations: Vec<Vec<TaskLocation>>,
     pub binary: Arc<Shipped>,
+}
+
+/// Where a task would rather run: on an executor holding its cached input
+/// (process-local) or on a host holding its data (node-local).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskLocation {
+    pub host: String,
+    pub executor: Option<String>,
+}
+
+/// Spark's TaskLocality, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Locality {
+    ProcessLocal,
+    NodeLocal,
+    NoPref,
+    Any,
 }
 
 #[derive(Clone, Debug)]
@@ -45,7 +64,14 @@ struct RunningCopy {
 
 struct TaskSetManager {
     set: TaskSet,
+    /// Every pending task, in index order (the ANY level).
     pending: VecDeque<usize>,
+    pending_for_executor: HashMap<String, Vec<usize>>,
+    pending_for_host: HashMap<String, Vec<usize>>,
+    pending_no_prefs: Vec<usize>,
+    levels: Vec<Locality>,
+    level_index: usize,
+    last_launch: Instant,
     speculatable: VecDeque<usize>,
     successful: Vec<bool>,
     num_success: usize,
@@ -60,8 +86,14 @@ struct TaskSetManager {
 impl TaskSetManager {
     fn new(set: TaskSet) -> Self {
         let n = set.partitions.len();
-        TaskSetManager {
-            pending: (0..n).collect(),
+        let mut t = TaskSetManager {
+            pending: VecDeque::new(),
+            pending_for_executor: HashMap::new(),
+            pending_for_host: HashMap::new(),
+            pending_no_prefs: Vec::new(),
+            levels: Vec::new(),
+            level_index: 0,
+            last_launch: Instant::now(),
             speculatable: VecDeque::new(),
             successful: vec![false; n],
             num_success: 0,
@@ -72,15 +104,137 @@ impl TaskSetManager {
             durations: Vec::new(),
             zombie: false,
             set,
+        };
+        for i in (0..n).rev() {
+            t.add_pending(i, false);
+        }
+        t.pending = (0..n).collect();
+        let mut levels = Vec::new();
+        if !t.pending_for_executor.is_empty() {
+            levels.push(Locality::ProcessLocal);
+        }
+        if !t.pending_for_host.is_empty() {
+            levels.push(Locality::NodeLocal);
+        }
+        if !t.pending_no_prefs.is_empty() {
+            levels.push(Locality::NoPref);
+        }
+        levels.push(Locality::Any);
+        t.levels = levels;
+        t
+    }
+
+    /// Queues task `i` in every list its preferences put it in.
+    fn add_pending(&mut self, i: usize, front: bool) {
+        let locs = &self.set.locations;
+        let prefs = locs.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        if prefs.is_empty() {
+            self.pending_no_prefs.push(i);
+        }
+        for l in prefs {
+            if let Some(e) = &l.executor {
+                self.pending_for_executor
+                    .entry(e.clone())
+                    .or_default()
+                    .push(i);
+            }
+            self.pending_for_host
+                .entry(l.host.clone())
+                .or_default()
+                .push(i);
+        }
+        if front {
+            self.pending.push_front(i);
         }
     }
 
-    fn next_index(&mut self) -> Option<(usize, bool)> {
-        while let Some(i) = self.pending.pop_front() {
-            if !self.successful[i] && self.copies[i] == 0 {
-                return Some((i, false));
+    fn launchable(&self, i: usize) -> bool {
+        !self.successful[i] && self.copies[i] == 0
+    }
+
+    fn pop_from(list: &mut Vec<usize>, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        while let Some(i) = list.pop() {
+            if ok(i) {
+                return Some(i);
             }
         }
+        None
+    }
+
+    /// Spark's getAllowedLocalityLevel: wait `wait` at each level with pending
+    /// tasks before allowing a worse one.
+    fn allowed_level(&mut self, now: Instant, wait: Duration) -> Locality {
+        while self.level_index + 1 < self.levels.len() {
+            let has_tasks = match self.levels[self.level_index] {
+                Locality::ProcessLocal => self
+                    .pending_for_executor
+                    .values()
+                    .any(|v| v.iter().any(|&i| self.launchable(i))),
+                Locality::NodeLocal => self
+                    .pending_for_host
+                    .values()
+                    .any(|v| v.iter().any(|&i| self.launchable(i))),
+                Locality::NoPref => self.pending_no_prefs.iter().any(|&i| self.launchable(i)),
+                Locality::Any => true,
+            };
+            if !has_tasks {
+                self.level_index += 1;
+                self.last_launch = now;
+            } else if now.saturating_duration_since(self.last_launch) >= wait {
+                self.last_launch += wait;
+                self.level_index += 1;
+            } else {
+                break;
+            }
+        }
+        self.levels[self.level_index]
+    }
+
+    /// The next task to run on `executor`@`host`, respecting delay scheduling.
+    fn next_for(
+        &mut self,
+        executor: &str,
+        host: &str,
+        now: Instant,
+        wait: Duration,
+    ) -> Option<(usize, bool)> {
+        let max = self.allowed_level(now, wait);
+        let successful = &self.successful;
+        let copies = &self.copies;
+        let ok = |i: usize| !successful[i] && copies[i] == 0;
+        let mut found = None;
+        if let Some(list) = self.pending_for_executor.get_mut(executor) {
+            found = Self::pop_from(list, ok).map(|i| (i, Locality::ProcessLocal));
+        }
+        if found.is_none()
+            && max >= Locality::NodeLocal
+            && let Some(list) = self.pending_for_host.get_mut(host)
+        {
+            found = Self::pop_from(list, ok).map(|i| (i, Locality::NodeLocal));
+        }
+        if found.is_none() && max >= Locality::NoPref {
+            found = Self::pop_from(&mut self.pending_no_prefs, ok).map(|i| (i, Locality::NoPref));
+        }
+        if found.is_none() && max >= Locality::Any {
+            while let Some(i) = self.pending.pop_front() {
+                if ok(i) {
+                    found = Some((i, Locality::Any));
+                    break;
+                }
+            }
+        }
+        if let Some((i, level)) = found {
+            // Launching at a level resets the wait there (Spark).
+            if let Some(pos) = self.levels.iter().position(|l| *l >= level) {
+                self.level_index = pos;
+            }
+            self.last_launch = now;
+            return Some((i, false));
+        }
+        self.next_speculative()
+    }
+
+    fn next_speculative(&mut self) -> Option<(usize, bool)> {
         while let Some(i) = self.speculatable.pop_front() {
             if !self.successful[i] && self.copies[i] == 1 {
                 return Some((i, true));
@@ -109,6 +263,7 @@ pub struct TaskScheduler {
     max_failures: usize,
     mode: SchedulingMode,
     speculation: SpeculationConf,
+    locality_wait: Duration,
     bus: ListenerBus,
 }
 
@@ -119,6 +274,7 @@ impl TaskScheduler {
         mode: SchedulingMode,
         pools: HashMap<String, PoolConf>,
         speculation: SpeculationConf,
+        locality_wait: Duration,
         bus: ListenerBus,
     ) -> Arc<Self> {
         Arc::new(TaskScheduler {
@@ -134,6 +290,7 @@ impl TaskScheduler {
             max_failures,
             mode,
             speculation,
+            locality_wait,
             bus,
         })
     }
@@ -219,6 +376,16 @@ impl TaskScheduler {
     /// Assigns tasks to free cores, one at a time, re-ranking sets after each
     /// launch so FAIR pools converge to their shares.
     pub fn resource_offers(&self, offers: &[WorkerOffer]) -> Vec<(String, TaskDescription)> {
+        self.resource_offers_at(offers, Instant::now())
+    }
+
+    /// `resource_offers` at a given time (delay scheduling is time based).
+    pub fn resource_offers_at(
+        &self,
+        offers: &[WorkerOffer],
+        now: Instant,
+    ) -> Vec<(String, TaskDescription)> {
+        let wait = self.locality_wait;
         let mut st = self.state.lock();
         let mut out = Vec::new();
         let mut free: Vec<usize> = offers.iter().map(|o| o.cores).collect();
@@ -234,7 +401,9 @@ impl TaskScheduler {
                     let Some(tsm) = st.sets.get_mut(&key) else {
                         continue;
                     };
-                    let Some((index, speculative)) = tsm.next_index() else {
+                    let Some((index, speculative)) =
+                        tsm.next_for(&offer.executor_id, &offer.host, now, wait)
+                    else {
                         continue;
                     };
                     let attempt = tsm.attempts[index];
@@ -376,7 +545,7 @@ impl TaskScheduler {
                                 message: e.to_string(),
                             });
                         } else if tsm.copies[i] == 0 {
-                            tsm.pending.push_front(i);
+                            tsm.add_pending(i, true);
                         }
                     }
                 }
@@ -443,5 +612,106 @@ impl TaskScheduler {
 
     pub fn has_active_sets(&self) -> bool {
         !self.state.lock().sets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduler without a backend; the receiver keeps its DAG channel open.
+    fn scheduler(wait: Duration) -> (Arc<TaskScheduler>, crossbeam_channel::Receiver<DagEvent>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let ts = TaskScheduler::new(
+            tx,
+            1,
+            SchedulingMode::Fifo,
+            HashMap::from([("default".to_string(), PoolConf::default_named("default"))]),
+            SpeculationConf {
+                enabled: false,
+                quantile: 0.9,
+                multiplier: 3.0,
+                min_runtime: Duration::from_millis(100),
+                interval: Duration::from_millis(100),
+            },
+            wait,
+            ListenerBus::start(),
+        );
+        (ts, rx)
+    }
+
+    fn offer(exec: &str, host: &str) -> Vec<WorkerOffer> {
+        vec![WorkerOffer {
+            executor_id: exec.into(),
+            host: host.into(),
+            cores: 1,
+        }]
+    }
+
+    fn binary() -> Arc<Shipped> {
+        fn d(_: &[u8]) -> std::result::Result<Box<dyn std::any::Any + Send>, String> {
+            Ok(Box::new(()))
+        }
+        Arc::new(Shipped::new("test", d, Vec::new()))
+    }
+
+    #[test]
+    fn delay_scheduling_waits_for_locality_then_relaxes() {
+        let (ts, _dag) = scheduler(Duration::from_secs(3));
+        let on_a = vec![TaskLocation {
+            host: "hA".into(),
+            executor: Some("A".into()),
+        }];
+        ts.submit_tasks(TaskSet {
+            stage_id: 0,
+            stage_attempt: 0,
+            priority: 0,
+            pool: "default".into(),
+            partitions: vec![0, 1],
+            locations: vec![on_a.clone(), on_a],
+            binary: binary(),
+        });
+        let t0 = Instant::now();
+        assert!(
+            ts.resource_offers_at(&offer("B", "hB"), t0).is_empty(),
+            "B is not local"
+        );
+        let got = ts.resource_offers_at(&offer("A", "hA"), t0);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "A");
+        assert!(
+            ts.resource_offers_at(&offer("B", "hB"), t0 + Duration::from_secs(2))
+                .is_empty(),
+            "still within the locality wait"
+        );
+        assert!(
+            ts.resource_offers_at(&offer("B", "hB"), t0 + Duration::from_millis(3100))
+                .is_empty(),
+            "node-local level now, and B is on another host"
+        );
+        let got = ts.resource_offers_at(&offer("B", "hB"), t0 + Duration::from_millis(6200));
+        assert_eq!(
+            got.len(),
+            1,
+            "after waiting at each level, any executor will do"
+        );
+        assert_eq!(got[0].1.partition, 1);
+    }
+
+    #[test]
+    fn tasks_without_preferences_launch_anywhere_at_once() {
+        let (ts, _dag) = scheduler(Duration::from_secs(3));
+        ts.submit_tasks(TaskSet {
+            stage_id: 0,
+            stage_attempt: 0,
+            priority: 0,
+            pool: "default".into(),
+            partitions: vec![0, 1, 2],
+            locations: vec![Vec::new(); 3],
+            binary: binary(),
+        });
+        let mut offers = offer("B", "hB");
+        offers[0].cores = 3;
+        assert_eq!(ts.resource_offers_at(&offers, Instant::now()).len(), 3);
     }
 }
