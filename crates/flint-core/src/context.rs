@@ -399,7 +399,7 @@ impl FlintContext {
         path: &str,
         record_len: usize,
         min_partitions: usize,
-    ) -> Result<Rdd<Vec<u8>>> {
+    ) -> Result<Rdd<crate::Bytes>> {
         if record_len == 0 {
             return Err(FlintError::InvalidArgument(
                 "record length must be positive".into(),

@@ -16,6 +16,7 @@
 // naming every tuple would hide, not simplify, them.
 #![allow(clippy::type_complexity)]
 
+pub mod bytes;
 pub mod codec;
 pub mod conf;
 pub mod context;
@@ -33,6 +34,7 @@ pub mod storage;
 pub mod task;
 pub mod util;
 
+pub use bytes::Bytes;
 pub use conf::FlintConf;
 pub use context::FlintContext;
 pub use error::{FlintError, Result};

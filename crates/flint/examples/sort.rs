@@ -2,6 +2,7 @@
 //! `sort INPUT OUTPUT [--partitions N] [--master URL]`.
 
 use clap::Parser;
+use flint::Bytes;
 use flint::prelude::*;
 
 #[derive(Parser)]
@@ -36,7 +37,7 @@ fn run() -> anyhow::Result<()> {
     let sc = FlintContext::new(conf)?;
     let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());
     sc.binary_records(&args.input, 100, parts)?
-        .map(Fn!(|rec: Vec<u8>| {
+        .map(Fn!(|rec: Bytes| {
             let mut key = [0u8; 10];
             key.copy_from_slice(&rec[..10]);
             (key, rec)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxIter, Dependency, RddBase, RddNode, shippable};
+use crate::bytes::Bytes;
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::Data;
@@ -355,8 +356,8 @@ impl RddBase for BinaryRecordsRdd {
 }
 
 impl RddNode for BinaryRecordsRdd {
-    type Item = Vec<u8>;
-    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<Vec<u8>>> {
+    type Item = Bytes;
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<Bytes>> {
         let s = &self.splits[split];
         let path = s.path.clone();
         let len = self.record_len;
@@ -365,7 +366,7 @@ impl RddNode for BinaryRecordsRdd {
         Ok(Box::new(std::iter::from_fn(move || {
             let mut rec = vec![0u8; len];
             match reader.read_exact(&mut rec) {
-                Ok(()) => Some(rec),
+                Ok(()) => Some(Bytes(rec)),
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
                 Err(e) => {
                     errors.fail(FlintError::io("cannot read", &path, e));
