@@ -106,11 +106,31 @@ fn latency(jobs: usize) -> anyhow::Result<()> {
     }
     times.sort();
     let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    // The cost of shipping a task: encode a stage once, then open (build-id check,
+    // offset resolution, deserialization) as every task does.
+    let k = 3i64;
+    let names = vec!["a".to_string(), "bb".to_string()];
+    let rdd = sc
+        .parallelize(data.clone(), 2)
+        .map(Fn!(move |x: i32| x as i64 * k + names.len() as i64))
+        .filter(Fn!(|x: &i64| x % 2 == 0));
+    let t = Instant::now();
+    let binary = rdd.stage_binary(flint::rdd::CollectFn)?;
+    let encode = t.elapsed();
+    let n = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let task: std::sync::Arc<dyn flint::task::StageTask> = binary.open()?;
+        drop(task);
+    }
+    let open_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!(
         "{}",
         serde_json::json!({
             "median_ms": ms(pct(0.5)), "p99_ms": ms(pct(0.99)), "min_ms": ms(times[0]),
             "first_ms": ms(first), "jobs": jobs,
+            "stage_encode_us": encode.as_secs_f64() * 1e6, "task_open_us": open_us,
+            "task_bytes": binary.payload.len(),
         })
     );
     Ok(())
@@ -384,9 +404,12 @@ fn run(
             seconds: v["median_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             peak_rss_mib: rss,
             detail: format!(
-                "p99 {:.3} ms, first {:.2} ms",
+                "p99 {:.3} ms, first {:.2} ms; task ship: encode {:.1} us/stage, open {:.2} us/task, {} B",
                 v["p99_ms"].as_f64().unwrap_or(0.0),
-                v["first_ms"].as_f64().unwrap_or(0.0)
+                v["first_ms"].as_f64().unwrap_or(0.0),
+                v["stage_encode_us"].as_f64().unwrap_or(0.0),
+                v["task_open_us"].as_f64().unwrap_or(0.0),
+                v["task_bytes"].as_u64().unwrap_or(0),
             ),
             spark: sp,
         });
