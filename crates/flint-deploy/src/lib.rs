@@ -1,0 +1,1 @@
+//! Standalone cluster manager (placeholder; see the open issue).

@@ -1,0 +1,212 @@
+//! Two RPC environments on loopback: ask/reply, send, disconnect events, bad
+//! bytes, size limits and handshake refusal.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flint_rpc::{Endpoint, EndpointCtx, Replier, RpcAddress, RpcConf, RpcEnv, RpcError};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Msg {
+    Echo(String),
+    Note(u32),
+    Big(Vec<u8>),
+}
+
+#[derive(Default, Clone)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+struct Echo(Log);
+
+impl Endpoint for Echo {
+    type Msg = Msg;
+    fn receive(
+        &mut self,
+        _ctx: &EndpointCtx<Msg>,
+        from: RpcAddress,
+        msg: Msg,
+        reply: Option<Replier>,
+    ) {
+        match msg {
+            Msg::Echo(s) => {
+                if let Some(r) = reply {
+                    r.reply(&format!("{s} (from {from})"));
+                }
+            }
+            Msg::Note(n) => self
+                .0
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("note {n} from {from}")),
+            Msg::Big(b) => self.0.0.lock().unwrap().push(format!("big {}", b.len())),
+        }
+    }
+    fn on_disconnected(&mut self, _ctx: &EndpointCtx<Msg>, peer: &RpcAddress) {
+        self.0
+            .0
+            .lock()
+            .unwrap()
+            .push(format!("disconnected {peer}"));
+    }
+}
+
+async fn wait_for(log: &Log, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.0.lock().unwrap().iter().any(|l| l.contains(what)) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for '{what}': {:?}",
+            log.0.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn server(log: &Log) -> RpcEnv {
+    let env = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+        .await
+        .unwrap();
+    env.setup_endpoint("echo", Echo(log.clone()));
+    env
+}
+
+#[tokio::test]
+async fn ask_send_and_disconnect() {
+    let log = Log::default();
+    let srv = server(&log).await;
+    let addr = srv.address().unwrap().clone();
+    let client = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+        .await
+        .unwrap();
+    let me = client.address().unwrap().clone();
+    let r: String = client
+        .ask(
+            &addr,
+            "echo",
+            &Msg::Echo("hi".into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        format!("hi (from {me})"),
+        "the server sees the client's advertised address"
+    );
+    client.send(&addr, "echo", &Msg::Note(7)).unwrap();
+    wait_for(&log, &format!("note 7 from {me}")).await;
+    // Asking an unknown endpoint is a clear error, not a hang.
+    let e = client
+        .ask::<_, String>(&addr, "nobody", &Msg::Note(1), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no endpoint named 'nobody'"), "{e}");
+    client.shutdown();
+    wait_for(&log, &format!("disconnected {me}")).await;
+}
+
+#[tokio::test]
+async fn bad_bytes_do_not_disturb_the_server() {
+    let log = Log::default();
+    let srv = server(&log).await;
+    let addr = srv.address().unwrap().clone();
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 64][..],
+        &[0, 0, 0, 3, 1, 2, 3][..],
+        &[0x7f, 0xff, 0xff, 0xff][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .unwrap();
+        s.write_all(junk).await.unwrap();
+        drop(s);
+    }
+    let client = RpcEnv::client(RpcConf::default());
+    let r: String = client
+        .ask(
+            &addr,
+            "echo",
+            &Msg::Echo("still here".into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(r.starts_with("still here"));
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused_and_handshakes_checked() {
+    let log = Log::default();
+    let conf = RpcConf {
+        max_message_size: 1 << 16,
+        ..RpcConf::default()
+    };
+    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf.clone())
+        .await
+        .unwrap();
+    srv.setup_endpoint("echo", Echo(log.clone()));
+    let addr = srv.address().unwrap().clone();
+    let client = RpcEnv::client(conf);
+    let e = client
+        .send(&addr, "echo", &Msg::Big(vec![0; 1 << 17]))
+        .unwrap_err();
+    assert!(matches!(e, RpcError::TooLarge { .. }), "{e}");
+    client
+        .send(&addr, "echo", &Msg::Big(vec![0; 1000]))
+        .unwrap();
+    wait_for(&log, "big 1000").await;
+
+    // Another cluster id: refused at the handshake, so the ask gets no answer.
+    let stranger = RpcEnv::client(RpcConf {
+        cluster_id: "other".into(),
+        ..RpcConf::default()
+    });
+    let e = stranger
+        .ask::<_, String>(
+            &addr,
+            "echo",
+            &Msg::Echo("x".into()),
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RpcError::Timeout { .. }), "{e}");
+    // A server with a secret refuses peers without it.
+    let locked = RpcEnv::server(
+        "127.0.0.1",
+        0,
+        "127.0.0.1",
+        RpcConf {
+            secret: Some("s3cret".into()),
+            ..RpcConf::default()
+        },
+    )
+    .await
+    .unwrap();
+    locked.setup_endpoint("echo", Echo(log.clone()));
+    let la = locked.address().unwrap().clone();
+    assert!(
+        client
+            .ask::<_, String>(
+                &la,
+                "echo",
+                &Msg::Echo("x".into()),
+                Duration::from_millis(500)
+            )
+            .await
+            .is_err()
+    );
+    let friend = RpcEnv::client(RpcConf {
+        secret: Some("s3cret".into()),
+        ..RpcConf::default()
+    });
+    let ok: String = friend
+        .ask(&la, "echo", &Msg::Echo("y".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(ok.starts_with('y'));
+}
