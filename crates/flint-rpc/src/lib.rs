@@ -295,6 +295,9 @@ impl<M: Send + 'static> LocalRef<M> {
     }
 }
 
+/// Where the reply to an outstanding ask goes.
+type ReplySlot = oneshot::Sender<Result<Vec<u8>, String>>;
+
 struct Conn {
     id: u64,
     tx: mpsc::UnboundedSender<Wire>,
@@ -305,7 +308,7 @@ struct Inner {
     address: Option<RpcAddress>,
     endpoints: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Erased>>>,
     conns: std::sync::Mutex<HashMap<RpcAddress, Vec<Conn>>>,
-    asks: std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, String>>>>,
+    asks: std::sync::Mutex<HashMap<u64, ReplySlot>>,
     next_id: AtomicU64,
     shutdown: tokio_util::sync::CancellationToken,
 }
