@@ -1,1 +1,10 @@
-//! Standalone cluster manager (placeholder; see the open issue).
+//! Flint's standalone cluster manager: the Master (registers workers and
+//! applications, decides where executors run) and the Worker (starts executor
+//! processes and reports their state), speaking the deploy protocol over flint-rpc.
+//!
+//! Invariants: the Master never runs user code; scheduling decisions are pure
+//! functions over plain data (`scheduling`); all daemon state lives inside
+//! endpoint actors, so handlers need no locks.
+
+pub mod messages;
+pub mod scheduling;
