@@ -1,6 +1,13 @@
-//! The `flint` command. Later issues add `master`, `worker` and `submit`.
+//! The `flint` command: `flint master`, `flint worker`, `flint --version`.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use flint_deploy::{Master, MasterConf, Worker, WorkerConf};
+use flint_rpc::{RpcAddress, RpcConf};
 
 #[derive(Parser)]
 #[command(name = "flint", version, about = "Flint: Spark's architecture in Rust")]
@@ -13,16 +20,269 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Run a standalone master.
+    Master {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 7077)]
+        port: u16,
+        #[arg(long, default_value_t = 8080)]
+        webui_port: u16,
+        /// Properties in Spark's spark-defaults.conf format (`key value` lines).
+        #[arg(long)]
+        properties_file: Option<PathBuf>,
+    },
+    /// Run a standalone worker registered with MASTER_URL (flint://host:port[,host2:port2]).
+    Worker {
+        master_url: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Cores to offer (default: all).
+        #[arg(long)]
+        cores: Option<u32>,
+        /// Memory to offer, e.g. 4g or 512m (default: total minus 1 GiB).
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long, default_value = "work")]
+        work_dir: PathBuf,
+        #[arg(long, default_value_t = 8081)]
+        webui_port: u16,
+        #[arg(long)]
+        properties_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Version) | None => println!("flint {}", env!("CARGO_PKG_VERSION")),
+        Some(Command::Version) | None => {
+            println!("flint {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(Command::Master {
+            host,
+            port,
+            webui_port,
+            properties_file,
+        }) => {
+            let props = load_properties(properties_file.as_deref())?;
+            let conf = MasterConf {
+                host,
+                port,
+                webui_port,
+                worker_timeout: seconds(&props, "flint.worker.timeout", 60)?,
+                spread_out: boolean(&props, "flint.deploy.spreadOut", true)?,
+                max_executor_retries: number(&props, "flint.deploy.maxExecutorRetries", 10)?,
+                reaper_iterations: number(&props, "flint.dead.worker.persistence", 15)?,
+                retained_applications: number(&props, "flint.deploy.retainedApplications", 200)?,
+                default_cores: number(&props, "flint.deploy.defaultCores", u32::MAX)?,
+                rpc: rpc_conf(&props)?,
+            };
+            runtime()?.block_on(async move {
+                let m = Master::start(conf).await.map_err(anyhow::Error::msg)?;
+                println!(
+                    "flint master listening at {} (web UI http://{}:{})",
+                    m.url, m.address.host, m.webui_port
+                );
+                wait_for_signal().await;
+                m.env.shutdown();
+                Ok(())
+            })
+        }
+        Some(Command::Worker {
+            master_url,
+            host,
+            port,
+            cores,
+            memory,
+            work_dir,
+            webui_port,
+            properties_file,
+        }) => {
+            let props = load_properties(properties_file.as_deref())?;
+            let mut conf = WorkerConf::new(parse_master_url(&master_url)?);
+            conf.host = host;
+            conf.port = port;
+            if let Some(c) = cores {
+                if c == 0 {
+                    bail!("--cores must be at least 1");
+                }
+                conf.cores = c;
+            }
+            if let Some(m) = memory {
+                conf.memory_mb =
+                    parse_mb(&m).with_context(|| format!("--memory {m}: use e.g. 4g or 512m"))?;
+            }
+            conf.work_dir = work_dir;
+            conf.webui_port = webui_port;
+            conf.worker_timeout = seconds(&props, "flint.worker.timeout", 60)?;
+            if let Some(v) = props.get("flint.worker.registrationRetryInterval") {
+                conf.registration_base = parse_duration(v).with_context(|| {
+                    format!("flint.worker.registrationRetryInterval={v} is not a duration")
+                })?;
+            }
+            conf.rpc = rpc_conf(&props)?;
+            runtime()?.block_on(async move {
+                let w = Worker::start(conf).await.map_err(anyhow::Error::msg)?;
+                println!(
+                    "flint worker {} listening at {} (web UI port {})",
+                    w.id, w.address, w.webui_port
+                );
+                wait_for_signal().await;
+                // Kill every executor before leaving: no orphans.
+                let _ = w
+                    .worker
+                    .ask::<bool>(
+                        flint_deploy::messages::WorkerMsg::Shutdown,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                w.env.shutdown();
+                Ok(())
+            })
+        }
     }
-    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `flint://h1:p1,h2:p2` (or `spark://`) to addresses.
+fn parse_master_url(url: &str) -> anyhow::Result<Vec<RpcAddress>> {
+    let rest = url
+        .strip_prefix("flint://")
+        .or_else(|| url.strip_prefix("spark://"))
+        .with_context(|| format!("master URL '{url}' must look like flint://host:port"))?;
+    rest.split(',')
+        .map(|a| RpcAddress::parse(a).map_err(|e| anyhow::anyhow!("master URL '{url}': {e}")))
+        .collect()
+}
+
+/// Spark's spark-defaults.conf format: `key value` or `key=value`, `#` comments.
+fn load_properties(path: Option<&std::path::Path>) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let Some(path) = path else { return Ok(out) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading properties file {}", path.display()))?;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once(|c: char| c == '=' || c.is_whitespace())
+            .with_context(|| format!("{}: line '{line}' is not 'key value'", path.display()))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(
+    p: &HashMap<String, String>,
+    key: &str,
+    default: T,
+) -> anyhow::Result<T> {
+    match p.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}={v} is not a valid number")),
+    }
+}
+
+fn boolean(p: &HashMap<String, String>, key: &str, default: bool) -> anyhow::Result<bool> {
+    match p.get(key).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => bail!("{key}={v} is not true or false"),
+    }
+}
+
+/// Spark gives `spark.worker.timeout` in seconds; a unit suffix is also accepted.
+fn seconds(p: &HashMap<String, String>, key: &str, default: u64) -> anyhow::Result<Duration> {
+    match p.get(key) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.parse::<u64>() {
+            Ok(s) => Ok(Duration::from_secs(s)),
+            Err(_) => {
+                parse_duration(v).with_context(|| format!("{key}={v} is not a number of seconds"))
+            }
+        },
+    }
+}
+
+fn parse_duration(v: &str) -> anyhow::Result<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v[..split].parse().context("not a number")?;
+    Ok(match &v[split..] {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "min" | "m" => Duration::from_secs(n * 60),
+        other => bail!("unknown unit '{other}'"),
+    })
+}
+
+fn parse_mb(v: &str) -> anyhow::Result<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (num, mult) = match v.chars().last() {
+        Some('g') => (&v[..v.len() - 1], 1024),
+        Some('m') => (&v[..v.len() - 1], 1),
+        Some('t') => (&v[..v.len() - 1], 1024 * 1024),
+        _ => (v.as_str(), 1),
+    };
+    let n: u64 = num.parse().context("not a size")?;
+    if n == 0 {
+        bail!("memory must be positive");
+    }
+    Ok(n * mult)
+}
+
+fn rpc_conf(p: &HashMap<String, String>) -> anyhow::Result<RpcConf> {
+    let mut c = RpcConf::default();
+    // Spark's spark.rpc.message.maxSize is in MiB.
+    let mib: usize = number(p, "flint.rpc.message.maxSize", 128)?;
+    if mib == 0 || mib > 2047 {
+        bail!("flint.rpc.message.maxSize={mib} must be between 1 and 2047 (MiB)");
+    }
+    c.max_message_size = mib << 20;
+    c.secret = p.get("flint.authenticate.secret").cloned();
+    if let Some(id) = p.get("flint.cluster.id") {
+        c.cluster_id = id.clone();
+    }
+    Ok(c)
 }

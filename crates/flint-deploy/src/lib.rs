@@ -6,5 +6,11 @@
 //! functions over plain data (`scheduling`); all daemon state lives inside
 //! endpoint actors, so handlers need no locks.
 
+pub mod master;
 pub mod messages;
 pub mod scheduling;
+mod webui;
+pub mod worker;
+
+pub use master::{Master, MasterConf, MasterHandle};
+pub use worker::{Worker, WorkerConf, WorkerHandle};

@@ -10,6 +10,7 @@ pub const WORKER_ENDPOINT: &str = "Worker";
 pub const APP_CLIENT_ENDPOINT: &str = "AppClient";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkerState {
     Alive,
     Dead,
@@ -18,6 +19,7 @@ pub enum WorkerState {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutorState {
     Launching,
     Running,
@@ -41,6 +43,7 @@ impl ExecutorState {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ApplicationState {
     Waiting,
     Running,
@@ -51,6 +54,7 @@ pub enum ApplicationState {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RecoveryState {
     Standby,
     Alive,
@@ -163,6 +167,12 @@ pub enum WorkerMsg {
     /// Internal: registration retry timer (carries the timer's generation).
     ReregisterWithMaster {
         generation: u64,
+    },
+    /// Internal: an executor process started.
+    ExecutorStarted {
+        app_id: String,
+        exec_id: u32,
+        pid: Option<u32>,
     },
     /// Internal: an executor runner's report.
     ExecutorStateChanged {

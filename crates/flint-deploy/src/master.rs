@@ -1,0 +1,813 @@
+//! The Master daemon (Spark's Master): registers workers and applications, tracks
+//! liveness, and places executors with `scheduling::schedule_executors_on_workers`.
+//! All state lives in the `Master` actor; timers and the web UI talk to it by
+//! message.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Replier, RpcAddress, RpcConf, RpcEnv};
+
+use crate::messages::*;
+use crate::scheduling::{AppDemand, WorkerFree, schedule_executors_on_workers};
+
+#[derive(Clone, Debug)]
+pub struct MasterConf {
+    pub host: String,
+    pub port: u16,
+    pub webui_port: u16,
+    /// `flint.worker.timeout` (60 s): silence after which a worker is DEAD.
+    pub worker_timeout: Duration,
+    /// `flint.deploy.spreadOut` (true).
+    pub spread_out: bool,
+    /// `flint.deploy.maxExecutorRetries` (10; negative disables).
+    pub max_executor_retries: i32,
+    /// `flint.dead.worker.persistence` (15): timeouts a DEAD worker stays listed.
+    pub reaper_iterations: u32,
+    /// `flint.deploy.retainedApplications` (200).
+    pub retained_applications: usize,
+    /// `flint.deploy.defaultCores`: cores for apps that set no maximum.
+    pub default_cores: u32,
+    pub rpc: RpcConf,
+}
+
+impl Default for MasterConf {
+    fn default() -> Self {
+        MasterConf {
+            host: "127.0.0.1".into(),
+            port: 7077,
+            webui_port: 8080,
+            worker_timeout: Duration::from_secs(60),
+            spread_out: true,
+            max_executor_retries: 10,
+            reaper_iterations: 15,
+            retained_applications: 200,
+            default_cores: u32::MAX,
+            rpc: RpcConf::default(),
+        }
+    }
+}
+
+struct WorkerInfo {
+    id: String,
+    host: String,
+    port: u16,
+    addr: RpcAddress,
+    cores: u32,
+    memory_mb: u64,
+    webui: String,
+    state: WorkerState,
+    cores_used: u32,
+    memory_used: u64,
+    last_heartbeat: Instant,
+    last_heartbeat_ms: i64,
+    executors: HashSet<(String, u32)>,
+}
+
+impl WorkerInfo {
+    fn cores_free(&self) -> u32 {
+        self.cores.saturating_sub(self.cores_used)
+    }
+    fn memory_free(&self) -> u64 {
+        self.memory_mb.saturating_sub(self.memory_used)
+    }
+}
+
+struct ExecInfo {
+    worker_id: String,
+    cores: u32,
+    memory_mb: u64,
+    state: ExecutorState,
+}
+
+struct AppInfo {
+    id: String,
+    desc: ApplicationDescription,
+    driver: RpcAddress,
+    state: ApplicationState,
+    executors: BTreeMap<u32, ExecInfo>,
+    cores_granted: u32,
+    next_exec_id: u32,
+    retry_count: i32,
+    start_ms: i64,
+    submit_date: String,
+    end_ms: Option<i64>,
+    requested_cores: u32,
+}
+
+impl AppInfo {
+    fn cores_left(&self) -> u32 {
+        self.requested_cores.saturating_sub(self.cores_granted)
+    }
+
+    fn summary(&self) -> AppSummary {
+        AppSummary {
+            id: self.id.clone(),
+            starttime: self.start_ms,
+            name: self.desc.name.clone(),
+            cores: self.cores_granted,
+            user: self.desc.user.clone(),
+            memoryperexecutor: self.desc.memory_per_executor_mb,
+            submitdate: self.submit_date.clone(),
+            state: self.state,
+            duration: self.end_ms.unwrap_or_else(now_ms) - self.start_ms,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub struct Master {
+    conf: MasterConf,
+    url: String,
+    address: RpcAddress,
+    webui_url: String,
+    state: RecoveryState,
+    workers: BTreeMap<String, WorkerInfo>,
+    address_to_worker: HashMap<RpcAddress, String>,
+    apps: HashMap<String, AppInfo>,
+    waiting_apps: Vec<String>,
+    completed_apps: Vec<AppInfo>,
+    address_to_app: HashMap<RpcAddress, String>,
+    next_app_number: u32,
+}
+
+/// A running master: its RPC environment, its actor and its bound ports.
+pub struct MasterHandle {
+    pub env: RpcEnv,
+    pub master: LocalRef<MasterMsg>,
+    pub url: String,
+    pub address: RpcAddress,
+    pub webui_port: u16,
+}
+
+impl Master {
+    /// Binds the RPC port and the web UI, starts the actor and its timers.
+    pub async fn start(conf: MasterConf) -> Result<MasterHandle, String> {
+        let env = RpcEnv::server(&conf.host, conf.port, &conf.host, conf.rpc.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = env.address().cloned().ok_or("no bound address")?;
+        let url = format!("flint://{address}");
+        let listener = tokio::net::TcpListener::bind((conf.host.as_str(), conf.webui_port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot bind the web UI on {}:{}: {e}",
+                    conf.host, conf.webui_port
+                )
+            })?;
+        let webui_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let master = Master {
+            url: url.clone(),
+            address: address.clone(),
+            webui_url: format!("http://{}:{webui_port}", conf.host),
+            state: RecoveryState::Alive,
+            workers: BTreeMap::new(),
+            address_to_worker: HashMap::new(),
+            apps: HashMap::new(),
+            waiting_apps: Vec::new(),
+            completed_apps: Vec::new(),
+            address_to_app: HashMap::new(),
+            next_app_number: 0,
+            conf,
+        };
+        let master_ref = env.setup_endpoint(MASTER_ENDPOINT, master);
+        crate::webui::serve_master(listener, master_ref.clone());
+        tracing::info!("Starting Flint master at {url}; web UI at port {webui_port}");
+        Ok(MasterHandle {
+            env,
+            master: master_ref,
+            url,
+            address,
+            webui_port,
+        })
+    }
+
+    fn send_worker(&self, ctx: &EndpointCtx<MasterMsg>, addr: &RpcAddress, msg: &WorkerMsg) {
+        if let Err(e) = ctx.env.send(addr, WORKER_ENDPOINT, msg) {
+            tracing::warn!("cannot send to worker at {addr}: {e}");
+        }
+    }
+
+    fn send_app(&self, ctx: &EndpointCtx<MasterMsg>, addr: &RpcAddress, msg: &AppClientMsg) {
+        if let Err(e) = ctx.env.send(addr, APP_CLIENT_ENDPOINT, msg) {
+            tracing::warn!("cannot send to application at {addr}: {e}");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn register_worker(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        from: RpcAddress,
+        id: String,
+        host: String,
+        port: u16,
+        cores: u32,
+        memory_mb: u64,
+        webui: String,
+        master_address: RpcAddress,
+    ) {
+        if self.state == RecoveryState::Standby {
+            self.send_worker(ctx, &from, &WorkerMsg::MasterInStandby);
+            return;
+        }
+        tracing::info!("Registering worker {host}:{port} with {cores} cores, {memory_mb} MiB RAM");
+        if let Some(w) = self.workers.get(&id)
+            && w.state != WorkerState::Dead
+        {
+            self.send_worker(
+                ctx,
+                &from,
+                &WorkerMsg::RegisteredWorker {
+                    master: self.address.clone(),
+                    master_web_ui_url: self.webui_url.clone(),
+                    master_address,
+                    duplicate: true,
+                },
+            );
+            return;
+        }
+        // A DEAD entry at the same host and port is replaced by the newcomer.
+        self.workers
+            .retain(|_, w| !(w.state == WorkerState::Dead && w.host == host && w.port == port));
+        if let Some(other) = self.address_to_worker.get(&from)
+            && self
+                .workers
+                .get(other)
+                .is_some_and(|w| w.state != WorkerState::Dead)
+        {
+            let message = format!("Attempted to re-register worker at same address: {from}");
+            tracing::warn!("{message}");
+            self.send_worker(ctx, &from, &WorkerMsg::RegisterWorkerFailed { message });
+            return;
+        }
+        self.address_to_worker.insert(from.clone(), id.clone());
+        self.workers.insert(
+            id.clone(),
+            WorkerInfo {
+                id,
+                host,
+                port,
+                addr: from.clone(),
+                cores,
+                memory_mb,
+                webui,
+                state: WorkerState::Alive,
+                cores_used: 0,
+                memory_used: 0,
+                last_heartbeat: Instant::now(),
+                last_heartbeat_ms: now_ms(),
+                executors: HashSet::new(),
+            },
+        );
+        self.send_worker(
+            ctx,
+            &from,
+            &WorkerMsg::RegisteredWorker {
+                master: self.address.clone(),
+                master_web_ui_url: self.webui_url.clone(),
+                master_address,
+                duplicate: false,
+            },
+        );
+        self.schedule(ctx);
+    }
+
+    fn remove_worker(&mut self, ctx: &EndpointCtx<MasterMsg>, id: &str, msg: &str) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        if w.state == WorkerState::Dead {
+            return;
+        }
+        tracing::info!("Removing worker {id} on {}:{}: {msg}", w.host, w.port);
+        w.state = WorkerState::Dead;
+        let host = w.host.clone();
+        let addr = w.addr.clone();
+        let execs: Vec<(String, u32)> = w.executors.drain().collect();
+        w.cores_used = 0;
+        w.memory_used = 0;
+        self.address_to_worker.remove(&addr);
+        for (app_id, exec_id) in execs {
+            if let Some(app) = self.apps.get_mut(&app_id) {
+                if let Some(e) = app.executors.remove(&exec_id) {
+                    app.cores_granted = app.cores_granted.saturating_sub(e.cores);
+                }
+                let driver = app.driver.clone();
+                self.send_app(
+                    ctx,
+                    &driver,
+                    &AppClientMsg::ExecutorUpdated {
+                        id: exec_id,
+                        state: ExecutorState::Lost,
+                        message: Some(format!("worker lost: {msg}")),
+                        exit_status: None,
+                        worker_host: Some(host.clone()),
+                    },
+                );
+            }
+        }
+        let drivers: Vec<RpcAddress> = self.apps.values().map(|a| a.driver.clone()).collect();
+        for d in drivers {
+            self.send_app(
+                ctx,
+                &d,
+                &AppClientMsg::WorkerRemoved {
+                    id: id.to_string(),
+                    host: host.clone(),
+                    message: msg.to_string(),
+                },
+            );
+        }
+        self.schedule(ctx);
+    }
+
+    fn new_app_id(&mut self) -> String {
+        let ts = chrono::Local::now().format("%Y%m%d%H%M%S");
+        let id = format!("app-{ts}-{:04}", self.next_app_number);
+        self.next_app_number += 1;
+        id
+    }
+
+    fn register_application(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        from: RpcAddress,
+        desc: ApplicationDescription,
+    ) {
+        if self.state == RecoveryState::Standby {
+            return;
+        }
+        if let Some(existing) = self.address_to_app.get(&from) {
+            tracing::warn!(
+                "application at {from} is already registered as {existing}; ignoring the new registration"
+            );
+            return;
+        }
+        let id = self.new_app_id();
+        tracing::info!("Registering app {} as {id}", desc.name);
+        let requested = desc.max_cores.unwrap_or(self.conf.default_cores);
+        let app = AppInfo {
+            id: id.clone(),
+            driver: from.clone(),
+            state: ApplicationState::Waiting,
+            executors: BTreeMap::new(),
+            cores_granted: 0,
+            next_exec_id: 0,
+            retry_count: 0,
+            start_ms: now_ms(),
+            submit_date: chrono::Utc::now().to_rfc2822(),
+            end_ms: None,
+            requested_cores: requested,
+            desc,
+        };
+        self.apps.insert(id.clone(), app);
+        self.waiting_apps.push(id.clone());
+        self.address_to_app.insert(from.clone(), id.clone());
+        self.send_app(
+            ctx,
+            &from,
+            &AppClientMsg::RegisteredApplication {
+                app_id: id,
+                master: self.address.clone(),
+            },
+        );
+        self.schedule(ctx);
+    }
+
+    fn remove_application(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        app_id: &str,
+        state: ApplicationState,
+    ) {
+        let Some(mut app) = self.apps.remove(app_id) else {
+            return;
+        };
+        tracing::info!("Removing app {app_id} ({state:?})");
+        self.waiting_apps.retain(|a| a != app_id);
+        self.address_to_app.remove(&app.driver);
+        let execs: Vec<(u32, ExecInfo)> = std::mem::take(&mut app.executors).into_iter().collect();
+        for (exec_id, e) in execs {
+            if let Some(w) = self.workers.get_mut(&e.worker_id) {
+                w.executors.remove(&(app_id.to_string(), exec_id));
+                w.cores_used = w.cores_used.saturating_sub(e.cores);
+                w.memory_used = w.memory_used.saturating_sub(e.memory_mb);
+                let addr = w.addr.clone();
+                self.send_worker(
+                    ctx,
+                    &addr,
+                    &WorkerMsg::KillExecutor {
+                        master_url: self.url.clone(),
+                        app_id: app_id.to_string(),
+                        exec_id,
+                    },
+                );
+            }
+        }
+        app.state = state;
+        app.end_ms = Some(now_ms());
+        if state != ApplicationState::Finished {
+            let driver = app.driver.clone();
+            self.send_app(
+                ctx,
+                &driver,
+                &AppClientMsg::ApplicationRemoved {
+                    message: format!("{state:?}").to_uppercase(),
+                },
+            );
+        }
+        if self.completed_apps.len() >= self.conf.retained_applications {
+            let drop = (self.conf.retained_applications / 10).max(1);
+            self.completed_apps
+                .drain(..drop.min(self.completed_apps.len()));
+        }
+        self.completed_apps.push(app);
+        let alive: Vec<RpcAddress> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Alive)
+            .map(|w| w.addr.clone())
+            .collect();
+        for addr in alive {
+            self.send_worker(
+                ctx,
+                &addr,
+                &WorkerMsg::ApplicationFinished {
+                    id: app_id.to_string(),
+                },
+            );
+        }
+        self.schedule(ctx);
+    }
+
+    fn executor_state_changed(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        app_id: String,
+        exec_id: u32,
+        state: ExecutorState,
+        message: Option<String>,
+        exit_status: Option<i32>,
+    ) {
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            tracing::warn!("Got status update for unknown executor {app_id}/{exec_id}");
+            return;
+        };
+        let Some(exec) = app.executors.get_mut(&exec_id) else {
+            tracing::warn!("Got status update for unknown executor {app_id}/{exec_id}");
+            return;
+        };
+        exec.state = state;
+        if state == ExecutorState::Running {
+            app.retry_count = 0;
+        }
+        let driver = app.driver.clone();
+        self.send_app(
+            ctx,
+            &driver,
+            &AppClientMsg::ExecutorUpdated {
+                id: exec_id,
+                state,
+                message: message.clone(),
+                exit_status,
+                worker_host: None,
+            },
+        );
+        if !state.is_finished() {
+            return;
+        }
+        tracing::info!("Removing executor {app_id}/{exec_id} because it is {state:?}");
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return;
+        };
+        if let Some(e) = app.executors.remove(&exec_id) {
+            app.cores_granted = app.cores_granted.saturating_sub(e.cores);
+            if let Some(w) = self.workers.get_mut(&e.worker_id) {
+                w.executors.remove(&(app_id.clone(), exec_id));
+                w.cores_used = w.cores_used.saturating_sub(e.cores);
+                w.memory_used = w.memory_used.saturating_sub(e.memory_mb);
+            }
+        }
+        let max = self.conf.max_executor_retries;
+        if exit_status != Some(0) && max >= 0 {
+            app.retry_count += 1;
+            if app.retry_count >= max
+                && !app
+                    .executors
+                    .values()
+                    .any(|e| e.state == ExecutorState::Running)
+            {
+                tracing::error!(
+                    "Application {} with ID {app_id} failed {} times; removing it",
+                    app.desc.name,
+                    app.retry_count
+                );
+                self.remove_application(ctx, &app_id, ApplicationState::Failed);
+                return;
+            }
+        }
+        self.schedule(ctx);
+    }
+
+    /// Spark's schedule(): (drivers would come first) then executors for waiting
+    /// applications in FIFO order.
+    fn schedule(&mut self, ctx: &EndpointCtx<MasterMsg>) {
+        if self.state != RecoveryState::Alive {
+            return;
+        }
+        for app_id in self.waiting_apps.clone() {
+            let Some(app) = self.apps.get(&app_id) else {
+                continue;
+            };
+            let cpe = app.desc.cores_per_executor;
+            let mem = app.desc.memory_per_executor_mb;
+            if app.cores_left() < cpe.unwrap_or(1) {
+                continue;
+            }
+            let mut usable: Vec<&WorkerInfo> = self
+                .workers
+                .values()
+                .filter(|w| {
+                    w.state == WorkerState::Alive
+                        && w.memory_free() >= mem
+                        && w.cores_free() >= cpe.unwrap_or(1)
+                })
+                .collect();
+            usable.sort_by(|a, b| {
+                b.cores_free()
+                    .cmp(&a.cores_free())
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            if usable.is_empty() && self.waiting_apps.len() == 1 && app.executors.is_empty() {
+                tracing::warn!(
+                    "App {app_id} requires more resource than any of Workers could have."
+                );
+            }
+            let frees: Vec<WorkerFree> = usable
+                .iter()
+                .map(|w| WorkerFree {
+                    cores_free: w.cores_free(),
+                    memory_free_mb: w.memory_free(),
+                })
+                .collect();
+            let demand = AppDemand {
+                cores_left: app.cores_left(),
+                cores_per_executor: cpe,
+                memory_per_executor_mb: mem,
+                executor_limit: usize::MAX,
+            };
+            let assigned = schedule_executors_on_workers(demand, &frees, self.conf.spread_out);
+            let ids: Vec<String> = usable.iter().map(|w| w.id.clone()).collect();
+            for (wid, cores) in ids.into_iter().zip(assigned) {
+                if cores > 0 {
+                    self.allocate(ctx, &app_id, &wid, cores);
+                }
+            }
+        }
+    }
+
+    fn allocate(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        app_id: &str,
+        worker_id: &str,
+        assigned: u32,
+    ) {
+        let (Some(app), Some(w)) = (self.apps.get_mut(app_id), self.workers.get_mut(worker_id))
+        else {
+            return;
+        };
+        let cpe = app.desc.cores_per_executor;
+        let n = cpe.map(|c| assigned / c.max(1)).unwrap_or(1);
+        let cores = cpe.unwrap_or(assigned);
+        let mem = app.desc.memory_per_executor_mb;
+        for _ in 0..n {
+            let exec_id = app.next_exec_id;
+            app.next_exec_id += 1;
+            app.cores_granted += cores;
+            app.executors.insert(
+                exec_id,
+                ExecInfo {
+                    worker_id: worker_id.to_string(),
+                    cores,
+                    memory_mb: mem,
+                    state: ExecutorState::Launching,
+                },
+            );
+            app.state = ApplicationState::Running;
+            w.cores_used += cores;
+            w.memory_used += mem;
+            w.executors.insert((app_id.to_string(), exec_id));
+            tracing::info!("Launching executor {app_id}/{exec_id} on worker {worker_id}");
+            let launch = WorkerMsg::LaunchExecutor {
+                master_url: self.url.clone(),
+                app_id: app_id.to_string(),
+                exec_id,
+                app_desc: app.desc.clone(),
+                cores,
+                memory_mb: mem,
+            };
+            if let Err(e) = ctx.env.send(&w.addr, WORKER_ENDPOINT, &launch) {
+                tracing::warn!("cannot send LaunchExecutor to {}: {e}", w.addr);
+            }
+            let added = AppClientMsg::ExecutorAdded {
+                id: exec_id,
+                worker_id: worker_id.to_string(),
+                host_port: format!("{}:{}", w.host, w.port),
+                cores,
+                memory_mb: mem,
+            };
+            if let Err(e) = ctx.env.send(&app.driver, APP_CLIENT_ENDPOINT, &added) {
+                tracing::warn!("cannot send ExecutorAdded to {}: {e}", app.driver);
+            }
+        }
+    }
+
+    fn check_worker_timeouts(&mut self, ctx: &EndpointCtx<MasterMsg>) {
+        let timeout = self.conf.worker_timeout;
+        let reap = timeout * (self.conf.reaper_iterations + 1);
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| {
+                w.state != WorkerState::Dead && now.duration_since(w.last_heartbeat) > timeout
+            })
+            .map(|w| w.id.clone())
+            .collect();
+        for id in expired {
+            let msg = format!("Not receiving heartbeat for {} seconds", timeout.as_secs());
+            tracing::warn!(
+                "Removing worker {id} because we got no heartbeat in {} seconds",
+                timeout.as_secs()
+            );
+            self.remove_worker(ctx, &id, &msg);
+        }
+        self.workers.retain(|_, w| {
+            !(w.state == WorkerState::Dead && now.duration_since(w.last_heartbeat) > reap)
+        });
+    }
+
+    fn state_response(&self) -> MasterStateResponse {
+        let workers: Vec<WorkerSummary> = self
+            .workers
+            .values()
+            .map(|w| WorkerSummary {
+                id: w.id.clone(),
+                host: w.host.clone(),
+                port: w.port,
+                webuiaddress: w.webui.clone(),
+                cores: w.cores,
+                coresused: w.cores_used,
+                coresfree: w.cores_free(),
+                memory: w.memory_mb,
+                memoryused: w.memory_used,
+                memoryfree: w.memory_free(),
+                state: w.state,
+                lastheartbeat: w.last_heartbeat_ms,
+            })
+            .collect();
+        let alive = || {
+            self.workers
+                .values()
+                .filter(|w| w.state == WorkerState::Alive)
+        };
+        let mut active: Vec<AppSummary> = self.apps.values().map(AppInfo::summary).collect();
+        active.sort_by(|a, b| a.id.cmp(&b.id));
+        MasterStateResponse {
+            url: self.url.clone(),
+            aliveworkers: alive().count(),
+            cores: alive().map(|w| w.cores).sum(),
+            coresused: alive().map(|w| w.cores_used).sum(),
+            memory: alive().map(|w| w.memory_mb).sum(),
+            memoryused: alive().map(|w| w.memory_used).sum(),
+            workers,
+            activeapps: active,
+            completedapps: self.completed_apps.iter().map(AppInfo::summary).collect(),
+            activedrivers: Vec::new(),
+            completeddrivers: Vec::new(),
+            status: self.state,
+        }
+    }
+}
+
+impl Endpoint for Master {
+    type Msg = MasterMsg;
+
+    fn on_start(&mut self, ctx: &EndpointCtx<MasterMsg>) {
+        ctx.send_self_after(self.conf.worker_timeout, MasterMsg::CheckForWorkerTimeOut);
+    }
+
+    fn receive(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        from: RpcAddress,
+        msg: MasterMsg,
+        reply: Option<Replier>,
+    ) {
+        match msg {
+            MasterMsg::RegisterWorker {
+                id,
+                host,
+                port,
+                cores,
+                memory_mb,
+                webui_address,
+                master_address,
+            } => self.register_worker(
+                ctx,
+                from,
+                id,
+                host,
+                port,
+                cores,
+                memory_mb,
+                webui_address,
+                master_address,
+            ),
+            MasterMsg::Heartbeat { worker_id } => match self.workers.get_mut(&worker_id) {
+                Some(w) if w.state != WorkerState::Dead => {
+                    w.last_heartbeat = Instant::now();
+                    w.last_heartbeat_ms = now_ms();
+                }
+                Some(_) => {
+                    tracing::warn!(
+                        "Got heartbeat from dead worker {worker_id}; asking it to re-register"
+                    );
+                    self.send_worker(
+                        ctx,
+                        &from,
+                        &WorkerMsg::ReconnectWorker {
+                            master_url: self.url.clone(),
+                        },
+                    );
+                }
+                None => {
+                    tracing::debug!("Got heartbeat from unregistered worker {worker_id}; ignoring")
+                }
+            },
+            MasterMsg::ExecutorStateChanged {
+                app_id,
+                exec_id,
+                state,
+                message,
+                exit_status,
+            } => {
+                self.executor_state_changed(ctx, app_id, exec_id, state, message, exit_status);
+                if let Some(r) = reply {
+                    r.reply(&true);
+                }
+            }
+            MasterMsg::WorkerLatestState { id, executors, .. } => {
+                let Some(w) = self.workers.get(&id) else {
+                    return;
+                };
+                let addr = w.addr.clone();
+                for (app_id, exec_id) in executors {
+                    if !w.executors.contains(&(app_id.clone(), exec_id)) {
+                        self.send_worker(
+                            ctx,
+                            &addr,
+                            &WorkerMsg::KillExecutor {
+                                master_url: self.url.clone(),
+                                app_id,
+                                exec_id,
+                            },
+                        );
+                    }
+                }
+            }
+            MasterMsg::RegisterApplication { desc } => self.register_application(ctx, from, desc),
+            MasterMsg::UnregisterApplication { app_id } => {
+                self.remove_application(ctx, &app_id, ApplicationState::Finished)
+            }
+            MasterMsg::KillApplication { app_id } => {
+                self.remove_application(ctx, &app_id, ApplicationState::Killed)
+            }
+            MasterMsg::RequestMasterState => {
+                if let Some(r) = reply {
+                    r.reply(&self.state_response());
+                }
+            }
+            MasterMsg::CheckForWorkerTimeOut => {
+                self.check_worker_timeouts(ctx);
+                ctx.send_self_after(self.conf.worker_timeout, MasterMsg::CheckForWorkerTimeOut);
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, ctx: &EndpointCtx<MasterMsg>, peer: &RpcAddress) {
+        if let Some(id) = self.address_to_worker.get(peer).cloned() {
+            self.remove_worker(ctx, &id, &format!("{peer} got disassociated"));
+        }
+        if let Some(app_id) = self.address_to_app.get(peer).cloned() {
+            tracing::info!("{peer} got disassociated, removing it.");
+            self.remove_application(ctx, &app_id, ApplicationState::Finished);
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! The Worker daemon (Spark's Worker): registers with the master(s) with Spark's
+//! retry schedule, heartbeats, and starts executors as real child processes
+//! (ExecutorRunner), reporting their state. Every child dies with the worker.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Replier, RpcAddress, RpcConf, RpcEnv};
+use tokio::sync::oneshot;
+
+use crate::messages::*;
+
+/// Spark's INITIAL_REGISTRATION_RETRIES and TOTAL_REGISTRATION_RETRIES.
+const INITIAL_REGISTRATION_RETRIES: u32 = 6;
+const TOTAL_REGISTRATION_RETRIES: u32 = 16;
+/// Grace between SIGTERM and SIGKILL when killing an executor (Spark: 10 s).
+const EXECUTOR_TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct WorkerConf {
+    pub masters: Vec<RpcAddress>,
+    pub host: String,
+    /// 0 = any free port.
+    pub port: u16,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub work_dir: PathBuf,
+    pub webui_port: u16,
+    /// `flint.worker.timeout`; heartbeats go every quarter of it.
+    pub worker_timeout: Duration,
+    /// Base of the registration retry interval: 10 s in Spark (fuzzed to 5-15 s,
+    /// then 60 s fuzzed to 30-90 s after 6 attempts). Tests shorten it.
+    pub registration_base: Duration,
+    pub rpc: RpcConf,
+}
+
+impl WorkerConf {
+    /// Defaults from the machine, as Spark: all cores, total memory minus 1 GiB.
+    pub fn new(masters: Vec<RpcAddress>) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        WorkerConf {
+            masters,
+            host: "127.0.0.1".into(),
+            port: 0,
+            cores,
+            memory_mb: default_memory_mb(),
+            work_dir: PathBuf::from("work"),
+            webui_port: 8081,
+            worker_timeout: Duration::from_secs(60),
+            registration_base: Duration::from_secs(10),
+            rpc: RpcConf::default(),
+        }
+    }
+}
+
+/// Total RAM minus 1 GiB, at least 512 MiB.
+fn default_memory_mb() -> u64 {
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(2 << 20);
+    (total_kb / 1024).saturating_sub(1024).max(512)
+}
+
+struct Runner {
+    app_id: String,
+    exec_id: u32,
+    cores: u32,
+    memory_mb: u64,
+    state: ExecutorState,
+    kill: Option<oneshot::Sender<()>>,
+    pid: Option<u32>,
+}
+
+pub struct Worker {
+    conf: WorkerConf,
+    id: String,
+    address: RpcAddress,
+    webui_url: String,
+    active_master: Option<RpcAddress>,
+    registered: bool,
+    connected: bool,
+    attempts: u32,
+    retry_generation: u64,
+    retry_pending: bool,
+    fuzz: f64,
+    heartbeating: bool,
+    executors: HashMap<String, Runner>,
+    finished: Vec<ExecutorSummary>,
+    finished_apps: Vec<String>,
+    cores_used: u32,
+    memory_used: u64,
+}
+
+pub struct WorkerHandle {
+    pub env: RpcEnv,
+    pub worker: LocalRef<WorkerMsg>,
+    pub id: String,
+    pub address: RpcAddress,
+    pub webui_port: u16,
+}
+
+fn master_url(a: &RpcAddress) -> String {
+    format!("flint://{a}")
+}
+
+impl Worker {
+    pub async fn start(conf: WorkerConf) -> Result<WorkerHandle, String> {
+        if conf.masters.is_empty() {
+            return Err("no master URL given; pass flint://host:port".into());
+        }
+        std::fs::create_dir_all(&conf.work_dir)
+            .map_err(|e| format!("cannot create work dir {}: {e}", conf.work_dir.display()))?;
+        let env = RpcEnv::server(&conf.host, conf.port, &conf.host, conf.rpc.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = env.address().cloned().ok_or("no bound address")?;
+        let listener = tokio::net::TcpListener::bind((conf.host.as_str(), conf.webui_port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot bind the worker web UI on {}:{}: {e}",
+                    conf.host, conf.webui_port
+                )
+            })?;
+        let webui_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let id = format!(
+            "worker-{}-{}-{}",
+            chrono::Local::now().format("%Y%m%d%H%M%S"),
+            address.host,
+            address.port
+        );
+        // Per-worker random fuzz in [0.5, 1.5) so workers do not retry in lockstep.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let fuzz = 0.5 + (r % 10_000) as f64 / 10_000.0;
+        let worker = Worker {
+            webui_url: format!("http://{}:{webui_port}", conf.host),
+            conf,
+            id: id.clone(),
+            address: address.clone(),
+            active_master: None,
+            registered: false,
+            connected: false,
+            attempts: 0,
+            retry_generation: 0,
+            retry_pending: false,
+            fuzz,
+            heartbeating: false,
+            executors: HashMap::new(),
+            finished: Vec::new(),
+            finished_apps: Vec::new(),
+            cores_used: 0,
+            memory_used: 0,
+        };
+        tracing::info!("Starting Flint worker {id} at {address}");
+        let worker_ref = env.setup_endpoint(WORKER_ENDPOINT, worker);
+        crate::webui::serve_worker(listener, worker_ref.clone());
+        Ok(WorkerHandle {
+            env,
+            worker: worker_ref,
+            id,
+            address,
+            webui_port,
+        })
+    }
+
+    fn initial_interval(&self) -> Duration {
+        self.conf.registration_base.mul_f64(self.fuzz)
+    }
+
+    fn prolonged_interval(&self) -> Duration {
+        (self.conf.registration_base * 6).mul_f64(self.fuzz)
+    }
+
+    fn send_register(&self, ctx: &EndpointCtx<WorkerMsg>, master: &RpcAddress) {
+        let msg = MasterMsg::RegisterWorker {
+            id: self.id.clone(),
+            host: self.address.host.clone(),
+            port: self.address.port,
+            cores: self.conf.cores,
+            memory_mb: self.conf.memory_mb,
+            webui_address: self.webui_url.clone(),
+            master_address: master.clone(),
+        };
+        if let Err(e) = ctx.env.send(master, MASTER_ENDPOINT, &msg) {
+            tracing::warn!("cannot send registration to {master}: {e}");
+        }
+    }
+
+    fn register_with_master(&mut self, ctx: &EndpointCtx<WorkerMsg>) {
+        if self.retry_pending {
+            return;
+        }
+        self.registered = false;
+        for m in self.conf.masters.clone() {
+            tracing::info!("Connecting to master {}...", master_url(&m));
+            self.send_register(ctx, &m);
+        }
+        self.attempts = 0;
+        self.retry_generation += 1;
+        self.retry_pending = true;
+        ctx.send_self_after(
+            self.initial_interval(),
+            WorkerMsg::ReregisterWithMaster {
+                generation: self.retry_generation,
+            },
+        );
+    }
+
+    fn reregister(&mut self, ctx: &EndpointCtx<WorkerMsg>, generation: u64) {
+        if generation != self.retry_generation || !self.retry_pending {
+            return;
+        }
+        self.attempts += 1;
+        if self.registered {
+            self.retry_pending = false;
+            return;
+        }
+        if self.attempts > TOTAL_REGISTRATION_RETRIES {
+            tracing::error!("All masters are unresponsive! Giving up.");
+            eprintln!(
+                "flint worker: all masters are unresponsive after {TOTAL_REGISTRATION_RETRIES} attempts; giving up"
+            );
+            self.kill_all();
+            std::process::exit(1);
+        }
+        tracing::info!(
+            "Retrying connection to master (attempt # {})",
+            self.attempts
+        );
+        match self.active_master.clone() {
+            // Once registered with a master, only go back to that one (SPARK-4592).
+            Some(m) => self.send_register(ctx, &m),
+            None => {
+                for m in self.conf.masters.clone() {
+                    self.send_register(ctx, &m);
+                }
+            }
+        }
+        let next = if self.attempts >= INITIAL_REGISTRATION_RETRIES {
+            self.prolonged_interval()
+        } else {
+            self.initial_interval()
+        };
+        ctx.send_self_after(next, WorkerMsg::ReregisterWithMaster { generation });
+    }
+
+    fn on_registered(&mut self, ctx: &EndpointCtx<WorkerMsg>, master: RpcAddress, duplicate: bool) {
+        if duplicate {
+            tracing::warn!("Duplicate registration at master {}", master_url(&master));
+        }
+        tracing::info!(
+            "Successfully registered with master {}",
+            master_url(&master)
+        );
+        self.registered = true;
+        self.connected = true;
+        self.active_master = Some(master.clone());
+        self.retry_pending = false;
+        self.retry_generation += 1;
+        if !self.heartbeating {
+            self.heartbeating = true;
+            ctx.this().send(WorkerMsg::SendHeartbeat);
+        }
+        let executors = self
+            .executors
+            .values()
+            .map(|r| (r.app_id.clone(), r.exec_id))
+            .collect();
+        let msg = MasterMsg::WorkerLatestState {
+            id: self.id.clone(),
+            executors,
+            driver_ids: Vec::new(),
+        };
+        let _ = ctx.env.send(&master, MASTER_ENDPOINT, &msg);
+    }
+
+    fn send_to_master(&self, ctx: &EndpointCtx<WorkerMsg>, msg: &MasterMsg) {
+        match (&self.active_master, self.registered) {
+            (Some(m), true) => {
+                if let Err(e) = ctx.env.send(m, MASTER_ENDPOINT, msg) {
+                    tracing::warn!("cannot send to master {m}: {e}");
+                }
+            }
+            _ => tracing::warn!(
+                "Dropping {msg:?} because the connection to master has not yet been established"
+            ),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_executor(
+        &mut self,
+        ctx: &EndpointCtx<WorkerMsg>,
+        from_master: String,
+        app_id: String,
+        exec_id: u32,
+        desc: ApplicationDescription,
+        cores: u32,
+        memory_mb: u64,
+    ) {
+        if self.active_master.as_ref().map(master_url) != Some(from_master.clone()) {
+            tracing::warn!("Invalid Master ({from_master}) attempted to launch executor.");
+            return;
+        }
+        tracing::info!(
+            "Asked to launch executor {app_id}/{exec_id} for {}",
+            desc.name
+        );
+        let key = format!("{app_id}/{exec_id}");
+        let exec_dir = self.conf.work_dir.join(&app_id).join(exec_id.to_string());
+        let local_dir = self.conf.work_dir.join(&app_id).join("local");
+        let prepared = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&exec_dir)?;
+            std::fs::create_dir_all(&local_dir)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&local_dir, std::fs::Permissions::from_mode(0o700))
+        })();
+        if let Err(e) = prepared {
+            let message = format!(
+                "cannot create executor directory {}: {e}",
+                exec_dir.display()
+            );
+            tracing::error!("{message}");
+            self.send_to_master(
+                ctx,
+                &MasterMsg::ExecutorStateChanged {
+                    app_id,
+                    exec_id,
+                    state: ExecutorState::Failed,
+                    message: Some(message),
+                    exit_status: None,
+                },
+            );
+            return;
+        }
+        let (kill_tx, kill_rx) = oneshot::channel();
+        self.executors.insert(
+            key,
+            Runner {
+                app_id: app_id.clone(),
+                exec_id,
+                cores,
+                memory_mb,
+                state: ExecutorState::Launching,
+                kill: Some(kill_tx),
+                pid: None,
+            },
+        );
+        self.cores_used += cores;
+        self.memory_used += memory_mb;
+        let subst = |s: &str| {
+            s.replace("{{EXECUTOR_ID}}", &exec_id.to_string())
+                .replace("{{HOSTNAME}}", &self.address.host)
+                .replace("{{CORES}}", &cores.to_string())
+                .replace("{{APP_ID}}", &app_id)
+                .replace("{{WORKER_URL}}", &format!("flint://{}", self.address))
+        };
+        let program = subst(&desc.command.program);
+        let args: Vec<String> = desc.command.args.iter().map(|a| subst(a)).collect();
+        let env: Vec<(String, String)> = desc
+            .command
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), subst(v)))
+            .collect();
+        let me = ctx.this().clone();
+        tokio::spawn(run_executor(RunSpec {
+            me,
+            app_id,
+            exec_id,
+            program,
+            args,
+            env,
+            exec_dir,
+            local_dir,
+            kill: kill_rx,
+        }));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn executor_changed(
+        &mut self,
+        ctx: &EndpointCtx<WorkerMsg>,
+        app_id: String,
+        exec_id: u32,
+        state: ExecutorState,
+        message: Option<String>,
+        exit_status: Option<i32>,
+        pid: Option<u32>,
+    ) {
+        let key = format!("{app_id}/{exec_id}");
+        if let Some(r) = self.executors.get_mut(&key) {
+            r.state = state;
+            if pid.is_some() {
+                r.pid = pid;
+            }
+        }
+        self.send_to_master(
+            ctx,
+            &MasterMsg::ExecutorStateChanged {
+                app_id: app_id.clone(),
+                exec_id,
+                state,
+                message,
+                exit_status,
+            },
+        );
+        if state.is_finished()
+            && let Some(r) = self.executors.remove(&key)
+        {
+            tracing::info!(
+                "Executor {key} finished with state {state:?} exit status {exit_status:?}"
+            );
+            self.cores_used = self.cores_used.saturating_sub(r.cores);
+            self.memory_used = self.memory_used.saturating_sub(r.memory_mb);
+            self.finished.push(ExecutorSummary {
+                id: exec_id,
+                appid: app_id.clone(),
+                cores: r.cores,
+                memory: r.memory_mb,
+                state,
+            });
+            if self.finished.len() > 1000 {
+                self.finished.drain(..100);
+            }
+            self.maybe_cleanup_app(&app_id);
+        }
+    }
+
+    /// Deletes a finished application's local dirs once none of its executors run.
+    fn maybe_cleanup_app(&mut self, app_id: &str) {
+        if self.finished_apps.iter().any(|a| a == app_id)
+            && !self.executors.values().any(|r| r.app_id == app_id)
+        {
+            let dir = self.conf.work_dir.join(app_id).join("local");
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot delete {}: {e}", dir.display());
+            }
+            self.finished_apps.retain(|a| a != app_id);
+        }
+    }
+
+    /// Ends every child process now (worker shutdown).
+    fn kill_all(&mut self) {
+        for r in self.executors.values_mut() {
+            if let Some(pid) = r.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if let Some(k) = r.kill.take() {
+                let _ = k.send(());
+            }
+        }
+    }
+
+    fn state_response(&self) -> WorkerStateResponse {
+        WorkerStateResponse {
+            id: self.id.clone(),
+            masterurl: self
+                .active_master
+                .as_ref()
+                .map(master_url)
+                .unwrap_or_default(),
+            cores: self.conf.cores,
+            coresused: self.cores_used,
+            memory: self.conf.memory_mb,
+            memoryused: self.memory_used,
+            executors: self
+                .executors
+                .values()
+                .map(|r| ExecutorSummary {
+                    id: r.exec_id,
+                    appid: r.app_id.clone(),
+                    cores: r.cores,
+                    memory: r.memory_mb,
+                    state: r.state,
+                })
+                .collect(),
+            finishedexecutors: self.finished.clone(),
+            drivers: Vec::new(),
+            finisheddrivers: Vec::new(),
+        }
+    }
+}
+
+impl Endpoint for Worker {
+    type Msg = WorkerMsg;
+
+    fn on_start(&mut self, ctx: &EndpointCtx<WorkerMsg>) {
+        self.register_with_master(ctx);
+    }
+
+    fn receive(
+        &mut self,
+        ctx: &EndpointCtx<WorkerMsg>,
+        _from: RpcAddress,
+        msg: WorkerMsg,
+        reply: Option<Replier>,
+    ) {
+        match msg {
+            WorkerMsg::RegisteredWorker {
+                master, duplicate, ..
+            } => self.on_registered(ctx, master, duplicate),
+            WorkerMsg::RegisterWorkerFailed { message } => {
+                if !self.registered {
+                    tracing::error!("Worker registration failed: {message}");
+                    eprintln!("flint worker: registration failed: {message}");
+                    self.kill_all();
+                    std::process::exit(1);
+                }
+            }
+            WorkerMsg::MasterInStandby => {}
+            WorkerMsg::ReconnectWorker { master_url } => {
+                tracing::info!("Master with url {master_url} requested this worker to reconnect.");
+                self.register_with_master(ctx);
+            }
+            WorkerMsg::LaunchExecutor {
+                master_url,
+                app_id,
+                exec_id,
+                app_desc,
+                cores,
+                memory_mb,
+            } => self.launch_executor(ctx, master_url, app_id, exec_id, app_desc, cores, memory_mb),
+            WorkerMsg::KillExecutor {
+                master_url: url,
+                app_id,
+                exec_id,
+            } => {
+                if self.active_master.as_ref().map(master_url) != Some(url.clone()) {
+                    tracing::warn!(
+                        "Invalid Master ({url}) attempted to kill executor {app_id}/{exec_id}"
+                    );
+                    return;
+                }
+                match self.executors.get_mut(&format!("{app_id}/{exec_id}")) {
+                    Some(r) => {
+                        tracing::info!("Asked to kill executor {app_id}/{exec_id}");
+                        if let Some(k) = r.kill.take() {
+                            let _ = k.send(());
+                        }
+                    }
+                    None => tracing::info!("Asked to kill unknown executor {app_id}/{exec_id}"),
+                }
+            }
+            WorkerMsg::ApplicationFinished { id } => {
+                self.finished_apps.push(id.clone());
+                self.maybe_cleanup_app(&id);
+            }
+            WorkerMsg::RequestWorkerState => {
+                if let Some(r) = reply {
+                    r.reply(&self.state_response());
+                }
+            }
+            WorkerMsg::SendHeartbeat => {
+                if self.connected
+                    && let Some(m) = &self.active_master
+                {
+                    let _ = ctx.env.send(
+                        m,
+                        MASTER_ENDPOINT,
+                        &MasterMsg::Heartbeat {
+                            worker_id: self.id.clone(),
+                        },
+                    );
+                }
+                ctx.send_self_after(self.conf.worker_timeout / 4, WorkerMsg::SendHeartbeat);
+            }
+            WorkerMsg::ReregisterWithMaster { generation } => self.reregister(ctx, generation),
+            WorkerMsg::ExecutorStateChanged {
+                app_id,
+                exec_id,
+                state,
+                message,
+                exit_status,
+            } => self.executor_changed(ctx, app_id, exec_id, state, message, exit_status, None),
+            WorkerMsg::ExecutorStarted {
+                app_id,
+                exec_id,
+                pid,
+            } => self.executor_changed(
+                ctx,
+                app_id,
+                exec_id,
+                ExecutorState::Running,
+                None,
+                None,
+                pid,
+            ),
+            WorkerMsg::Shutdown => {
+                self.kill_all();
+                if let Some(r) = reply {
+                    r.reply(&true);
+                }
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, ctx: &EndpointCtx<WorkerMsg>, peer: &RpcAddress) {
+        if self.active_master.as_ref() == Some(peer) {
+            tracing::info!(
+                "{peer} Disassociated! Connection to master failed! Waiting for master to reconnect..."
+            );
+            self.connected = false;
+            self.register_with_master(ctx);
+        }
+    }
+
+    fn on_stop(&mut self) {
+        self.kill_all();
+    }
+}
+
+struct RunSpec {
+    me: LocalRef<WorkerMsg>,
+    app_id: String,
+    exec_id: u32,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    exec_dir: PathBuf,
+    local_dir: PathBuf,
+    kill: oneshot::Receiver<()>,
+}
+
+/// Spark's ExecutorRunner: start the process with stdout/stderr in its
+/// directory, report RUNNING, then EXITED (with its code) or KILLED.
+async fn run_executor(spec: RunSpec) {
+    let report = |state, message: Option<String>, exit_status| {
+        spec.me.send(WorkerMsg::ExecutorStateChanged {
+            app_id: spec.app_id.clone(),
+            exec_id: spec.exec_id,
+            state,
+            message,
+            exit_status,
+        })
+    };
+    let files = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
+        let out = std::fs::File::create(spec.exec_dir.join("stdout"))?;
+        let mut err = std::fs::File::create(spec.exec_dir.join("stderr"))?;
+        use std::io::Write;
+        writeln!(
+            err,
+            "Flint Executor Command: {} {}",
+            spec.program,
+            spec.args.join(" ")
+        )?;
+        writeln!(err, "{}\n", "=".repeat(40))?;
+        Ok((out, err))
+    })();
+    let (out, err) = match files {
+        Ok(f) => f,
+        Err(e) => {
+            report(
+                ExecutorState::Failed,
+                Some(format!("cannot create log files: {e}")),
+                None,
+            );
+            return;
+        }
+    };
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .env("FLINT_EXECUTOR_DIRS", &spec.local_dir)
+        .current_dir(&spec.exec_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            report(
+                ExecutorState::Failed,
+                Some(format!("Error running executor: {e}")),
+                None,
+            );
+            return;
+        }
+    };
+    let pid = child.id();
+    spec.me.send(WorkerMsg::ExecutorStarted {
+        app_id: spec.app_id.clone(),
+        exec_id: spec.exec_id,
+        pid,
+    });
+    let mut kill = spec.kill;
+    tokio::select! {
+        status = child.wait() => {
+            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+            report(ExecutorState::Exited, Some(format!("Command exited with code {code}")), Some(code));
+        }
+        _ = &mut kill => {
+            if let Some(p) = pid {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            let status = match tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await {
+                Ok(s) => s.ok(),
+                Err(_) => {
+                    let _ = child.kill().await;
+                    child.wait().await.ok()
+                }
+            };
+            let code = status.and_then(|s| s.code());
+            report(
+                ExecutorState::Killed,
+                Some(format!("Runner thread for executor {}/{} interrupted", spec.app_id, spec.exec_id)),
+                code,
+            );
+        }
+    }
+}
+
+/// Makes the child receive SIGKILL when the worker dies, even by SIGKILL, so no
+/// executor outlives its worker.
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // prctl(PR_SET_PDEATHSIG), a single async-signal-safe system call, and
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+}
