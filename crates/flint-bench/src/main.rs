@@ -35,7 +35,7 @@ enum Cmd {
         /// Run Spark's suite now (about 8 minutes) instead of reading the reference.
         #[arg(long)]
         spark_run: bool,
-        /// Only these benchmarks (wordcount, baseline, sort, latency, throughput).
+        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, throughput).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where to write the JSON results.
@@ -307,6 +307,130 @@ fn spark_metric(v: &serde_json::Value, label_has: &str, dataset: &str, field: &s
     })
 }
 
+fn spark_metric_mode(v: &serde_json::Value, label: &str, field: &str) -> Option<f64> {
+    v["runs"].as_array()?.iter().find_map(|r| {
+        (r["label"] == label)
+            .then(|| r["result"][field].as_f64())
+            .flatten()
+    })
+}
+
+/// Starts a master and two workers (release binaries, ephemeral ports), returns
+/// seconds until both are ALIVE and the idle RSS (MiB) of the three daemons.
+fn standalone() -> anyhow::Result<(f64, Vec<f64>)> {
+    use std::io::{BufRead, Read, Write};
+    let me = std::env::current_exe()?;
+    let flint = me.parent().context("no parent")?.join("flint");
+    if !flint.exists() {
+        bail!(
+            "{} is missing: run `cargo build --release -p flint-cli` first",
+            flint.display()
+        );
+    }
+    let dir = cache_dir()?.join("standalone");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Kill(Vec::new());
+    let banner = |c: &mut std::process::Child| -> anyhow::Result<String> {
+        let out = c.stdout.take().context("stdout")?;
+        let mut r = std::io::BufReader::new(out);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        Ok(line)
+    };
+    let t0 = Instant::now();
+    let mut m = Command::new(&flint)
+        .args(["master", "--port", "0", "--webui-port", "0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let line = banner(&mut m)?;
+    procs.0.push(m);
+    let url = line
+        .split_whitespace()
+        .nth(4)
+        .context("master banner")?
+        .to_string();
+    let web: u16 = line
+        .trim()
+        .trim_end_matches(')')
+        .rsplit(':')
+        .next()
+        .context("banner")?
+        .parse()?;
+    for i in 0..2 {
+        let mut w = Command::new(&flint)
+            .args([
+                "worker",
+                &url,
+                "--port",
+                "0",
+                "--webui-port",
+                "0",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+            ])
+            .arg("--work-dir")
+            .arg(dir.join(format!("w{i}")))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        banner(&mut w)?;
+        procs.0.push(w);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", web))?;
+        s.write_all(b"GET /json HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        if body.contains("\"aliveworkers\":2") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("workers did not become ALIVE");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let alive = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = procs
+        .0
+        .iter()
+        .map(|c| {
+            std::fs::read_to_string(format!("/proc/{}/status", c.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|v| v.parse::<f64>().ok())
+                    })
+                })
+                .unwrap_or(0.0)
+                / 1024.0
+        })
+        .collect();
+    Ok((alive, rss))
+}
+
 fn run(
     quick: bool,
     spark: bool,
@@ -391,6 +515,24 @@ fn run(
     }
     let me = std::env::current_exe()?;
     let me = me.to_str().unwrap_or_default();
+    if want("standalone") {
+        let (alive, rss) = standalone()?;
+        let sp = spark_ref
+            .as_ref()
+            .and_then(|r| spark_metric_mode(r, "sa_startup", "total_ms"))
+            .map(|m| m / 1000.0);
+        rows.push(Row {
+            name: "standalone master + 2 workers, start to all ALIVE".into(),
+            dataset: "-".into(),
+            seconds: alive,
+            peak_rss_mib: rss.iter().copied().fold(0.0, f64::max),
+            detail: format!(
+                "idle RSS master {:.1} MiB, workers {:.1} / {:.1} MiB (Spark: 231 / 229 MiB, 1 worker)",
+                rss[0], rss[1], rss[2]
+            ),
+            spark: sp,
+        });
+    }
     if want("latency") {
         let (_, rss, out) = measured(&[me, "latency"])?;
         let v: serde_json::Value = serde_json::from_str(out.trim())?;
