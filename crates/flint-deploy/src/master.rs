@@ -62,6 +62,7 @@ struct WorkerInfo {
     last_heartbeat: Instant,
     last_heartbeat_ms: i64,
     executors: HashSet<(String, u32)>,
+    drivers: HashSet<String>,
 }
 
 impl WorkerInfo {
@@ -115,6 +116,31 @@ impl AppInfo {
     }
 }
 
+struct DriverInfo {
+    id: String,
+    desc: DriverDescription,
+    state: DriverState,
+    worker: Option<String>,
+    exception: Option<String>,
+    start_ms: i64,
+    submit_date: String,
+}
+
+impl DriverInfo {
+    fn summary(&self) -> DriverSummary {
+        DriverSummary {
+            id: self.id.clone(),
+            starttime: self.start_ms,
+            state: self.state,
+            cores: self.desc.cores,
+            memory: self.desc.memory_mb,
+            submitdate: self.submit_date.clone(),
+            worker: self.worker.clone().unwrap_or_else(|| "None".into()),
+            mainclass: self.desc.command.program.clone(),
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -132,6 +158,11 @@ pub struct Master {
     completed_apps: Vec<AppInfo>,
     address_to_app: HashMap<RpcAddress, String>,
     next_app_number: u32,
+    drivers: BTreeMap<String, DriverInfo>,
+    waiting_drivers: Vec<String>,
+    completed_drivers: Vec<DriverInfo>,
+    next_driver_number: u32,
+    shuffle_seed: u64,
 }
 
 /// A running master: its RPC environment, its actor and its bound ports.
@@ -172,6 +203,16 @@ impl Master {
             completed_apps: Vec::new(),
             address_to_app: HashMap::new(),
             next_app_number: 0,
+            drivers: BTreeMap::new(),
+            waiting_drivers: Vec::new(),
+            completed_drivers: Vec::new(),
+            next_driver_number: 0,
+            shuffle_seed: {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            },
             conf,
         };
         let master_ref = env.setup_endpoint(MASTER_ENDPOINT, master);
@@ -262,6 +303,7 @@ impl Master {
                 last_heartbeat: Instant::now(),
                 last_heartbeat_ms: now_ms(),
                 executors: HashSet::new(),
+                drivers: HashSet::new(),
             },
         );
         self.send_worker(
@@ -289,9 +331,19 @@ impl Master {
         let host = w.host.clone();
         let addr = w.addr.clone();
         let execs: Vec<(String, u32)> = w.executors.drain().collect();
+        let drivers: Vec<String> = w.drivers.drain().collect();
         w.cores_used = 0;
         w.memory_used = 0;
         self.address_to_worker.remove(&addr);
+        for d in drivers {
+            let supervise = self.drivers.get(&d).is_some_and(|x| x.desc.supervise);
+            if supervise {
+                tracing::info!("Re-launching {d}");
+                self.relaunch_driver(&d);
+            } else {
+                self.remove_driver(ctx, &d, DriverState::Error, None);
+            }
+        }
         for (app_id, exec_id) in execs {
             if let Some(app) = self.apps.get_mut(&app_id) {
                 if let Some(e) = app.executors.remove(&exec_id) {
@@ -514,12 +566,134 @@ impl Master {
         self.schedule(ctx);
     }
 
-    /// Spark's schedule(): (drivers would come first) then executors for waiting
+    fn new_driver_id(&mut self) -> String {
+        let ts = chrono::Local::now().format("%Y%m%d%H%M%S");
+        let id = format!("driver-{ts}-{:04}", self.next_driver_number);
+        self.next_driver_number += 1;
+        id
+    }
+
+    fn add_driver(&mut self, desc: DriverDescription) -> String {
+        let id = self.new_driver_id();
+        self.drivers.insert(
+            id.clone(),
+            DriverInfo {
+                id: id.clone(),
+                desc,
+                state: DriverState::Submitted,
+                worker: None,
+                exception: None,
+                start_ms: now_ms(),
+                submit_date: chrono::Utc::now().to_rfc2822(),
+            },
+        );
+        self.waiting_drivers.push(id.clone());
+        id
+    }
+
+    /// A supervised driver whose worker is gone starts again under a new id, so
+    /// late reports from the old one cannot touch it (SPARK-19900).
+    fn relaunch_driver(&mut self, old: &str) {
+        let Some(mut d) = self.drivers.remove(old) else {
+            return;
+        };
+        let desc = d.desc.clone();
+        d.state = DriverState::Relaunching;
+        d.worker = None;
+        self.completed_drivers.push(d);
+        let new_id = self.add_driver(desc);
+        tracing::info!("Driver {old} relaunched as {new_id}");
+    }
+
+    fn remove_driver(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        id: &str,
+        state: DriverState,
+        exception: Option<String>,
+    ) {
+        let Some(mut d) = self.drivers.remove(id) else {
+            tracing::warn!("Asked to remove unknown driver: {id}");
+            return;
+        };
+        tracing::info!("Removing driver: {id} ({state:?})");
+        self.waiting_drivers.retain(|x| x != id);
+        if let Some(w) = d.worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
+            w.drivers.remove(id);
+            w.cores_used = w.cores_used.saturating_sub(d.desc.cores);
+            w.memory_used = w.memory_used.saturating_sub(d.desc.memory_mb);
+        }
+        d.state = state;
+        d.exception = exception;
+        if self.completed_drivers.len() >= 200 {
+            self.completed_drivers.drain(..20);
+        }
+        self.completed_drivers.push(d);
+        self.schedule(ctx);
+    }
+
+    /// Drivers first: ALIVE workers in random order, visited round robin from a
+    /// shared cursor; the first with enough free memory and cores runs it.
+    fn schedule_drivers(&mut self, ctx: &EndpointCtx<MasterMsg>) {
+        let mut alive: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Alive)
+            .map(|w| w.id.clone())
+            .collect();
+        // Fisher-Yates with a SplitMix step; reseeded each call.
+        for i in (1..alive.len()).rev() {
+            self.shuffle_seed = self.shuffle_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.shuffle_seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z ^= z >> 31;
+            alive.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        let n = alive.len();
+        let mut cursor = 0;
+        for driver_id in self.waiting_drivers.clone() {
+            let Some(d) = self.drivers.get(&driver_id) else {
+                continue;
+            };
+            let (mem, cores) = (d.desc.memory_mb, d.desc.cores);
+            let mut launched = false;
+            let mut visited = 0;
+            while visited < n && !launched {
+                let wid = alive[cursor].clone();
+                if let Some(w) = self.workers.get_mut(&wid)
+                    && w.memory_free() >= mem
+                    && w.cores_free() >= cores
+                {
+                    w.cores_used += cores;
+                    w.memory_used += mem;
+                    w.drivers.insert(driver_id.clone());
+                    let addr = w.addr.clone();
+                    if let Some(d) = self.drivers.get_mut(&driver_id) {
+                        d.worker = Some(wid.clone());
+                        d.state = DriverState::Running;
+                        tracing::info!("Launching driver {driver_id} on worker {wid}");
+                        let msg = WorkerMsg::LaunchDriver {
+                            driver_id: driver_id.clone(),
+                            desc: d.desc.clone(),
+                        };
+                        self.send_worker(ctx, &addr, &msg);
+                    }
+                    self.waiting_drivers.retain(|x| x != &driver_id);
+                    launched = true;
+                }
+                cursor = (cursor + 1) % n;
+                visited += 1;
+            }
+        }
+    }
+
+    /// Spark's schedule(): drivers first, then executors for waiting
     /// applications in FIFO order.
     fn schedule(&mut self, ctx: &EndpointCtx<MasterMsg>) {
         if self.state != RecoveryState::Alive {
             return;
         }
+        self.schedule_drivers(ctx);
         for app_id in self.waiting_apps.clone() {
             let Some(app) = self.apps.get(&app_id) else {
                 continue;
@@ -689,8 +863,12 @@ impl Master {
             workers,
             activeapps: active,
             completedapps: self.completed_apps.iter().map(AppInfo::summary).collect(),
-            activedrivers: Vec::new(),
-            completeddrivers: Vec::new(),
+            activedrivers: self.drivers.values().map(DriverInfo::summary).collect(),
+            completeddrivers: self
+                .completed_drivers
+                .iter()
+                .map(DriverInfo::summary)
+                .collect(),
             status: self.state,
         }
     }
@@ -792,6 +970,108 @@ impl Endpoint for Master {
             MasterMsg::RequestMasterState => {
                 if let Some(r) = reply {
                     r.reply(&self.state_response());
+                }
+            }
+            MasterMsg::RequestSubmitDriver { desc } => {
+                let resp = if self.state != RecoveryState::Alive {
+                    SubmitDriverResponse {
+                        success: false,
+                        driver_id: None,
+                        message: format!(
+                            "Current state is not alive: {:?}. Can only accept driver submissions in ALIVE state.",
+                            self.state
+                        ),
+                    }
+                } else {
+                    let id = self.add_driver(desc);
+                    tracing::info!("Driver submitted {id}");
+                    self.schedule(ctx);
+                    SubmitDriverResponse {
+                        success: true,
+                        message: format!("Driver successfully submitted as {id}"),
+                        driver_id: Some(id),
+                    }
+                };
+                if let Some(r) = reply {
+                    r.reply(&resp);
+                }
+            }
+            MasterMsg::RequestKillDriver { driver_id } => {
+                let resp = match self.drivers.get(&driver_id) {
+                    Some(d) => {
+                        if self.waiting_drivers.contains(&driver_id) {
+                            self.remove_driver(ctx, &driver_id, DriverState::Killed, None);
+                        } else if let Some(addr) = d
+                            .worker
+                            .as_ref()
+                            .and_then(|w| self.workers.get(w))
+                            .map(|w| w.addr.clone())
+                        {
+                            self.send_worker(
+                                ctx,
+                                &addr,
+                                &WorkerMsg::KillDriver {
+                                    driver_id: driver_id.clone(),
+                                },
+                            );
+                        }
+                        KillDriverResponse {
+                            message: format!("Kill request for {driver_id} submitted"),
+                            driver_id,
+                            success: true,
+                        }
+                    }
+                    None => KillDriverResponse {
+                        message: format!(
+                            "Driver {driver_id} has already finished or does not exist"
+                        ),
+                        driver_id,
+                        success: false,
+                    },
+                };
+                if let Some(r) = reply {
+                    r.reply(&resp);
+                }
+            }
+            MasterMsg::RequestDriverStatus { driver_id } => {
+                let found = self.drivers.get(&driver_id).or_else(|| {
+                    self.completed_drivers
+                        .iter()
+                        .rev()
+                        .find(|d| d.id == driver_id)
+                });
+                let resp = match found {
+                    Some(d) => {
+                        let w = d.worker.as_ref().and_then(|w| self.workers.get(w));
+                        DriverStatusResponse {
+                            found: true,
+                            state: Some(d.state),
+                            worker_id: d.worker.clone(),
+                            worker_host_port: w.map(|w| format!("{}:{}", w.host, w.port)),
+                            exception: d.exception.clone(),
+                        }
+                    }
+                    None => DriverStatusResponse {
+                        found: false,
+                        state: None,
+                        worker_id: None,
+                        worker_host_port: None,
+                        exception: None,
+                    },
+                };
+                if let Some(r) = reply {
+                    r.reply(&resp);
+                }
+            }
+            MasterMsg::DriverStateChanged {
+                driver_id,
+                state,
+                exception,
+            } => {
+                if state.is_terminal() {
+                    self.remove_driver(ctx, &driver_id, state, exception);
+                } else {
+                    tracing::warn!("Unexpected state {state:?} reported for driver {driver_id}");
                 }
             }
             MasterMsg::CheckForWorkerTimeOut => {

@@ -55,6 +55,76 @@ pub enum ApplicationState {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DriverState {
+    Submitted,
+    Running,
+    Finished,
+    Relaunching,
+    Unknown,
+    Killed,
+    Failed,
+    Error,
+}
+
+impl DriverState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            DriverState::Finished | DriverState::Killed | DriverState::Failed | DriverState::Error
+        )
+    }
+}
+
+/// A driver to run on a worker (cluster deploy mode). `{{WORKER_URL}}` and
+/// `{{USER_JAR}}` (the fetched application binary's path) are replaced in the
+/// command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriverDescription {
+    /// Where the application binary is: a local path or `file://` URL.
+    pub binary_url: String,
+    pub memory_mb: u64,
+    pub cores: u32,
+    pub supervise: bool,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitDriverResponse {
+    pub success: bool,
+    pub driver_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KillDriverResponse {
+    pub driver_id: String,
+    pub success: bool,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriverStatusResponse {
+    pub found: bool,
+    pub state: Option<DriverState>,
+    pub worker_id: Option<String>,
+    pub worker_host_port: Option<String>,
+    pub exception: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DriverSummary {
+    pub id: String,
+    pub starttime: i64,
+    pub state: DriverState,
+    pub cores: u32,
+    pub memory: u64,
+    pub submitdate: String,
+    pub worker: String,
+    pub mainclass: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RecoveryState {
     Standby,
     Alive,
@@ -126,6 +196,23 @@ pub enum MasterMsg {
     RequestMasterState,
     /// Internal timer.
     CheckForWorkerTimeOut,
+    /// Ask; answered with `SubmitDriverResponse`.
+    RequestSubmitDriver {
+        desc: DriverDescription,
+    },
+    /// Ask; answered with `KillDriverResponse`.
+    RequestKillDriver {
+        driver_id: String,
+    },
+    /// Ask; answered with `DriverStatusResponse`.
+    RequestDriverStatus {
+        driver_id: String,
+    },
+    DriverStateChanged {
+        driver_id: String,
+        state: DriverState,
+        exception: Option<String>,
+    },
 }
 
 /// Messages a Worker receives.
@@ -159,6 +246,24 @@ pub enum WorkerMsg {
     },
     ApplicationFinished {
         id: String,
+    },
+    LaunchDriver {
+        driver_id: String,
+        desc: DriverDescription,
+    },
+    KillDriver {
+        driver_id: String,
+    },
+    /// Internal: a driver runner's final report.
+    DriverStateChanged {
+        driver_id: String,
+        state: DriverState,
+        exception: Option<String>,
+    },
+    /// Internal: a driver process (re)started.
+    DriverStarted {
+        driver_id: String,
+        pid: Option<u32>,
     },
     /// Ask; answered with `WorkerStateResponse`.
     RequestWorkerState,
@@ -258,8 +363,8 @@ pub struct MasterStateResponse {
     pub memoryused: u64,
     pub activeapps: Vec<AppSummary>,
     pub completedapps: Vec<AppSummary>,
-    pub activedrivers: Vec<serde_json::Value>,
-    pub completeddrivers: Vec<serde_json::Value>,
+    pub activedrivers: Vec<DriverSummary>,
+    pub completeddrivers: Vec<DriverSummary>,
     pub status: RecoveryState,
 }
 
@@ -282,6 +387,6 @@ pub struct WorkerStateResponse {
     pub memoryused: u64,
     pub executors: Vec<ExecutorSummary>,
     pub finishedexecutors: Vec<ExecutorSummary>,
-    pub drivers: Vec<serde_json::Value>,
-    pub finisheddrivers: Vec<serde_json::Value>,
+    pub drivers: Vec<DriverSummary>,
+    pub finisheddrivers: Vec<DriverSummary>,
 }

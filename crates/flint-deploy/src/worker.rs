@@ -85,6 +85,14 @@ struct Runner {
     pid: Option<u32>,
 }
 
+struct DriverRun {
+    desc: DriverDescription,
+    state: DriverState,
+    kill: Option<oneshot::Sender<()>>,
+    pid: Option<u32>,
+    start_ms: i64,
+}
+
 pub struct Worker {
     conf: WorkerConf,
     id: String,
@@ -101,6 +109,8 @@ pub struct Worker {
     executors: HashMap<String, Runner>,
     finished: Vec<ExecutorSummary>,
     finished_apps: Vec<String>,
+    drivers: HashMap<String, DriverRun>,
+    finished_drivers: Vec<DriverSummary>,
     cores_used: u32,
     memory_used: u64,
 }
@@ -164,6 +174,8 @@ impl Worker {
             executors: HashMap::new(),
             finished: Vec::new(),
             finished_apps: Vec::new(),
+            drivers: HashMap::new(),
+            finished_drivers: Vec::new(),
             cores_used: 0,
             memory_used: 0,
         };
@@ -458,8 +470,84 @@ impl Worker {
         }
     }
 
+    fn launch_driver(
+        &mut self,
+        ctx: &EndpointCtx<WorkerMsg>,
+        driver_id: String,
+        desc: DriverDescription,
+    ) {
+        tracing::info!("Asked to launch driver {driver_id}");
+        let (kill_tx, kill_rx) = oneshot::channel();
+        self.cores_used += desc.cores;
+        self.memory_used += desc.memory_mb;
+        self.drivers.insert(
+            driver_id.clone(),
+            DriverRun {
+                desc: desc.clone(),
+                state: DriverState::Running,
+                kill: Some(kill_tx),
+                pid: None,
+                start_ms: chrono::Utc::now().timestamp_millis(),
+            },
+        );
+        tokio::spawn(run_driver(DriverSpec {
+            me: ctx.this().clone(),
+            dir: self.conf.work_dir.join(&driver_id),
+            worker_url: format!("flint://{}", self.address),
+            driver_id,
+            desc,
+            kill: kill_rx,
+        }));
+    }
+
+    fn driver_finished(
+        &mut self,
+        ctx: &EndpointCtx<WorkerMsg>,
+        driver_id: String,
+        state: DriverState,
+        exception: Option<String>,
+    ) {
+        tracing::info!("Driver {driver_id} ended in state {state:?}");
+        if let Some(d) = self.drivers.remove(&driver_id) {
+            self.cores_used = self.cores_used.saturating_sub(d.desc.cores);
+            self.memory_used = self.memory_used.saturating_sub(d.desc.memory_mb);
+            self.finished_drivers.push(DriverSummary {
+                id: driver_id.clone(),
+                starttime: d.start_ms,
+                state,
+                cores: d.desc.cores,
+                memory: d.desc.memory_mb,
+                submitdate: String::new(),
+                worker: self.id.clone(),
+                mainclass: d.desc.command.program.clone(),
+            });
+            if self.finished_drivers.len() > 1000 {
+                self.finished_drivers.drain(..100);
+            }
+        }
+        self.send_to_master(
+            ctx,
+            &MasterMsg::DriverStateChanged {
+                driver_id,
+                state,
+                exception,
+            },
+        );
+    }
+
     /// Ends every child process now (worker shutdown).
     fn kill_all(&mut self) {
+        for d in self.drivers.values_mut() {
+            if let Some(pid) = d.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if let Some(k) = d.kill.take() {
+                let _ = k.send(());
+            }
+        }
         for r in self.executors.values_mut() {
             if let Some(pid) = r.pid {
                 let _ = nix::sys::signal::kill(
@@ -497,8 +585,21 @@ impl Worker {
                 })
                 .collect(),
             finishedexecutors: self.finished.clone(),
-            drivers: Vec::new(),
-            finisheddrivers: Vec::new(),
+            drivers: self
+                .drivers
+                .iter()
+                .map(|(id, d)| DriverSummary {
+                    id: id.clone(),
+                    starttime: d.start_ms,
+                    state: d.state,
+                    cores: d.desc.cores,
+                    memory: d.desc.memory_mb,
+                    submitdate: String::new(),
+                    worker: self.id.clone(),
+                    mainclass: d.desc.command.program.clone(),
+                })
+                .collect(),
+            finisheddrivers: self.finished_drivers.clone(),
         }
     }
 }
@@ -607,6 +708,26 @@ impl Endpoint for Worker {
                 None,
                 pid,
             ),
+            WorkerMsg::LaunchDriver { driver_id, desc } => self.launch_driver(ctx, driver_id, desc),
+            WorkerMsg::KillDriver { driver_id } => match self.drivers.get_mut(&driver_id) {
+                Some(d) => {
+                    tracing::info!("Asked to kill driver {driver_id}");
+                    if let Some(k) = d.kill.take() {
+                        let _ = k.send(());
+                    }
+                }
+                None => tracing::error!("Asked to kill unknown driver {driver_id}"),
+            },
+            WorkerMsg::DriverStarted { driver_id, pid } => {
+                if let Some(d) = self.drivers.get_mut(&driver_id) {
+                    d.pid = pid;
+                }
+            }
+            WorkerMsg::DriverStateChanged {
+                driver_id,
+                state,
+                exception,
+            } => self.driver_finished(ctx, driver_id, state, exception),
             WorkerMsg::Shutdown => {
                 self.kill_all();
                 if let Some(r) = reply {
@@ -731,6 +852,163 @@ async fn run_executor(spec: RunSpec) {
             );
         }
     }
+}
+
+struct DriverSpec {
+    me: LocalRef<WorkerMsg>,
+    dir: PathBuf,
+    worker_url: String,
+    driver_id: String,
+    desc: DriverDescription,
+    kill: oneshot::Receiver<()>,
+}
+
+/// How long a run must last to reset the supervise back-off (Spark: 5 s).
+const SUCCESSFUL_RUN_DURATION: Duration = Duration::from_secs(5);
+
+/// Spark's DriverRunner: fetch the application binary into the driver's dir,
+/// run it (again and again with back-off when supervised and failing), and
+/// report FINISHED (exit 0), FAILED, KILLED or ERROR.
+async fn run_driver(spec: DriverSpec) {
+    let me = spec.me.clone();
+    let id = spec.driver_id.clone();
+    let report = move |state, exception: Option<String>| {
+        me.send(WorkerMsg::DriverStateChanged {
+            driver_id: id.clone(),
+            state,
+            exception,
+        })
+    };
+    let binary = match fetch_binary(&spec.desc.binary_url, &spec.dir) {
+        Ok(p) => p,
+        Err(e) => {
+            report(DriverState::Error, Some(e));
+            return;
+        }
+    };
+    let subst = |s: &str| {
+        s.replace("{{WORKER_URL}}", &spec.worker_url)
+            .replace("{{USER_JAR}}", &binary.to_string_lossy())
+    };
+    let program = subst(&spec.desc.command.program);
+    let args: Vec<String> = spec.desc.command.args.iter().map(|a| subst(a)).collect();
+    let env: Vec<(String, String)> = spec
+        .desc
+        .command
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), subst(v)))
+        .collect();
+    let mut kill = spec.kill;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let logs = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
+            let open = |n: &str| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(spec.dir.join(n))
+            };
+            let out = open("stdout")?;
+            let mut err = open("stderr")?;
+            use std::io::Write;
+            writeln!(err, "Launch Command: {program} {}", args.join(" "))?;
+            writeln!(err, "{}\n", "=".repeat(40))?;
+            Ok((out, err))
+        })();
+        let (out, err) = match logs {
+            Ok(f) => f,
+            Err(e) => {
+                report(
+                    DriverState::Error,
+                    Some(format!("cannot create driver log files: {e}")),
+                );
+                return;
+            }
+        };
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
+            .envs(env.iter().cloned())
+            .current_dir(&spec.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                report(
+                    DriverState::Error,
+                    Some(format!("cannot launch driver {program}: {e}")),
+                );
+                return;
+            }
+        };
+        let pid = child.id();
+        spec.me.send(WorkerMsg::DriverStarted {
+            driver_id: spec.driver_id.clone(),
+            pid,
+        });
+        let started = std::time::Instant::now();
+        let code = tokio::select! {
+            status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(-1),
+            _ = &mut kill => {
+                if let Some(p) = pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGTERM);
+                }
+                if tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+                report(DriverState::Killed, None);
+                return;
+            }
+        };
+        if !(spec.desc.supervise && code != 0) {
+            report(
+                if code == 0 {
+                    DriverState::Finished
+                } else {
+                    DriverState::Failed
+                },
+                None,
+            );
+            return;
+        }
+        if started.elapsed() > SUCCESSFUL_RUN_DURATION {
+            wait = Duration::from_secs(1);
+        }
+        tracing::info!(
+            "Command exited with status {code}, re-launching after {} s.",
+            wait.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut kill => {
+                report(DriverState::Killed, None);
+                return;
+            }
+        }
+        wait *= 2;
+    }
+}
+
+/// Copies the application binary (local path or `file://` URL) into `dir`.
+fn fetch_binary(url: &str, dir: &std::path::Path) -> Result<PathBuf, String> {
+    let src = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    let name = src
+        .file_name()
+        .ok_or_else(|| format!("application binary URL '{url}' names no file"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dst = dir.join(name);
+    if !dst.exists() {
+        std::fs::copy(src, &dst)
+            .map_err(|e| format!("cannot fetch application binary from {url}: {e}"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("cannot make {} executable: {e}", dst.display()))?;
+    }
+    Ok(dst)
 }
 
 /// Makes the child receive SIGKILL when the worker dies, even by SIGKILL, so no

@@ -1,0 +1,232 @@
+//! Cluster deploy mode on the daemons: drivers submitted to the master run on a
+//! worker, are supervised with back-off, killed on request, and relaunched under a
+//! new id when their worker dies.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use flint_deploy::messages::{
+    Command, DriverDescription, DriverState, DriverStatusResponse, KillDriverResponse, MasterMsg,
+    SubmitDriverResponse,
+};
+use flint_rpc::{RpcAddress, RpcConf, RpcEnv};
+
+const FAST: &[(&str, &str)] = &[("flint.worker.registrationRetryInterval", "200ms")];
+
+struct Client {
+    rt: tokio::runtime::Runtime,
+    env: RpcEnv,
+    master: RpcAddress,
+}
+
+impl Client {
+    fn new(port: u16) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let env = rt.block_on(async { RpcEnv::client(RpcConf::default()) });
+        Client {
+            rt,
+            env,
+            master: RpcAddress::new("127.0.0.1", port),
+        }
+    }
+
+    fn ask<R: serde::de::DeserializeOwned>(&self, msg: MasterMsg) -> R {
+        self.rt
+            .block_on(
+                self.env
+                    .ask(&self.master, "Master", &msg, Duration::from_secs(10)),
+            )
+            .unwrap()
+    }
+
+    fn submit(&self, script: &Path, args: &[&str], supervise: bool) -> String {
+        let desc = DriverDescription {
+            binary_url: format!("file://{}", script.display()),
+            memory_mb: 256,
+            cores: 1,
+            supervise,
+            command: Command {
+                program: "{{USER_JAR}}".into(),
+                args: args.iter().map(|s| s.to_string()).collect(),
+                env: vec![],
+            },
+        };
+        let r: SubmitDriverResponse = self.ask(MasterMsg::RequestSubmitDriver { desc });
+        assert!(r.success, "{}", r.message);
+        assert!(
+            r.message
+                .starts_with("Driver successfully submitted as driver-"),
+            "{}",
+            r.message
+        );
+        r.driver_id.unwrap()
+    }
+
+    fn status(&self, id: &str) -> DriverStatusResponse {
+        self.ask(MasterMsg::RequestDriverStatus {
+            driver_id: id.into(),
+        })
+    }
+
+    fn wait_state(&self, id: &str, state: DriverState) -> DriverStatusResponse {
+        poll(&format!("driver {id} {state:?}"), DEADLINE, || {
+            let s = self.status(id);
+            (s.state == Some(state)).then_some(s)
+        })
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn cluster(dir: &Path, workers: usize) -> (MasterProc, Vec<WorkerProc>) {
+    let m = start_master(dir, 0, &[]);
+    let ws: Vec<WorkerProc> = (0..workers)
+        .map(|i| start_worker(dir, &format!("w{i}"), &m.url, 0, FAST))
+        .collect();
+    poll("workers ALIVE", DEADLINE, || {
+        (get_json(m.web)?["aliveworkers"] == workers).then_some(())
+    });
+    (m, ws)
+}
+
+#[test]
+fn driver_runs_on_a_worker_to_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _ws) = cluster(dir.path(), 1);
+    let app = script(
+        dir.path(),
+        "app.sh",
+        "echo \"hello from driver, worker $1\"",
+    );
+    let c = Client::new(m.port);
+    let id = c.submit(&app, &["{{WORKER_URL}}"], false);
+    let st = c.wait_state(&id, DriverState::Finished);
+    assert!(st.worker_id.is_some());
+    let ddir = dir.path().join("w0-work").join(&id);
+    assert!(
+        ddir.join("app.sh").exists(),
+        "binary fetched into the driver dir"
+    );
+    let out = std::fs::read_to_string(ddir.join("stdout")).unwrap();
+    assert!(
+        out.contains("hello from driver, worker flint://127.0.0.1:"),
+        "{out}"
+    );
+    let json = get_json(m.web).unwrap();
+    assert_eq!(json["completeddrivers"][0]["state"], "FINISHED");
+    assert_eq!(json["workers"][0]["coresused"], 0);
+}
+
+#[test]
+fn supervised_driver_restarts_with_backoff_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _ws) = cluster(dir.path(), 1);
+    let counter = dir.path().join("runs");
+    let app = script(
+        dir.path(),
+        "flaky.sh",
+        "n=$(cat \"$1\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$1\"; [ $n -ge 3 ]",
+    );
+    let c = Client::new(m.port);
+    let t = Instant::now();
+    let id = c.submit(&app, &[counter.to_str().unwrap()], true);
+    c.wait_state(&id, DriverState::Finished);
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+    // Back-off of 1 s then 2 s between the three runs.
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "relaunched too fast: {:?}",
+        t.elapsed()
+    );
+    // Without supervise a failure is final.
+    std::fs::remove_file(&counter).unwrap();
+    let id = c.submit(&app, &[counter.to_str().unwrap()], false);
+    c.wait_state(&id, DriverState::Failed);
+}
+
+#[test]
+fn killing_a_driver_ends_its_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _ws) = cluster(dir.path(), 1);
+    let app = script(dir.path(), "long.sh", "exec sleep 300");
+    let c = Client::new(m.port);
+    let id = c.submit(&app, &[], false);
+    let work = dir.path().join("w0-work");
+    let pids = poll("driver process", DEADLINE, || {
+        let p = processes_under(&work);
+        (!p.is_empty()).then_some(p)
+    });
+    let r: KillDriverResponse = c.ask(MasterMsg::RequestKillDriver {
+        driver_id: id.clone(),
+    });
+    assert!(
+        r.success && r.message == format!("Kill request for {id} submitted"),
+        "{}",
+        r.message
+    );
+    c.wait_state(&id, DriverState::Killed);
+    poll("driver process gone", DEADLINE, || {
+        pids.iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .then_some(())
+    });
+    let r: KillDriverResponse = c.ask(MasterMsg::RequestKillDriver {
+        driver_id: "driver-x".into(),
+    });
+    assert!(!r.success && r.message.contains("has already finished or does not exist"));
+    // A binary that cannot be fetched ends in ERROR with the reason.
+    let id = c.submit(&dir.path().join("missing.sh"), &[], false);
+    let st = c.wait_state(&id, DriverState::Error);
+    assert!(
+        st.exception
+            .unwrap_or_default()
+            .contains("cannot fetch application binary")
+    );
+}
+
+#[test]
+fn supervised_driver_is_relaunched_elsewhere_when_its_worker_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, mut ws) = cluster(dir.path(), 2);
+    let app = script(dir.path(), "long.sh", "exec sleep 300");
+    let c = Client::new(m.port);
+    let id = c.submit(&app, &[], true);
+    let st = poll("driver placed", DEADLINE, || {
+        let s = c.status(&id);
+        (s.state == Some(DriverState::Running) && s.worker_id.is_some()).then_some(s)
+    });
+    let on = st.worker_id.unwrap();
+    let victim = ws.iter().position(|w| w.id == on).unwrap();
+    ws[victim].d.kill9();
+    c.wait_state(&id, DriverState::Relaunching);
+    let other = ws[1 - victim].id.clone();
+    poll(
+        "relaunched driver running on the other worker",
+        DEADLINE,
+        || {
+            let j = get_json(m.web)?;
+            j["activedrivers"]
+                .as_array()?
+                .iter()
+                .any(|d| {
+                    d["id"] != id.as_str()
+                        && d["state"] == "RUNNING"
+                        && d["worker"] == other.as_str()
+                })
+                .then_some(())
+        },
+    );
+}
