@@ -131,6 +131,9 @@ fn main() -> anyhow::Result<()> {
                     format!("flint.worker.registrationRetryInterval={v} is not a duration")
                 })?;
             }
+            conf.cleanup_enabled = boolean(&props, "flint.worker.cleanup.enabled", true)?;
+            conf.cleanup_interval = seconds(&props, "flint.worker.cleanup.interval", 1800)?;
+            conf.cleanup_ttl = seconds(&props, "flint.worker.cleanup.appDataTtl", 7 * 24 * 3600)?;
             conf.rpc = rpc_conf(&props)?;
             runtime()?.block_on(async move {
                 let w = Worker::start(conf).await.map_err(anyhow::Error::msg)?;

@@ -347,3 +347,58 @@ fn app_whose_executors_keep_failing_is_removed() {
     assert_eq!(json["completedapps"][0]["state"], "FAILED");
     assert_eq!(json["workers"][0]["coresused"], 0, "resources released");
 }
+
+#[test]
+fn worker_tries_every_master_and_cleans_finished_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let dead = free_port();
+    let url = format!("flint://127.0.0.1:{dead},127.0.0.1:{}", m.port);
+    let props = [
+        FAST[0],
+        ("flint.worker.cleanup.interval", "1"),
+        ("flint.worker.cleanup.appDataTtl", "0"),
+    ];
+    let w = start_worker(dir.path(), "w1", &url, 0, &props);
+    poll("registered through the second URL", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    let rt = runtime();
+    let (env, log) = register_app(&rt, m.port, "sleep", &["300"]);
+    let app_id = match log.wait("registered", |m| {
+        matches!(m, AppClientMsg::RegisteredApplication { .. })
+    }) {
+        AppClientMsg::RegisteredApplication { app_id, .. } => app_id,
+        _ => unreachable!(),
+    };
+    log.wait("executor RUNNING", |m| {
+        matches!(
+            m,
+            AppClientMsg::ExecutorUpdated {
+                state: ExecutorState::Running,
+                ..
+            }
+        )
+    });
+    let app_dir = dir.path().join("w1-work").join(&app_id);
+    assert!(app_dir.join("0").join("stderr").exists());
+    assert!(app_dir.join("local").exists(), "app local dir created");
+    env.send(
+        &RpcAddress::new("127.0.0.1", m.port),
+        "Master",
+        &MasterMsg::UnregisterApplication {
+            app_id: app_id.clone(),
+        },
+    )
+    .unwrap();
+    poll("app completed", DEADLINE, || {
+        (get_json(m.web)?["completedapps"][0]["state"] == "FINISHED").then_some(())
+    });
+    poll("app work dir cleaned", DEADLINE, || {
+        (!app_dir.exists()).then_some(())
+    });
+    assert!(
+        processes_under(&dir.path().join("w1-work")).is_empty(),
+        "executor killed"
+    );
+}

@@ -287,6 +287,8 @@ pub enum WorkerMsg {
         message: Option<String>,
         exit_status: Option<i32>,
     },
+    /// Internal: periodic work-dir cleanup timer.
+    WorkDirCleanup,
     /// Internal: stop, killing every child process.
     Shutdown,
 }

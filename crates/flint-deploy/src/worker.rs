@@ -34,6 +34,13 @@ pub struct WorkerConf {
     /// Base of the registration retry interval: 10 s in Spark (fuzzed to 5-15 s,
     /// then 60 s fuzzed to 30-90 s after 6 attempts). Tests shorten it.
     pub registration_base: Duration,
+    /// `flint.worker.cleanup.enabled` (true, as Spark 4): periodically delete
+    /// work directories of stopped applications older than `cleanup_ttl`.
+    pub cleanup_enabled: bool,
+    /// `flint.worker.cleanup.interval` (1800 s).
+    pub cleanup_interval: Duration,
+    /// `flint.worker.cleanup.appDataTtl` (7 days).
+    pub cleanup_ttl: Duration,
     pub rpc: RpcConf,
 }
 
@@ -53,6 +60,9 @@ impl WorkerConf {
             webui_port: 8081,
             worker_timeout: Duration::from_secs(60),
             registration_base: Duration::from_secs(10),
+            cleanup_enabled: true,
+            cleanup_interval: Duration::from_secs(1800),
+            cleanup_ttl: Duration::from_secs(7 * 24 * 3600),
             rpc: RpcConf::default(),
         }
     }
@@ -288,6 +298,9 @@ impl Worker {
         if !self.heartbeating {
             self.heartbeating = true;
             ctx.this().send(WorkerMsg::SendHeartbeat);
+            if self.conf.cleanup_enabled {
+                ctx.send_self_after(self.conf.cleanup_interval, WorkerMsg::WorkDirCleanup);
+            }
         }
         let executors = self
             .executors
@@ -728,6 +741,16 @@ impl Endpoint for Worker {
                 state,
                 exception,
             } => self.driver_finished(ctx, driver_id, state, exception),
+            WorkerMsg::WorkDirCleanup => {
+                // Ids still in use: running apps' executors and drivers.
+                let mut live: std::collections::HashSet<String> =
+                    self.executors.values().map(|r| r.app_id.clone()).collect();
+                live.extend(self.drivers.keys().cloned());
+                let dir = self.conf.work_dir.clone();
+                let ttl = self.conf.cleanup_ttl;
+                tokio::task::spawn_blocking(move || cleanup_work_dir(&dir, &live, ttl));
+                ctx.send_self_after(self.conf.cleanup_interval, WorkerMsg::WorkDirCleanup);
+            }
             WorkerMsg::Shutdown => {
                 self.kill_all();
                 if let Some(r) = reply {
@@ -850,6 +873,46 @@ async fn run_executor(spec: RunSpec) {
                 Some(format!("Runner thread for executor {}/{} interrupted", spec.app_id, spec.exec_id)),
                 code,
             );
+        }
+    }
+}
+
+/// Deletes subdirectories of the work dir that belong to no running application
+/// or driver and hold no file modified within `ttl` (Spark's WorkDirCleanup).
+fn cleanup_work_dir(
+    dir: &std::path::Path,
+    live: &std::collections::HashSet<String>,
+    ttl: Duration,
+) {
+    fn newest(p: &std::path::Path) -> Option<std::time::SystemTime> {
+        let md = std::fs::symlink_metadata(p).ok()?;
+        let mut t = md.modified().ok();
+        if md.is_dir() {
+            for e in std::fs::read_dir(p).ok()?.flatten() {
+                if let Some(c) = newest(&e.path()) {
+                    t = Some(t.map_or(c, |x| x.max(c)));
+                }
+            }
+        }
+        t
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if live.contains(&name) || !e.path().is_dir() {
+            continue;
+        }
+        let old = newest(&e.path())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= ttl);
+        if old {
+            tracing::info!("Removing directory: {}", e.path().display());
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!("cannot remove {}: {err}", e.path().display());
+            }
         }
     }
 }
