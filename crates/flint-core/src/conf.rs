@@ -185,9 +185,12 @@ impl MasterUrl {
                 max_failures,
             });
         }
-        if u.starts_with("flint://") || u.starts_with("spark://") {
+        if u.starts_with("flint://") || u.starts_with("spark://") || u.starts_with("local-cluster[")
+        {
+            // The daemons exist (`flint master`, `flint worker`, LocalCluster), but
+            // running jobs on them needs the cluster scheduler backend.
             return Err(err(
-                "standalone cluster masters are not supported by this build yet",
+                "running jobs on a standalone cluster needs the cluster scheduler backend, which this build does not have yet",
             ));
         }
         Err(err("unrecognised master URL"))
@@ -231,7 +234,15 @@ mod tests {
             MasterUrl::parse("local[*]").unwrap(),
             MasterUrl::Local { threads, .. } if threads >= 1
         ));
-        for bad in ["local[0]", "local[x]", "yarn", "local[2,0]", "local[1,2,3]"] {
+        for bad in [
+            "local[0]",
+            "local[x]",
+            "yarn",
+            "local[2,0]",
+            "local[1,2,3]",
+            "flint://h:7077",
+            "local-cluster[2,1,512]",
+        ] {
             let e = MasterUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
