@@ -402,3 +402,74 @@ fn worker_tries_every_master_and_cleans_finished_apps() {
         "executor killed"
     );
 }
+
+#[derive(Clone, Default)]
+struct WorkerLog(Arc<Mutex<Vec<String>>>);
+
+struct FakeWorker(WorkerLog);
+
+impl Endpoint for FakeWorker {
+    type Msg = flint_deploy::messages::WorkerMsg;
+    fn receive(
+        &mut self,
+        _: &EndpointCtx<Self::Msg>,
+        _: RpcAddress,
+        msg: Self::Msg,
+        _: Option<Replier>,
+    ) {
+        use flint_deploy::messages::WorkerMsg;
+        let line = match msg {
+            WorkerMsg::RegisteredWorker { duplicate, .. } => {
+                format!("registered duplicate={duplicate}")
+            }
+            WorkerMsg::RegisterWorkerFailed { message } => format!("failed: {message}"),
+            other => format!("{other:?}"),
+        };
+        self.0.0.lock().unwrap().push(line);
+    }
+}
+
+#[test]
+fn duplicate_worker_ids_and_addresses_are_handled_as_spark_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let rt = runtime();
+    let log = WorkerLog::default();
+    let env = rt.block_on(async {
+        let env = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        env.setup_endpoint("Worker", FakeWorker(log.clone()));
+        env
+    });
+    let me = env.address().unwrap().clone();
+    let master = RpcAddress::new("127.0.0.1", m.port);
+    let register = |id: &str| MasterMsg::RegisterWorker {
+        id: id.into(),
+        host: me.host.clone(),
+        port: me.port,
+        cores: 1,
+        memory_mb: 512,
+        webui_address: "http://127.0.0.1:1".into(),
+        master_address: master.clone(),
+    };
+    let wait = |what: &str| {
+        poll(what, DEADLINE, || {
+            log.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(what))
+                .then_some(())
+        })
+    };
+    env.send(&master, "Master", &register("worker-a")).unwrap();
+    wait("registered duplicate=false");
+    // The same id again (a quick restart before the master noticed): duplicate.
+    env.send(&master, "Master", &register("worker-a")).unwrap();
+    wait("registered duplicate=true");
+    // Another id from an address where an ALIVE worker is registered: refused.
+    env.send(&master, "Master", &register("worker-b")).unwrap();
+    wait("failed: Attempted to re-register worker at same address");
+    assert_eq!(get_json(m.web).unwrap()["aliveworkers"], 1);
+}

@@ -237,7 +237,7 @@ impl<M: Send + 'static> EndpointCtx<M> {
     /// directly; they send a message, as in Spark).
     pub fn send_self_after(&self, delay: Duration, msg: M) {
         let this = self.this.clone();
-        tokio::spawn(async move {
+        self.env.inner.rt.spawn(async move {
             tokio::time::sleep(delay).await;
             this.send(msg);
         });
@@ -311,6 +311,9 @@ struct Inner {
     asks: std::sync::Mutex<HashMap<u64, ReplySlot>>,
     next_id: AtomicU64,
     shutdown: tokio_util::sync::CancellationToken,
+    /// The runtime this environment's tasks run on, so `send` and
+    /// `setup_endpoint` also work from threads outside it.
+    rt: tokio::runtime::Handle,
 }
 
 /// The RPC environment of one process (Spark's RpcEnv); cheap to clone.
@@ -336,6 +339,7 @@ impl RpcEnv {
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
                 shutdown: tokio_util::sync::CancellationToken::new(),
+                rt: tokio::runtime::Handle::current(),
             }),
         }
     }
@@ -360,11 +364,16 @@ impl RpcEnv {
         })?;
         let env = RpcEnv::new(conf, Some(RpcAddress::new(advertise_host, bound.port())));
         let accept_env = env.clone();
-        tokio::spawn(async move { accept_env.accept_loop(listener).await });
+        env.inner
+            .rt
+            .spawn(async move { accept_env.accept_loop(listener).await });
         Ok(env)
     }
 
     /// A client-only environment (no listening socket).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (call it from within one; it remembers it).
     pub fn client(conf: RpcConf) -> Self {
         RpcEnv::new(conf, None)
     }
@@ -393,7 +402,7 @@ impl RpcEnv {
             .cloned()
             .unwrap_or_else(|| RpcAddress::new("local", 0));
         let shutdown = self.inner.shutdown.clone();
-        tokio::spawn(async move {
+        self.inner.rt.spawn(async move {
             endpoint.on_start(&ctx);
             loop {
                 tokio::select! {
@@ -519,7 +528,7 @@ impl RpcEnv {
         drop(conns);
         let env = self.clone();
         let to = to.clone();
-        tokio::spawn(async move {
+        self.inner.rt.spawn(async move {
             match env.connect(&to).await {
                 Ok(framed) => env.run_conn(framed, to, id, rx).await,
                 Err(reason) => {
@@ -576,7 +585,7 @@ impl RpcEnv {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
                         let env = self.clone();
-                        tokio::spawn(async move { env.accept(stream, peer).await });
+                        self.inner.rt.spawn(async move { env.accept(stream, peer).await });
                     }
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
@@ -677,7 +686,7 @@ impl RpcEnv {
         };
         let Some(writer_tx) = writer_tx else { return };
         let shutdown = self.inner.shutdown.clone();
-        let writer = tokio::spawn(async move {
+        let writer = self.inner.rt.spawn(async move {
             while let Some(w) = rx.recv().await {
                 let Ok(bytes) = encode(&w) else { continue };
                 if sink.send(bytes::Bytes::from(bytes)).await.is_err() {

@@ -266,3 +266,60 @@ fn aggregation_and_sort_spill_under_a_small_memory_budget() {
         "expected spills with a 1 MiB task budget"
     );
 }
+
+#[test]
+fn sampling_is_deterministic_and_about_right() {
+    let rdd = sc().parallelize((0..20_000).collect::<Vec<u32>>(), 4);
+    let a = rdd.sample(false, 0.3, 7).unwrap().collect().unwrap();
+    let b = rdd.sample(false, 0.3, 7).unwrap().collect().unwrap();
+    assert_eq!(a, b, "same seed, same sample");
+    assert!(
+        (5_400..6_600).contains(&a.len()),
+        "{} of 20000 at fraction 0.3",
+        a.len()
+    );
+    assert!(
+        a.windows(2).all(|w| w[0] < w[1]),
+        "without replacement: a subsequence"
+    );
+    let c = rdd.sample(false, 0.3, 8).unwrap().collect().unwrap();
+    assert_ne!(a, c, "another seed, another sample");
+    let with = rdd.sample(true, 2.0, 1).unwrap().count().unwrap();
+    assert!(
+        (36_000..44_000).contains(&with),
+        "{with} at fraction 2 with replacement"
+    );
+    assert!(rdd.sample(false, 1.5, 1).is_err());
+}
+
+#[test]
+fn lost_shuffle_output_is_recomputed() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let counts = sc
+        .parallelize(
+            (0..1000)
+                .map(|i| (i % 10, 1u32))
+                .collect::<Vec<(i32, u32)>>(),
+            4,
+        )
+        .reduce_by_key_with(3, Fn!(|a: u32, b: u32| a + b));
+    let first = sorted(counts.collect().unwrap());
+    // Delete the map outputs behind the scheduler's back: the next job skips the
+    // map stage, its reducers hit a fetch failure, and the DAG scheduler must
+    // resubmit the map stage and retry.
+    let mut deleted = 0;
+    for e in std::fs::read_dir(sc.env().local_dir()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("shuffle_") && name.ends_with(".data") {
+            std::fs::remove_file(e.path()).unwrap();
+            deleted += 1;
+        }
+    }
+    assert_eq!(deleted, 4);
+    assert_eq!(sorted(counts.collect().unwrap()), first);
+}

@@ -607,7 +607,17 @@ impl DagScheduler {
         self.running.remove(&stage_id);
         self.post_stage_completed(stage_id, Some(format!("fetch failed: {reason}")));
         self.ts.cancel_stage(stage_id);
-        self.tracker.unregister_map_output(shuffle_id, map_id);
+        // The executor that wrote the lost output has probably lost all its
+        // shuffle files: forget them all so one resubmission recomputes them.
+        match self.tracker.executor_of(shuffle_id, map_id) {
+            Some(exec) => {
+                let n = self.tracker.remove_outputs_on_executor(&exec);
+                tracing::warn!(
+                    "unregistered {n} map outputs of executor {exec} after a fetch failure"
+                );
+            }
+            None => self.tracker.unregister_map_output(shuffle_id, map_id),
+        }
         if too_many {
             for j in jobs {
                 self.fail_job(

@@ -88,6 +88,30 @@ impl MapOutputTracker {
             .collect()
     }
 
+    /// The executor that wrote a map output, if registered.
+    pub fn executor_of(&self, shuffle_id: usize, map_id: usize) -> Option<String> {
+        self.shuffles
+            .read()
+            .get(&shuffle_id)
+            .and_then(|v| v.get(map_id).cloned().flatten())
+            .map(|s| s.executor_id)
+    }
+
+    /// Forgets every map output written by `executor` (all shuffles): its files
+    /// are considered lost, as Spark does without an external shuffle service.
+    pub fn remove_outputs_on_executor(&self, executor: &str) -> usize {
+        let mut n = 0;
+        for v in self.shuffles.write().values_mut() {
+            for slot in v.iter_mut() {
+                if slot.as_ref().is_some_and(|s| s.executor_id == executor) {
+                    *slot = None;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     pub fn remove_shuffle(&self, shuffle_id: usize) -> Vec<MapStatus> {
         self.shuffles
             .write()
