@@ -43,6 +43,8 @@ struct SizeEstimator {
 }
 
 const SAMPLE_EVERY: u64 = 32;
+/// Entries of the aggregator's front cache (about 64 KiB for small keys).
+const FRONT_SLOTS: usize = 1024;
 const ENTRY_OVERHEAD: f64 = 48.0;
 
 impl SizeEstimator {
@@ -184,6 +186,10 @@ struct Slot<K, C> {
 /// Spilled runs and the sorted output are ordered by `(group, key)`.
 pub struct ExternalAggregator<K, C> {
     table: HashTable<Slot<K, C>>,
+    /// A small direct-mapped cache of recently combined keys in front of the
+    /// table: hot keys (word counts are Zipf-distributed) combine here without a
+    /// cache miss in the big table; an evicted entry is merged into the table.
+    front: Vec<Option<Slot<K, C>>>,
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
@@ -194,6 +200,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     pub fn new(env: Arc<TaskEnv>) -> Self {
         ExternalAggregator {
             table: HashTable::new(),
+            front: Vec::new(),
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
@@ -210,10 +217,48 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         k: K,
         v: V,
     ) -> Result<()> {
-        self.upsert(hash, group, k, |old| match old {
-            Some(c) => agg.merge_value(c, v),
-            None => agg.create(v),
+        if self.front.is_empty() {
+            self.front.resize_with(FRONT_SLOTS, || None);
+        }
+        let i = (hash >> 17) as usize & (FRONT_SLOTS - 1);
+        if let Some(s) = self.front[i].as_mut()
+            && s.hash == hash
+            && s.key == k
+        {
+            let old = s.comb.take();
+            s.comb = Some(match old {
+                Some(c) => agg.merge_value(c, v),
+                None => agg.create(v),
+            });
+            return Ok(());
+        }
+        let fresh = Slot {
+            hash,
+            group,
+            key: k,
+            comb: Some(agg.create(v)),
+        };
+        match self.front[i].replace(fresh) {
+            Some(old) => self.merge_into_table(agg, old),
+            None => Ok(()),
+        }
+    }
+
+    fn merge_into_table<V, A: Aggregator<V, C>>(&mut self, agg: &A, s: Slot<K, C>) -> Result<()> {
+        let Some(c) = s.comb else { return Ok(()) };
+        self.upsert(s.hash, s.group, s.key, |old| match old {
+            Some(o) => agg.merge_combiners(o, c),
+            None => c,
         })
+    }
+
+    /// Moves the front cache's entries into the table (before reading it out).
+    fn flush_front<V, A: Aggregator<V, C>>(&mut self, agg: &A) -> Result<()> {
+        let front = std::mem::take(&mut self.front);
+        for s in front.into_iter().flatten() {
+            self.merge_into_table(agg, s)?;
+        }
+        Ok(())
     }
 
     /// Merges a combiner `c` into that of `k`; `hash` must be `stable_hash(&k)`.
@@ -303,6 +348,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         by_group: bool,
         by_key: bool,
     ) -> Result<ResIter<(u32, K), C>> {
+        self.flush_front(agg)?;
         if self.spills.is_empty() {
             let mut v = self.drain();
             if by_key {
