@@ -799,41 +799,24 @@ async fn run_executor(spec: RunSpec) {
             exit_status,
         })
     };
-    let files = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
-        let out = std::fs::File::create(spec.exec_dir.join("stdout"))?;
-        let mut err = std::fs::File::create(spec.exec_dir.join("stderr"))?;
-        use std::io::Write;
-        writeln!(
-            err,
-            "Flint Executor Command: {} {}",
-            spec.program,
-            spec.args.join(" ")
-        )?;
-        writeln!(err, "{}\n", "=".repeat(40))?;
-        Ok((out, err))
-    })();
-    let (out, err) = match files {
-        Ok(f) => f,
-        Err(e) => {
-            report(
-                ExecutorState::Failed,
-                Some(format!("cannot create log files: {e}")),
-                None,
-            );
-            return;
-        }
+    let env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .cloned()
+        .chain([(
+            "FLINT_EXECUTOR_DIRS".to_string(),
+            spec.local_dir.to_string_lossy().into_owned(),
+        )])
+        .collect();
+    let launch = Launch {
+        program: &spec.program,
+        args: &spec.args,
+        env: &env,
+        dir: &spec.exec_dir,
+        header: "Flint Executor Command",
+        append: false,
     };
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().cloned())
-        .env("FLINT_EXECUTOR_DIRS", &spec.local_dir)
-        .current_dir(&spec.exec_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let mut child = match cmd.spawn() {
+    let mut child = match launch.spawn() {
         Ok(c) => c,
         Err(e) => {
             report(
@@ -857,17 +840,7 @@ async fn run_executor(spec: RunSpec) {
             report(ExecutorState::Exited, Some(format!("Command exited with code {code}")), Some(code));
         }
         _ = &mut kill => {
-            if let Some(p) = pid {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGTERM);
-            }
-            let status = match tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await {
-                Ok(s) => s.ok(),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    child.wait().await.ok()
-                }
-            };
-            let code = status.and_then(|s| s.code());
+            let code = terminate(&mut child).await;
             report(
                 ExecutorState::Killed,
                 Some(format!("Runner thread for executor {}/{} interrupted", spec.app_id, spec.exec_id)),
@@ -875,6 +848,71 @@ async fn run_executor(spec: RunSpec) {
             );
         }
     }
+}
+
+/// A child process to start: stdout and stderr go to files in `dir`, stderr
+/// beginning with a `header: command` line, as Spark's runners write them.
+struct Launch<'a> {
+    program: &'a str,
+    args: &'a [String],
+    env: &'a [(String, String)],
+    dir: &'a std::path::Path,
+    header: &'a str,
+    /// Append to the log files (a supervised driver's restarts) or start fresh.
+    append: bool,
+}
+
+impl Launch<'_> {
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.append)
+                .truncate(!self.append)
+                .open(self.dir.join(name))
+        };
+        let out = open("stdout")?;
+        let mut err = open("stderr")?;
+        use std::io::Write;
+        writeln!(
+            err,
+            "{}: {} {}",
+            self.header,
+            self.program,
+            self.args.join(" ")
+        )?;
+        writeln!(err, "{}\n", "=".repeat(40))?;
+        let mut cmd = tokio::process::Command::new(self.program);
+        cmd.args(self.args)
+            .envs(self.env.iter().cloned())
+            .current_dir(self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        cmd.spawn()
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after the grace period;
+/// returns the exit code if there is one.
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+    if let Some(p) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let status = match tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await {
+        Ok(s) => s.ok(),
+        Err(_) => {
+            let _ = child.kill().await;
+            child.wait().await.ok()
+        }
+    };
+    status.and_then(|s| s.code())
 }
 
 /// Deletes subdirectories of the work dir that belong to no running application
@@ -965,40 +1003,15 @@ async fn run_driver(spec: DriverSpec) {
     let mut kill = spec.kill;
     let mut wait = Duration::from_secs(1);
     loop {
-        let logs = (|| -> std::io::Result<(std::fs::File, std::fs::File)> {
-            let open = |n: &str| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(spec.dir.join(n))
-            };
-            let out = open("stdout")?;
-            let mut err = open("stderr")?;
-            use std::io::Write;
-            writeln!(err, "Launch Command: {program} {}", args.join(" "))?;
-            writeln!(err, "{}\n", "=".repeat(40))?;
-            Ok((out, err))
-        })();
-        let (out, err) = match logs {
-            Ok(f) => f,
-            Err(e) => {
-                report(
-                    DriverState::Error,
-                    Some(format!("cannot create driver log files: {e}")),
-                );
-                return;
-            }
+        let launch = Launch {
+            program: &program,
+            args: &args,
+            env: &env,
+            dir: &spec.dir,
+            header: "Launch Command",
+            append: true,
         };
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&args)
-            .envs(env.iter().cloned())
-            .current_dir(&spec.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true);
-        die_with_parent(&mut cmd);
-        let mut child = match cmd.spawn() {
+        let mut child = match launch.spawn() {
             Ok(c) => c,
             Err(e) => {
                 report(
@@ -1017,12 +1030,7 @@ async fn run_driver(spec: DriverSpec) {
         let code = tokio::select! {
             status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(-1),
             _ = &mut kill => {
-                if let Some(p) = pid {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGTERM);
-                }
-                if tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await.is_err() {
-                    let _ = child.kill().await;
-                }
+                terminate(&mut child).await;
                 report(DriverState::Killed, None);
                 return;
             }

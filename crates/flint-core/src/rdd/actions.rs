@@ -186,8 +186,41 @@ fn take_ordered<T: Ord>(it: impl Iterator<Item = T>, n: usize, ascending: bool) 
     v
 }
 
-/// Writes a partition as `part-NNNNN` in a temporary attempt directory and moves
-/// it into place on success (a simple output committer).
+/// Writes a partition as `part-NNNNN` through a temporary attempt file that is
+/// moved into place only when the whole partition was written (a simple output
+/// committer): a failed or killed attempt leaves nothing behind.
+fn write_part_file<T>(
+    dir: &std::path::Path,
+    it: BoxIter<T>,
+    tc: &TaskContext,
+    mut write: impl FnMut(&mut std::io::BufWriter<std::fs::File>, T) -> std::io::Result<()>,
+) -> Result<()> {
+    let name = format!("part-{:05}", tc.partition);
+    let tmp = dir
+        .join("_temporary")
+        .join(format!("{name}-attempt-{}", tc.task_id));
+    let f = std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let written = (|| {
+        for x in it {
+            write(&mut w, x)?;
+        }
+        w.flush()
+    })();
+    drop(w);
+    let failed = match written {
+        Err(e) => Some(FlintError::io("cannot write", &tmp, e)),
+        Ok(()) => tc.take_error(),
+    };
+    if let Some(e) = failed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dst = dir.join(&name);
+    std::fs::rename(&tmp, &dst).map_err(|e| FlintError::io("cannot commit", &dst, e))
+}
+
+/// Writes each element's `Display` form as a line.
 #[derive(Serialize, Deserialize)]
 pub struct SaveTextFn {
     dir: PathBuf,
@@ -195,25 +228,7 @@ pub struct SaveTextFn {
 impl<T: Data + std::fmt::Display> PartitionFn<T> for SaveTextFn {
     type Out = ();
     fn apply(&self, it: BoxIter<T>, tc: &TaskContext) -> Result<()> {
-        let name = format!("part-{:05}", tc.partition);
-        let tmp_dir = self.dir.join("_temporary");
-        let tmp = tmp_dir.join(format!("{name}-attempt-{}", tc.task_id));
-        let f =
-            std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let io = |e| FlintError::io("cannot write", &tmp, e);
-        for x in it {
-            writeln!(w, "{x}").map_err(io)?;
-        }
-        w.flush().map_err(io)?;
-        drop(w);
-        if let Some(e) = tc.take_error() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let dst = self.dir.join(&name);
-        std::fs::rename(&tmp, &dst).map_err(|e| FlintError::io("cannot commit", &dst, e))?;
-        Ok(())
+        write_part_file(&self.dir, it, tc, |w, x| writeln!(w, "{x}"))
     }
 }
 
@@ -225,27 +240,7 @@ pub struct SaveBytesFn {
 impl<T: Data + AsRef<[u8]>> PartitionFn<T> for SaveBytesFn {
     type Out = ();
     fn apply(&self, it: BoxIter<T>, tc: &TaskContext) -> Result<()> {
-        let name = format!("part-{:05}", tc.partition);
-        let tmp = self
-            .dir
-            .join("_temporary")
-            .join(format!("{name}-attempt-{}", tc.task_id));
-        let f =
-            std::fs::File::create(&tmp).map_err(|e| FlintError::io("cannot create", &tmp, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let io = |e| FlintError::io("cannot write", &tmp, e);
-        for x in it {
-            w.write_all(x.as_ref()).map_err(io)?;
-        }
-        w.flush().map_err(io)?;
-        drop(w);
-        if let Some(e) = tc.take_error() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let dst = self.dir.join(&name);
-        std::fs::rename(&tmp, &dst).map_err(|e| FlintError::io("cannot commit", &dst, e))?;
-        Ok(())
+        write_part_file(&self.dir, it, tc, |w, x| w.write_all(x.as_ref()))
     }
 }
 

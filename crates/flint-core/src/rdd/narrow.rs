@@ -14,6 +14,24 @@ fn narrow<T: Data>(r: &Rdd<T>) -> Dependency {
     Dependency::Narrow(r.base())
 }
 
+/// The `RddBase` methods of a node with one parent and the same partitions.
+macro_rules! one_parent_base {
+    ($name:literal) => {
+        fn id(&self) -> usize {
+            self.id
+        }
+        fn name(&self) -> String {
+            $name.into()
+        }
+        fn num_partitions(&self) -> usize {
+            self.parent.num_partitions()
+        }
+        fn dependencies(&self) -> Vec<Dependency> {
+            vec![narrow(&self.parent)]
+        }
+    };
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct MapRdd<T: Data, U: Data, F: Func<(T,), Output = U>> {
@@ -25,18 +43,7 @@ pub struct MapRdd<T: Data, U: Data, F: Func<(T,), Output = U>> {
 }
 
 impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddBase for MapRdd<T, U, F> {
-    fn id(&self) -> usize {
-        self.id
-    }
-    fn name(&self) -> String {
-        "MapPartitionsRDD".into()
-    }
-    fn num_partitions(&self) -> usize {
-        self.parent.num_partitions()
-    }
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![narrow(&self.parent)]
-    }
+    one_parent_base!("MapPartitionsRDD");
 }
 
 impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddNode for MapRdd<T, U, F> {
@@ -59,18 +66,7 @@ pub struct FilterRdd<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> {
 }
 
 impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddBase for FilterRdd<T, F> {
-    fn id(&self) -> usize {
-        self.id
-    }
-    fn name(&self) -> String {
-        "MapPartitionsRDD".into()
-    }
-    fn num_partitions(&self) -> usize {
-        self.parent.num_partitions()
-    }
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![narrow(&self.parent)]
-    }
+    one_parent_base!("MapPartitionsRDD");
 }
 
 impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T, F> {
@@ -104,18 +100,7 @@ pub struct FlatMapRdd<
 impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddBase
     for FlatMapRdd<T, U, I, F>
 {
-    fn id(&self) -> usize {
-        self.id
-    }
-    fn name(&self) -> String {
-        "MapPartitionsRDD".into()
-    }
-    fn num_partitions(&self) -> usize {
-        self.parent.num_partitions()
-    }
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![narrow(&self.parent)]
-    }
+    one_parent_base!("MapPartitionsRDD");
 }
 
 impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddNode
@@ -158,18 +143,7 @@ impl<
     F: Func<(usize, BoxIter<T>), Output = I>,
 > RddBase for MapPartitionsRdd<T, U, I, F>
 {
-    fn id(&self) -> usize {
-        self.id
-    }
-    fn name(&self) -> String {
-        "MapPartitionsRDD".into()
-    }
-    fn num_partitions(&self) -> usize {
-        self.parent.num_partitions()
-    }
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![narrow(&self.parent)]
-    }
+    one_parent_base!("MapPartitionsRDD");
 }
 
 impl<
@@ -397,18 +371,7 @@ pub struct SampleRdd<T: Data> {
 }
 
 impl<T: Data> RddBase for SampleRdd<T> {
-    fn id(&self) -> usize {
-        self.id
-    }
-    fn name(&self) -> String {
-        "PartitionwiseSampledRDD".into()
-    }
-    fn num_partitions(&self) -> usize {
-        self.parent.num_partitions()
-    }
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![narrow(&self.parent)]
-    }
+    one_parent_base!("PartitionwiseSampledRDD");
 }
 
 impl<T: Data> RddNode for SampleRdd<T> {
