@@ -18,6 +18,14 @@ struct Args {
     executor_memory: Option<String>,
 }
 
+/// The 10 key bytes as a big-endian number: comparing the numbers compares the
+/// bytes as unsigned, and a number encodes and compares in one step.
+fn sort_key(rec: &[u8]) -> u128 {
+    let mut k = [0u8; 16];
+    k[..10].copy_from_slice(&rec[..10]);
+    u128::from_be_bytes(k)
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("sort: {e:#}");
@@ -37,11 +45,7 @@ fn run() -> anyhow::Result<()> {
     let sc = FlintContext::new(conf)?;
     let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());
     sc.binary_records(&args.input, 100, parts)?
-        .map(Fn!(|rec: Bytes| {
-            let mut key = [0u8; 10];
-            key.copy_from_slice(&rec[..10]);
-            (key, rec)
-        }))
+        .map(Fn!(|rec: Bytes| (sort_key(&rec), rec)))
         .sort_by_key(true, parts)?
         .values()
         .save_as_binary_records(&args.output)?;

@@ -23,6 +23,33 @@ fn main() {
     }
 }
 
+/// The words of a line, split on ASCII whitespace (as Java's `\s`, which Spark
+/// jobs split on). Words are CompactStrings: inline up to 24 bytes, so counting a
+/// word allocates nothing and compares without chasing a pointer. The iterator
+/// owns its line, so no per-line vector is built.
+struct Words {
+    line: String,
+    pos: usize,
+}
+
+impl Iterator for Words {
+    type Item = CompactString;
+    fn next(&mut self) -> Option<CompactString> {
+        let b = self.line.as_bytes();
+        let mut i = self.pos;
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        self.pos = i;
+        // Boundaries are ASCII bytes, so the slice is valid UTF-8.
+        (i > start).then(|| CompactString::from(&self.line[start..i]))
+    }
+}
+
 fn tab_line(w: &str, c: u64) -> String {
     format!("{w}\t{c}")
 }
@@ -38,13 +65,7 @@ fn run() -> anyhow::Result<()> {
     let counts = sc
         .text_file(&args.input, parts)
         .with_context(|| format!("reading {}", args.input))?
-        // Words are CompactStrings: inline up to 24 bytes, so counting a word
-        // allocates nothing and compares without chasing a pointer.
-        .flat_map(Fn!(|line: String| {
-            line.split_whitespace()
-                .map(CompactString::from)
-                .collect::<Vec<CompactString>>()
-        }))
+        .flat_map(Fn!(|line: String| Words { line, pos: 0 }))
         .map(Fn!(|w: CompactString| (w, 1u64)))
         .reduce_by_key_with(parts, Fn!(|a: u64, b: u64| a + b));
     match &args.output {

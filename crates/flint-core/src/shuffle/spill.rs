@@ -190,6 +190,9 @@ pub struct ExternalAggregator<K, C> {
     /// table: hot keys (word counts are Zipf-distributed) combine here without a
     /// cache miss in the big table; an evicted entry is merged into the table.
     front: Vec<Option<Slot<K, C>>>,
+    /// Per front slot: hits minus misses, saturating; an entry is replaced only
+    /// when its score is 0, so hot keys stay put (a tiny LFU).
+    front_score: Vec<u8>,
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
@@ -201,6 +204,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         ExternalAggregator {
             table: HashTable::new(),
             front: Vec::new(),
+            front_score: Vec::new(),
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
@@ -219,6 +223,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     ) -> Result<()> {
         if self.front.is_empty() {
             self.front.resize_with(FRONT_SLOTS, || None);
+            self.front_score = vec![0; FRONT_SLOTS];
         }
         let i = (hash >> 17) as usize & (FRONT_SLOTS - 1);
         if let Some(s) = self.front[i].as_mut()
@@ -230,7 +235,16 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
                 Some(c) => agg.merge_value(c, v),
                 None => agg.create(v),
             });
+            self.front_score[i] = self.front_score[i].saturating_add(1).min(16);
             return Ok(());
+        }
+        if self.front_score[i] > 0 {
+            // The resident key is hotter: combine this one in the table.
+            self.front_score[i] -= 1;
+            return self.upsert(hash, group, k, |old| match old {
+                Some(c) => agg.merge_value(c, v),
+                None => agg.create(v),
+            });
         }
         let fresh = Slot {
             hash,
@@ -238,6 +252,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
             key: k,
             comb: Some(agg.create(v)),
         };
+        self.front_score[i] = 1;
         match self.front[i].replace(fresh) {
             Some(old) => self.merge_into_table(agg, old),
             None => Ok(()),
@@ -255,6 +270,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     /// Moves the front cache's entries into the table (before reading it out).
     fn flush_front<V, A: Aggregator<V, C>>(&mut self, agg: &A) -> Result<()> {
         let front = std::mem::take(&mut self.front);
+        self.front_score.clear();
         for s in front.into_iter().flatten() {
             self.merge_into_table(agg, s)?;
         }
@@ -413,9 +429,10 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         self.buf.push((key, value));
         if sampled && self.est.estimate(self.buf.len()) > self.env.task_memory && self.buf.len() > 1
         {
-            let mut run = std::mem::take(&mut self.buf);
-            run.sort_by(|a, b| a.0.cmp(&b.0));
-            let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
+            self.buf.sort_by(|a, b| a.0.cmp(&b.0));
+            // Drain rather than move out, so the buffer keeps its capacity and the
+            // next run does not fault in fresh pages while it grows again.
+            let spill = write_run(&self.env, self.buf.drain(..), &mut self.metrics)?;
             self.spills.push(spill);
         }
         Ok(())
