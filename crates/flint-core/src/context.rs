@@ -52,7 +52,6 @@ struct Inner {
     env: Arc<TaskEnv>,
     dag_tx: Sender<DagEvent>,
     backend: Arc<dyn SchedulerBackend>,
-    scheduler: Arc<TaskScheduler>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
     /// Per-thread job group and scheduler pool (Spark's local properties).
@@ -220,7 +219,6 @@ impl FlintContext {
                 env,
                 dag_tx,
                 backend,
-                scheduler,
                 threads: Mutex::new(handles),
                 stopped,
                 local_props: Mutex::default(),
@@ -490,7 +488,6 @@ impl Inner {
         }
         let _ = self.dag_tx.send(DagEvent::Stop);
         self.backend.stop();
-        let _ = &self.scheduler;
         let handles: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for h in handles {
             let _ = h.join();

@@ -89,7 +89,6 @@ struct Stage {
 }
 
 struct Job {
-    final_stage: usize,
     results: Vec<Option<Vec<u8>>>,
     finished: usize,
     group: Option<String>,
@@ -249,14 +248,11 @@ impl DagScheduler {
             let _ = reply.send(Ok(Vec::new()));
             return;
         }
-        let parents = match self.parent_stages(&rdd, job_id, &pool) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
-        };
-        let _ = parents;
+        // Create (or find) the parent shuffle map stages before the final stage.
+        if let Err(e) = self.parent_stages(&rdd, job_id, &pool) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let stage_id = self.new_stage(
             rdd,
             StageKind::Result {
@@ -274,7 +270,6 @@ impl DagScheduler {
         self.jobs.insert(
             job_id,
             Job {
-                final_stage: stage_id,
                 results: vec![None; partitions.len()],
                 finished: 0,
                 group,
@@ -651,7 +646,6 @@ impl DagScheduler {
             job_id,
             succeeded: false,
         });
-        let _ = job.final_stage;
         self.cleanup_job(job_id);
     }
 
@@ -675,7 +669,6 @@ impl DagScheduler {
             {
                 self.shuffle_to_stage.remove(&dep.shuffle_id());
             }
-            let _ = id;
         }
     }
 }
