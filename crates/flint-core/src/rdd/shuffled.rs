@@ -33,8 +33,8 @@ pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
 
 impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDependency<K, V, C, A> {
     fn run(&self, partition: usize, tc: &TaskContext) -> Result<TaskOutput> {
+        // The writer checks the kill flag itself (no extra iterator layer).
         let records = self.parent.iterator(partition, tc)?;
-        let records = super::actions::interruptible(records, tc);
         let agg = self.combine.then_some(&self.aggregator);
         let status = write_map_output(tc, self.shuffle_id, records, &self.partitioner, agg, |v| {
             self.aggregator.create(v)

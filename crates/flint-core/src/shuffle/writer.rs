@@ -41,7 +41,10 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         match aggregator {
             Some(agg) => {
                 let mut map = ExternalAggregator::<K, C>::new(env.clone());
-                for (k, v) in records {
+                for (n, (k, v)) in records.enumerate() {
+                    if n % 4096 == 4095 && tc.is_killed() {
+                        return Err(FlintError::User("task killed".into()));
+                    }
                     let h = stable_hash(&k);
                     let p = partitioner.partition_hashed(&k, h) as u32;
                     map.insert_value(agg, h, p, k, v)?;
@@ -54,7 +57,10 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
             }
             None => {
                 let mut sorter = ExternalSorter::<u32, (K, V)>::new(env.clone());
-                for (k, v) in records {
+                for (n, (k, v)) in records.enumerate() {
+                    if n % 4096 == 4095 && tc.is_killed() {
+                        return Err(FlintError::User("task killed".into()));
+                    }
                     let p = partitioner.partition(&k) as u32;
                     sorter.insert(p, (k, v))?;
                 }
