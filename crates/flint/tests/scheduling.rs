@@ -246,3 +246,40 @@ fn fair_pool_with_weight_two_gets_twice_the_slots() {
         "expected about 2:1, got heavy {heavy}, light {light} ({ratio:.2})"
     );
 }
+
+static MAP_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn cancelling_stops_running_shuffle_map_tasks() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let sc2 = sc.clone();
+    let job = std::thread::spawn(move || {
+        sc2.set_job_group(Some("slow-shuffle"));
+        sc2.range(0, 1_000_000_000, 1, 2)
+            .unwrap()
+            .map(Fn!(|x: i64| {
+                if x % 500_000_000 == 0 {
+                    MAP_STARTED.fetch_add(1, Ordering::SeqCst);
+                }
+                (x % 10, 1u64)
+            }))
+            .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
+            .count()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while MAP_STARTED.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "map tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    sc.cancel_job_group("slow-shuffle");
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cancellation took {:?}",
+        t.elapsed()
+    );
+    // Both task slots are free again.
+    assert_eq!(sc.parallelize(vec![1, 2, 3, 4], 2).count().unwrap(), 4);
+}
