@@ -9,6 +9,7 @@ use flint::prelude::*;
 struct Args {
     input: String,
     output: String,
+    /// Output partitions (default: one per input split, as Spark).
     #[arg(long)]
     partitions: Option<usize>,
     #[arg(long)]
@@ -43,8 +44,10 @@ fn run() -> anyhow::Result<()> {
         conf = conf.set("flint.executor.memory", m.clone());
     }
     let sc = FlintContext::new(conf)?;
-    let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());
-    sc.binary_records(&args.input, 100, parts)?
+    let input = sc.binary_records(&args.input, 100, sc.default_parallelism())?;
+    // As Spark's sortByKey: as many output partitions as input splits by default.
+    let parts = args.partitions.unwrap_or_else(|| input.num_partitions());
+    input
         .map(Fn!(|rec: Bytes| (sort_key(&rec), rec)))
         .sort_by_key(true, parts)?
         .values()
