@@ -262,37 +262,89 @@ impl RddNode for TextFileRdd {
                 .read_until(b'\n', &mut skip)
                 .map_err(|e| FlintError::io("cannot read", &path, e))? as u64;
         }
-        let end = s.start + s.len;
-        let errors = tc.errors();
-        let mut buf = Vec::with_capacity(256);
-        Ok(Box::new(std::iter::from_fn(move || {
-            if pos >= end {
-                return None;
-            }
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) => None,
-                Ok(n) => {
-                    pos += n as u64;
-                    if buf.last() == Some(&b'\n') {
-                        buf.pop();
-                        if buf.last() == Some(&b'\r') {
-                            buf.pop();
-                        }
-                    }
-                    Some(match std::str::from_utf8(&buf) {
-                        Ok(s) => s.to_owned(),
-                        Err(_) => String::from_utf8_lossy(&buf).into_owned(),
-                    })
-                }
-                Err(e) => {
-                    errors.fail(FlintError::io("cannot read", &path, e));
-                    None
-                }
-            }
-        })))
+        Ok(Box::new(Lines {
+            reader,
+            pos,
+            end: s.start + s.len,
+            pending: Vec::new(),
+            path,
+            errors: tc.errors(),
+        }))
     }
     shippable!();
+}
+
+/// Lines of one split, read straight out of the reader's buffer: a line that
+/// lies inside the buffer is copied once, into its `String`.
+struct Lines {
+    reader: BufReader<File>,
+    /// File offset of the next line's first byte.
+    pos: u64,
+    end: u64,
+    /// The start of a line that crosses the buffer's end.
+    pending: Vec<u8>,
+    path: PathBuf,
+    errors: crate::env::ErrorSink,
+}
+
+fn line_string(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+impl Iterator for Lines {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.pos >= self.end {
+            return None;
+        }
+        loop {
+            let avail = match self.reader.fill_buf() {
+                Ok(a) => a,
+                Err(e) => {
+                    self.errors
+                        .fail(FlintError::io("cannot read", &self.path, e));
+                    return None;
+                }
+            };
+            if avail.is_empty() {
+                // End of file: a last line without a newline.
+                if self.pending.is_empty() {
+                    return None;
+                }
+                let line = line_string(&self.pending);
+                self.pos += self.pending.len() as u64;
+                self.pending.clear();
+                return Some(line);
+            }
+            match memchr::memchr(b'\n', avail) {
+                Some(i) => {
+                    // The next line starts after this one's carried-over part,
+                    // its part in the buffer and the newline.
+                    self.pos += (self.pending.len() + i + 1) as u64;
+                    let line = if self.pending.is_empty() {
+                        line_string(&avail[..i])
+                    } else {
+                        self.pending.extend_from_slice(&avail[..i]);
+                        let l = line_string(&self.pending);
+                        self.pending.clear();
+                        l
+                    };
+                    self.reader.consume(i + 1);
+                    return Some(line);
+                }
+                None => {
+                    let n = avail.len();
+                    self.pending.extend_from_slice(avail);
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
 }
 
 /// `(path, contents)` of whole files, files spread over partitions.
