@@ -323,3 +323,34 @@ fn lost_shuffle_output_is_recomputed() {
     assert_eq!(deleted, 4);
     assert_eq!(sorted(counts.collect().unwrap()), first);
 }
+
+#[test]
+fn hot_keys_with_growing_combiners_still_spill() {
+    // A few hot keys whose groups grow large: they live in the aggregator's
+    // front cache, and must still count toward memory and spill.
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.executor.memory", "4m")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let data: Vec<(u32, String)> = (0..60_000u32)
+        .map(|i| (i % 6, format!("{i:0>100}")))
+        .collect();
+    let before = sc.spill_count();
+    let groups = sc
+        .parallelize(data, 2)
+        .group_by_key_with(2)
+        .collect()
+        .unwrap();
+    assert!(
+        sc.spill_count() > before,
+        "a 6 MB group-by with a 1.2 MB task budget spills"
+    );
+    assert_eq!(groups.len(), 6);
+    for (k, vs) in groups {
+        assert_eq!(vs.len(), 10_000, "key {k}");
+        assert!(vs.iter().all(|v| v.parse::<u32>().unwrap() % 6 == k));
+    }
+}
