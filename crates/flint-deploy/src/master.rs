@@ -260,16 +260,7 @@ impl Master {
         if let Some(w) = self.workers.get(&id)
             && w.state != WorkerState::Dead
         {
-            self.send_worker(
-                ctx,
-                &from,
-                &WorkerMsg::RegisteredWorker {
-                    master: self.address.clone(),
-                    master_web_ui_url: self.webui_url.clone(),
-                    master_address,
-                    duplicate: true,
-                },
-            );
+            self.send_worker(ctx, &from, &self.registered(master_address, true));
             return;
         }
         // A DEAD entry at the same host and port is replaced by the newcomer.
@@ -306,17 +297,17 @@ impl Master {
                 drivers: HashSet::new(),
             },
         );
-        self.send_worker(
-            ctx,
-            &from,
-            &WorkerMsg::RegisteredWorker {
-                master: self.address.clone(),
-                master_web_ui_url: self.webui_url.clone(),
-                master_address,
-                duplicate: false,
-            },
-        );
+        self.send_worker(ctx, &from, &self.registered(master_address, false));
         self.schedule(ctx);
+    }
+
+    fn registered(&self, master_address: RpcAddress, duplicate: bool) -> WorkerMsg {
+        WorkerMsg::RegisteredWorker {
+            master: self.address.clone(),
+            master_web_ui_url: self.webui_url.clone(),
+            master_address,
+            duplicate,
+        }
     }
 
     fn remove_worker(&mut self, ctx: &EndpointCtx<MasterMsg>, id: &str, msg: &str) {
