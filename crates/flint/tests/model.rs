@@ -354,3 +354,49 @@ fn hot_keys_with_growing_combiners_still_spill() {
         assert!(vs.iter().all(|v| v.parse::<u32>().unwrap() % 6 == k));
     }
 }
+
+#[test]
+fn globs_and_binary_records() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "1\n2\n").unwrap();
+    std::fs::write(dir.path().join("b.txt"), "3\n").unwrap();
+    std::fs::write(dir.path().join("c.log"), "not me\n").unwrap();
+    let pattern = format!("{}/*.txt", dir.path().display());
+    let got = sc().text_file(&pattern, 2).unwrap().collect().unwrap();
+    assert_eq!(got, vec!["1", "2", "3"]);
+    let none = format!("{}/*.csv", dir.path().display());
+    let err = sc().text_file(&none, 2).unwrap_err().to_string();
+    assert!(err.contains("matches 0 files"), "{err}");
+
+    // 1000 records of 10 bytes, read back in several splits aligned to records.
+    let recs: Vec<u8> = (0..1000u32)
+        .flat_map(|i| format!("{i:0>10}").into_bytes())
+        .collect();
+    let path = dir.path().join("recs.bin");
+    std::fs::write(&path, &recs).unwrap();
+    for parts in [1, 3, 7] {
+        let got: Vec<String> = sc()
+            .binary_records(path.to_str().unwrap(), 10, parts)
+            .unwrap()
+            .map(Fn!(
+                |b: flint::Bytes| String::from_utf8(b.into_vec()).unwrap_or_default()
+            ))
+            .collect()
+            .unwrap();
+        assert_eq!(
+            got,
+            (0..1000u32)
+                .map(|i| format!("{i:0>10}"))
+                .collect::<Vec<_>>(),
+            "{parts} partitions"
+        );
+    }
+    let err = sc()
+        .binary_records(path.to_str().unwrap(), 7, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a multiple of the record length 7"),
+        "{err}"
+    );
+}
