@@ -48,17 +48,25 @@ impl<W: Write> FrameWriter<W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let raw_len = self.buf.len() as u32;
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.emit_frame(&buf);
+        self.buf = buf;
+        self.buf.clear();
+        r
+    }
+
+    fn emit_frame(&mut self, raw: &[u8]) -> Result<()> {
+        let raw_len = raw.len() as u32;
         let io = |e| FlintError::io("cannot write", "shuffle or spill file", e);
         match self.compression {
             Compression::None => {
                 self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
                 self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
-                self.out.write_all(&self.buf).map_err(io)?;
-                self.written += 8 + self.buf.len() as u64;
+                self.out.write_all(raw).map_err(io)?;
+                self.written += 8 + raw.len() as u64;
             }
             Compression::Lz4 => {
-                let c = lz4_flex::block::compress(&self.buf);
+                let c = lz4_flex::block::compress(raw);
                 self.out
                     .write_all(&(c.len() as u32).to_le_bytes())
                     .map_err(io)?;
@@ -67,8 +75,26 @@ impl<W: Write> FrameWriter<W> {
                 self.written += 8 + c.len() as u64;
             }
         }
-        self.buf.clear();
         Ok(())
+    }
+
+    /// Writes `raw`, whole already-encoded records, as one frame.
+    pub fn write_encoded(&mut self, raw: &[u8], records: u64) -> Result<()> {
+        self.flush_frame()?;
+        if raw.is_empty() {
+            return Ok(());
+        }
+        self.records += records;
+        self.emit_frame(raw)
+    }
+
+    /// Copies frames written by another `FrameWriter` with the same compression.
+    pub fn copy_frames(&mut self, src: &mut impl Read) -> Result<u64> {
+        self.flush_frame()?;
+        let n = std::io::copy(src, &mut self.out)
+            .map_err(|e| FlintError::io("cannot copy", "spilled shuffle segment", e))?;
+        self.written += n;
+        Ok(n)
     }
 
     /// Flushes the last frame; returns the bytes written since creation or the

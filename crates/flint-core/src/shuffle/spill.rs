@@ -77,7 +77,7 @@ impl SizeEstimator {
 }
 
 /// A spill file, deleted when dropped.
-struct SpillFile(PathBuf);
+pub(crate) struct SpillFile(pub(crate) PathBuf);
 impl Drop for SpillFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::frames::FrameWriter;
 use super::partitioner::{Partitioner, stable_hash};
-use super::spill::{Aggregator, ExternalAggregator, ExternalSorter};
+use super::spill::{Aggregator, ExternalAggregator, SpillFile};
 use super::tracker::MapStatus;
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
@@ -56,19 +56,16 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                 }
             }
             None => {
-                let mut sorter = ExternalSorter::<u32, (K, V)>::new(env.clone());
-                for (n, (k, v)) in records.enumerate() {
-                    if n % 4096 == 4095 && tc.is_killed() {
+                let mut buckets = EncodedBuckets::new(env.clone(), n);
+                for (i, (k, v)) in records.enumerate() {
+                    if i % 4096 == 4095 && tc.is_killed() {
                         return Err(FlintError::User("task killed".into()));
                     }
-                    let p = partitioner.partition(&k) as u32;
-                    sorter.insert(p, (k, v))?;
+                    let p = partitioner.partition(&k);
+                    buckets.insert(p, &(k, identity(v)))?;
                 }
                 check(tc)?;
-                for rec in sorter.into_sorted()? {
-                    let (p, (k, v)) = rec?;
-                    emit(&mut w, p as usize, &(k, identity(v)))?;
-                }
+                return buckets.write_to(&mut w, &mut lengths);
             }
         }
         lengths[current] = w.finish_segment()?;
@@ -99,6 +96,97 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         data_file: data,
         segment_lengths: lengths,
     })
+}
+
+/// Target size of one encoded chunk (one frame when written).
+const CHUNK: usize = 64 << 10;
+
+/// The map-side buffer of a shuffle without aggregation: records are encoded as
+/// they arrive into per-partition chunks of whole records, so nothing per record
+/// stays on the heap, grouping needs no sort, and memory is counted in bytes.
+/// Past the task's memory share all chunks go to a spill file as per-partition
+/// segments; the output concatenates each partition's spilled segments (frames
+/// copied as they are) and its in-memory chunks.
+struct EncodedBuckets {
+    chunks: Vec<Vec<(Vec<u8>, u64)>>,
+    bytes: u64,
+    env: std::sync::Arc<crate::env::TaskEnv>,
+    spills: Vec<(SpillFile, Vec<u64>)>,
+}
+
+impl EncodedBuckets {
+    fn new(env: std::sync::Arc<crate::env::TaskEnv>, partitions: usize) -> Self {
+        EncodedBuckets {
+            chunks: (0..partitions).map(|_| Vec::new()).collect(),
+            bytes: 0,
+            env,
+            spills: Vec::new(),
+        }
+    }
+
+    fn insert<T: serde::Serialize>(&mut self, p: usize, rec: &T) -> Result<()> {
+        let part = &mut self.chunks[p];
+        if part.last().is_none_or(|(c, _)| c.len() >= CHUNK) {
+            part.push((Vec::new(), 0));
+        }
+        let Some((chunk, count)) = part.last_mut() else {
+            return Ok(());
+        };
+        let cap = chunk.capacity();
+        crate::codec::encode_into("shuffle record", rec, chunk)?;
+        *count += 1;
+        self.bytes += (chunk.capacity() - cap) as u64;
+        if self.bytes > self.env.task_memory {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let path = self.env.temp_file("spill");
+        let f = File::create(&path)
+            .map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
+        let spill = SpillFile(path);
+        let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), self.env.compression);
+        let mut lengths = Vec::with_capacity(self.chunks.len());
+        for part in &mut self.chunks {
+            for (chunk, count) in part.drain(..) {
+                w.write_encoded(&chunk, count)?;
+            }
+            lengths.push(w.finish_segment()?);
+        }
+        w.into_inner()?;
+        self.bytes = 0;
+        self.env
+            .spill_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spills.push((spill, lengths));
+        Ok(())
+    }
+
+    fn write_to<W: Write>(mut self, w: &mut FrameWriter<W>, lengths: &mut [u64]) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut files = Vec::with_capacity(self.spills.len());
+        for (s, _) in &self.spills {
+            let mut f =
+                File::open(&s.0).map_err(|e| FlintError::io("cannot open spill file", &s.0, e))?;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| FlintError::io("cannot seek in", &s.0, e))?;
+            files.push(std::io::BufReader::with_capacity(1 << 20, f));
+        }
+        for (p, len) in lengths.iter_mut().enumerate() {
+            // Spill segments are laid out in partition order, so reading each
+            // file sequentially yields partition p's segment now.
+            for (i, (_, seg)) in self.spills.iter().enumerate() {
+                w.copy_frames(&mut (&mut files[i]).take(seg[p]))?;
+            }
+            for (chunk, count) in self.chunks[p].drain(..) {
+                w.write_encoded(&chunk, count)?;
+            }
+            *len = w.finish_segment()?;
+        }
+        Ok(())
+    }
 }
 
 fn check(tc: &TaskContext) -> Result<()> {
