@@ -109,7 +109,7 @@ fn serve_pipe(input: &mut impl Read, output: &mut impl Write) -> Result<()> {
         attempt: 0,
         binary: Arc::new(req.binary),
     };
-    let (end, _) = run_task(&desc, &env, Arc::new(AtomicBool::new(false)));
+    let end = run_task(&desc, &env, Arc::new(AtomicBool::new(false)));
     let reply = match end {
         TaskEnd::Success(TaskOutput::Value(v), _) => PipeReply::Value(v),
         TaskEnd::Success(TaskOutput::Map(_), _) => {

@@ -5,7 +5,6 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,30 +68,14 @@ pub enum TaskEnd {
     Killed,
 }
 
-#[derive(Debug)]
-pub struct TaskMetrics {
-    pub deserialize_ns: u64,
-    pub run_ns: u64,
-}
-
 /// Runs one task attempt to completion on the calling thread (Spark's
 /// TaskRunner.run): open the shipped code, run it, catch panics, and turn errors
 /// recorded by iterators into failures.
-pub fn run_task(
-    desc: &TaskDescription,
-    env: &Arc<TaskEnv>,
-    killed: Arc<AtomicBool>,
-) -> (TaskEnd, TaskMetrics) {
-    let t0 = Instant::now();
-    let mut metrics = TaskMetrics {
-        deserialize_ns: 0,
-        run_ns: 0,
-    };
+pub fn run_task(desc: &TaskDescription, env: &Arc<TaskEnv>, killed: Arc<AtomicBool>) -> TaskEnd {
     let task: Arc<dyn StageTask> = match desc.binary.open() {
         Ok(t) => t,
-        Err(e) => return (TaskEnd::Failed(e), metrics),
+        Err(e) => return TaskEnd::Failed(e),
     };
-    metrics.deserialize_ns = t0.elapsed().as_nanos() as u64;
     let tc = TaskContext::new(
         desc.stage_id,
         desc.stage_attempt,
@@ -102,11 +85,9 @@ pub fn run_task(
         env.clone(),
         killed,
     );
-    let t1 = Instant::now();
     let scope = crate::shared_vars::TaskScope::enter(env);
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| task.run(desc.partition, &tc)));
-    metrics.run_ns = t1.elapsed().as_nanos() as u64;
-    let end = match out {
+    match out {
         Ok(Ok(v)) => match tc.take_error() {
             Some(e) => TaskEnd::Failed(e),
             None if tc.is_killed() => TaskEnd::Killed,
@@ -115,8 +96,7 @@ pub fn run_task(
         Ok(Err(_)) if tc.is_killed() => TaskEnd::Killed,
         Ok(Err(e)) => TaskEnd::Failed(tc.take_error().unwrap_or(e)),
         Err(panic) => TaskEnd::Failed(FlintError::User(panic_message(panic.as_ref()))),
-    };
-    (end, metrics)
+    }
 }
 
 pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {

@@ -66,6 +66,12 @@ struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// Gives back what an executor or driver held.
+    fn release(&mut self, cores: u32, memory_mb: u64) {
+        self.cores_used = self.cores_used.saturating_sub(cores);
+        self.memory_used = self.memory_used.saturating_sub(memory_mb);
+    }
+
     fn cores_free(&self) -> u32 {
         self.cores.saturating_sub(self.cores_used)
     }
@@ -438,8 +444,7 @@ impl Master {
         for (exec_id, e) in execs {
             if let Some(w) = self.workers.get_mut(&e.worker_id) {
                 w.executors.remove(&(app_id.to_string(), exec_id));
-                w.cores_used = w.cores_used.saturating_sub(e.cores);
-                w.memory_used = w.memory_used.saturating_sub(e.memory_mb);
+                w.release(e.cores, e.memory_mb);
                 let addr = w.addr.clone();
                 self.send_worker(
                     ctx,
@@ -532,8 +537,7 @@ impl Master {
             app.cores_granted = app.cores_granted.saturating_sub(e.cores);
             if let Some(w) = self.workers.get_mut(&e.worker_id) {
                 w.executors.remove(&(app_id.clone(), exec_id));
-                w.cores_used = w.cores_used.saturating_sub(e.cores);
-                w.memory_used = w.memory_used.saturating_sub(e.memory_mb);
+                w.release(e.cores, e.memory_mb);
             }
         }
         let max = self.conf.max_executor_retries;
@@ -611,8 +615,7 @@ impl Master {
         self.waiting_drivers.retain(|x| x != id);
         if let Some(w) = d.worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
             w.drivers.remove(id);
-            w.cores_used = w.cores_used.saturating_sub(d.desc.cores);
-            w.memory_used = w.memory_used.saturating_sub(d.desc.memory_mb);
+            w.release(d.desc.cores, d.desc.memory_mb);
         }
         d.state = state;
         d.exception = exception;

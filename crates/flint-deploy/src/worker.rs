@@ -315,6 +315,12 @@ impl Worker {
         let _ = ctx.env.send(&master, MASTER_ENDPOINT, &msg);
     }
 
+    /// Gives back what a finished executor or driver held.
+    fn release(&mut self, cores: u32, memory_mb: u64) {
+        self.cores_used = self.cores_used.saturating_sub(cores);
+        self.memory_used = self.memory_used.saturating_sub(memory_mb);
+    }
+
     fn send_to_master(&self, ctx: &EndpointCtx<WorkerMsg>, msg: &MasterMsg) {
         match (&self.active_master, self.registered) {
             (Some(m), true) => {
@@ -452,8 +458,7 @@ impl Worker {
             tracing::info!(
                 "Executor {key} finished with state {state:?} exit status {exit_status:?}"
             );
-            self.cores_used = self.cores_used.saturating_sub(r.cores);
-            self.memory_used = self.memory_used.saturating_sub(r.memory_mb);
+            self.release(r.cores, r.memory_mb);
             self.finished.push(ExecutorSummary {
                 id: exec_id,
                 appid: app_id.clone(),
@@ -522,8 +527,7 @@ impl Worker {
     ) {
         tracing::info!("Driver {driver_id} ended in state {state:?}");
         if let Some(d) = self.drivers.remove(&driver_id) {
-            self.cores_used = self.cores_used.saturating_sub(d.desc.cores);
-            self.memory_used = self.memory_used.saturating_sub(d.desc.memory_mb);
+            self.release(d.desc.cores, d.desc.memory_mb);
             self.finished_drivers.push(DriverSummary {
                 id: driver_id.clone(),
                 starttime: d.start_ms,

@@ -65,7 +65,7 @@ impl LocalBackend {
                 .spawn(move || {
                     while let Ok((desc, killed)) = work_rx.recv() {
                         let started = Instant::now();
-                        let (end, _metrics) = run_task(&desc, &env, killed);
+                        let end = run_task(&desc, &env, killed);
                         if tx
                             .send(Msg::Finished {
                                 tid: desc.task_id,

@@ -479,9 +479,11 @@ impl DagScheduler {
             stage.rdd.id()
         );
         let rdd = stage.rdd.clone();
+        // Narrow parents per RDD, looked up once per stage rather than per task.
+        let mut parents = HashMap::new();
         let locations = partitions
             .iter()
-            .map(|&p| self.preferred_locations(&rdd, p, 0))
+            .map(|&p| self.preferred_locations(&rdd, p, 0, &mut parents))
             .collect();
         let Some(stage) = self.stages.get(&stage_id) else {
             return;
@@ -684,6 +686,7 @@ impl DagScheduler {
         rdd: &Arc<dyn RddBase>,
         split: usize,
         depth: usize,
+        parents: &mut HashMap<usize, Vec<Arc<dyn RddBase>>>,
     ) -> Vec<TaskLocation> {
         let cached = (self.locate)(BlockId::Rdd {
             rdd: rdd.id(),
@@ -705,20 +708,24 @@ impl DagScheduler {
         if depth > 64 {
             return Vec::new();
         }
-        let narrow: Vec<Arc<dyn RddBase>> = rdd
-            .dependencies()
-            .into_iter()
-            .filter_map(|d| match d {
-                Dependency::Narrow(p) => Some(p),
-                Dependency::Shuffle(_) => None,
+        let narrow = parents
+            .entry(rdd.id())
+            .or_insert_with(|| {
+                rdd.dependencies()
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        Dependency::Narrow(p) => Some(p),
+                        Dependency::Shuffle(_) => None,
+                    })
+                    .collect()
             })
-            .collect();
+            .clone();
         if narrow.is_empty() {
             return Vec::new();
         }
         for (dep, p) in rdd.narrow_parents(split) {
             if let Some(parent) = narrow.get(dep) {
-                let locs = self.preferred_locations(parent, p, depth + 1);
+                let locs = self.preferred_locations(parent, p, depth + 1, parents);
                 if !locs.is_empty() {
                     return locs;
                 }

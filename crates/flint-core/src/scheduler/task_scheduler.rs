@@ -609,10 +609,6 @@ impl TaskScheduler {
         }
         found
     }
-
-    pub fn has_active_sets(&self) -> bool {
-        !self.state.lock().sets.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ pub struct FrameWriter<W: Write> {
     buf: Vec<u8>,
     compression: Compression,
     written: u64,
-    records: u64,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -31,13 +30,11 @@ impl<W: Write> FrameWriter<W> {
             buf: Vec::with_capacity(TARGET_FRAME + 1024),
             compression,
             written: 0,
-            records: 0,
         }
     }
 
     pub fn write<T: Serialize>(&mut self, rec: &T) -> Result<()> {
         codec::encode_into("shuffle record", rec, &mut self.buf)?;
-        self.records += 1;
         if self.buf.len() >= TARGET_FRAME {
             self.flush_frame()?;
         }
@@ -79,12 +76,11 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Writes `raw`, whole already-encoded records, as one frame.
-    pub fn write_encoded(&mut self, raw: &[u8], records: u64) -> Result<()> {
+    pub fn write_encoded(&mut self, raw: &[u8]) -> Result<()> {
         self.flush_frame()?;
         if raw.is_empty() {
             return Ok(());
         }
-        self.records += records;
         self.emit_frame(raw)
     }
 
@@ -110,10 +106,6 @@ impl<W: Write> FrameWriter<W> {
             .flush()
             .map_err(|e| FlintError::io("cannot flush", "shuffle or spill file", e))?;
         Ok(self.out)
-    }
-
-    pub fn records(&self) -> u64 {
-        self.records
     }
 }
 

@@ -14,6 +14,6 @@ mod writer;
 pub use frames::{FrameReader, FrameWriter};
 pub use partitioner::{Partitioner, stable_hash};
 pub(crate) use reader::read_partition;
-pub use spill::{Aggregator, ExternalAggregator, ExternalSorter, SpillMetrics};
+pub use spill::{Aggregator, ExternalAggregator, ExternalSorter};
 pub use tracker::{MapOutputTracker, MapStatus};
 pub(crate) use writer::write_map_output;

@@ -27,12 +27,6 @@ pub trait Aggregator<V, C>: Serialize + DeserializeOwned + Clone + Send + Sync +
     fn merge_combiners(&self, c: C, other: C) -> C;
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SpillMetrics {
-    pub spills: u64,
-    pub bytes: u64,
-}
-
 /// Estimates the in-memory size of a growing collection by encoding a sample of
 /// its entries (Rust has no object-size introspection; encoded size plus a fixed
 /// per-entry overhead tracks it well enough to bound memory).
@@ -87,7 +81,6 @@ impl Drop for SpillFile {
 fn write_run<K: Serialize, V: Serialize>(
     env: &TaskEnv,
     run: impl Iterator<Item = (K, V)>,
-    metrics: &mut SpillMetrics,
 ) -> Result<SpillFile> {
     let path = env.temp_file("spill");
     let f =
@@ -99,8 +92,6 @@ fn write_run<K: Serialize, V: Serialize>(
     }
     let bytes = w.finish_segment()?;
     w.into_inner()?;
-    metrics.spills += 1;
-    metrics.bytes += bytes;
     env.spill_count.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(bytes, "spilled sorted run to {}", spill.0.display());
     Ok(spill)
@@ -199,7 +190,6 @@ pub struct ExternalAggregator<K, C> {
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
-    pub metrics: SpillMetrics,
 }
 
 impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
@@ -212,7 +202,6 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
-            metrics: SpillMetrics::default(),
         }
     }
 
@@ -354,7 +343,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         let entries = self.table.len() + self.front_len;
         if self.est.estimate(entries) > self.env.task_memory && entries > 1 {
             let run = self.drain_sorted();
-            let spill = write_run(&self.env, run.into_iter(), &mut self.metrics)?;
+            let spill = write_run(&self.env, run.into_iter())?;
             self.spills.push(spill);
         }
         Ok(())
@@ -386,10 +375,6 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         let mut v = self.drain();
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         v
-    }
-
-    pub fn has_spilled(&self) -> bool {
-        !self.spills.is_empty()
     }
 
     /// All `((group, key), combiner)` pairs. Ordered by group when `by_group`, by
@@ -443,7 +428,6 @@ pub struct ExternalSorter<S, V> {
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
-    pub metrics: SpillMetrics,
 }
 
 impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
@@ -453,7 +437,6 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
-            metrics: SpillMetrics::default(),
         }
     }
 
@@ -469,14 +452,10 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             self.buf.sort_by(|a, b| a.0.cmp(&b.0));
             // Drain rather than move out, so the buffer keeps its capacity and the
             // next run does not fault in fresh pages while it grows again.
-            let spill = write_run(&self.env, self.buf.drain(..), &mut self.metrics)?;
+            let spill = write_run(&self.env, self.buf.drain(..))?;
             self.spills.push(spill);
         }
         Ok(())
-    }
-
-    pub fn has_spilled(&self) -> bool {
-        !self.spills.is_empty()
     }
 
     /// Records in key order (stable within the in-memory part).

@@ -111,12 +111,4 @@ impl MapOutputTracker {
         }
         n
     }
-
-    pub fn remove_shuffle(&self, shuffle_id: usize) -> Vec<MapStatus> {
-        self.shuffles
-            .write()
-            .remove(&shuffle_id)
-            .map(|v| v.into_iter().flatten().collect())
-            .unwrap_or_default()
-    }
 }

@@ -108,7 +108,7 @@ const CHUNK: usize = 64 << 10;
 /// segments; the output concatenates each partition's spilled segments (frames
 /// copied as they are) and its in-memory chunks.
 struct EncodedBuckets {
-    chunks: Vec<Vec<(Vec<u8>, u64)>>,
+    chunks: Vec<Vec<Vec<u8>>>,
     bytes: u64,
     env: std::sync::Arc<crate::env::TaskEnv>,
     spills: Vec<(SpillFile, Vec<u64>)>,
@@ -126,15 +126,14 @@ impl EncodedBuckets {
 
     fn insert<T: serde::Serialize>(&mut self, p: usize, rec: &T) -> Result<()> {
         let part = &mut self.chunks[p];
-        if part.last().is_none_or(|(c, _)| c.len() >= CHUNK) {
-            part.push((Vec::new(), 0));
+        if part.last().is_none_or(|c| c.len() >= CHUNK) {
+            part.push(Vec::new());
         }
-        let Some((chunk, count)) = part.last_mut() else {
+        let Some(chunk) = part.last_mut() else {
             return Ok(());
         };
         let cap = chunk.capacity();
         crate::codec::encode_into("shuffle record", rec, chunk)?;
-        *count += 1;
         self.bytes += (chunk.capacity() - cap) as u64;
         if self.bytes > self.env.task_memory {
             self.spill()?;
@@ -150,8 +149,8 @@ impl EncodedBuckets {
         let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), self.env.compression);
         let mut lengths = Vec::with_capacity(self.chunks.len());
         for part in &mut self.chunks {
-            for (chunk, count) in part.drain(..) {
-                w.write_encoded(&chunk, count)?;
+            for chunk in part.drain(..) {
+                w.write_encoded(&chunk)?;
             }
             lengths.push(w.finish_segment()?);
         }
@@ -180,8 +179,8 @@ impl EncodedBuckets {
             for (i, (_, seg)) in self.spills.iter().enumerate() {
                 w.copy_frames(&mut (&mut files[i]).take(seg[p]))?;
             }
-            for (chunk, count) in self.chunks[p].drain(..) {
-                w.write_encoded(&chunk, count)?;
+            for chunk in self.chunks[p].drain(..) {
+                w.write_encoded(&chunk)?;
             }
             *len = w.finish_segment()?;
         }
