@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, shippable};
+use super::{BATCH, BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, Sink, shippable};
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Func};
@@ -54,6 +54,16 @@ impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddNode for MapRdd<T, U, F> {
             self.parent.iterator(split, tc)?.map(move |x| f.call((x,))),
         ))
     }
+    fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, U>) -> Result<()> {
+        let f = &self.f;
+        let mut out = Vec::with_capacity(BATCH);
+        self.parent.push(split, tc, &mut |batch| {
+            out.extend(batch.drain(..).map(|x| f.call((x,))));
+            sink(&mut out)?;
+            out.clear();
+            Ok(())
+        })
+    }
     shippable!();
 }
 
@@ -78,6 +88,17 @@ impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T,
                 .iterator(split, tc)?
                 .filter(move |x| f.call((x,))),
         ))
+    }
+    fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, T>) -> Result<()> {
+        let f = &self.f;
+        self.parent.push(split, tc, &mut |batch| {
+            batch.retain(|x| f.call((x,)));
+            if batch.is_empty() {
+                Ok(())
+            } else {
+                sink(batch)
+            }
+        })
     }
     shippable!();
 }
@@ -114,6 +135,26 @@ impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output
                 .iterator(split, tc)?
                 .flat_map(move |x| f.call((x,))),
         ))
+    }
+    fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, U>) -> Result<()> {
+        let f = &self.f;
+        let mut out = Vec::with_capacity(BATCH);
+        self.parent.push(split, tc, &mut |batch| {
+            for x in batch.drain(..) {
+                for y in f.call((x,)) {
+                    out.push(y);
+                    if out.len() == BATCH {
+                        sink(&mut out)?;
+                        out.clear();
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        if !out.is_empty() {
+            sink(&mut out)?;
+        }
+        Ok(())
     }
     shippable!();
 }

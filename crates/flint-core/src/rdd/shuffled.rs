@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, ShuffleDepBase, shippable};
+use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, ShuffleDepBase, Sink, shippable};
 use crate::env::TaskContext;
 use crate::error::Result;
 use crate::func::{Data, Key};
@@ -33,8 +33,8 @@ pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
 
 impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDependency<K, V, C, A> {
     fn run(&self, partition: usize, tc: &TaskContext) -> Result<TaskOutput> {
-        // The writer checks the kill flag itself (no extra iterator layer).
-        let records = self.parent.iterator(partition, tc)?;
+        // The writer checks the kill flag itself (no extra layer).
+        let records = |sink: Sink<'_, (K, V)>| self.parent.push(partition, tc, sink);
         let agg = self.combine.then_some(&self.aggregator);
         let status = write_map_output(tc, self.shuffle_id, records, &self.partitioner, agg, |v| {
             self.aggregator.create(v)
@@ -102,10 +102,10 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
         let records = read_partition::<(K, C)>(tc, self.shuffle_id, split)?;
         let errors = tc.errors();
         let out: Box<dyn Iterator<Item = Result<(K, C)>>> = if self.combine {
-            let mut map = ExternalAggregator::<K, C>::new(tc.env.clone());
+            let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
             for rec in records {
                 let (k, c) = rec?;
-                map.insert_combiner(&self.aggregator, stable_hash(&k), 0, k, c)?;
+                map.insert_combiner(&self.aggregator, stable_hash(&k), k, c)?;
             }
             let sorted = self.ordering.is_some();
             let it = map

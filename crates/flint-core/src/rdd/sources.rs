@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BoxIter, Dependency, RddBase, RddNode, shippable};
+use super::{BoxIter, Dependency, RddBase, RddNode, Sink, push_iter, shippable};
 use crate::bytes::Bytes;
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
@@ -248,6 +248,16 @@ impl RddBase for TextFileRdd {
 impl RddNode for TextFileRdd {
     type Item = String;
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<String>> {
+        Ok(Box::new(self.lines(split, tc)?))
+    }
+    fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, String>) -> Result<()> {
+        push_iter(self.lines(split, tc)?, sink)
+    }
+    shippable!();
+}
+
+impl TextFileRdd {
+    fn lines(&self, split: usize, tc: &TaskContext) -> Result<Lines> {
         let s = &self.splits[split];
         let path = s.path.clone();
         // Start one byte early: if that byte is a newline, a line starts exactly at
@@ -262,16 +272,15 @@ impl RddNode for TextFileRdd {
                 .read_until(b'\n', &mut skip)
                 .map_err(|e| FlintError::io("cannot read", &path, e))? as u64;
         }
-        Ok(Box::new(Lines {
+        Ok(Lines {
             reader,
             pos,
             end: s.start + s.len,
             pending: Vec::new(),
             path,
             errors: tc.errors(),
-        }))
+        })
     }
-    shippable!();
 }
 
 /// Lines of one split, read straight out of the reader's buffer: a line that

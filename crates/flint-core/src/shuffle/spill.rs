@@ -5,7 +5,6 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::hash::Hash;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,9 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::frames::{FrameReader, FrameWriter};
+use super::partitioner::Partitioner;
 use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
-use crate::func::Data;
+use crate::func::{Data, Key};
 
 /// How values are combined per key (Spark's Aggregator).
 pub trait Aggregator<V, C>: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -37,9 +37,6 @@ struct SizeEstimator {
 }
 
 const SAMPLE_EVERY: u64 = 32;
-/// Entries of the aggregator's front cache (about 56 KiB for small keys). Sizes
-/// from 1024 to 16384 measured the same on WordCount; 65536 was slower.
-const FRONT_SLOTS: usize = 1024;
 const ENTRY_OVERHEAD: f64 = 48.0;
 
 impl SizeEstimator {
@@ -163,42 +160,33 @@ fn merge_sorted<K: Ord + 'static, V: 'static>(mut sources: Vec<ResIter<K, V>>) -
 }
 
 /// One entry of the aggregation table: the key's hash (computed once, used both
-/// for the table and for hash partitioning), a group (the reduce partition on the
-/// map side, 0 on the reduce side; always a function of the key), the key, and the
-/// combiner (`None` only while moved into a merge function, so merges take
-/// combiners by value without a clone).
+/// for the table and for hash partitioning), the key, and the combiner (`None`
+/// only while moved into a merge function, so merges take combiners by value
+/// without a clone).
 struct Slot<K, C> {
     hash: u64,
-    group: u32,
     key: K,
     comb: Option<C>,
 }
 
 /// Combines values by key within a memory budget (Spark's ExternalAppendOnlyMap).
+/// Entries are grouped by reduce partition when a partitioner is given (the map
+/// side); the group is computed when entries leave the table, not per record.
 /// Spilled runs and the sorted output are ordered by `(group, key)`.
-pub struct ExternalAggregator<K, C> {
+pub struct ExternalAggregator<K: Key, C> {
     table: HashTable<Slot<K, C>>,
-    /// A small direct-mapped cache of recently combined keys in front of the
-    /// table: hot keys (word counts are Zipf-distributed) combine here without a
-    /// cache miss in the big table; an evicted entry is merged into the table.
-    front: Vec<Option<Slot<K, C>>>,
-    /// Per front slot: hits minus misses, saturating; an entry is replaced only
-    /// when its score is 0, so hot keys stay put (a tiny LFU).
-    front_score: Vec<u8>,
-    /// Occupied front slots.
-    front_len: usize,
+    groups: Option<Partitioner<K>>,
     est: SizeEstimator,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
 }
 
-impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
-    pub fn new(env: Arc<TaskEnv>) -> Self {
+impl<K: Key, C: Data> ExternalAggregator<K, C> {
+    /// `groups` partitions the output (map side); `None` puts everything in group 0.
+    pub fn new(env: Arc<TaskEnv>, groups: Option<Partitioner<K>>) -> Self {
         ExternalAggregator {
             table: HashTable::new(),
-            front: Vec::new(),
-            front_score: Vec::new(),
-            front_len: 0,
+            groups,
             est: SizeEstimator::new(),
             env,
             spills: Vec::new(),
@@ -206,80 +194,18 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
     }
 
     /// Merges `v` into the combiner of `k`; `hash` must be `stable_hash(&k)`.
+    #[inline]
     pub fn insert_value<V, A: Aggregator<V, C>>(
         &mut self,
         agg: &A,
         hash: u64,
-        group: u32,
         k: K,
         v: V,
     ) -> Result<()> {
-        if self.front.is_empty() {
-            self.front.resize_with(FRONT_SLOTS, || None);
-            self.front_score = vec![0; FRONT_SLOTS];
-        }
-        let i = (hash >> 17) as usize & (FRONT_SLOTS - 1);
-        if let Some(s) = self.front[i].as_mut()
-            && s.hash == hash
-            && s.key == k
-        {
-            let old = s.comb.take();
-            s.comb = Some(match old {
-                Some(c) => agg.merge_value(c, v),
-                None => agg.create(v),
-            });
-            self.front_score[i] = self.front_score[i].saturating_add(1).min(16);
-            // Front entries count toward memory like table entries (a hot key's
-            // combiner may grow, e.g. in group_by_key).
-            let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
-            self.est.ops += 1;
-            if sampled {
-                self.est.sample_pair(&s.key, &s.comb);
-                self.maybe_spill()?;
-            }
-            return Ok(());
-        }
-        if self.front_score[i] > 0 {
-            // The resident key is hotter: combine this one in the table.
-            self.front_score[i] -= 1;
-            return self.upsert(hash, group, k, |old| match old {
-                Some(c) => agg.merge_value(c, v),
-                None => agg.create(v),
-            });
-        }
-        let fresh = Slot {
-            hash,
-            group,
-            key: k,
-            comb: Some(agg.create(v)),
-        };
-        self.front_score[i] = 1;
-        match self.front[i].replace(fresh) {
-            Some(old) => self.merge_into_table(agg, old),
-            None => {
-                self.front_len += 1;
-                Ok(())
-            }
-        }
-    }
-
-    fn merge_into_table<V, A: Aggregator<V, C>>(&mut self, agg: &A, s: Slot<K, C>) -> Result<()> {
-        let Some(c) = s.comb else { return Ok(()) };
-        self.upsert(s.hash, s.group, s.key, |old| match old {
-            Some(o) => agg.merge_combiners(o, c),
-            None => c,
+        self.upsert(hash, k, |old| match old {
+            Some(c) => agg.merge_value(c, v),
+            None => agg.create(v),
         })
-    }
-
-    /// Moves the front cache's entries into the table (before reading it out).
-    fn flush_front<V, A: Aggregator<V, C>>(&mut self, agg: &A) -> Result<()> {
-        let front = std::mem::take(&mut self.front);
-        self.front_score.clear();
-        self.front_len = 0;
-        for s in front.into_iter().flatten() {
-            self.merge_into_table(agg, s)?;
-        }
-        Ok(())
     }
 
     /// Merges a combiner `c` into that of `k`; `hash` must be `stable_hash(&k)`.
@@ -287,27 +213,20 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         &mut self,
         agg: &A,
         hash: u64,
-        group: u32,
         k: K,
         c: C,
     ) -> Result<()> {
-        self.upsert(hash, group, k, |old| match old {
+        self.upsert(hash, k, |old| match old {
             Some(o) => agg.merge_combiners(o, c),
             None => c,
         })
     }
 
     #[inline]
-    fn upsert(
-        &mut self,
-        hash: u64,
-        group: u32,
-        k: K,
-        f: impl FnOnce(Option<C>) -> C,
-    ) -> Result<()> {
+    fn upsert(&mut self, hash: u64, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
         let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
-        let slot = match self.table.find_mut(hash, |s| s.key == k) {
+        let slot = match self.table.find_mut(hash, |s| s.hash == hash && s.key == k) {
             Some(slot) => {
                 let old = slot.comb.take();
                 slot.comb = Some(f(old));
@@ -316,16 +235,7 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
             None => {
                 let comb = Some(f(None));
                 self.table
-                    .insert_unique(
-                        hash,
-                        Slot {
-                            hash,
-                            group,
-                            key: k,
-                            comb,
-                        },
-                        |s| s.hash,
-                    )
+                    .insert_unique(hash, Slot { hash, key: k, comb }, |s| s.hash)
                     .into_mut()
             }
         };
@@ -336,11 +246,11 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         Ok(())
     }
 
-    /// Spills everything held (table and front cache) as one sorted run when the
+    /// Spills everything held as one sorted run when the
     /// estimate passes the task's memory share. A key may then appear twice in
     /// a run; the merge combines equal keys wherever they come from.
     fn maybe_spill(&mut self) -> Result<()> {
-        let entries = self.table.len() + self.front_len;
+        let entries = self.table.len();
         if self.est.estimate(entries) > self.env.task_memory && entries > 1 {
             let run = self.drain_sorted();
             let spill = write_run(&self.env, run.into_iter())?;
@@ -349,25 +259,19 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         Ok(())
     }
 
-    /// Takes every entry, table and front cache alike.
+    /// Takes every entry, with its group.
     fn drain(&mut self) -> Vec<((u32, K), C)> {
-        let mut v: Vec<((u32, K), C)> = self
+        let groups = &self.groups;
+        let group = |k: &K, hash: u64| match groups {
+            Some(p) => p.partition_hashed(k, hash) as u32,
+            None => 0,
+        };
+        let v: Vec<((u32, K), C)> = self
             .table
             .drain()
-            .filter_map(|s| Some(((s.group, s.key), s.comb?)))
+            .filter_map(|s| Some(((group(&s.key, s.hash), s.key), s.comb?)))
             .collect();
         self.table.shrink_to(0, |s| s.hash);
-        if self.front_len > 0 {
-            for (slot, score) in self.front.iter_mut().zip(self.front_score.iter_mut()) {
-                if let Some(s) = slot.take()
-                    && let Some(c) = s.comb
-                {
-                    v.push(((s.group, s.key), c));
-                }
-                *score = 0;
-            }
-            self.front_len = 0;
-        }
         v
     }
 
@@ -386,7 +290,6 @@ impl<K: Data + Ord + Hash + Eq, C: Data> ExternalAggregator<K, C> {
         by_group: bool,
         by_key: bool,
     ) -> Result<ResIter<(u32, K), C>> {
-        self.flush_front(agg)?;
         if self.spills.is_empty() {
             let mut v = self.drain();
             if by_key {

@@ -12,12 +12,13 @@ use super::tracker::MapStatus;
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
-use crate::rdd::BoxIter;
+use crate::rdd::Sink;
 
+/// `records` pushes the map task's input into the sink it is given.
 pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
     tc: &TaskContext,
     shuffle_id: usize,
-    records: BoxIter<(K, V)>,
+    records: impl FnOnce(Sink<'_, (K, V)>) -> Result<()>,
     partitioner: &Partitioner<K>,
     aggregator: Option<&A>,
     identity: impl Fn(V) -> C,
@@ -40,15 +41,16 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         };
         match aggregator {
             Some(agg) => {
-                let mut map = ExternalAggregator::<K, C>::new(env.clone());
-                for (n, (k, v)) in records.enumerate() {
-                    if n % 4096 == 4095 && tc.is_killed() {
-                        return Err(FlintError::User("task killed".into()));
+                let mut map =
+                    ExternalAggregator::<K, C>::new(env.clone(), Some(partitioner.clone()));
+                let mut batches = 0u32;
+                records(&mut |batch| {
+                    check_killed(tc, &mut batches)?;
+                    for (k, v) in batch.drain(..) {
+                        map.insert_value(agg, stable_hash(&k), k, v)?;
                     }
-                    let h = stable_hash(&k);
-                    let p = partitioner.partition_hashed(&k, h) as u32;
-                    map.insert_value(agg, h, p, k, v)?;
-                }
+                    Ok(())
+                })?;
                 check(tc)?;
                 for kv in map.into_iter(agg, true, false)? {
                     let ((p, k), c) = kv?;
@@ -57,13 +59,15 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
             }
             None => {
                 let mut buckets = EncodedBuckets::new(env.clone(), n);
-                for (i, (k, v)) in records.enumerate() {
-                    if i % 4096 == 4095 && tc.is_killed() {
-                        return Err(FlintError::User("task killed".into()));
+                let mut batches = 0u32;
+                records(&mut |batch| {
+                    check_killed(tc, &mut batches)?;
+                    for (k, v) in batch.drain(..) {
+                        let p = partitioner.partition(&k);
+                        buckets.insert(p, &(k, identity(v)))?;
                     }
-                    let p = partitioner.partition(&k);
-                    buckets.insert(p, &(k, identity(v)))?;
-                }
+                    Ok(())
+                })?;
                 check(tc)?;
                 return buckets.write_to(&mut w, &mut lengths);
             }
@@ -186,6 +190,16 @@ impl EncodedBuckets {
         }
         Ok(())
     }
+}
+
+/// Looks at the task's kill flag every 16th batch (an atomic load per record
+/// would show in the profile).
+fn check_killed(tc: &TaskContext, batches: &mut u32) -> Result<()> {
+    *batches = batches.wrapping_add(1);
+    if batches.is_multiple_of(16) && tc.is_killed() {
+        return Err(FlintError::User("task killed".into()));
+    }
+    Ok(())
 }
 
 fn check(tc: &TaskContext) -> Result<()> {
