@@ -41,6 +41,9 @@ enum Cmd {
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/flint-bench.json")]
         json: PathBuf,
+        /// Runs of WordCount and its baseline, alternating; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
     },
     /// Tiny-job latency: `parallelize(1..=100, 2).count()` N times in one context.
     Latency {
@@ -82,7 +85,8 @@ fn main() -> anyhow::Result<()> {
             spark_run,
             only,
             json,
-        } => run(quick, spark, spark_run, &only, &json),
+            repeat,
+        } => run(quick, spark, spark_run, &only, &json, repeat),
     }
 }
 
@@ -196,6 +200,26 @@ fn measure(cmd: &[String]) -> anyhow::Result<()> {
 
 /// Runs `cmd` under `flint-bench measure` (a fresh parent, so RUSAGE_CHILDREN is
 /// exactly this command's peak RSS).
+/// The median wall time of `(seconds, rss)` runs and the largest RSS.
+fn median_run(runs: &[(f64, f64)]) -> (f64, f64) {
+    let mut t: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    t.sort_by(f64::total_cmp);
+    let rss = runs.iter().map(|r| r.1).fold(0.0, f64::max);
+    (t[t.len() / 2], rss)
+}
+
+fn runs_note(runs: &[(f64, f64)]) -> String {
+    if runs.len() < 2 {
+        return String::new();
+    }
+    let all: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.0)).collect();
+    format!(
+        "median of {} alternating runs: {} s",
+        runs.len(),
+        all.join(", ")
+    )
+}
+
 fn measured(cmd: &[&str]) -> anyhow::Result<(f64, f64, String)> {
     let me = std::env::current_exe()?;
     let out = Command::new(me)
@@ -437,6 +461,7 @@ fn run(
     spark_run: bool,
     only: &[String],
     json: &Path,
+    repeat: usize,
 ) -> anyhow::Result<()> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let ex = examples_dir()?;
@@ -455,35 +480,61 @@ fn run(
     if want("wordcount") || want("baseline") {
         let text = dataset("text", &format!("{text_name}.txt"), text_bytes)?;
         let text_s = text.to_str().unwrap_or_default();
-        if want("wordcount") {
-            let (s, rss, out) = measured(&[
-                ex.join("wordcount").to_str().unwrap_or_default(),
-                text_s,
-                local,
-            ])?;
-            let distinct = out.lines().last().unwrap_or("").to_string();
+        let wc_bin = ex.join("wordcount");
+        let wc = [wc_bin.to_str().unwrap_or_default(), text_s, local];
+        let base_bin = if want("baseline") {
+            Some(build_tool("baseline", "wc-baseline")?)
+        } else {
+            None
+        };
+        let base = base_bin
+            .as_ref()
+            .map(|b| [b.to_str().unwrap_or_default(), text_s, "2", "flat"]);
+        // This machine's speed drifts by tens of percent over minutes, so the
+        // two run alternately, `repeat` times each, and the medians are reported.
+        let (mut wc_runs, mut base_runs) = (Vec::new(), Vec::new());
+        let mut distinct = String::new();
+        for _ in 0..repeat.max(1) {
+            if want("wordcount") {
+                let (s, rss, out) = measured(&wc)?;
+                distinct = out.lines().last().unwrap_or("").to_string();
+                wc_runs.push((s, rss));
+            }
+            if let Some(cmd) = &base {
+                let (s, rss, _) = measured(cmd)?;
+                base_runs.push((s, rss));
+            }
+        }
+        if !wc_runs.is_empty() {
             let sp = spark_ref
                 .as_ref()
                 .and_then(|v| spark_metric(v, "wc_rdd", text_name, "count_job_ms"))
                 .map(|m| m / 1000.0);
+            let (s, rss) = median_run(&wc_runs);
             rows.push(Row {
                 name: "WordCount".into(),
                 dataset: text_name.into(),
                 seconds: s,
                 peak_rss_mib: rss,
-                detail: distinct,
+                detail: format!("{distinct}; {}", runs_note(&wc_runs)),
                 spark: sp,
             });
         }
-        if want("baseline") {
-            let base = build_tool("baseline", "wc-baseline")?;
-            let (s, rss, _) = measured(&[base.to_str().unwrap_or_default(), text_s, "2", "flat"])?;
+        if !base_runs.is_empty() {
+            let (s, rss) = median_run(&base_runs);
+            let mut detail = runs_note(&base_runs);
+            if !wc_runs.is_empty() {
+                detail = format!(
+                    "Flint / baseline {:.2}x (medians); {detail}",
+                    median_run(&wc_runs).0 / s
+                );
+            }
             rows.push(Row {
                 name: "WordCount hand-written baseline (2 threads, flat)".into(),
                 dataset: text_name.into(),
                 seconds: s,
                 peak_rss_mib: rss,
-                detail: String::new(),
+                detail,
                 spark: None,
             });
         }

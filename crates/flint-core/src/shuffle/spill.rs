@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::frames::{FrameReader, FrameWriter};
-use super::partitioner::Partitioner;
+use super::partitioner::{Partitioner, stable_hash};
 use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
@@ -164,7 +164,6 @@ fn merge_sorted<K: Ord + 'static, V: 'static>(mut sources: Vec<ResIter<K, V>>) -
 /// only while moved into a merge function, so merges take combiners by value
 /// without a clone).
 struct Slot<K, C> {
-    hash: u64,
     key: K,
     comb: Option<C>,
 }
@@ -226,7 +225,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     fn upsert(&mut self, hash: u64, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
         let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
         self.est.ops += 1;
-        let slot = match self.table.find_mut(hash, |s| s.hash == hash && s.key == k) {
+        let slot = match self.table.find_mut(hash, |s| s.key == k) {
             Some(slot) => {
                 let old = slot.comb.take();
                 slot.comb = Some(f(old));
@@ -235,7 +234,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
             None => {
                 let comb = Some(f(None));
                 self.table
-                    .insert_unique(hash, Slot { hash, key: k, comb }, |s| s.hash)
+                    .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key))
                     .into_mut()
             }
         };
@@ -262,16 +261,16 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     /// Takes every entry, with its group.
     fn drain(&mut self) -> Vec<((u32, K), C)> {
         let groups = &self.groups;
-        let group = |k: &K, hash: u64| match groups {
-            Some(p) => p.partition_hashed(k, hash) as u32,
+        let group = |k: &K| match groups {
+            Some(p) => p.partition(k) as u32,
             None => 0,
         };
         let v: Vec<((u32, K), C)> = self
             .table
             .drain()
-            .filter_map(|s| Some(((group(&s.key, s.hash), s.key), s.comb?)))
+            .filter_map(|s| Some(((group(&s.key), s.key), s.comb?)))
             .collect();
-        self.table.shrink_to(0, |s| s.hash);
+        self.table.shrink_to(0, |s| stable_hash(&s.key));
         v
     }
 
