@@ -241,6 +241,50 @@ fn text_files_split_on_line_boundaries() {
     assert_eq!(whole.len(), 2);
 }
 
+/// The lines a text file should yield: split on `\n`, one trailing `\r`
+/// dropped, bad UTF-8 replaced, no empty last line after a final newline.
+fn model_lines(bytes: &[u8]) -> Vec<String> {
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Lines longer than the reader's chunk, empty lines, CRLF, bad UTF-8 and
+    /// any split count: every line read exactly once, in order.
+    #[test]
+    fn text_file_lines_match_a_model(
+        lines in prop::collection::vec(
+            prop_oneof![
+                4 => "[a-z ]{0,40}".prop_map(String::into_bytes),
+                1 => Just(Vec::new()),
+                1 => (0usize..200_000).prop_map(|n| vec![b'w'; n]),
+                1 => Just(b"bad \xff\xfe utf8\r".to_vec()),
+                1 => Just("caf\u{e9} \u{1F600}\r".as_bytes().to_vec()),
+            ],
+            0..60,
+        ),
+        trailing_newline in any::<bool>(),
+        parts in 1usize..9,
+    ) {
+        let mut bytes = lines.join(&b'\n');
+        if trailing_newline {
+            bytes.push(b'\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        std::fs::write(&path, &bytes).unwrap();
+        let got = sc().text_file(path.to_str().unwrap(), parts).unwrap().collect().unwrap();
+        prop_assert_eq!(got, model_lines(&bytes));
+    }
+}
+
 #[test]
 fn aggregation_and_sort_spill_under_a_small_memory_budget() {
     let sc = FlintContext::new(

@@ -1,7 +1,7 @@
 //! RDDs that read data: driver collections, number ranges and files.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -259,48 +259,99 @@ impl RddNode for TextFileRdd {
 impl TextFileRdd {
     fn lines(&self, split: usize, tc: &TaskContext) -> Result<Lines> {
         let s = &self.splits[split];
-        let path = s.path.clone();
         // Start one byte early: if that byte is a newline, a line starts exactly at
         // `start` and belongs to us; otherwise we skip the rest of a line the
         // previous split owns.
         let first = s.start.saturating_sub(1);
-        let mut reader = BufReader::with_capacity(1 << 20, open_at(&path, first)?);
-        let mut pos = first;
-        if s.start > 0 {
-            let mut skip = Vec::new();
-            pos += reader
-                .read_until(b'\n', &mut skip)
-                .map_err(|e| FlintError::io("cannot read", &path, e))? as u64;
-        }
         Ok(Lines {
-            reader,
-            pos,
+            file: open_at(&s.path, first)?,
+            chunk: Chunk::Text(String::new()),
+            at: 0,
+            chunk_pos: first,
+            tail: Vec::new(),
+            eof: false,
             end: s.start + s.len,
-            pending: Vec::new(),
-            path,
+            skip_first: s.start > 0,
+            path: s.path.clone(),
             errors: tc.errors(),
         })
     }
 }
 
-/// Lines of one split, read straight out of the reader's buffer: a line that
-/// lies inside the buffer is copied once, into its `String`.
+/// Bytes read per chunk of lines.
+const LINES_CHUNK: u64 = 64 << 10;
+
+/// A chunk of whole lines: checked as UTF-8 once, or raw when it is not valid
+/// UTF-8 (its lines are then converted one by one, lossily, as Spark's `Text`
+/// decoding replaces bad bytes).
+enum Chunk {
+    Text(String),
+    Raw(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Text(s) => s.as_bytes(),
+            Chunk::Raw(b) => b,
+        }
+    }
+}
+
+/// Lines of one split. The file is read in chunks of whole lines, each checked
+/// as UTF-8 in one pass, and every line is copied once, into its `String`.
 struct Lines {
-    reader: BufReader<File>,
-    /// File offset of the next line's first byte.
-    pos: u64,
+    file: File,
+    chunk: Chunk,
+    /// Where the next line starts in `chunk`.
+    at: usize,
+    /// File offset of `chunk`'s first byte.
+    chunk_pos: u64,
+    /// Bytes read after the chunk's last newline: the start of the next line.
+    tail: Vec<u8>,
+    eof: bool,
+    /// Lines starting at or after this offset belong to the next split.
     end: u64,
-    /// The start of a line that crosses the buffer's end.
-    pending: Vec<u8>,
+    /// The first line read belongs to the previous split.
+    skip_first: bool,
     path: PathBuf,
     errors: crate::env::ErrorSink,
 }
 
-fn line_string(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+impl Lines {
+    /// Replaces the consumed chunk with the next chunk of whole lines (at end
+    /// of file, the last line even without a newline). False when nothing is left.
+    fn refill(&mut self) -> std::io::Result<bool> {
+        let old = std::mem::replace(&mut self.chunk, Chunk::Raw(Vec::new()));
+        let mut buf = match old {
+            Chunk::Text(s) => s.into_bytes(),
+            Chunk::Raw(b) => b,
+        };
+        self.chunk_pos += buf.len() as u64;
+        self.at = 0;
+        buf.clear();
+        buf.append(&mut self.tail);
+        let mut searched = 0;
+        while !self.eof {
+            let n = (&mut self.file).take(LINES_CHUNK).read_to_end(&mut buf)?;
+            if n == 0 {
+                self.eof = true;
+            } else if memchr::memchr(b'\n', &buf[searched..]).is_some() {
+                break;
+            }
+            searched = buf.len();
+        }
+        if !self.eof {
+            let cut = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
+            self.tail.extend_from_slice(&buf[cut..]);
+            buf.truncate(cut);
+        }
+        let empty = buf.is_empty();
+        self.chunk = match String::from_utf8(buf) {
+            Ok(s) => Chunk::Text(s),
+            Err(e) => Chunk::Raw(e.into_bytes()),
+        };
+        Ok(!empty)
     }
 }
 
@@ -308,48 +359,34 @@ impl Iterator for Lines {
     type Item = String;
 
     fn next(&mut self) -> Option<String> {
-        if self.pos >= self.end {
-            return None;
-        }
         loop {
-            let avail = match self.reader.fill_buf() {
-                Ok(a) => a,
+            let bytes = self.chunk.bytes();
+            if self.at < bytes.len() {
+                let start = self.at;
+                if !self.skip_first && self.chunk_pos + start as u64 >= self.end {
+                    return None;
+                }
+                let len = memchr::memchr(b'\n', &bytes[start..]).unwrap_or(bytes.len() - start);
+                self.at = start + len + 1;
+                if std::mem::take(&mut self.skip_first) {
+                    continue;
+                }
+                let line = &bytes[start..start + len];
+                let trim = usize::from(line.last() == Some(&b'\r'));
+                // Slicing at newlines and carriage returns (ASCII) keeps char
+                // boundaries, so the text case cannot fail.
+                return Some(match &self.chunk {
+                    Chunk::Text(s) => s[start..start + len - trim].to_owned(),
+                    Chunk::Raw(_) => String::from_utf8_lossy(&line[..len - trim]).into_owned(),
+                });
+            }
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => return None,
                 Err(e) => {
                     self.errors
                         .fail(FlintError::io("cannot read", &self.path, e));
                     return None;
-                }
-            };
-            if avail.is_empty() {
-                // End of file: a last line without a newline.
-                if self.pending.is_empty() {
-                    return None;
-                }
-                let line = line_string(&self.pending);
-                self.pos += self.pending.len() as u64;
-                self.pending.clear();
-                return Some(line);
-            }
-            match memchr::memchr(b'\n', avail) {
-                Some(i) => {
-                    // The next line starts after this one's carried-over part,
-                    // its part in the buffer and the newline.
-                    self.pos += (self.pending.len() + i + 1) as u64;
-                    let line = if self.pending.is_empty() {
-                        line_string(&avail[..i])
-                    } else {
-                        self.pending.extend_from_slice(&avail[..i]);
-                        let l = line_string(&self.pending);
-                        self.pending.clear();
-                        l
-                    };
-                    self.reader.consume(i + 1);
-                    return Some(line);
-                }
-                None => {
-                    let n = avail.len();
-                    self.pending.extend_from_slice(avail);
-                    self.reader.consume(n);
                 }
             }
         }
