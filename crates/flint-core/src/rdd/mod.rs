@@ -44,20 +44,41 @@ pub type Sink<'a, T> = &'a mut dyn FnMut(&mut Vec<T>) -> Result<()>;
 /// noise, small enough that a batch of modest records stays in L1/L2.
 pub const BATCH: usize = 64;
 
+/// Gathers records into batches of `BATCH` for a sink.
+pub(crate) struct Batcher<T>(Vec<T>);
+
+impl<T> Batcher<T> {
+    pub(crate) fn new() -> Self {
+        Batcher(Vec::with_capacity(BATCH))
+    }
+
+    /// Adds a record, handing the batch to `sink` when it is full.
+    #[inline]
+    pub(crate) fn push(&mut self, x: T, sink: Sink<'_, T>) -> Result<()> {
+        self.0.push(x);
+        if self.0.len() == BATCH {
+            sink(&mut self.0)?;
+            self.0.clear();
+        }
+        Ok(())
+    }
+
+    /// Hands the last, partial batch to `sink`.
+    pub(crate) fn finish(mut self, sink: Sink<'_, T>) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        sink(&mut self.0)
+    }
+}
+
 /// Pushes an iterator's records into `sink` in batches.
 pub(crate) fn push_iter<T>(it: impl Iterator<Item = T>, sink: Sink<'_, T>) -> Result<()> {
-    let mut buf = Vec::with_capacity(BATCH);
+    let mut batch = Batcher::new();
     for x in it {
-        buf.push(x);
-        if buf.len() == BATCH {
-            sink(&mut buf)?;
-            buf.clear();
-        }
+        batch.push(x, sink)?;
     }
-    if !buf.is_empty() {
-        sink(&mut buf)?;
-    }
-    Ok(())
+    batch.finish(sink)
 }
 
 /// How an RDD depends on its parents.

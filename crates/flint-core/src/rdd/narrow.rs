@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BATCH, BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, Sink, shippable};
+use super::{BATCH, Batcher, BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, Sink, shippable};
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Func};
@@ -138,23 +138,16 @@ impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output
     }
     fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, U>) -> Result<()> {
         let f = &self.f;
-        let mut out = Vec::with_capacity(BATCH);
+        let mut out = Batcher::new();
         self.parent.push(split, tc, &mut |batch| {
             for x in batch.drain(..) {
                 for y in f.call((x,)) {
-                    out.push(y);
-                    if out.len() == BATCH {
-                        sink(&mut out)?;
-                        out.clear();
-                    }
+                    out.push(y, sink)?;
                 }
             }
             Ok(())
         })?;
-        if !out.is_empty() {
-            sink(&mut out)?;
-        }
-        Ok(())
+        out.finish(sink)
     }
     shippable!();
 }
