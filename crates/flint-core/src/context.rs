@@ -148,6 +148,15 @@ impl FlintContext {
                 .get_duration("flint.speculation.interval", Duration::from_millis(100))?,
         };
 
+        let max_stage_attempts = conf.get_usize(
+            "flint.stage.maxConsecutiveAttempts",
+            crate::scheduler::dag::DEFAULT_MAX_CONSECUTIVE_ATTEMPTS,
+        )?;
+        if max_stage_attempts == 0 {
+            return Err(FlintError::Config(
+                "flint.stage.maxConsecutiveAttempts must be at least 1".into(),
+            ));
+        }
         let bus = ListenerBus::start();
         if let Some(bar) =
             ConsoleProgressBar::for_stderr(conf.get_bool("flint.ui.showConsoleProgress", true)?)
@@ -181,6 +190,7 @@ impl FlintContext {
         });
         let dag = DagScheduler::new(
             scheduler.clone(),
+            max_stage_attempts,
             tracker,
             accums.clone(),
             bus.clone(),
@@ -294,6 +304,7 @@ impl FlintContext {
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(FlintError::Stopped);
         }
+        check_job_partitions(&partitions, rdd.num_partitions())?;
         let job_id = self.inner.next_job_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let props = self
@@ -500,4 +511,23 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Refuses a job over partitions the RDD does not have (or one listed twice)
+/// before anything is submitted, rather than failing inside a task.
+fn check_job_partitions(partitions: &[usize], total: usize) -> Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(partitions.len());
+    for &p in partitions {
+        if p >= total {
+            return Err(FlintError::InvalidArgument(format!(
+                "Attempting to access a non-existent partition: {p}. Total number of partitions: {total}"
+            )));
+        }
+        if !seen.insert(p) {
+            return Err(FlintError::InvalidArgument(format!(
+                "partition {p} is listed twice in the job's partitions; list each partition once"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -63,6 +63,9 @@ pub enum FlintError {
     FetchFailed {
         shuffle_id: usize,
         map_id: usize,
+        /// The executor whose output could not be read (None when no output was
+        /// registered): only that executor's outputs are forgotten.
+        executor: Option<String>,
         reason: String,
     },
 

@@ -15,7 +15,8 @@ use parking_lot::Mutex;
 pub enum Event {
     JobStart {
         job_id: usize,
-        final_stage: usize,
+        /// None for a job with no partitions: it runs no stage.
+        final_stage: Option<usize>,
     },
     JobEnd {
         job_id: usize,

@@ -281,18 +281,13 @@ impl<T: Data> Rdd<T> {
             rdd: self.id(),
             split,
         };
-        let values = match tc.env.blocks.get_cached::<T>(id)? {
-            Some(v) => v,
-            None => {
-                let v: Vec<T> = self.node.compute(split, tc)?.collect();
-                let v = Arc::new(v);
-                // A partial partition (an iterator recorded an error) is never cached.
-                if !tc.has_error() {
-                    tc.env.blocks.put_cached(id, v.clone(), level)?;
-                }
-                v
-            }
-        };
+        // A partial partition (an iterator recorded an error) is never cached.
+        let values = tc.env.blocks.get_or_compute(
+            id,
+            level,
+            || Ok(self.node.compute(split, tc)?.collect()),
+            || !tc.has_error(),
+        )?;
         Ok(Box::new((0..values.len()).map(move |i| values[i].clone())))
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::task_scheduler::{TaskLocation, TaskScheduler, TaskSet};
+use super::task_scheduler::{TaskLocation, TaskScheduling, TaskSet};
 use crate::error::{FlintError, Result};
 use crate::listener::{Event, ListenerBus};
 use crate::rdd::{Dependency, RddBase, ShuffleDepBase};
@@ -19,8 +19,10 @@ use crate::shuffle::MapOutputTracker;
 use crate::storage::BlockId;
 use crate::task::TaskOutput;
 
-/// How many times a stage may be re-attempted after fetch failures (Spark: 4).
-const MAX_STAGE_ATTEMPTS: usize = 4;
+/// Default of `flint.stage.maxConsecutiveAttempts` (Spark's
+/// `spark.stage.maxConsecutiveAttempts`): failed attempts of a stage in a row,
+/// without a success between them, before its jobs are aborted.
+pub const DEFAULT_MAX_CONSECUTIVE_ATTEMPTS: usize = 4;
 
 pub type JobReply = Sender<Result<Vec<Vec<u8>>>>;
 
@@ -38,7 +40,6 @@ pub enum DagEvent {
         stage_id: usize,
         stage_attempt: usize,
         partition: usize,
-        index: usize,
         output: TaskOutput,
         accum_updates: Vec<(usize, Vec<u8>)>,
     },
@@ -47,6 +48,7 @@ pub enum DagEvent {
         stage_attempt: usize,
         shuffle_id: usize,
         map_id: usize,
+        executor: Option<String>,
         reason: String,
     },
     TaskSetFailed {
@@ -75,6 +77,10 @@ enum StageKind {
         job_id: usize,
         binary: Arc<Shipped>,
         partitions: Vec<usize>,
+        /// The job's output slot of each partition (Spark's `ResultTask.outputId`):
+        /// a resubmitted attempt runs only the missing partitions, so a task's
+        /// index in its task set says nothing about where its result belongs.
+        output_of: HashMap<usize, usize>,
     },
 }
 
@@ -84,7 +90,9 @@ struct Stage {
     jobs: HashSet<usize>,
     first_job: usize,
     next_attempt: usize,
-    failed_attempts: usize,
+    /// Attempts that failed since the stage last succeeded (Spark's
+    /// `failedAttemptIds`): a success forgets them.
+    failed_attempts: HashSet<usize>,
     pool: String,
 }
 
@@ -96,7 +104,8 @@ struct Job {
 }
 
 pub struct DagScheduler {
-    ts: Arc<TaskScheduler>,
+    ts: Arc<dyn TaskScheduling>,
+    max_consecutive_attempts: usize,
     tracker: Arc<MapOutputTracker>,
     accums: Arc<AccumRegistry>,
     bus: ListenerBus,
@@ -112,7 +121,8 @@ pub struct DagScheduler {
 
 impl DagScheduler {
     pub(crate) fn new(
-        ts: Arc<TaskScheduler>,
+        ts: Arc<dyn TaskScheduling>,
+        max_consecutive_attempts: usize,
         tracker: Arc<MapOutputTracker>,
         accums: Arc<AccumRegistry>,
         bus: ListenerBus,
@@ -120,6 +130,7 @@ impl DagScheduler {
     ) -> Self {
         DagScheduler {
             ts,
+            max_consecutive_attempts: max_consecutive_attempts.max(1),
             tracker,
             accums,
             bus,
@@ -165,24 +176,24 @@ impl DagScheduler {
                 stage_id,
                 stage_attempt,
                 partition,
-                index,
                 output,
                 accum_updates,
-            } => self.task_succeeded(
-                stage_id,
-                stage_attempt,
-                partition,
-                index,
-                output,
-                accum_updates,
-            ),
+            } => self.task_succeeded(stage_id, stage_attempt, partition, output, accum_updates),
             DagEvent::FetchFailed {
                 stage_id,
                 stage_attempt,
                 shuffle_id,
                 map_id,
+                executor,
                 reason,
-            } => self.fetch_failed(stage_id, stage_attempt, shuffle_id, map_id, reason),
+            } => self.fetch_failed(
+                stage_id,
+                stage_attempt,
+                shuffle_id,
+                map_id,
+                executor,
+                reason,
+            ),
             DagEvent::TaskSetFailed {
                 stage_id,
                 stage_attempt,
@@ -245,6 +256,15 @@ impl DagScheduler {
         reply: JobReply,
     ) {
         if partitions.is_empty() {
+            // No stage runs, but listeners still see the job (Spark does the same).
+            self.bus.post(Event::JobStart {
+                job_id,
+                final_stage: None,
+            });
+            self.bus.post(Event::JobEnd {
+                job_id,
+                succeeded: true,
+            });
             let _ = reply.send(Ok(Vec::new()));
             return;
         }
@@ -258,6 +278,11 @@ impl DagScheduler {
             StageKind::Result {
                 job_id,
                 binary,
+                output_of: partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (*p, i))
+                    .collect(),
                 partitions: partitions.clone(),
             },
             job_id,
@@ -279,7 +304,7 @@ impl DagScheduler {
         self.mark_job_on_ancestors(stage_id, job_id);
         self.bus.post(Event::JobStart {
             job_id,
-            final_stage: stage_id,
+            final_stage: Some(stage_id),
         });
         self.submit_stage(stage_id);
     }
@@ -303,7 +328,7 @@ impl DagScheduler {
                 jobs,
                 first_job: job_id,
                 next_attempt: 0,
-                failed_attempts: 0,
+                failed_attempts: HashSet::new(),
                 pool: pool.to_string(),
             },
         );
@@ -455,6 +480,7 @@ impl DagScheduler {
                 job_id,
                 binary,
                 partitions,
+                ..
             } => {
                 let job = &self.jobs[job_id];
                 let parts = partitions
@@ -509,6 +535,9 @@ impl DagScheduler {
     }
 
     fn stage_finished(&mut self, stage_id: usize) {
+        if let Some(stage) = self.stages.get_mut(&stage_id) {
+            stage.failed_attempts.clear();
+        }
         if self.running.remove(&stage_id) {
             self.post_stage_completed(stage_id, None);
         }
@@ -530,7 +559,6 @@ impl DagScheduler {
         stage_id: usize,
         _attempt: usize,
         partition: usize,
-        index: usize,
         output: TaskOutput,
         accum_updates: Vec<(usize, Vec<u8>)>,
     ) {
@@ -538,15 +566,26 @@ impl DagScheduler {
             return;
         };
         match (&stage.kind, output) {
-            (StageKind::Result { job_id, .. }, TaskOutput::Value(bytes)) => {
+            (
+                StageKind::Result {
+                    job_id, output_of, ..
+                },
+                TaskOutput::Value(bytes),
+            ) => {
                 let job_id = *job_id;
+                let Some(&slot) = output_of.get(&partition) else {
+                    tracing::error!(
+                        "stage {stage_id} got a result for partition {partition}, which its job did not ask for; ignored"
+                    );
+                    return;
+                };
                 let Some(job) = self.jobs.get_mut(&job_id) else {
                     return;
                 };
-                if job.results[index].is_none() {
+                if job.results[slot].is_none() {
                     // Result-stage updates count once per partition.
                     self.accums.apply(&accum_updates);
-                    job.results[index] = Some(bytes);
+                    job.results[slot] = Some(bytes);
                     job.finished += 1;
                 }
                 if job.finished == job.results.len() {
@@ -585,35 +624,38 @@ impl DagScheduler {
         attempt: usize,
         shuffle_id: usize,
         map_id: usize,
+        executor: Option<String>,
         reason: String,
     ) {
         let Some(stage) = self.stages.get_mut(&stage_id) else {
             return;
         };
         if attempt + 1 != stage.next_attempt || !self.running.contains(&stage_id) {
-            // A late report from an older attempt; the stage is already being redone.
-            self.tracker.unregister_map_output(shuffle_id, map_id);
+            // A late report from an older attempt; the stage is already being
+            // redone. Forget the output it names only if it is still the one
+            // that failed (a recomputed copy elsewhere is fine).
+            if let Some(exec) = &executor {
+                self.tracker
+                    .unregister_map_output_on(shuffle_id, map_id, exec);
+            }
             return;
         }
         tracing::warn!(
             "stage {stage_id} lost shuffle {shuffle_id} output of map {map_id}: {reason}; resubmitting"
         );
-        stage.failed_attempts += 1;
-        let too_many = stage.failed_attempts >= MAX_STAGE_ATTEMPTS;
+        stage.failed_attempts.insert(attempt);
+        let too_many = stage.failed_attempts.len() >= self.max_consecutive_attempts;
+        let max_attempts = self.max_consecutive_attempts;
         let jobs: Vec<usize> = stage.jobs.iter().copied().collect();
         self.running.remove(&stage_id);
+        // The attempt's other running tasks finish on their own (Spark does not
+        // kill them); the task scheduler launches no more of them.
         self.post_stage_completed(stage_id, Some(format!("fetch failed: {reason}")));
-        self.ts.cancel_stage(stage_id);
         // The executor that wrote the lost output has probably lost all its
         // shuffle files: forget them all so one resubmission recomputes them.
-        match self.tracker.executor_of(shuffle_id, map_id) {
-            Some(exec) => {
-                let n = self.tracker.remove_outputs_on_executor(&exec);
-                tracing::warn!(
-                    "unregistered {n} map outputs of executor {exec} after a fetch failure"
-                );
-            }
-            None => self.tracker.unregister_map_output(shuffle_id, map_id),
+        if let Some(exec) = &executor {
+            let n = self.tracker.remove_outputs_on_executor(exec);
+            tracing::warn!("unregistered {n} map outputs of executor {exec} after a fetch failure");
         }
         if too_many {
             for j in jobs {
@@ -624,8 +666,8 @@ impl DagScheduler {
                         stage_id,
                         stage_attempt: attempt,
                         partition: 0,
-                        attempts: MAX_STAGE_ATTEMPTS,
-                        message: format!("stage has failed the maximum allowable number of times: {MAX_STAGE_ATTEMPTS}. Most recent failure reason: {reason}"),
+                        attempts: max_attempts,
+                        message: format!("stage has failed the maximum allowable number of times: {max_attempts} (flint.stage.maxConsecutiveAttempts). Most recent failure reason: {reason}"),
                     },
                 );
             }
@@ -747,3 +789,7 @@ impl DagScheduler {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "dag_tests.rs"]
+mod tests;

@@ -256,6 +256,24 @@ struct State {
     running_per_pool: HashMap<String, usize>,
 }
 
+/// What the DAG scheduler needs of a task scheduler (Spark's `TaskScheduler`
+/// trait): a seam so the DAG scheduler can be driven by scripted events in tests.
+pub trait TaskScheduling: Send + Sync {
+    /// Adds a stage attempt's tasks; older attempts of the stage become zombies.
+    fn submit_tasks(&self, set: TaskSet);
+    /// Kills the running tasks of a stage and drops its task sets.
+    fn cancel_stage(&self, stage_id: usize);
+}
+
+impl TaskScheduling for TaskScheduler {
+    fn submit_tasks(&self, set: TaskSet) {
+        TaskScheduler::submit_tasks(self, set)
+    }
+    fn cancel_stage(&self, stage_id: usize) {
+        TaskScheduler::cancel_stage(self, stage_id)
+    }
+}
+
 pub struct TaskScheduler {
     state: Mutex<State>,
     dag: Sender<DagEvent>,
@@ -505,7 +523,6 @@ impl TaskScheduler {
                             stage_id,
                             stage_attempt,
                             partition,
-                            index: i,
                             output,
                             accum_updates,
                         });
@@ -514,15 +531,18 @@ impl TaskScheduler {
                 TaskEnd::Failed(FlintError::FetchFailed {
                     shuffle_id,
                     map_id,
+                    executor,
                     reason,
                 }) => {
+                    // As Spark: the attempt launches nothing more, but its
+                    // running tasks finish (a result task's value still counts).
                     tsm.zombie = true;
-                    kills.extend(tsm.running.keys().copied());
                     events.push(DagEvent::FetchFailed {
                         stage_id,
                         stage_attempt,
                         shuffle_id,
                         map_id,
+                        executor,
                         reason,
                     });
                 }

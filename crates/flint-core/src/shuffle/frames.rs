@@ -1,6 +1,11 @@
 //! Record streams in files: batches of postcard-encoded records, each batch
-//! optionally lz4-compressed and prefixed by its lengths. Used by shuffle data files
-//! and spill files alike.
+//! optionally lz4-compressed and prefixed by a 16-byte header (stored length, raw
+//! length, xxh3-64 checksum of the stored bytes). Used by shuffle data files,
+//! spill files and disk-cached blocks alike.
+//!
+//! A reader is always told how many bytes its stream holds and checks that it
+//! consumed exactly that many: a file cut at a frame boundary, a frame with a bad
+//! checksum, or bytes left over are errors, never a shorter list of records.
 
 use std::io::{Read, Write};
 use std::marker::PhantomData;
@@ -13,6 +18,8 @@ use crate::env::Compression;
 use crate::error::{FlintError, Result};
 
 const TARGET_FRAME: usize = 64 << 10;
+/// Stored length, raw length (u32 each), checksum (u64), little-endian.
+pub(crate) const HEADER: usize = 16;
 /// Refuse frames claiming more than this (corrupt or hostile input).
 const MAX_FRAME: usize = 256 << 20;
 
@@ -53,25 +60,19 @@ impl<W: Write> FrameWriter<W> {
     }
 
     fn emit_frame(&mut self, raw: &[u8]) -> Result<()> {
-        let raw_len = raw.len() as u32;
         let io = |e| FlintError::io("cannot write", "shuffle or spill file", e);
-        match self.compression {
-            Compression::None => {
-                self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
-                self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
-                self.out.write_all(raw).map_err(io)?;
-                self.written += 8 + raw.len() as u64;
-            }
+        let compressed;
+        let stored = match self.compression {
+            Compression::None => raw,
             Compression::Lz4 => {
-                let c = lz4_flex::block::compress(raw);
-                self.out
-                    .write_all(&(c.len() as u32).to_le_bytes())
-                    .map_err(io)?;
-                self.out.write_all(&raw_len.to_le_bytes()).map_err(io)?;
-                self.out.write_all(&c).map_err(io)?;
-                self.written += 8 + c.len() as u64;
+                compressed = lz4_flex::block::compress(raw);
+                &compressed[..]
             }
-        }
+        };
+        let header = frame_header(stored, raw.len());
+        self.out.write_all(&header).map_err(io)?;
+        self.out.write_all(stored).map_err(io)?;
+        self.written += (HEADER + stored.len()) as u64;
         Ok(())
     }
 
@@ -84,11 +85,17 @@ impl<W: Write> FrameWriter<W> {
         self.emit_frame(raw)
     }
 
-    /// Copies frames written by another `FrameWriter` with the same compression.
-    pub fn copy_frames(&mut self, src: &mut impl Read) -> Result<u64> {
+    /// Copies `len` bytes of frames written by another `FrameWriter` with the
+    /// same compression (checksums travel with them); fewer is an error.
+    pub fn copy_frames(&mut self, src: &mut impl Read, len: u64) -> Result<u64> {
         self.flush_frame()?;
-        let n = std::io::copy(src, &mut self.out)
+        let n = std::io::copy(&mut src.take(len), &mut self.out)
             .map_err(|e| FlintError::io("cannot copy", "spilled shuffle segment", e))?;
+        if n != len {
+            return Err(corrupt(&format!(
+                "spilled segment ends after {n} of its {len} bytes"
+            )));
+        }
         self.written += n;
         Ok(n)
     }
@@ -109,58 +116,92 @@ impl<W: Write> FrameWriter<W> {
     }
 }
 
-/// Reads records of type `T` back from a frame stream.
+fn frame_header(stored: &[u8], raw_len: usize) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    h[8..].copy_from_slice(&checksum(stored, raw_len).to_le_bytes());
+    h
+}
+
+/// xxh3-64 of the stored bytes, seeded with the raw length so a header whose
+/// lengths were damaged does not match either.
+fn checksum(stored: &[u8], raw_len: usize) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(stored, raw_len as u64)
+}
+
+/// Reads records of type `T` back from a frame stream of a known length.
 pub struct FrameReader<R: Read, T> {
     input: R,
     compression: Compression,
     frame: Vec<u8>,
     pos: usize,
     scratch: Vec<u8>,
+    /// Bytes the stream holds, and bytes consumed so far.
+    len: u64,
+    consumed: u64,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
-    pub fn new(input: R, compression: Compression) -> Self {
+    /// A reader of the `len` bytes of frames that `input` yields.
+    pub fn new(input: R, compression: Compression, len: u64) -> Self {
         FrameReader {
             input,
             compression,
             frame: Vec::new(),
             pos: 0,
             scratch: Vec::new(),
+            len,
+            consumed: 0,
             _t: PhantomData,
         }
     }
 
     fn next_frame(&mut self) -> Result<bool> {
-        let mut hdr = [0u8; 8];
-        let mut got = 0;
-        while got < 8 {
-            let n = self
-                .input
-                .read(&mut hdr[got..])
-                .map_err(|e| FlintError::io("cannot read", "shuffle or spill file", e))?;
-            if n == 0 {
-                if got == 0 {
-                    return Ok(false);
-                }
-                return Err(corrupt("truncated frame header"));
-            }
-            got += n;
+        let left = self.len - self.consumed;
+        if left == 0 {
+            return Ok(false);
         }
-        let stored = u32::from_le_bytes(hdr[..4].try_into().unwrap_or_default()) as usize;
-        let raw = u32::from_le_bytes(hdr[4..].try_into().unwrap_or_default()) as usize;
+        if left < HEADER as u64 {
+            return Err(corrupt(&format!(
+                "{left} bytes left at the end, less than a frame header"
+            )));
+        }
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                corrupt("the stream ends before its recorded length")
+            }
+            _ => FlintError::io("cannot read", "shuffle or spill file", e),
+        };
+        let mut hdr = [0u8; HEADER];
+        self.input.read_exact(&mut hdr).map_err(io)?;
+        let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+        let stored = word(0) as usize;
+        let raw = word(4) as usize;
+        let sum = u64::from_le_bytes([
+            hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
+        ]);
         if stored > MAX_FRAME || raw > MAX_FRAME {
             return Err(corrupt("frame larger than 256 MiB"));
         }
-        let io = |e| FlintError::io("cannot read", "shuffle or spill file", e);
+        if (HEADER + stored) as u64 > left {
+            return Err(corrupt(&format!(
+                "a frame of {stored} bytes overruns the stream's {left} remaining bytes"
+            )));
+        }
+        if self.compression == Compression::None && stored != raw {
+            return Err(corrupt("uncompressed frame with two different lengths"));
+        }
+        self.scratch.resize(stored, 0);
+        self.input.read_exact(&mut self.scratch).map_err(io)?;
+        self.consumed += (HEADER + stored) as u64;
+        if checksum(&self.scratch, raw) != sum {
+            return Err(corrupt("frame checksum mismatch"));
+        }
         match self.compression {
-            Compression::None => {
-                self.frame.resize(raw, 0);
-                self.input.read_exact(&mut self.frame).map_err(io)?;
-            }
+            Compression::None => std::mem::swap(&mut self.frame, &mut self.scratch),
             Compression::Lz4 => {
-                self.scratch.resize(stored, 0);
-                self.input.read_exact(&mut self.scratch).map_err(io)?;
                 self.frame.resize(raw, 0);
                 let n = lz4_flex::block::decompress_into(&self.scratch, &mut self.frame)
                     .map_err(|e| corrupt(&format!("lz4: {e}")))?;
@@ -204,7 +245,7 @@ mod tests {
                 w.write(&(i, format!("v{i}"))).unwrap();
             }
             let bytes = w.into_inner().unwrap();
-            let mut r = FrameReader::<_, (u32, String)>::new(&bytes[..], c);
+            let mut r = FrameReader::<_, (u32, String)>::new(&bytes[..], c, bytes.len() as u64);
             let mut n = 0;
             while let Some((i, s)) = r.next_record().unwrap() {
                 assert_eq!(i, n);
@@ -225,7 +266,7 @@ mod tests {
         for b in bytes.iter_mut().skip(8).take(20) {
             *b ^= 0x5a;
         }
-        let mut r = FrameReader::<_, u32>::new(&bytes[..], Compression::Lz4);
+        let mut r = FrameReader::<_, u32>::new(&bytes[..], Compression::Lz4, bytes.len() as u64);
         let mut saw_err = false;
         for _ in 0..2000 {
             match r.next_record() {
@@ -239,8 +280,9 @@ mod tests {
         }
         assert!(saw_err);
         // Absurd lengths are refused before allocating.
-        let huge = [0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f];
-        let mut r = FrameReader::<_, u32>::new(&huge[..], Compression::Lz4);
+        let mut huge = [0u8; HEADER];
+        huge[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f]);
+        let mut r = FrameReader::<_, u32>::new(&huge[..], Compression::Lz4, u64::MAX);
         assert!(r.next_record().is_err());
     }
 
@@ -264,7 +306,7 @@ mod tests {
                 bytes[at % n] ^= x;
             }
             bytes.truncate(cut.max(1).min(n));
-            let mut r = FrameReader::<_, (u64, String)>::new(&bytes[..], Compression::Lz4);
+            let mut r = FrameReader::<_, (u64, String)>::new(&bytes[..], Compression::Lz4, n as u64);
             for _ in 0..2000 {
                 match r.next_record() {
                     Ok(Some(_)) => {}
@@ -274,7 +316,7 @@ mod tests {
         }
 
         /// A stream cut short yields a prefix of the records, then an error
-        /// (never a wrong record, never a silent clean end mid-frame).
+        /// (never a wrong record, never a clean end, even at a frame boundary).
         #[test]
         fn a_truncated_stream_yields_a_prefix_then_an_error(cut in 0usize..1_000_000) {
             // About 100 KiB of records: two frames, so cuts land in either.
@@ -284,7 +326,7 @@ mod tests {
             }
             let bytes = w.into_inner().unwrap();
             let cut = cut % bytes.len();
-            let mut r = FrameReader::<_, (u64, String)>::new(&bytes[..cut], Compression::Lz4);
+            let mut r = FrameReader::<_, (u64, String)>::new(&bytes[..cut], Compression::Lz4, bytes.len() as u64);
             let mut next = 0u64;
             let end = loop {
                 match r.next_record() {
@@ -296,12 +338,61 @@ mod tests {
                     Err(e) => break Err(e),
                 }
             };
-            // Only a cut exactly between frames may end cleanly, and no cut
-            // inside the first frame is one.
-            if end.is_ok() {
-                proptest::prop_assert!(cut == 0 || next > 0);
-            }
+            proptest::prop_assert!(end.is_err(), "cut at {} of {} ended cleanly", cut, bytes.len());
             proptest::prop_assert!(next < 6000);
         }
+
+        /// Any single flipped bit anywhere in the stream (header or payload,
+        /// either codec) is an error, never a different or shorter list of records.
+        #[test]
+        fn any_flipped_bit_is_detected(at in 0usize..1_000_000, bit in 0u8..8, lz4 in proptest::bool::ANY) {
+            let c = if lz4 { Compression::Lz4 } else { Compression::None };
+            let mut w = FrameWriter::new(Vec::new(), c);
+            for i in 0..6000u64 {
+                w.write(&(i, format!("record {i}"))).unwrap();
+            }
+            let mut bytes = w.into_inner().unwrap();
+            let at = at % bytes.len();
+            bytes[at] ^= 1 << bit;
+            let mut r = FrameReader::<_, (u64, String)>::new(&bytes[..], c, bytes.len() as u64);
+            let mut next = 0u64;
+            let end = loop {
+                match r.next_record() {
+                    Ok(Some((i, s))) => {
+                        proptest::prop_assert_eq!((i, s), (next, format!("record {next}")));
+                        next += 1;
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            proptest::prop_assert!(end.is_err(), "flip at byte {} went unnoticed", at);
+        }
+    }
+
+    #[test]
+    fn bytes_left_after_the_last_frame_are_an_error() {
+        let mut w = FrameWriter::new(Vec::new(), Compression::Lz4);
+        for i in 0..100u32 {
+            w.write(&i).unwrap();
+        }
+        let mut bytes = w.into_inner().unwrap();
+        let len = bytes.len() as u64;
+        // A reader told of more bytes than the frames hold.
+        bytes.extend_from_slice(&[0u8; 5]);
+        let mut r = FrameReader::<_, u32>::new(&bytes[..], Compression::Lz4, len + 5);
+        let mut n = 0;
+        let err = loop {
+            match r.next_record() {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("clean end with 5 bytes unread"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, 100);
+        assert!(
+            err.to_string().contains("less than a frame header"),
+            "{err}"
+        );
     }
 }

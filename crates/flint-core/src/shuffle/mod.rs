@@ -4,7 +4,7 @@
 //! outgrow the task's memory share and merge them. The map-output tracker records
 //! where outputs are; the reader fetches a reduce partition's segments.
 
-mod frames;
+pub(crate) mod frames;
 mod partitioner;
 mod reader;
 mod spill;

@@ -1,12 +1,15 @@
 //! The reduce side: stream one reduce partition's segments from every map output.
 //! Outputs are local files today; a remote fetcher slots in where the file is
-//! opened, and any unreadable output is reported as a fetch failure so the DAG
-//! scheduler can recompute the map stage.
+//! opened. Every segment must yield exactly its recorded length of intact frames
+//! (see `frames`); an output that is missing, short, corrupt or unreadable is
+//! reported as a fetch failure so the DAG scheduler recomputes the map stage,
+//! never as fewer records.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use super::frames::FrameReader;
+use super::tracker::SegmentLocation;
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::Data;
@@ -18,64 +21,53 @@ pub(crate) fn read_partition<T: Data>(
     shuffle_id: usize,
     reduce: usize,
 ) -> Result<ResIter<T>> {
-    let statuses = tc.env.map_outputs.statuses(shuffle_id)?;
     let compression = tc.env.compression;
-    let mut segments = Vec::new();
-    for (map_id, st) in statuses.into_iter().enumerate() {
-        if reduce >= st.segment_lengths.len() {
-            return Err(FlintError::FetchFailed {
-                shuffle_id,
-                map_id,
-                reason: format!("map output has no partition {reduce}"),
-            });
-        }
-        let (start, len) = st.segment(reduce);
-        if len > 0 {
-            segments.push((map_id, st.data_file, start, len));
-        }
-    }
-    let mut segments = segments.into_iter();
-    let mut current: Option<(usize, FrameReader<BufReader<std::io::Take<File>>, T>)> = None;
+    let mut segments = tc.env.map_outputs.segments(shuffle_id, reduce)?.into_iter();
+    type Current<T> = (
+        SegmentLocation,
+        FrameReader<BufReader<std::io::Take<File>>, T>,
+    );
+    let mut current: Option<Current<T>> = None;
+    let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {
+        shuffle_id,
+        map_id: seg.map_id,
+        executor: Some(seg.executor_id.clone()),
+        reason,
+    };
     Ok(Box::new(std::iter::from_fn(move || {
         loop {
-            if let Some((map_id, r)) = current.as_mut() {
+            if let Some((seg, r)) = current.as_mut() {
                 match r.next_record() {
                     Ok(Some(rec)) => return Some(Ok(rec)),
                     Ok(None) => current = None,
                     Err(e) => {
-                        let map_id = *map_id;
+                        let err = failed(seg, format!("{}: {e}", seg.data_file.display()));
                         current = None;
                         segments = Vec::new().into_iter();
-                        return Some(Err(FlintError::FetchFailed {
-                            shuffle_id,
-                            map_id,
-                            reason: e.to_string(),
-                        }));
+                        return Some(Err(err));
                     }
                 }
             }
-            let (map_id, path, start, len) = segments.next()?;
-            let opened = File::open(&path).and_then(|mut f| {
-                f.seek(SeekFrom::Start(start))?;
+            let seg = segments.next()?;
+            let opened = File::open(&seg.data_file).and_then(|mut f| {
+                f.seek(SeekFrom::Start(seg.start))?;
                 Ok(f)
             });
             match opened {
                 Ok(f) => {
-                    current = Some((
-                        map_id,
-                        FrameReader::new(
-                            BufReader::with_capacity(128 << 10, f.take(len)),
-                            compression,
-                        ),
-                    ))
+                    let r = FrameReader::new(
+                        BufReader::with_capacity(128 << 10, f.take(seg.len)),
+                        compression,
+                        seg.len,
+                    );
+                    current = Some((seg, r));
                 }
                 Err(e) => {
                     segments = Vec::new().into_iter();
-                    return Some(Err(FlintError::FetchFailed {
-                        shuffle_id,
-                        map_id,
-                        reason: format!("{}: {e}", path.display()),
-                    }));
+                    return Some(Err(failed(
+                        &seg,
+                        format!("{}: {e}", seg.data_file.display()),
+                    )));
                 }
             }
         }

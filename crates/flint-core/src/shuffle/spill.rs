@@ -67,11 +67,14 @@ impl SizeEstimator {
     }
 }
 
-/// A spill file, deleted when dropped.
-pub(crate) struct SpillFile(pub(crate) PathBuf);
+/// A spill file and the bytes written to it, deleted when dropped.
+pub(crate) struct SpillFile {
+    pub(crate) path: PathBuf,
+    pub(crate) len: u64,
+}
 impl Drop for SpillFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -82,25 +85,34 @@ fn write_run<K: Serialize, V: Serialize>(
     let path = env.temp_file("spill");
     let f =
         File::create(&path).map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
-    let spill = SpillFile(path);
+    let mut spill = SpillFile { path, len: 0 };
     let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), env.compression);
     for rec in run {
         w.write(&rec)?;
     }
-    let bytes = w.finish_segment()?;
+    spill.len = w.finish_segment()?;
     w.into_inner()?;
     env.spill_count.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(bytes, "spilled sorted run to {}", spill.0.display());
+    tracing::debug!(
+        bytes = spill.len,
+        "spilled sorted run to {}",
+        spill.path.display()
+    );
     Ok(spill)
 }
 
 type ResIter<K, V> = Box<dyn Iterator<Item = Result<(K, V)>>>;
 
 fn read_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
-    let f =
-        File::open(&spill.0).map_err(|e| FlintError::io("cannot open spill file", &spill.0, e))?;
-    let mut r =
-        FrameReader::<_, (K, V)>::new(BufReader::with_capacity(256 << 10, f), env.compression);
+    let f = File::open(&spill.path)
+        .map_err(|e| FlintError::io("cannot open spill file", &spill.path, e))?;
+    // A spill file cut short or damaged fails the task (its retry recomputes
+    // the input), never yields fewer records.
+    let mut r = FrameReader::<_, (K, V)>::new(
+        BufReader::with_capacity(256 << 10, f),
+        env.compression,
+        spill.len,
+    );
     Ok(Box::new(std::iter::from_fn(move || {
         let _keep = &spill;
         r.next_record().transpose()

@@ -149,7 +149,7 @@ impl EncodedBuckets {
         let path = self.env.temp_file("spill");
         let f = File::create(&path)
             .map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
-        let spill = SpillFile(path);
+        let spill = SpillFile { path, len: 0 };
         let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), self.env.compression);
         let mut lengths = Vec::with_capacity(self.chunks.len());
         for part in &mut self.chunks {
@@ -168,20 +168,20 @@ impl EncodedBuckets {
     }
 
     fn write_to<W: Write>(mut self, w: &mut FrameWriter<W>, lengths: &mut [u64]) -> Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
+        use std::io::{Seek, SeekFrom};
         let mut files = Vec::with_capacity(self.spills.len());
         for (s, _) in &self.spills {
-            let mut f =
-                File::open(&s.0).map_err(|e| FlintError::io("cannot open spill file", &s.0, e))?;
+            let mut f = File::open(&s.path)
+                .map_err(|e| FlintError::io("cannot open spill file", &s.path, e))?;
             f.seek(SeekFrom::Start(0))
-                .map_err(|e| FlintError::io("cannot seek in", &s.0, e))?;
+                .map_err(|e| FlintError::io("cannot seek in", &s.path, e))?;
             files.push(std::io::BufReader::with_capacity(1 << 20, f));
         }
         for (p, len) in lengths.iter_mut().enumerate() {
             // Spill segments are laid out in partition order, so reading each
             // file sequentially yields partition p's segment now.
             for (i, (_, seg)) in self.spills.iter().enumerate() {
-                w.copy_frames(&mut (&mut files[i]).take(seg[p]))?;
+                w.copy_frames(&mut files[i], seg[p])?;
             }
             for chunk in self.chunks[p].drain(..) {
                 w.write_encoded(&chunk)?;
