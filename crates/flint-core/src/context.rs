@@ -174,7 +174,7 @@ impl FlintContext {
             bus.clone(),
         );
         let backend: Arc<dyn SchedulerBackend> =
-            LocalBackend::start(scheduler.clone(), env.clone(), threads);
+            LocalBackend::start(scheduler.clone(), env.clone(), threads)?;
         let accums = Arc::new(AccumRegistry::default());
         let blocks = env.blocks.clone();
         // Local mode has one executor: a cached block is on it.

@@ -109,3 +109,25 @@ fn output_directory_must_not_exist() {
         .collect();
     assert_eq!(text, "1\n2\n3\n");
 }
+
+#[test]
+fn a_huge_local_thread_count_starts_threads_only_as_tasks_need_them() {
+    let sc = FlintContext::new(FlintConf::new().master("local[100000]")).unwrap();
+    assert_eq!(
+        sc.parallelize((0..1000).collect::<Vec<i32>>(), 8)
+            .count()
+            .unwrap(),
+        1000
+    );
+    // Other tests may run contexts in this process too; 100,000 threads (or a
+    // crash while starting them) is what this guards against.
+    let task_threads = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("flint-task-"))
+        })
+        .count();
+    assert!(task_threads < 200, "{task_threads} task threads");
+}

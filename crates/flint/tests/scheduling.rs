@@ -89,8 +89,25 @@ fn stages_are_cut_at_shuffles_and_reused() {
     assert_eq!(submitted, 1, "the map stage is skipped: its output exists");
 }
 
+/// Runs a small job on another thread and fails unless it finishes within a
+/// generous deadline: it needs the task slots, so it only finishes if the
+/// cancelled job's tasks were really stopped.
+fn a_job_gets_the_slots_back(sc: &FlintContext) {
+    let sc = sc.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(sc.parallelize(vec![1, 2, 3, 4], 2).count());
+    });
+    let n = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the cancelled job's tasks still hold the task slots");
+    assert_eq!(n.unwrap(), 4);
+}
+
+/// Records per partition of the endless jobs below: they run until killed.
+const ENDLESS: i64 = 1 << 60;
+
 static STARTED: AtomicUsize = AtomicUsize::new(0);
-static RELEASE: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn cancelling_a_job_group_stops_its_tasks() {
@@ -98,15 +115,12 @@ fn cancelling_a_job_group_stops_its_tasks() {
     let sc2 = sc.clone();
     let job = std::thread::spawn(move || {
         sc2.set_job_group(Some("slow"));
-        sc2.range(0, 1_000_000_000, 1, 4)
+        // Partitions that never end on their own: only the kill flag stops them.
+        sc2.range(0, 4 * ENDLESS, 1, 4)
             .unwrap()
             .map(Fn!(|x: i64| {
-                if x % 250_000_000 == 0 {
+                if x % ENDLESS == 0 {
                     STARTED.fetch_add(1, Ordering::SeqCst);
-                }
-                // Spin until released; the kill flag ends the task between records.
-                if !RELEASE.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
                 }
                 x
             }))
@@ -117,19 +131,12 @@ fn cancelling_a_job_group_stops_its_tasks() {
         assert!(Instant::now() < deadline, "tasks never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let t = Instant::now();
     sc.cancel_job_group("slow");
     let res = job.join().unwrap();
     let err = res.unwrap_err().to_string();
     assert!(err.contains("cancelled") && err.contains("slow"), "{err}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "cancellation took {:?}",
-        t.elapsed()
-    );
-    RELEASE.store(true, Ordering::SeqCst);
     // The context still works and the slots were freed.
-    assert_eq!(sc.parallelize(vec![1, 2, 3], 2).count().unwrap(), 3);
+    a_job_gets_the_slots_back(&sc);
 }
 
 static SLOW_CLAIMED: AtomicBool = AtomicBool::new(false);
@@ -255,10 +262,10 @@ fn cancelling_stops_running_shuffle_map_tasks() {
     let sc2 = sc.clone();
     let job = std::thread::spawn(move || {
         sc2.set_job_group(Some("slow-shuffle"));
-        sc2.range(0, 1_000_000_000, 1, 2)
+        sc2.range(0, 2 * ENDLESS, 1, 2)
             .unwrap()
             .map(Fn!(|x: i64| {
-                if x % 500_000_000 == 0 {
+                if x % ENDLESS == 0 {
                     MAP_STARTED.fetch_add(1, Ordering::SeqCst);
                 }
                 (x % 10, 1u64)
@@ -271,15 +278,9 @@ fn cancelling_stops_running_shuffle_map_tasks() {
         assert!(Instant::now() < deadline, "map tasks never started");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let t = Instant::now();
     sc.cancel_job_group("slow-shuffle");
     let err = job.join().unwrap().unwrap_err().to_string();
     assert!(err.contains("cancelled"), "{err}");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "cancellation took {:?}",
-        t.elapsed()
-    );
     // Both task slots are free again.
-    assert_eq!(sc.parallelize(vec![1, 2, 3, 4], 2).count().unwrap(), 4);
+    a_job_gets_the_slots_back(&sc);
 }

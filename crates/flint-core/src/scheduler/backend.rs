@@ -52,62 +52,109 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    pub fn start(scheduler: Arc<TaskScheduler>, env: Arc<TaskEnv>, cores: usize) -> Arc<Self> {
+    pub fn start(
+        scheduler: Arc<TaskScheduler>,
+        env: Arc<TaskEnv>,
+        cores: usize,
+    ) -> crate::error::Result<Arc<Self>> {
         let (tx, rx) = unbounded::<Msg>();
-        let (work_tx, work_rx) = unbounded::<(TaskDescription, Arc<AtomicBool>)>();
-        let mut threads = Vec::new();
-        for i in 0..cores {
-            let work_rx = work_rx.clone();
-            let tx = tx.clone();
-            let env = env.clone();
-            let h = std::thread::Builder::new()
-                .name(format!("flint-task-{i}"))
-                .spawn(move || {
-                    while let Ok((desc, killed)) = work_rx.recv() {
-                        let started = Instant::now();
-                        let end = run_task(&desc, &env, killed);
-                        if tx
-                            .send(Msg::Finished {
-                                tid: desc.task_id,
-                                end,
-                                started,
-                            })
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                })
-                .expect("spawning a task thread");
-            threads.push(h);
-        }
+        let pool = TaskThreads::new(env, tx.clone());
         let endpoint = {
             let scheduler = scheduler.clone();
             std::thread::Builder::new()
                 .name("flint-local-endpoint".into())
-                .spawn(move || endpoint_loop(rx, work_tx, scheduler, cores))
-                .expect("spawning the local endpoint thread")
+                .spawn(move || endpoint_loop(rx, pool, scheduler, cores))
+                .map_err(|e| {
+                    crate::error::FlintError::io("cannot start thread", "flint-local-endpoint", e)
+                })?
         };
-        threads.push(endpoint);
         let backend = Arc::new(LocalBackend {
             tx,
             cores,
-            threads: Mutex::new(threads),
+            threads: Mutex::new(vec![endpoint]),
         });
         scheduler.set_backend(backend.clone());
-        backend
+        Ok(backend)
+    }
+}
+
+/// The executor's task threads, started on demand: never more than the most
+/// tasks that ran at once, so `local[100000]` costs nothing until a job needs
+/// the threads, and a system that refuses threads is reported, not a crash.
+/// Threads end when the endpoint drops the work queue.
+struct TaskThreads {
+    env: Arc<TaskEnv>,
+    done: Sender<Msg>,
+    work_tx: Sender<(TaskDescription, Arc<AtomicBool>)>,
+    work_rx: Receiver<(TaskDescription, Arc<AtomicBool>)>,
+    spawned: usize,
+    warned: bool,
+}
+
+impl TaskThreads {
+    fn new(env: Arc<TaskEnv>, done: Sender<Msg>) -> Self {
+        let (work_tx, work_rx) = unbounded();
+        TaskThreads {
+            env,
+            done,
+            work_tx,
+            work_rx,
+            spawned: 0,
+            warned: false,
+        }
+    }
+
+    /// Queues a task, first starting a thread if fewer than `running` exist.
+    /// Fails only if no thread exists and none can be started.
+    fn run(
+        &mut self,
+        desc: TaskDescription,
+        killed: Arc<AtomicBool>,
+        running: usize,
+    ) -> std::result::Result<(), (TaskDescription, std::io::Error)> {
+        if self.spawned < running {
+            let (work_rx, tx, env) = (self.work_rx.clone(), self.done.clone(), self.env.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("flint-task-{}", self.spawned))
+                .spawn(move || {
+                    while let Ok((desc, killed)) = work_rx.recv() {
+                        let started = Instant::now();
+                        let end = run_task(&desc, &env, killed);
+                        let tid = desc.task_id;
+                        if tx.send(Msg::Finished { tid, end, started }).is_err() {
+                            break;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => self.spawned += 1,
+                Err(e) if self.spawned == 0 => return Err((desc, e)),
+                Err(e) => {
+                    // Tasks still run, on the threads that exist.
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!(
+                            "cannot start more than {} task threads ({e}); tasks queue for them. Lower N in local[N]",
+                            self.spawned
+                        );
+                    }
+                }
+            }
+        }
+        let _ = self.work_tx.send((desc, killed));
+        Ok(())
     }
 }
 
 fn endpoint_loop(
     rx: Receiver<Msg>,
-    work_tx: Sender<(TaskDescription, Arc<AtomicBool>)>,
+    mut pool: TaskThreads,
     scheduler: Arc<TaskScheduler>,
     cores: usize,
 ) {
     let mut free = cores;
     let mut kill_flags: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
-    let offer = |free: &mut usize, kill_flags: &mut HashMap<u64, Arc<AtomicBool>>| {
+    let mut offer = |free: &mut usize, kill_flags: &mut HashMap<u64, Arc<AtomicBool>>| {
         if *free == 0 {
             return;
         }
@@ -119,8 +166,22 @@ fn endpoint_loop(
         for (_, desc) in scheduler.resource_offers(&offers) {
             *free -= 1;
             let flag = Arc::new(AtomicBool::new(false));
-            kill_flags.insert(desc.task_id, flag.clone());
-            let _ = work_tx.send((desc, flag));
+            let tid = desc.task_id;
+            match pool.run(desc, flag.clone(), cores - *free) {
+                Ok(()) => {
+                    kill_flags.insert(tid, flag);
+                }
+                Err((_, e)) => {
+                    *free += 1;
+                    scheduler.status_update(
+                        tid,
+                        TaskEnd::Failed(crate::error::FlintError::User(format!(
+                            "cannot start a task thread: {e}. The system refuses new threads; lower N in local[N] or raise the process's thread limit"
+                        ))),
+                        std::time::Duration::ZERO,
+                    );
+                }
+            }
         }
     };
     // Offers are also made periodically so delay scheduling can relax its

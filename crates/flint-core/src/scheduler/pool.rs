@@ -45,54 +45,63 @@ impl PoolConf {
 
 /// Reads pools from a file in Spark's fairscheduler.xml format:
 /// `<allocations><pool name="x"><schedulingMode>FAIR</schedulingMode><weight>2</weight><minShare>1</minShare></pool></allocations>`.
+/// Parsed by a real XML parser; a malformed file or a bad value is an error
+/// naming its line.
 pub fn parse_allocations(xml: &str) -> Result<HashMap<String, PoolConf>> {
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|e| FlintError::Config(format!("allocation file is not well-formed XML: {e}")))?;
+    let at = |n: roxmltree::Node| doc.text_pos_at(n.range().start).row;
+    let bad = |n: roxmltree::Node, what: String| {
+        FlintError::Config(format!("allocation file, line {}: {what}", at(n)))
+    };
+    let root = doc.root_element();
+    if root.tag_name().name() != "allocations" {
+        return Err(bad(
+            root,
+            format!(
+                "the root element is <{}>, expected <allocations>",
+                root.tag_name().name()
+            ),
+        ));
+    }
     let mut pools = HashMap::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<pool") {
-        let after = &rest[start + 5..];
-        let end = after
-            .find("</pool>")
-            .or_else(|| after.find("/>"))
-            .ok_or_else(|| {
-                FlintError::Config("unterminated <pool> element in allocation file".into())
-            })?;
-        let body = &after[..end];
-        let name = attr(body, "name")
-            .ok_or_else(|| FlintError::Config("a <pool> element has no name attribute".into()))?;
-        let mut p = PoolConf::default_named(&name);
-        if let Some(m) = element(body, "schedulingMode") {
-            p.mode = SchedulingMode::parse(&m)?;
+    for pool in root.children().filter(|n| n.has_tag_name("pool")) {
+        let name = pool
+            .attribute("name")
+            .ok_or_else(|| bad(pool, "a <pool> element has no name attribute".into()))?;
+        let mut p = PoolConf::default_named(name);
+        for field in pool.children().filter(roxmltree::Node::is_element) {
+            let text = field.text().unwrap_or("").trim();
+            let number = |what: &str| {
+                text.parse::<usize>().map_err(|_| {
+                    bad(
+                        field,
+                        format!("pool {name}: {what} '{text}' is not a whole number"),
+                    )
+                })
+            };
+            match field.tag_name().name() {
+                "schedulingMode" => {
+                    p.mode = SchedulingMode::parse(text).map_err(|_| {
+                        bad(
+                            field,
+                            format!("pool {name}: scheduling mode '{text}' is not FIFO or FAIR"),
+                        )
+                    })?
+                }
+                "weight" => p.weight = number("weight")?,
+                "minShare" => p.min_share = number("minShare")?,
+                other => tracing::warn!(
+                    "allocation file, line {}: pool {name}: unknown element <{other}> ignored",
+                    at(field)
+                ),
+            }
         }
-        if let Some(w) = element(body, "weight") {
-            p.weight = w.trim().parse().map_err(|_| {
-                FlintError::Config(format!("pool {name}: weight '{w}' is not a whole number"))
-            })?;
+        if pools.insert(name.to_string(), p).is_some() {
+            return Err(bad(pool, format!("pool {name} is defined twice")));
         }
-        if let Some(m) = element(body, "minShare") {
-            p.min_share = m.trim().parse().map_err(|_| {
-                FlintError::Config(format!("pool {name}: minShare '{m}' is not a whole number"))
-            })?;
-        }
-        pools.insert(name, p);
-        rest = &after[end..];
     }
     Ok(pools)
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let key = format!("{name}=");
-    let i = tag.find(&key)? + key.len();
-    let quote = tag[i..].chars().next()?;
-    let rest = &tag[i + 1..];
-    Some(rest[..rest.find(quote)?].to_string())
-}
-
-fn element(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    let i = body.find(&open)? + open.len();
-    let j = body[i..].find(&close)? + i;
-    Some(body[i..j].trim().to_string())
 }
 
 /// Spark's FairSchedulingAlgorithm: pools below their min share first (by how far
@@ -135,7 +144,48 @@ mod tests {
         assert_eq!(p["production"].min_share, 3);
         assert_eq!(p["production"].mode, SchedulingMode::Fair);
         assert_eq!(p["test"].weight, 1);
-        assert!(parse_allocations("<pool name=\"x\"><weight>two</weight></pool>").is_err());
+        let err = parse_allocations(
+            "<allocations>\n<pool name=\"x\">\n<weight>two</weight></pool></allocations>",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 3") && err.contains("'two'"), "{err}");
+    }
+
+    #[test]
+    fn malformed_files_are_errors_with_a_line_never_a_panic() {
+        // Multi-byte characters next to quotes once sliced a string mid-character.
+        for xml in [
+            "<allocations><pool name=\"é\"/><pool name='ü\u{2019}'></pool></allocations>",
+            "<allocations><pool name=\"\u{1F600}",
+            "<allocations>\n<pool name=\"a\">\n<weight>1</weight>\n</pol>",
+            "<pool name=\"x\"/>",
+            "<allocations><pool/></allocations>",
+            "<allocations><pool name=\"a\"/><pool name=\"a\"/></allocations>",
+            "",
+            "\u{feff}<allocations>",
+        ] {
+            if let Err(e) = parse_allocations(xml) {
+                let e = e.to_string();
+                assert!(e.contains("line") || e.contains("XML"), "{xml:?}: {e}");
+            }
+        }
+        let p = parse_allocations("<allocations><pool name=\"é\"/></allocations>").unwrap();
+        assert_eq!(p["é"].weight, 1);
+        let e = parse_allocations("<allocations>\n\n<pool name=\"a\">\n</pol>")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("4:"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any text at all: a map of pools or an error, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,200}") {
+            let _ = parse_allocations(&s);
+            let wrapped = format!("<allocations><pool name=\"{s}\"><weight>{s}</weight></pool></allocations>");
+            let _ = parse_allocations(&wrapped);
+        }
     }
 
     #[test]
