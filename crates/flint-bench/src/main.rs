@@ -35,7 +35,7 @@ enum Cmd {
         /// Run Spark's suite now (about 8 minutes) instead of reading the reference.
         #[arg(long)]
         spark_run: bool,
-        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, throughput).
+        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, skew, throughput).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where to write the JSON results.
@@ -56,6 +56,14 @@ enum Cmd {
         partitions: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+    },
+    /// Hot keys: groupByKey of N values on one key, reduceByKey of the same,
+    /// and a join of one key with S values on each side (counted).
+    Skew {
+        #[arg(long, default_value_t = 1_600_000)]
+        values: u64,
+        #[arg(long, default_value_t = 20_000)]
+        side: u32,
     },
     /// Runs a command and prints its wall time and peak RSS as JSON (internal).
     Measure {
@@ -79,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Latency { jobs } => latency(jobs),
         Cmd::Throughput { partitions, runs } => throughput(partitions, runs),
         Cmd::Measure { cmd } => measure(&cmd),
+        Cmd::Skew { values, side } => skew(values, side),
         Cmd::Run {
             quick,
             spark,
@@ -162,6 +171,45 @@ fn throughput(partitions: usize, runs: usize) -> anyhow::Result<()> {
         serde_json::json!({
             "median_tasks_per_s": rates[rates.len() / 2], "best_tasks_per_s": rates[rates.len() - 1],
             "job_ms": times, "partitions": partitions,
+        })
+    );
+    Ok(())
+}
+
+fn skew(values: u64, side: u32) -> anyhow::Result<()> {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .app_name("skew")
+            .master("local[2]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )?;
+    let pairs = sc.parallelize((0..values).map(|i| (1u32, i)).collect::<Vec<_>>(), 4);
+    let t = Instant::now();
+    let groups = pairs.group_by_key().collect()?;
+    let group_s = t.elapsed().as_secs_f64();
+    if groups.len() != 1 || groups[0].1.len() as u64 != values {
+        bail!("groupByKey lost values");
+    }
+    drop(groups);
+    let t = Instant::now();
+    let sums = pairs.reduce_by_key(Fn!(|a: u64, b: u64| a + b)).collect()?;
+    let reduce_s = t.elapsed().as_secs_f64();
+    if sums != vec![(1, values * (values - 1) / 2)] {
+        bail!("reduceByKey: wrong sum");
+    }
+    let l = sc.parallelize((0..side).map(|i| (0u8, i)).collect::<Vec<_>>(), 2);
+    let r = sc.parallelize((0..side).map(|i| (0u8, i)).collect::<Vec<_>>(), 2);
+    let t = Instant::now();
+    let n = l.join(&r).count()?;
+    let join_s = t.elapsed().as_secs_f64();
+    if n != side as u64 * side as u64 {
+        bail!("join counted {n} pairs");
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "values": values, "group_by_key_s": group_s, "reduce_by_key_s": reduce_s,
+            "join_side": side, "join_pairs": n, "join_count_s": join_s,
         })
     );
     Ok(())
@@ -622,6 +670,23 @@ fn run(
                 v["task_bytes"].as_u64().unwrap_or(0),
             ),
             spark: sp,
+        });
+    }
+    if want("skew") {
+        let (_, rss, out) = measured(&[me, "skew"])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        rows.push(Row {
+            name: "hot key: groupByKey of 1.6M values on one key".into(),
+            dataset: "-".into(),
+            seconds: f("group_by_key_s"),
+            peak_rss_mib: rss,
+            detail: format!(
+                "same data reduceByKey {:.3} s; join of one key, 20k x 20k = 400M pairs counted in {:.1} s",
+                f("reduce_by_key_s"),
+                f("join_count_s")
+            ),
+            spark: None,
         });
     }
     if want("throughput") {

@@ -478,3 +478,35 @@ fn map_side_spills_of_plain_shuffles_keep_every_record() {
     }
     assert_eq!(sorted(got.concat()), sorted(data));
 }
+
+#[test]
+fn a_single_hot_key_groups_and_spills() {
+    // One key holds every value: reducers must be able to spill even a table of
+    // one entry, and measuring its growing group must not cost O(n^2).
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.executor.memory", "4m")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let n = 300_000u64;
+    let before = sc.spill_count();
+    let groups = sc
+        .parallelize((0..n).map(|i| (1u8, i << 40)).collect::<Vec<_>>(), 4)
+        .group_by_key_with(2)
+        .collect()
+        .unwrap();
+    assert!(
+        sc.spill_count() > before,
+        "a 2.4 MB group with a 1.2 MB task budget spills"
+    );
+    assert_eq!(groups.len(), 1);
+    let mut vs = groups.into_iter().next().unwrap().1;
+    vs.sort_unstable();
+    assert_eq!(vs, (0..n).map(|i| i << 40).collect::<Vec<_>>());
+    // The same through cogroup and a join on the hot key.
+    let left = sc.parallelize((0..2000u32).map(|i| (0u8, i)).collect::<Vec<_>>(), 2);
+    let right = sc.parallelize((0..3000u32).map(|i| (0u8, i)).collect::<Vec<_>>(), 3);
+    assert_eq!(left.join(&right).count().unwrap(), 6_000_000);
+}

@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{CollectFn, CountFn, PartitionFn};
 pub use narrow::*;
-pub use shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
+pub use shuffled::{Aggregator, Combine, ShuffleDependency, ShuffledRdd};
 pub use sources::*;
 
 use crate::context::FlintContext;

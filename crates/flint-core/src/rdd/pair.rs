@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::shuffled::{Aggregator, ShuffleDependency, ShuffledRdd};
+use super::shuffled::{Aggregator, Combine, ShuffleDependency, ShuffledRdd};
 use super::{BoxIter, PartitionFn, Ph, Rdd};
 use crate::env::TaskContext;
 use crate::error::Result;
@@ -184,62 +184,79 @@ pair_fn!(LeftOnly[T] |g: (T, (Vec<()>, Vec<()>))| -> Vec<T> {
     let (k, (a, b)) = g;
     if b.is_empty() { vec![k; a.len()] } else { Vec::new() }
 });
-pair_fn!(JoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (V, W))> {
+pair_fn!(JoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> CrossProduct<K, V, W> {
     let (k, (vs, ws)) = g;
-    let mut out = Vec::with_capacity(vs.len() * ws.len());
-    for v in &vs {
-        for w in &ws {
-            out.push((k.clone(), (v.clone(), w.clone())));
-        }
-    }
-    out
+    CrossProduct::new(k, vs, ws)
 });
-pair_fn!(LeftJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (V, Option<W>))> {
+pair_fn!(LeftJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> CrossProduct<K, V, Option<W>> {
     let (k, (vs, ws)) = g;
-    let mut out = Vec::new();
-    for v in &vs {
-        if ws.is_empty() {
-            out.push((k.clone(), (v.clone(), None)));
-        }
-        for w in &ws {
-            out.push((k.clone(), (v.clone(), Some(w.clone()))));
-        }
-    }
-    out
+    CrossProduct::new(k, vs, pad(ws))
 });
-pair_fn!(RightJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (Option<V>, W))> {
+pair_fn!(RightJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> CrossProduct<K, Option<V>, W> {
     let (k, (vs, ws)) = g;
-    let mut out = Vec::new();
-    for w in &ws {
-        if vs.is_empty() {
-            out.push((k.clone(), (None, w.clone())));
-        }
-        for v in &vs {
-            out.push((k.clone(), (Some(v.clone()), w.clone())));
-        }
-    }
-    out
+    CrossProduct::new(k, pad(vs), ws)
 });
-pair_fn!(FullJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> Vec<(K, (Option<V>, Option<W>))> {
+pair_fn!(FullJoinFn[K, V, W] |g: (K, (Vec<V>, Vec<W>))| -> CrossProduct<K, Option<V>, Option<W>> {
     let (k, (vs, ws)) = g;
-    let mut out = Vec::new();
-    if vs.is_empty() {
-        for w in &ws {
-            out.push((k.clone(), (None, Some(w.clone()))));
-        }
-    } else if ws.is_empty() {
-        for v in &vs {
-            out.push((k.clone(), (Some(v.clone()), None)));
-        }
+    CrossProduct::new(k, pad(vs), pad(ws))
+});
+
+/// One side of an outer join: its values, or a single `None` when it has none.
+fn pad<T>(v: Vec<T>) -> Vec<Option<T>> {
+    if v.is_empty() {
+        vec![None]
     } else {
-        for v in &vs {
-            for w in &ws {
-                out.push((k.clone(), (Some(v.clone()), Some(w.clone()))));
-            }
+        v.into_iter().map(Some).collect()
+    }
+}
+
+/// The pairs of one key's values from both sides of a join, made one at a time
+/// as they are consumed (as Spark's join does): a hot key with 20,000 values on
+/// each side yields 400 million pairs without ever holding them.
+pub struct CrossProduct<K, A, B> {
+    key: K,
+    left: Vec<A>,
+    right: Vec<B>,
+    i: usize,
+    j: usize,
+}
+
+impl<K, A, B> CrossProduct<K, A, B> {
+    fn new(key: K, left: Vec<A>, right: Vec<B>) -> Self {
+        CrossProduct {
+            key,
+            left,
+            right,
+            i: 0,
+            j: 0,
         }
     }
-    out
-});
+}
+
+impl<K: Clone, A: Clone, B: Clone> Iterator for CrossProduct<K, A, B> {
+    type Item = (K, (A, B));
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.j == self.right.len() {
+            self.j = 0;
+            self.i += 1;
+        }
+        let a = self.left.get(self.i)?;
+        let b = self.right.get(self.j)?;
+        self.j += 1;
+        Some((self.key.clone(), (a.clone(), b.clone())))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = if self.right.is_empty() || self.i >= self.left.len() {
+            0
+        } else {
+            (self.left.len() - self.i - 1)
+                .saturating_mul(self.right.len())
+                .saturating_add(self.right.len() - self.j)
+        };
+        (n, Some(n))
+    }
+}
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -401,7 +418,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         &self,
         partitioner: Partitioner<K>,
         agg: A,
-        combine: bool,
+        combine: Combine,
         ordering: Option<bool>,
     ) -> Rdd<(K, C)> {
         let sc = self.sc.as_ref();
@@ -449,7 +466,12 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             merge_combiners,
             _p: Default::default(),
         };
-        self.shuffle(Partitioner::Hash(num_partitions.max(1)), agg, true, None)
+        self.shuffle(
+            Partitioner::Hash(num_partitions.max(1)),
+            agg,
+            Combine::MapAndReduceSide,
+            None,
+        )
     }
 
     pub fn reduce_by_key<F: Func<(V, V), Output = V>>(&self, f: F) -> Rdd<(K, V)> {
@@ -464,7 +486,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         self.shuffle(
             Partitioner::Hash(num_partitions.max(1)),
             ReduceAgg(f, Default::default()),
-            true,
+            Combine::MapAndReduceSide,
             None,
         )
     }
@@ -488,7 +510,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         self.shuffle(
             Partitioner::Hash(self.default_partitions()),
             agg,
-            true,
+            Combine::MapAndReduceSide,
             None,
         )
     }
@@ -501,7 +523,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         self.shuffle(
             Partitioner::Hash(num_partitions.max(1)),
             GroupAgg(Default::default()),
-            true,
+            Combine::ReduceSide,
             None,
         )
     }
@@ -511,7 +533,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         self.shuffle(
             Partitioner::Hash(num_partitions.max(1)),
             NoAgg(Default::default()),
-            false,
+            Combine::None,
             None,
         )
     }
@@ -537,7 +559,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         Ok(self.shuffle(
             Partitioner::Range { bounds, ascending },
             NoAgg(Default::default()),
-            false,
+            Combine::None,
             Some(ascending),
         ))
     }
@@ -550,7 +572,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         tagged.shuffle(
             Partitioner::Hash(n),
             CoGroupAgg(Default::default()),
-            true,
+            Combine::ReduceSide,
             None,
         )
     }
@@ -582,5 +604,31 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             .collect()?
             .into_iter()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_products_are_made_as_consumed() {
+        // 400 million pairs: materialized, about 10 GB; here, only what is taken.
+        let vs: Vec<u32> = (0..20_000).collect();
+        let ws: Vec<u32> = (0..20_000).collect();
+        let mut it = CrossProduct::new(7u8, vs, ws);
+        assert_eq!(it.size_hint(), (400_000_000, Some(400_000_000)));
+        let first: Vec<_> = it.by_ref().take(3).collect();
+        assert_eq!(first, vec![(7, (0, 0)), (7, (0, 1)), (7, (0, 2))]);
+        assert_eq!(it.size_hint().0, 400_000_000 - 3);
+        let small: Vec<_> = CrossProduct::new('k', vec![1, 2], vec!['a', 'b', 'c']).collect();
+        assert_eq!(small.len(), 6);
+        assert_eq!(small[3], ('k', (2, 'a')));
+        assert_eq!(CrossProduct::new((), vec![1], Vec::<u8>::new()).count(), 0);
+        assert_eq!(CrossProduct::new((), Vec::<u8>::new(), vec![1]).count(), 0);
+        assert_eq!(
+            CrossProduct::new((), vec![1, 2], pad(Vec::<u8>::new())).collect::<Vec<_>>(),
+            vec![((), (1, None)), ((), (2, None))]
+        );
     }
 }

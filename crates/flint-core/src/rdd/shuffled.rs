@@ -16,9 +16,22 @@ use crate::shuffle::{
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
-/// A shuffle of `(K, V)` records into `(K, C)` combiners. With `combine` the map
-/// side merges values per key; without, `aggregator.create` converts each value
-/// (the identity for plain repartitioning).
+/// Where a shuffle combines values by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Combine {
+    /// Records pass through (repartitioning, sorting).
+    None,
+    /// Only reducers combine: each map-side value becomes a one-value combiner
+    /// (Spark's groupByKey and cogroup, where map-side combining saves nothing
+    /// and would hold a hot key's whole group in one map task's memory).
+    ReduceSide,
+    /// Map tasks combine before writing, reducers merge the combiners.
+    MapAndReduceSide,
+}
+
+/// A shuffle of `(K, V)` records into `(K, C)` combiners. With map-side
+/// combining the map side merges values per key; without, `aggregator.create`
+/// converts each value (the identity for plain repartitioning).
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
@@ -26,7 +39,7 @@ pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub parent: Rdd<(K, V)>,
     pub partitioner: Partitioner<K>,
     pub aggregator: A,
-    pub combine: bool,
+    pub combine: Combine,
     #[serde(skip)]
     pub _p: Ph<C>,
 }
@@ -35,7 +48,7 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDepende
     fn run(&self, partition: usize, tc: &TaskContext) -> Result<TaskOutput> {
         // The writer checks the kill flag itself (no extra layer).
         let records = |sink: Sink<'_, (K, V)>| self.parent.push(partition, tc, sink);
-        let agg = self.combine.then_some(&self.aggregator);
+        let agg = (self.combine == Combine::MapAndReduceSide).then_some(&self.aggregator);
         let status = write_map_output(tc, self.shuffle_id, records, &self.partitioner, agg, |v| {
             self.aggregator.create(v)
         })?;
@@ -69,7 +82,7 @@ pub struct ShuffledRdd<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub(crate) shuffle_id: usize,
     pub(crate) num_partitions: usize,
     pub(crate) aggregator: A,
-    pub(crate) combine: bool,
+    pub(crate) combine: Combine,
     /// Sort each partition by key: `Some(true)` ascending, `Some(false)` descending.
     pub(crate) ordering: Option<bool>,
     #[serde(skip)]
@@ -101,7 +114,7 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(K, C)>> {
         let records = read_partition::<(K, C)>(tc, self.shuffle_id, split)?;
         let errors = tc.errors();
-        let out: Box<dyn Iterator<Item = Result<(K, C)>>> = if self.combine {
+        let out: Box<dyn Iterator<Item = Result<(K, C)>>> = if self.combine != Combine::None {
             let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
             for rec in records {
                 let (k, c) = rec?;

@@ -67,6 +67,80 @@ impl SizeEstimator {
     }
 }
 
+/// The aggregation table's size over time (Spark's SizeTracker): the table is
+/// measured at geometrically spaced updates (each 10% more than the last), and
+/// between samples its size is extrapolated from the bytes per update seen
+/// between the last two. Measuring a sample of entries costs O(entry size), so
+/// a hot key whose combiner grows to millions of values costs O(n) in all,
+/// where measuring every k-th update would cost O(n^2 / k).
+struct SizeTracker {
+    ops: u64,
+    next_sample: u64,
+    last_bytes: f64,
+    last_ops: u64,
+    bytes_per_op: f64,
+    scratch: Vec<u8>,
+}
+
+/// Entries measured per sample of the table.
+const ENTRIES_PER_SAMPLE: usize = 16;
+
+impl SizeTracker {
+    fn new() -> Self {
+        SizeTracker {
+            ops: 0,
+            next_sample: 1,
+            last_bytes: 0.0,
+            last_ops: 0,
+            bytes_per_op: 0.0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Starts over (the table was emptied by a spill).
+    fn reset(&mut self) {
+        let scratch = std::mem::take(&mut self.scratch);
+        *self = SizeTracker::new();
+        self.scratch = scratch;
+    }
+
+    fn record(&mut self, bytes: f64) {
+        if self.ops > self.last_ops {
+            self.bytes_per_op =
+                ((bytes - self.last_bytes) / (self.ops - self.last_ops) as f64).max(0.0);
+        }
+        self.last_bytes = bytes;
+        self.last_ops = self.ops;
+        self.next_sample = (self.ops + 1).max((self.ops as f64 * 1.1).ceil() as u64);
+    }
+
+    fn estimate(&self) -> u64 {
+        (self.last_bytes + self.bytes_per_op * (self.ops - self.last_ops) as f64) as u64
+    }
+
+    /// Estimated bytes of a table: entries times the mean encoded size of up to
+    /// `ENTRIES_PER_SAMPLE` entries spread over it, plus a fixed overhead each.
+    fn measure<K: Serialize, C: Serialize>(&mut self, table: &HashTable<Slot<K, C>>) -> f64 {
+        let n = table.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let stride = (n / ENTRIES_PER_SAMPLE).max(1);
+        let mut bytes = 0usize;
+        let mut sampled = 0usize;
+        for s in table.iter().step_by(stride).take(ENTRIES_PER_SAMPLE) {
+            self.scratch.clear();
+            if crate::codec::encode_into("size sample", &s.key, &mut self.scratch).is_ok()
+                && crate::codec::encode_into("size sample", &s.comb, &mut self.scratch).is_ok()
+            {
+                bytes += self.scratch.len();
+                sampled += 1;
+            }
+        }
+        (bytes as f64 / sampled.max(1) as f64 + ENTRY_OVERHEAD) * n as f64
+    }
+}
+
 /// A spill file and the bytes written to it, deleted when dropped.
 pub(crate) struct SpillFile {
     pub(crate) path: PathBuf,
@@ -187,7 +261,7 @@ struct Slot<K, C> {
 pub struct ExternalAggregator<K: Key, C> {
     table: HashTable<Slot<K, C>>,
     groups: Option<Partitioner<K>>,
-    est: SizeEstimator,
+    size: SizeTracker,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
 }
@@ -198,7 +272,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         ExternalAggregator {
             table: HashTable::new(),
             groups,
-            est: SizeEstimator::new(),
+            size: SizeTracker::new(),
             env,
             spills: Vec::new(),
         }
@@ -235,37 +309,37 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
 
     #[inline]
     fn upsert(&mut self, hash: u64, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
-        let sampled = self.est.ops.is_multiple_of(SAMPLE_EVERY);
-        self.est.ops += 1;
-        let slot = match self.table.find_mut(hash, |s| s.key == k) {
+        match self.table.find_mut(hash, |s| s.key == k) {
             Some(slot) => {
                 let old = slot.comb.take();
                 slot.comb = Some(f(old));
-                slot
             }
             None => {
                 let comb = Some(f(None));
                 self.table
-                    .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key))
-                    .into_mut()
+                    .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key));
             }
-        };
-        if sampled {
-            self.est.sample_pair(&slot.key, &slot.comb);
+        }
+        self.size.ops += 1;
+        if self.size.ops >= self.size.next_sample {
+            let bytes = self.size.measure(&self.table);
+            self.size.record(bytes);
+        }
+        if self.size.ops.is_multiple_of(SAMPLE_EVERY) {
             self.maybe_spill()?;
         }
         Ok(())
     }
 
-    /// Spills everything held as one sorted run when the
-    /// estimate passes the task's memory share. A key may then appear twice in
-    /// a run; the merge combines equal keys wherever they come from.
+    /// Spills everything held as one sorted run when the estimate passes the
+    /// task's memory share, even a single key's combiner. A key may then appear
+    /// in several runs; the merge combines equal keys wherever they come from.
     fn maybe_spill(&mut self) -> Result<()> {
-        let entries = self.table.len();
-        if self.est.estimate(entries) > self.env.task_memory && entries > 1 {
+        if self.size.estimate() > self.env.task_memory && !self.table.is_empty() {
             let run = self.drain_sorted();
             let spill = write_run(&self.env, run.into_iter())?;
             self.spills.push(spill);
+            self.size.reset();
         }
         Ok(())
     }
