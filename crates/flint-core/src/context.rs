@@ -58,6 +58,7 @@ struct Inner {
     local_props: Mutex<std::collections::HashMap<std::thread::ThreadId, LocalProps>>,
     bus: ListenerBus,
     accums: Arc<AccumRegistry>,
+    cleaner: crate::cleaner::Cleaner,
     next_shared_id: AtomicUsize,
     _local_dir: tempfile::TempDir,
 }
@@ -202,6 +203,9 @@ impl FlintContext {
                 .spawn(move || dag.run(dag_rx))
                 .map_err(|e| FlintError::io("cannot start thread", "dag-scheduler", e))?,
         ];
+        let (cleaner, cleaner_thread) = crate::cleaner::Cleaner::start(env.clone())
+            .map_err(|e| FlintError::io("cannot start thread", "context-cleaner", e))?;
+        handles.push(cleaner_thread);
         let stopped = Arc::new(AtomicBool::new(false));
         if speculation.enabled {
             let s = scheduler.clone();
@@ -234,6 +238,7 @@ impl FlintContext {
                 local_props: Mutex::default(),
                 bus,
                 accums,
+                cleaner,
                 next_shared_id: AtomicUsize::new(0),
                 _local_dir: local_dir,
             }),
@@ -450,7 +455,11 @@ impl FlintContext {
             .env
             .blocks
             .put(BlockId::Broadcast { id }, value.clone());
-        Broadcast::new(id, value)
+        let guard = self
+            .inner
+            .cleaner
+            .guard(crate::cleaner::CleanupTask::Broadcast(id));
+        Broadcast::new(id, value, guard)
     }
 
     /// Removes a broadcast's copies; tasks that use it afterwards fail.
@@ -480,6 +489,18 @@ impl FlintContext {
         self.accumulator(name)
     }
 
+    pub(crate) fn cleaner(&self) -> &crate::cleaner::Cleaner {
+        &self.inner.cleaner
+    }
+
+    /// Waits until the blocks, shuffle files and map-output entries of RDDs,
+    /// shuffles and broadcasts whose last handle was dropped have been removed
+    /// (the context cleaner does this in the background; tests and tools that
+    /// measure resources call this first).
+    pub fn wait_for_cleanup(&self) {
+        self.inner.cleaner.flush();
+    }
+
     /// Number of sorted runs tasks have spilled to disk so far.
     pub fn spill_count(&self) -> u64 {
         self.inner.env.spill_count.load(Ordering::Relaxed)
@@ -499,6 +520,7 @@ impl Inner {
         }
         let _ = self.dag_tx.send(DagEvent::Stop);
         self.backend.stop();
+        self.cleaner.stop();
         let handles: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for h in handles {
             let _ = h.join();

@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -63,6 +63,8 @@ impl Drop for TaskScope {
 pub struct Broadcast<T: Data> {
     id: usize,
     value: OnceLock<Arc<T>>,
+    /// Driver-side handles share it: the last one dropped removes the blocks.
+    cleanup: Option<Arc<crate::cleaner::CleanupOnDrop>>,
 }
 
 impl<T: Data> Clone for Broadcast<T> {
@@ -71,15 +73,23 @@ impl<T: Data> Clone for Broadcast<T> {
         if let Some(v) = self.value.get() {
             let _ = value.set(v.clone());
         }
-        Broadcast { id: self.id, value }
+        Broadcast {
+            id: self.id,
+            value,
+            cleanup: self.cleanup.clone(),
+        }
     }
 }
 
 impl<T: Data> Broadcast<T> {
-    pub(crate) fn new(id: usize, value: Arc<T>) -> Self {
+    pub(crate) fn new(id: usize, value: Arc<T>, cleanup: crate::cleaner::CleanupOnDrop) -> Self {
         let cell = OnceLock::new();
         let _ = cell.set(value);
-        Broadcast { id, value: cell }
+        Broadcast {
+            id,
+            value: cell,
+            cleanup: Some(Arc::new(cleanup)),
+        }
     }
 
     pub fn id(&self) -> usize {
@@ -119,6 +129,7 @@ impl<'de, T: Data> Deserialize<'de> for Broadcast<T> {
         Ok(Broadcast {
             id: usize::deserialize(d)?,
             value: OnceLock::new(),
+            cleanup: None,
         })
     }
 }
@@ -202,7 +213,7 @@ pub(crate) trait AccumSink: Send + Sync {
     fn merge_encoded(&self, bytes: &[u8]) -> Result<()>;
 }
 
-struct Sink<K: AccumulatorKind>(Arc<Mutex<K::Value>>);
+struct Sink<K: AccumulatorKind>(Mutex<K::Value>);
 impl<K: AccumulatorKind> AccumSink for Sink<K> {
     fn merge_encoded(&self, bytes: &[u8]) -> Result<()> {
         let v: K::Value = crate::codec::decode("accumulator update", bytes)?;
@@ -211,26 +222,38 @@ impl<K: AccumulatorKind> AccumSink for Sink<K> {
     }
 }
 
-/// The driver's accumulators by id.
+/// The driver's accumulators by id, held weakly: an accumulator whose last
+/// driver handle is dropped is gone (late updates for it are ignored).
 #[derive(Default)]
 pub(crate) struct AccumRegistry {
-    sinks: Mutex<HashMap<usize, Arc<dyn AccumSink>>>,
+    sinks: Mutex<HashMap<usize, Weak<dyn AccumSink>>>,
 }
 
 impl AccumRegistry {
-    /// Applies a finished task's updates; unknown ids and bad bytes are logged.
+    /// Applies a finished task's updates; bad bytes are logged.
     pub(crate) fn apply(&self, updates: &[(usize, Vec<u8>)]) {
         let sinks = self.sinks.lock();
         for (id, bytes) in updates {
-            match sinks.get(id) {
+            match sinks.get(id).and_then(Weak::upgrade) {
                 Some(s) => {
                     if let Err(e) = s.merge_encoded(bytes) {
                         tracing::warn!("dropping update of accumulator {id}: {e}");
                     }
                 }
-                None => tracing::warn!("update for unknown accumulator {id} ignored"),
+                None => tracing::debug!("update for dropped accumulator {id} ignored"),
             }
         }
+    }
+
+    fn register(&self, id: usize, sink: Weak<dyn AccumSink>) {
+        let mut sinks = self.sinks.lock();
+        sinks.retain(|_, s| s.strong_count() > 0);
+        sinks.insert(id, sink);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.sinks.lock().len()
     }
 }
 
@@ -240,7 +263,7 @@ impl AccumRegistry {
 pub struct Accumulator<K: AccumulatorKind> {
     id: usize,
     name: String,
-    driver: Option<Arc<Mutex<K::Value>>>,
+    driver: Option<Arc<Sink<K>>>,
 }
 
 impl<K: AccumulatorKind> Clone for Accumulator<K> {
@@ -255,15 +278,13 @@ impl<K: AccumulatorKind> Clone for Accumulator<K> {
 
 impl<K: AccumulatorKind> Accumulator<K> {
     pub(crate) fn register(registry: &AccumRegistry, id: usize, name: &str) -> Self {
-        let cell = Arc::new(Mutex::new(K::zero()));
-        registry
-            .sinks
-            .lock()
-            .insert(id, Arc::new(Sink::<K>(cell.clone())));
+        let sink = Arc::new(Sink::<K>(Mutex::new(K::zero())));
+        let weak: Weak<dyn AccumSink> = Arc::downgrade(&sink) as Weak<dyn AccumSink>;
+        registry.register(id, weak);
         Accumulator {
             id,
             name: name.to_string(),
-            driver: Some(cell),
+            driver: Some(sink),
         }
     }
 
@@ -288,13 +309,27 @@ impl<K: AccumulatorKind> Accumulator<K> {
             }
         });
         if let (Some(x), Some(d)) = (x, &self.driver) {
-            K::add(&mut d.lock(), x);
+            K::add(&mut d.0.lock(), x);
         }
     }
 
-    /// The merged value (driver only; an executor copy has none).
-    pub fn value(&self) -> Option<K::Value> {
-        self.driver.as_ref().map(|d| d.lock().clone())
+    /// The merged value, on the driver.
+    ///
+    /// # Panics
+    /// Inside a task (an executor's copy has no value), as Spark refuses to
+    /// read an accumulator in a task; use [`Accumulator::try_value`] to check.
+    pub fn value(&self) -> K::Value {
+        self.try_value().unwrap_or_else(|| {
+            panic!(
+                "accumulator '{}' can only be read on the driver, not inside a task",
+                self.name
+            )
+        })
+    }
+
+    /// The merged value on the driver, `None` inside a task.
+    pub fn try_value(&self) -> Option<K::Value> {
+        self.driver.as_ref().map(|d| d.0.lock().clone())
     }
 }
 
@@ -312,5 +347,27 @@ impl<'de, K: AccumulatorKind> Deserialize<'de> for Accumulator<K> {
             name,
             driver: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_accumulators_leave_the_registry() {
+        let reg = AccumRegistry::default();
+        let a = Accumulator::<LongSum>::register(&reg, 0, "a");
+        let keep = Accumulator::<LongSum>::register(&reg, 1, "keep");
+        let a2 = a.clone();
+        drop(a);
+        reg.apply(&[(0, crate::codec::encode("t", &5i64).unwrap())]);
+        assert_eq!(a2.value(), 5, "a clone keeps it alive");
+        drop(a2);
+        // Updates for a dropped accumulator are ignored; registering prunes it.
+        reg.apply(&[(0, crate::codec::encode("t", &5i64).unwrap())]);
+        let _b = Accumulator::<LongSum>::register(&reg, 2, "b");
+        assert_eq!(reg.len(), 2);
+        assert_eq!(keep.value(), 0);
     }
 }

@@ -69,12 +69,22 @@ fn accumulators_count_once_per_result_partition() {
             }
         }))
         .unwrap();
-    assert_eq!(seen.value(), Some(100));
-    assert_eq!(total.value(), Some(2525.0));
-    let mut odds = odd.value().unwrap();
+    assert_eq!(seen.value(), 100);
+    assert_eq!(total.value(), 2525.0);
+    let mut odds = odd.value();
     odds.sort();
     assert_eq!(odds, (1..=100).filter(|x| x % 2 == 1).collect::<Vec<u32>>());
     // Adding on the driver works too.
     seen.add(5);
-    assert_eq!(seen.value(), Some(105));
+    assert_eq!(seen.value(), 105);
+    // Inside a task the value cannot be read: a clear error, not a wrong number.
+    let s = seen.clone();
+    let err = sc
+        .parallelize(vec![1], 1)
+        .map(Fn!(move |x: i64| x + s.value()))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only be read on the driver"), "{err}");
+    assert_eq!(seen.try_value(), Some(105));
 }

@@ -176,12 +176,24 @@ pub struct Rdd<T: Data> {
 #[derive(Default)]
 pub(crate) struct RddMeta {
     storage: AtomicU8,
+    /// On the driver: removes the RDD's blocks when the last handle (or child
+    /// RDD holding it) is dropped. Executor copies have none.
+    _cleanup: Option<crate::cleaner::CleanupOnDrop>,
 }
 
 impl RddMeta {
     fn with_level(level: StorageLevel) -> Arc<Self> {
         Arc::new(RddMeta {
             storage: AtomicU8::new(level.to_u8()),
+            _cleanup: None,
+        })
+    }
+
+    /// The metadata of a new driver-side RDD `id`.
+    pub(crate) fn on_driver(sc: Option<&FlintContext>, id: usize) -> Arc<Self> {
+        Arc::new(RddMeta {
+            storage: AtomicU8::new(StorageLevel::None.to_u8()),
+            _cleanup: sc.map(|sc| sc.cleaner().guard(crate::cleaner::CleanupTask::Rdd(id))),
         })
     }
 }
@@ -237,10 +249,11 @@ impl<'de, T: Data> Deserialize<'de> for Rdd<T> {
 
 impl<T: Data> Rdd<T> {
     pub(crate) fn from_node(sc: &FlintContext, node: impl RddNode<Item = T>) -> Self {
+        let meta = RddMeta::on_driver(Some(sc), node.id());
         Rdd {
             node: Arc::new(node),
             sc: Some(sc.clone()),
-            meta: Arc::default(),
+            meta,
         }
     }
 

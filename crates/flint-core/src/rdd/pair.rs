@@ -430,11 +430,16 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             partitioner,
             aggregator: agg.clone(),
             combine,
+            _cleanup: sc.map(|s| {
+                s.cleaner()
+                    .guard(crate::cleaner::CleanupTask::Shuffle(shuffle_id))
+            }),
             _p: Default::default(),
         });
+        let id = sc.map(|s| s.new_rdd_id()).unwrap_or(usize::MAX);
         Rdd {
             node: Arc::new(ShuffledRdd {
-                id: sc.map(|s| s.new_rdd_id()).unwrap_or(usize::MAX),
+                id,
                 shuffle_id,
                 num_partitions: n,
                 aggregator: agg,
@@ -444,7 +449,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                 _p: Default::default(),
             }),
             sc: self.sc.clone(),
-            meta: Arc::default(),
+            meta: super::RddMeta::on_driver(sc, id),
         }
     }
 

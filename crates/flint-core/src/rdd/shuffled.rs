@@ -40,6 +40,10 @@ pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub partitioner: Partitioner<K>,
     pub aggregator: A,
     pub combine: Combine,
+    /// On the driver: removes the shuffle's files and map-output entries when
+    /// the dependency is dropped (no RDD or stage needs it any more).
+    #[serde(skip)]
+    pub(crate) _cleanup: Option<crate::cleaner::CleanupOnDrop>,
     #[serde(skip)]
     pub _p: Ph<C>,
 }

@@ -343,6 +343,8 @@ impl TaskScheduler {
             }
             let key = (set.stage_id, set.stage_attempt);
             st.sets.insert(key, TaskSetManager::new(set));
+            // Zombies with nothing running will never hear from a task again.
+            st.sets.retain(|_, t| !t.is_done());
         }
         self.revive();
     }
@@ -358,6 +360,9 @@ impl TaskScheduler {
                     to_kill.extend(tsm.running.keys().copied());
                 }
             }
+            // A cancelled set with nothing running is done now; the others go
+            // when their killed tasks report back.
+            st.sets.retain(|_, t| !t.is_done());
         }
         if let Some(b) = self.backend.get() {
             for tid in to_kill {

@@ -138,6 +138,16 @@ impl MapOutputTracker {
         Ok(out)
     }
 
+    /// Forgets a shuffle entirely (its dependency is gone).
+    pub fn unregister_shuffle(&self, shuffle_id: usize) {
+        self.shuffles.write().remove(&shuffle_id);
+    }
+
+    /// Shuffles with registered state (for leak checks).
+    pub fn num_shuffles(&self) -> usize {
+        self.shuffles.read().len()
+    }
+
     /// Forgets every map output written by `executor` (all shuffles): its files
     /// are considered lost, as Spark does without an external shuffle service.
     pub fn remove_outputs_on_executor(&self, executor: &str) -> usize {
