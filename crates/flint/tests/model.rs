@@ -142,6 +142,14 @@ proptest! {
         prop_assert_eq!(sorted(ra.full_outer_join(&rb).collect().unwrap()), sorted(full));
         let cg = ra.cogroup(&rb).collect().unwrap();
         prop_assert_eq!(cg.len(), akeys.union(&bkeys).count());
+        // The same joins with one or both sides already partitioned (read
+        // through narrow dependencies instead of shuffled again).
+        let pa = ra.partition_by(np);
+        let pb = rb.partition_by(np).map_values(Fn!(|w: i32| w));
+        prop_assert_eq!(sorted(pa.join(&pb).collect().unwrap()), sorted(inner.clone()));
+        prop_assert_eq!(sorted(pa.join(&rb).collect().unwrap()), sorted(inner.clone()));
+        prop_assert_eq!(sorted(ra.left_outer_join(&pb).collect().unwrap()), sorted(left.clone()));
+        prop_assert_eq!(pa.join(&pb).partitioner(), pa.partitioner());
 
         let mut cbk: HashMap<u8, u64> = HashMap::new();
         for &(k, _) in &a { *cbk.entry(k).or_default() += 1; }

@@ -284,3 +284,66 @@ fn cancelling_stops_running_shuffle_map_tasks() {
     // Both task slots are free again.
     a_job_gets_the_slots_back(&sc);
 }
+
+#[test]
+fn co_partitioned_joins_read_their_inputs_without_shuffling_again() {
+    use flint::shuffle::Partitioner;
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    // PageRank's shape: links grouped once, ranks derived from them by
+    // map_values, joined every iteration.
+    let links = sc
+        .parallelize((0..1000u32).map(|i| (i % 50, i)).collect::<Vec<_>>(), 4)
+        .group_by_key_with(4);
+    assert_eq!(links.partitioner(), Some(Partitioner::Hash(4)));
+    let mut ranks = links.map_values(Fn!(|_vs: Vec<u32>| 1.0f64));
+    assert_eq!(
+        ranks.partitioner(),
+        links.partitioner(),
+        "map_values keeps it"
+    );
+    assert_eq!(
+        links
+            .values()
+            .map(Fn!(|v: Vec<u32>| (v.len(), 1)))
+            .partitioner(),
+        None
+    );
+    for _ in 0..3 {
+        let contribs =
+            links
+                .join(&ranks)
+                .values()
+                .flat_map(Fn!(|(urls, rank): (Vec<u32>, f64)| {
+                    let n = urls.len() as f64;
+                    urls.into_iter()
+                        .map(move |u| (u % 50, rank / n))
+                        .collect::<Vec<_>>()
+                }));
+        ranks = contribs
+            .reduce_by_key_with(4, Fn!(|a: f64, b: f64| a + b))
+            .map_values(Fn!(|s: f64| 0.15 + 0.85 * s));
+    }
+    assert_eq!(ranks.count().unwrap(), 50);
+    let evs = rec.wait_for("job end", |e| job_ended(e, 0));
+    let stages = evs
+        .iter()
+        .filter(|e| matches!(e, Event::StageSubmitted { .. }))
+        .count();
+    // links' shuffle, one reduce_by_key shuffle per iteration, the result stage:
+    // no join shuffles its inputs (that would add two stages per iteration).
+    assert_eq!(stages, 1 + 3 + 1, "{evs:?}");
+    // A side partitioned differently is shuffled, the other is not.
+    let other = sc
+        .parallelize((0..50u32).map(|k| (k, k)).collect::<Vec<_>>(), 3)
+        .partition_by(3);
+    let joined = links.join(&other);
+    assert_eq!(joined.partitioner(), Some(Partitioner::Hash(4)));
+    assert_eq!(joined.count().unwrap(), 50);
+}

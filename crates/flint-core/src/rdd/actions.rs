@@ -322,7 +322,7 @@ impl<T: Data> Rdd<T> {
         }
     }
 
-    fn new_id(&self) -> usize {
+    pub(crate) fn new_id(&self) -> usize {
         self.sc
             .as_ref()
             .map(|s| s.new_rdd_id())
@@ -330,10 +330,21 @@ impl<T: Data> Rdd<T> {
     }
 
     pub fn map<U: Data, F: Func<(T,), Output = U>>(&self, f: F) -> Rdd<U> {
+        self.map_with(f, false)
+    }
+
+    /// `map`, saying whether `f` keeps each record's key (then the result keeps
+    /// this RDD's partitioner, as Spark's `preservesPartitioning`).
+    pub(crate) fn map_with<U: Data, F: Func<(T,), Output = U>>(
+        &self,
+        f: F,
+        preserves_partitioning: bool,
+    ) -> Rdd<U> {
         self.derive(MapRdd {
             id: self.new_id(),
             parent: self.clone(),
             f,
+            preserves_partitioning,
             _p: Default::default(),
         })
     }
@@ -350,10 +361,24 @@ impl<T: Data> Rdd<T> {
         &self,
         f: F,
     ) -> Rdd<U> {
+        self.flat_map_with(f, false)
+    }
+
+    /// `flat_map`, saying whether `f` keeps each record's key (see `map_with`).
+    pub(crate) fn flat_map_with<
+        U: Data,
+        I: IntoIterator<Item = U> + 'static,
+        F: Func<(T,), Output = I>,
+    >(
+        &self,
+        f: F,
+        preserves_partitioning: bool,
+    ) -> Rdd<U> {
         self.derive(FlatMapRdd {
             id: self.new_id(),
             parent: self.clone(),
             f,
+            preserves_partitioning,
             _p: Default::default(),
         })
     }

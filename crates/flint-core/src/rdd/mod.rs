@@ -8,6 +8,7 @@
 //! their shuffle id: the map side lineage stays on the driver, as in Spark.
 
 mod actions;
+mod cogrouped;
 mod narrow;
 mod pair;
 mod shuffled;
@@ -22,6 +23,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{CollectFn, CountFn, PartitionFn};
+pub use cogrouped::{CoGroupInput, CoGroupedRdd};
 pub use narrow::*;
 pub use shuffled::{Aggregator, Combine, ShuffleDependency, ShuffledRdd};
 pub use sources::*;
@@ -112,7 +114,16 @@ pub trait RddBase: Send + Sync + 'static {
     fn preferred_hosts(&self, _split: usize) -> Vec<String> {
         Vec::new()
     }
+    /// How the records are partitioned by key, if known (Spark's
+    /// `RDD.partitioner`): a `Partitioner<K>` for pair RDDs, type-erased here
+    /// and downcast by typed code. Known on the driver only.
+    fn partitioner(&self) -> Option<&PartitionerAny> {
+        None
+    }
 }
+
+/// A `Partitioner<K>` behind `RddBase::partitioner`.
+pub type PartitionerAny = dyn Any + Send + Sync;
 
 /// A shuffle dependency as the DAG scheduler sees it.
 pub trait ShuffleDepBase: Send + Sync + 'static {

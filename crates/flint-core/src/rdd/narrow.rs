@@ -30,6 +30,19 @@ macro_rules! one_parent_base {
             vec![narrow(&self.parent)]
         }
     };
+    // A node that keeps its parent's keys where they were: it reports the
+    // parent's partitioner when `$keeps(self)`.
+    ($name:literal, partitioner if $keeps:expr) => {
+        one_parent_base!($name);
+        fn partitioner(&self) -> Option<&super::PartitionerAny> {
+            let keeps: fn(&Self) -> bool = $keeps;
+            if keeps(self) {
+                self.parent.node.partitioner()
+            } else {
+                None
+            }
+        }
+    };
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,12 +51,15 @@ pub struct MapRdd<T: Data, U: Data, F: Func<(T,), Output = U>> {
     pub(crate) id: usize,
     pub(crate) parent: Rdd<T>,
     pub(crate) f: F,
+    /// The function keeps each record's key (`map_values`).
+    #[serde(skip)]
+    pub(crate) preserves_partitioning: bool,
     #[serde(skip)]
     pub(crate) _p: Ph<U>,
 }
 
 impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddBase for MapRdd<T, U, F> {
-    one_parent_base!("MapPartitionsRDD");
+    one_parent_base!("MapPartitionsRDD", partitioner if |s| s.preserves_partitioning);
 }
 
 impl<T: Data, U: Data, F: Func<(T,), Output = U>> RddNode for MapRdd<T, U, F> {
@@ -76,7 +92,7 @@ pub struct FilterRdd<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> {
 }
 
 impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddBase for FilterRdd<T, F> {
-    one_parent_base!("MapPartitionsRDD");
+    one_parent_base!("MapPartitionsRDD", partitioner if |_| true);
 }
 
 impl<T: Data, F: for<'a> Func<(&'a T,), Output = bool>> RddNode for FilterRdd<T, F> {
@@ -114,6 +130,9 @@ pub struct FlatMapRdd<
     pub(crate) id: usize,
     pub(crate) parent: Rdd<T>,
     pub(crate) f: F,
+    /// The function keeps each record's key (`flat_map_values`, joins).
+    #[serde(skip)]
+    pub(crate) preserves_partitioning: bool,
     #[serde(skip)]
     pub(crate) _p: Ph<(U, I)>,
 }
@@ -121,7 +140,7 @@ pub struct FlatMapRdd<
 impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddBase
     for FlatMapRdd<T, U, I, F>
 {
-    one_parent_base!("MapPartitionsRDD");
+    one_parent_base!("MapPartitionsRDD", partitioner if |s| s.preserves_partitioning);
 }
 
 impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output = I>> RddNode
@@ -177,7 +196,7 @@ impl<
     F: Func<(usize, BoxIter<T>), Output = I>,
 > RddBase for MapPartitionsRdd<T, U, I, F>
 {
-    one_parent_base!("MapPartitionsRDD");
+    one_parent_base!("MapPartitionsRDD", partitioner if |s| s.preserves_partitioning);
 }
 
 impl<

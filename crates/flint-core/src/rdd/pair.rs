@@ -17,7 +17,7 @@ use crate::shuffle::Partitioner;
 /// No combining: each value passes through unchanged.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct NoAgg<V: Data>(#[serde(skip)] Ph<V>);
+pub struct NoAgg<V: Data>(#[serde(skip)] pub(crate) Ph<V>);
 impl<V: Data> Aggregator<V, V> for NoAgg<V> {
     fn create(&self, v: V) -> V {
         v
@@ -129,7 +129,7 @@ pub enum Side<V, W> {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct CoGroupAgg<V: Data, W: Data>(#[serde(skip)] Ph<(V, W)>);
+pub struct CoGroupAgg<V: Data, W: Data>(#[serde(skip)] pub(crate) Ph<(V, W)>);
 impl<V: Data, W: Data> Aggregator<Side<V, W>, (Vec<V>, Vec<W>)> for CoGroupAgg<V, W> {
     fn create(&self, s: Side<V, W>) -> (Vec<V>, Vec<W>) {
         self.merge_value((Vec::new(), Vec::new()), s)
@@ -173,8 +173,6 @@ macro_rules! pair_fn {
 
 pair_fn!(FirstOf[K, V] |kv: (K, V)| -> K { kv.0 });
 pair_fn!(SecondOf[K, V] |kv: (K, V)| -> V { kv.1 });
-pair_fn!(TagLeft[K, V, W] |kv: (K, V)| -> (K, Side<V, W>) { (kv.0, Side::L(kv.1)) });
-pair_fn!(TagRight[K, V, W] |kv: (K, W)| -> (K, Side<V, W>) { (kv.0, Side::R(kv.1)) });
 pair_fn!(OneCount[K, V] |kv: (K, V)| -> (K, u64) { (kv.0, 1) });
 pair_fn!(BothSides[T] |g: (T, (Vec<()>, Vec<()>))| -> Option<T> {
     let (k, (a, b)) = g;
@@ -382,8 +380,9 @@ impl<K: Data, V: Data> Rdd<(K, V)> {
         self.map(SecondOf(Default::default()))
     }
 
+    /// Keeps the keys, so the result keeps this RDD's partitioner.
     pub fn map_values<U: Data, F: Func<(V,), Output = U>>(&self, f: F) -> Rdd<(K, U)> {
-        self.map(MapValuesFn(f, Default::default()))
+        self.map_with(MapValuesFn(f, Default::default()), true)
     }
 
     pub fn flat_map_values<
@@ -394,11 +393,50 @@ impl<K: Data, V: Data> Rdd<(K, V)> {
         &self,
         f: F,
     ) -> Rdd<(K, U)> {
-        self.flat_map(FlatMapValuesFn(f, Default::default()))
+        self.flat_map_with(FlatMapValuesFn(f, Default::default()), true)
     }
 }
 
 impl<K: Key, V: Data> Rdd<(K, V)> {
+    /// How this RDD's records are partitioned by key, if known: the result of a
+    /// shuffle, and what `map_values`, `filter`, joins and cogroups keep of it.
+    pub fn partitioner(&self) -> Option<Partitioner<K>> {
+        self.node
+            .partitioner()
+            .and_then(|p| p.downcast_ref::<Partitioner<K>>())
+            .cloned()
+    }
+
+    /// Spark's defaultPartitioner for a cogroup of `self` and an RDD of
+    /// `other_parts` partitions partitioned by `other`: the existing partitioner
+    /// with the most partitions, unless it has an order of magnitude fewer
+    /// partitions than the largest input (and fewer than the default count);
+    /// else hash partitioning into `flint.default.parallelism` partitions, or
+    /// as many as the largest input.
+    fn default_partitioner(
+        &self,
+        other: Option<Partitioner<K>>,
+        other_parts: usize,
+    ) -> Partitioner<K> {
+        let max_parts = self.num_partitions().max(other_parts).max(1);
+        let default_n = self
+            .sc
+            .as_ref()
+            .and_then(|sc| sc.conf().get("flint.default.parallelism"))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(max_parts)
+            .max(1);
+        let best = [self.partitioner(), other]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.num_partitions() > 0)
+            .max_by_key(|p| p.num_partitions());
+        match best {
+            Some(p) if p.num_partitions() * 10 > max_parts || default_n <= p.num_partitions() => p,
+            _ => Partitioner::Hash(default_n),
+        }
+    }
+
     /// Partition count for a shuffle with no explicit count: `flint.default.parallelism`
     /// when set, else this RDD's partition count (Spark's defaultPartitioner).
     fn default_partitions(&self) -> usize {
@@ -569,37 +607,59 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         ))
     }
 
+    /// Groups both RDDs' values by key. Partitioned by the default partitioner
+    /// (see `default_partitioner`); a side already partitioned that way is not
+    /// shuffled again.
     pub fn cogroup<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Vec<V>, Vec<W>))> {
-        let n = self.default_partitions().max(other.num_partitions());
-        let tagged = self
-            .map(TagLeft::<K, V, W>(Default::default()))
-            .union(&other.map(TagRight::<K, V, W>(Default::default())));
-        tagged.shuffle(
-            Partitioner::Hash(n),
-            CoGroupAgg(Default::default()),
-            Combine::ReduceSide,
-            None,
-        )
+        let p = self.default_partitioner(other.partitioner(), other.num_partitions());
+        self.cogroup_with(other, p)
     }
 
+    /// `cogroup` into the partitions of `p`.
+    pub fn cogroup_with<W: Data>(
+        &self,
+        other: &Rdd<(K, W)>,
+        p: Partitioner<K>,
+    ) -> Rdd<(K, (Vec<V>, Vec<W>))> {
+        let node = super::CoGroupedRdd {
+            id: self.new_id(),
+            num_partitions: p.num_partitions(),
+            left: super::CoGroupInput::new(self, &p),
+            right: super::CoGroupInput::new(other, &p),
+            partitioner: Some(p),
+            _p: Default::default(),
+        };
+        let meta = super::RddMeta::on_driver(self.sc.as_ref(), node.id);
+        Rdd {
+            node: Arc::new(node),
+            sc: self.sc.clone(),
+            meta,
+        }
+    }
+
+    // Joins keep the key of every pair, so they keep the cogroup's partitioner.
+
     pub fn join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (V, W))> {
-        self.cogroup(other).flat_map(JoinFn(Default::default()))
+        self.cogroup(other)
+            .flat_map_with(JoinFn(Default::default()), true)
     }
 
     pub fn left_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (V, Option<W>))> {
-        self.cogroup(other).flat_map(LeftJoinFn(Default::default()))
+        self.cogroup(other)
+            .flat_map_with(LeftJoinFn(Default::default()), true)
     }
 
     pub fn right_outer_join<W: Data>(&self, other: &Rdd<(K, W)>) -> Rdd<(K, (Option<V>, W))> {
         self.cogroup(other)
-            .flat_map(RightJoinFn(Default::default()))
+            .flat_map_with(RightJoinFn(Default::default()), true)
     }
 
     pub fn full_outer_join<W: Data>(
         &self,
         other: &Rdd<(K, W)>,
     ) -> Rdd<(K, (Option<V>, Option<W>))> {
-        self.cogroup(other).flat_map(FullJoinFn(Default::default()))
+        self.cogroup(other)
+            .flat_map_with(FullJoinFn(Default::default()), true)
     }
 
     pub fn count_by_key(&self) -> Result<HashMap<K, u64>> {

@@ -111,6 +111,11 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddBase for ShuffledRdd<K, V
             None => Vec::new(),
         }
     }
+    fn partitioner(&self) -> Option<&super::PartitionerAny> {
+        self.dep
+            .as_ref()
+            .map(|d| &d.partitioner as &super::PartitionerAny)
+    }
 }
 
 impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V, C, A> {
