@@ -175,8 +175,10 @@ fn killed_worker_is_noticed_by_disconnect_and_its_executor_reported_lost() {
     poll("worker DEAD", DEADLINE, || {
         (worker_state(&get_json(m.web)?, &w.id)? == "DEAD").then_some(())
     });
+    // Well under the 60 s worker timeout: the disconnect, not the timeout,
+    // found it (a generous bound, so a loaded machine does not decide it).
     assert!(
-        t.elapsed() < Duration::from_secs(2),
+        t.elapsed() < Duration::from_secs(30),
         "disconnect noticed after {:?}",
         t.elapsed()
     );

@@ -436,7 +436,7 @@ impl TaskScheduler {
                         tid,
                         RunningCopy {
                             index,
-                            started: Instant::now(),
+                            started: now,
                             speculative,
                         },
                     );
@@ -599,6 +599,11 @@ impl TaskScheduler {
     /// tasks as speculatable (Spark's checkSpeculatableTasks). Returns whether any
     /// was found.
     pub fn check_speculatable(&self) -> bool {
+        self.check_speculatable_at(Instant::now())
+    }
+
+    /// `check_speculatable` at a given time.
+    pub fn check_speculatable_at(&self, now: Instant) -> bool {
         let conf = &self.speculation;
         let mut found = false;
         let mut st = self.state.lock();
@@ -620,7 +625,7 @@ impl TaskScheduler {
                 let i = c.index;
                 if !tsm.successful[i]
                     && tsm.copies[i] == 1
-                    && c.started.elapsed() > threshold
+                    && now.saturating_duration_since(c.started) > threshold
                     && already.insert(i)
                 {
                     tsm.speculatable.push_back(i);
@@ -642,16 +647,23 @@ mod tests {
 
     /// A scheduler without a backend; the receiver keeps its DAG channel open.
     fn scheduler(wait: Duration) -> (Arc<TaskScheduler>, crossbeam_channel::Receiver<DagEvent>) {
+        scheduler_with(wait, 1)
+    }
+
+    fn scheduler_with(
+        wait: Duration,
+        max_failures: usize,
+    ) -> (Arc<TaskScheduler>, crossbeam_channel::Receiver<DagEvent>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let ts = TaskScheduler::new(
             tx,
-            1,
+            max_failures,
             SchedulingMode::Fifo,
             HashMap::from([("default".to_string(), PoolConf::default_named("default"))]),
             SpeculationConf {
-                enabled: false,
-                quantile: 0.9,
-                multiplier: 3.0,
+                enabled: true,
+                quantile: 0.75,
+                multiplier: 1.5,
                 min_runtime: Duration::from_millis(100),
                 interval: Duration::from_millis(100),
             },
@@ -659,6 +671,218 @@ mod tests {
             ListenerBus::start(),
         );
         (ts, rx)
+    }
+
+    /// Records the tasks it is asked to kill.
+    #[derive(Default)]
+    struct Kills(Mutex<Vec<u64>>);
+    impl SchedulerBackend for Kills {
+        fn revive_offers(&self) {}
+        fn kill_task(&self, task_id: u64) {
+            self.0.lock().push(task_id);
+        }
+        fn default_parallelism(&self) -> usize {
+            1
+        }
+        fn stop(&self) {}
+    }
+
+    fn set(stage_id: usize, stage_attempt: usize, priority: usize, n: usize) -> TaskSet {
+        TaskSet {
+            stage_id,
+            stage_attempt,
+            priority,
+            pool: "default".into(),
+            partitions: (0..n).collect(),
+            locations: vec![Vec::new(); n],
+            binary: binary(),
+        }
+    }
+
+    fn cores(n: usize) -> Vec<WorkerOffer> {
+        vec![WorkerOffer {
+            executor_id: "A".into(),
+            host: "hA".into(),
+            cores: n,
+        }]
+    }
+
+    fn success() -> TaskEnd {
+        TaskEnd::Success(crate::task::TaskOutput::Value(Vec::new()), Vec::new())
+    }
+
+    fn failed(msg: &str) -> TaskEnd {
+        TaskEnd::Failed(FlintError::User(msg.into()))
+    }
+
+    /// (task id, stage, attempt, partition) of each launched task.
+    fn launch(
+        ts: &TaskScheduler,
+        offers: &[WorkerOffer],
+        now: Instant,
+    ) -> Vec<(u64, usize, usize, usize)> {
+        ts.resource_offers_at(offers, now)
+            .into_iter()
+            .map(|(_, d)| (d.task_id, d.stage_id, d.stage_attempt, d.partition))
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_task_is_retried_until_max_failures_then_the_set_fails() {
+        let (ts, dag) = scheduler_with(Duration::ZERO, 2);
+        ts.submit_tasks(set(0, 0, 0, 2));
+        let now = Instant::now();
+        let first = launch(&ts, &cores(2), now);
+        assert_eq!(first.len(), 2);
+        ts.status_update(first[0].0, failed("boom"), Duration::ZERO);
+        ts.status_update(first[1].0, TaskEnd::Killed, Duration::ZERO);
+        assert!(
+            dag.try_recv().is_err(),
+            "one failure of two allowed; a kill is no failure"
+        );
+        let mut again = launch(&ts, &cores(2), now);
+        again.sort_by_key(|t| t.3);
+        assert_eq!(
+            again.iter().map(|t| t.3).collect::<Vec<_>>(),
+            vec![0, 1],
+            "both run again: a killed task is re-queued, as in Spark"
+        );
+        ts.status_update(again[1].0, success(), Duration::ZERO);
+        assert!(matches!(
+            dag.try_recv(),
+            Ok(DagEvent::TaskSucceeded { partition: 1, .. })
+        ));
+        ts.status_update(again[0].0, failed("boom again"), Duration::ZERO);
+        match dag.try_recv() {
+            Ok(DagEvent::TaskSetFailed {
+                partition,
+                attempts,
+                message,
+                ..
+            }) => {
+                assert_eq!((partition, attempts), (0, 2));
+                assert!(message.contains("boom again"), "{message}");
+            }
+            _ => panic!("expected TaskSetFailed"),
+        }
+        assert!(
+            launch(&ts, &cores(2), now).is_empty(),
+            "a failed set launches nothing"
+        );
+    }
+
+    #[test]
+    fn fifo_runs_the_earlier_job_first_and_zombies_launch_nothing() {
+        let (ts, dag) = scheduler(Duration::ZERO);
+        ts.submit_tasks(set(5, 0, 1, 1));
+        ts.submit_tasks(set(3, 0, 0, 1));
+        let now = Instant::now();
+        let got = launch(&ts, &cores(1), now);
+        assert_eq!((got[0].1, got[0].3), (3, 0), "job 0's stage goes first");
+        // A new attempt of stage 5 turns attempt 0 into a zombie.
+        ts.submit_tasks(set(5, 1, 1, 1));
+        let got = launch(&ts, &cores(4), now);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].1, got[0].2),
+            (5, 1),
+            "only the new attempt launches"
+        );
+        // The zombie's finished task set is gone; the live one's success reaches the DAG.
+        ts.status_update(got[0].0, success(), Duration::from_millis(3));
+        assert!(matches!(
+            dag.try_recv(),
+            Ok(DagEvent::TaskSucceeded {
+                stage_id: 5,
+                stage_attempt: 1,
+                ..
+            })
+        ));
+        assert!(
+            ts.state.lock().sets.keys().all(|k| *k != (5, 0)),
+            "idle zombie dropped"
+        );
+    }
+
+    #[test]
+    fn a_fetch_failure_stops_launches_but_lets_running_tasks_finish() {
+        let (ts, dag) = scheduler(Duration::ZERO);
+        let kills = Arc::new(Kills::default());
+        ts.set_backend(kills.clone());
+        ts.submit_tasks(set(1, 0, 0, 3));
+        let now = Instant::now();
+        let running = launch(&ts, &cores(2), now);
+        ts.status_update(
+            running[0].0,
+            TaskEnd::Failed(FlintError::FetchFailed {
+                shuffle_id: 0,
+                map_id: 2,
+                executor: Some("B".into()),
+                reason: "gone".into(),
+            }),
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            dag.try_recv(),
+            Ok(DagEvent::FetchFailed { map_id: 2, executor: Some(ref e), .. }) if e == "B"
+        ));
+        assert!(
+            kills.0.lock().is_empty(),
+            "the other running task is not killed"
+        );
+        assert!(
+            launch(&ts, &cores(2), now).is_empty(),
+            "the third task never starts"
+        );
+        ts.status_update(running[1].0, success(), Duration::ZERO);
+        assert!(
+            matches!(
+                dag.try_recv(),
+                Ok(DagEvent::TaskSucceeded { partition: 1, .. })
+            ),
+            "a zombie's result still counts"
+        );
+        assert!(ts.state.lock().sets.is_empty());
+    }
+
+    #[test]
+    fn stragglers_get_one_speculative_copy_and_the_loser_is_killed() {
+        let (ts, dag) = scheduler(Duration::ZERO);
+        let kills = Arc::new(Kills::default());
+        ts.set_backend(kills.clone());
+        ts.submit_tasks(set(0, 0, 0, 4));
+        let t0 = Instant::now();
+        let tasks = launch(&ts, &cores(4), t0);
+        for t in &tasks[..2] {
+            ts.status_update(t.0, success(), Duration::from_millis(200));
+        }
+        // Two of four finished: below the 0.75 quantile, nothing is speculated.
+        assert!(!ts.check_speculatable_at(t0 + Duration::from_secs(10)));
+        ts.status_update(tasks[2].0, success(), Duration::from_millis(200));
+        // Median 200 ms x 1.5 = 300 ms: not yet a straggler at 250 ms.
+        assert!(!ts.check_speculatable_at(t0 + Duration::from_millis(250)));
+        assert!(ts.check_speculatable_at(t0 + Duration::from_millis(400)));
+        assert!(
+            !ts.check_speculatable_at(t0 + Duration::from_millis(500)),
+            "already marked"
+        );
+        let copy = launch(&ts, &cores(2), t0 + Duration::from_millis(400));
+        assert_eq!(copy.len(), 1, "one copy, of partition 3");
+        assert_eq!(copy[0].3, 3);
+        while dag.try_recv().is_ok() {}
+        ts.status_update(copy[0].0, success(), Duration::from_millis(10));
+        assert_eq!(
+            *kills.0.lock(),
+            vec![tasks[3].0],
+            "the original lost the race"
+        );
+        assert!(matches!(
+            dag.try_recv(),
+            Ok(DagEvent::TaskSucceeded { partition: 3, .. })
+        ));
+        ts.status_update(tasks[3].0, TaskEnd::Killed, Duration::ZERO);
+        assert!(dag.try_recv().is_err(), "one success per partition");
+        assert!(ts.state.lock().sets.is_empty());
     }
 
     fn offer(exec: &str, host: &str) -> Vec<WorkerOffer> {
