@@ -195,21 +195,38 @@ impl BlockStore {
     /// A cached partition, from memory or disk. A disk block whose file is
     /// missing, short or corrupt is dropped (and logged): the caller recomputes it.
     pub fn get_cached<T: Data>(&self, id: BlockId) -> Result<Option<Arc<Vec<T>>>> {
+        match self.get_stream::<T>(id)? {
+            Some(Cached::Memory(v)) => Ok(Some(v)),
+            Some(Cached::Disk(it)) => Ok(Some(Arc::new(it.collect::<Result<Vec<T>>>()?))),
+            None => Ok(None),
+        }
+    }
+
+    /// A cached partition: the shared vector in memory, or a stream of records
+    /// read from disk frame by frame. A disk block's frames are all checked
+    /// (lengths and checksums, no decoding) before it is trusted, so a damaged
+    /// block is dropped and recomputed rather than failing a task halfway.
+    fn get_stream<T: Data>(&self, id: BlockId) -> Result<Option<Cached<T>>> {
         {
             let mut mem = self.memory.lock();
             let tick = self.clock.fetch_add(1, Ordering::Relaxed);
             if let Some(e) = mem.entries.get_mut(&id) {
                 e.last_use = tick;
                 if let Ok(v) = e.value.clone().downcast::<Vec<T>>() {
-                    return Ok(Some(v));
+                    return Ok(Some(Cached::Memory(v)));
                 }
             }
         }
         let Some(block) = self.disk.lock().get(&id).cloned() else {
             return Ok(None);
         };
-        match read_records(&block, self.compression) {
-            Ok(v) => Ok(Some(Arc::new(v))),
+        let opened = open_block::<T>(&block, self.compression)
+            .and_then(|r| r.verify())
+            .and_then(|()| open_block::<T>(&block, self.compression));
+        match opened {
+            Ok(mut r) => Ok(Some(Cached::Disk(Box::new(std::iter::from_fn(
+                move || r.next_record().transpose(),
+            ))))),
             Err(e) => {
                 tracing::warn!(
                     "cached block {id:?} is unreadable and will be recomputed from lineage: {e}"
@@ -228,32 +245,32 @@ impl BlockStore {
         }
     }
 
-    /// The cached partition `id`, or `compute`d and stored at `level` under the
-    /// block's write lock: a task that finds another computing the same block
-    /// waits for it and reads its result instead of computing it again.
+    /// The cached partition `id` as a stream of records, or `compute`d and
+    /// stored at `level` under the block's write lock: a task that finds another
+    /// computing the same block waits for it and reads its result instead of
+    /// computing it again. As Spark's `getOrElseUpdate`: memory levels unroll the
+    /// records while they fit in storage memory (MEMORY_ONLY passes a partition
+    /// that does not fit through uncached; MEMORY_AND_DISK writes it to disk),
+    /// DISK_ONLY streams records to disk as they are computed and reads them
+    /// back as a stream, so no level holds a disk block's partition in memory.
     /// `cacheable` is asked after computing: a partial partition is never stored.
     pub fn get_or_compute<T: Data>(
         &self,
         id: BlockId,
         level: StorageLevel,
-        compute: impl FnOnce() -> Result<Vec<T>>,
-        cacheable: impl FnOnce() -> bool,
-    ) -> Result<Arc<Vec<T>>> {
-        if let Some(v) = self.get_cached::<T>(id)? {
-            return Ok(v);
+        compute: impl FnOnce() -> Result<crate::rdd::BoxIter<T>>,
+        cacheable: impl Fn() -> bool,
+    ) -> Result<RecordIter<T>> {
+        if let Some(c) = self.get_stream::<T>(id)? {
+            return Ok(c.records());
         }
         let lock = self.writing.lock().entry(id).or_default().clone();
         let result = {
             let _w = lock.lock();
-            match self.get_cached::<T>(id)? {
-                Some(v) => Ok(v),
-                None => compute().and_then(|v| {
-                    let v = Arc::new(v);
-                    if cacheable() {
-                        self.put_cached(id, v.clone(), level)?;
-                    }
-                    Ok(v)
-                }),
+            match self.get_stream::<T>(id) {
+                Ok(Some(c)) => Ok(c.records()),
+                Ok(None) => compute().and_then(|it| self.store(id, level, it, &cacheable)),
+                Err(e) => Err(e),
             }
         };
         let mut writing = self.writing.lock();
@@ -262,6 +279,73 @@ impl BlockStore {
             writing.remove(&id);
         }
         result
+    }
+
+    fn store<T: Data>(
+        &self,
+        id: BlockId,
+        level: StorageLevel,
+        mut it: crate::rdd::BoxIter<T>,
+        cacheable: &dyn Fn() -> bool,
+    ) -> Result<RecordIter<T>> {
+        if level.use_memory() {
+            let mut unrolled = Vec::new();
+            let mut sizer = Unroll::default();
+            let mut fits = true;
+            for x in it.by_ref() {
+                let over = sizer.add(&x) > self.capacity;
+                unrolled.push(x);
+                if over {
+                    fits = false;
+                    break;
+                }
+            }
+            if fits {
+                let v = Arc::new(unrolled);
+                if cacheable() {
+                    self.put_cached(id, v.clone(), level)?;
+                }
+                return Ok(Cached::Memory(v).records());
+            }
+            if !level.use_disk() {
+                tracing::info!(
+                    "block {id:?} is larger than storage memory ({} bytes); not cached",
+                    self.capacity
+                );
+                return Ok(Box::new(unrolled.into_iter().chain(it).map(Ok)));
+            }
+            return self.stream_to_disk(id, unrolled.into_iter().chain(it), cacheable);
+        }
+        if level.use_disk() {
+            return self.stream_to_disk(id, it, cacheable);
+        }
+        Ok(Box::new(it.map(Ok)))
+    }
+
+    /// Writes records to the block's file as they come, then reads them back as
+    /// a stream.
+    fn stream_to_disk<T: Data>(
+        &self,
+        id: BlockId,
+        it: impl Iterator<Item = T> + 'static,
+        cacheable: &dyn Fn() -> bool,
+    ) -> Result<RecordIter<T>> {
+        let Some(path) = self.block_path(id) else {
+            // No block directory: nothing is cached, records pass through.
+            return Ok(Box::new(it.map(Ok)));
+        };
+        match write_records(it, &path, self.compression, cacheable)? {
+            Some(len) => {
+                let block = DiskBlock { path, len };
+                let mut r = open_block::<T>(&block, self.compression)?;
+                self.disk.lock().insert(id, block);
+                Ok(Box::new(std::iter::from_fn(move || {
+                    r.next_record().transpose()
+                })))
+            }
+            // The computation recorded an error: the task fails with it.
+            None => Ok(Box::new(std::iter::empty())),
+        }
     }
 
     /// Stores a computed partition at `level`. A partition larger than the whole
@@ -278,7 +362,7 @@ impl BlockStore {
                 let to_disk: Option<ToDisk> = level.use_disk().then(|| {
                     Box::new(|b: &Block, p: &std::path::Path, c: Compression| {
                         match b.clone().downcast::<Vec<T>>() {
-                            Ok(v) => write_records(&v, p, c),
+                            Ok(v) => Ok(write_records(v.iter(), p, c, &|| true)?.unwrap_or(0)),
                             Err(_) => Ok(0),
                         }
                     }) as ToDisk
@@ -354,32 +438,89 @@ impl BlockStore {
         let Some(path) = self.block_path(id) else {
             return Ok(());
         };
-        let len = write_records(values, &path, self.compression)?;
-        self.disk.lock().insert(id, DiskBlock { path, len });
+        if let Some(len) = write_records(values.iter(), &path, self.compression, &|| true)? {
+            self.disk.lock().insert(id, DiskBlock { path, len });
+        }
         Ok(())
+    }
+}
+
+/// Records of a cached block, as `get_or_compute` returns them.
+pub type RecordIter<T> = Box<dyn Iterator<Item = Result<T>>>;
+
+enum Cached<T> {
+    Memory(Arc<Vec<T>>),
+    Disk(RecordIter<T>),
+}
+
+impl<T: Data> Cached<T> {
+    fn records(self) -> RecordIter<T> {
+        match self {
+            Cached::Memory(v) => Box::new((0..v.len()).map(move |i| Ok(v[i].clone()))),
+            Cached::Disk(it) => it,
+        }
+    }
+}
+
+/// Running size estimate of records being unrolled into memory: the encoded
+/// size of every 32nd record plus its in-memory size.
+#[derive(Default)]
+struct Unroll {
+    n: u64,
+    avg: f64,
+    scratch: Vec<u8>,
+}
+
+impl Unroll {
+    /// Counts `x`; returns the estimated bytes so far.
+    fn add<T: Data>(&mut self, x: &T) -> u64 {
+        if self.n.is_multiple_of(32) {
+            self.scratch.clear();
+            if crate::codec::encode_into("size sample", x, &mut self.scratch).is_ok() {
+                let s = (self.scratch.len() + std::mem::size_of::<T>()) as f64;
+                self.avg = if self.n == 0 {
+                    s
+                } else {
+                    self.avg * 0.9 + s * 0.1
+                };
+            }
+        }
+        self.n += 1;
+        (self.avg * self.n as f64) as u64
     }
 }
 
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `values` to a temporary name unique to this write, then renames it
-/// into place, so a reader never sees a half-written file and two writers of one
-/// block never share a file. Returns the bytes written.
-fn write_records<T: Data>(values: &[T], path: &std::path::Path, c: Compression) -> Result<u64> {
+/// Writes records to a temporary name unique to this write, then, if
+/// `commit()` still says so once they are all written, renames it into place
+/// (else removes it), so a reader never sees a half-written file and two writers
+/// of one block never share a file. Returns the bytes written, None if not
+/// committed.
+fn write_records<T: serde::Serialize>(
+    values: impl Iterator<Item = T>,
+    path: &std::path::Path,
+    c: Compression,
+    commit: &dyn Fn() -> bool,
+) -> Result<Option<u64>> {
     let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
-    let write = || -> Result<u64> {
+    let write = || -> Result<Option<u64>> {
         let f =
             File::create(&tmp).map_err(|e| FlintError::io("cannot create block file", &tmp, e))?;
         let mut w = FrameWriter::new(BufWriter::new(f), c);
         for v in values {
-            w.write(v)?;
+            w.write(&v)?;
         }
         let len = w.finish_segment()?;
         w.into_inner()?;
+        if !commit() {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(None);
+        }
         std::fs::rename(&tmp, path)
             .map_err(|e| FlintError::io("cannot commit block file", path, e))?;
-        Ok(len)
+        Ok(Some(len))
     };
     let r = write();
     if r.is_err() {
@@ -388,7 +529,12 @@ fn write_records<T: Data>(values: &[T], path: &std::path::Path, c: Compression) 
     r
 }
 
-fn read_records<T: Data>(block: &DiskBlock, c: Compression) -> Result<Vec<T>> {
+/// A reader of a disk block, after checking the file holds exactly the bytes
+/// written.
+fn open_block<T: Data>(
+    block: &DiskBlock,
+    c: Compression,
+) -> Result<FrameReader<BufReader<File>, T>> {
     let path = &block.path;
     let f = File::open(path).map_err(|e| FlintError::io("cannot open block file", path, e))?;
     let size = f
@@ -405,12 +551,11 @@ fn read_records<T: Data>(block: &DiskBlock, c: Compression) -> Result<Vec<T>> {
             ),
         });
     }
-    let mut r = FrameReader::<_, T>::new(BufReader::new(f), c, block.len);
-    let mut out = Vec::new();
-    while let Some(v) = r.next_record()? {
-        out.push(v);
-    }
-    Ok(out)
+    Ok(FrameReader::new(
+        BufReader::with_capacity(128 << 10, f),
+        c,
+        block.len,
+    ))
 }
 
 /// Size of a partition in memory, estimated from the encoded size of a sample of
@@ -548,16 +693,18 @@ mod tests {
                                 {
                                     std::thread::yield_now();
                                 }
-                                Ok((0..1000u32).collect::<Vec<u32>>())
+                                Ok(Box::new(0..1000u32) as crate::rdd::BoxIter<u32>)
                             },
                             || true,
                         )
+                        .unwrap()
+                        .collect::<Result<Vec<u32>>>()
                         .unwrap()
                 })
             })
             .collect();
         for t in threads {
-            assert_eq!(t.join().unwrap().len(), 1000);
+            assert_eq!(t.join().unwrap(), (0..1000).collect::<Vec<u32>>());
         }
         assert_eq!(
             computed.load(Ordering::SeqCst),
@@ -571,5 +718,59 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["rdd_9_1".to_string()]);
+    }
+
+    #[test]
+    fn disk_levels_stream_and_memory_only_passes_big_partitions_through() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB of storage memory.
+        let store = BlockStore::new(64 << 10, Some(dir.path().to_path_buf()), Compression::Lz4);
+        let big = || Ok(Box::new((0..200_000u64).map(|i| i * 7)) as crate::rdd::BoxIter<u64>);
+        let want: Vec<u64> = (0..200_000u64).map(|i| i * 7).collect();
+        let get = |id, level| -> Vec<u64> {
+            store
+                .get_or_compute(id, level, big, || true)
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap()
+        };
+        let disk = BlockId::Rdd { rdd: 1, split: 0 };
+        assert_eq!(get(disk, StorageLevel::DiskOnly), want);
+        assert!(store.disk.lock().contains_key(&disk));
+        assert_eq!(
+            store.stats().memory_blocks,
+            0,
+            "DISK_ONLY never lands in memory"
+        );
+        let both = BlockId::Rdd { rdd: 2, split: 0 };
+        assert_eq!(get(both, StorageLevel::MemoryAndDisk), want);
+        assert!(
+            store.disk.lock().contains_key(&both),
+            "too big for memory: on disk"
+        );
+        let mem = BlockId::Rdd { rdd: 3, split: 0 };
+        assert_eq!(get(mem, StorageLevel::MemoryOnly), want);
+        assert!(!store.contains(mem), "too big and MEMORY_ONLY: not cached");
+        // Served from the cache the second time (compute would panic).
+        let again: Vec<u64> = store
+            .get_or_compute(
+                disk,
+                StorageLevel::DiskOnly,
+                || -> Result<crate::rdd::BoxIter<u64>> { panic!("recomputed") },
+                || true,
+            )
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(again, want);
+        // A computation that recorded an error stores nothing.
+        let bad = BlockId::Rdd { rdd: 4, split: 0 };
+        let _ = store
+            .get_or_compute(bad, StorageLevel::DiskOnly, big, || false)
+            .unwrap()
+            .count();
+        assert!(!store.contains(bad));
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "two committed blocks, no temporary files");
     }
 }

@@ -518,3 +518,45 @@ fn a_single_hot_key_groups_and_spills() {
     let right = sc.parallelize((0..3000u32).map(|i| (0u8, i)).collect::<Vec<_>>(), 3);
     assert_eq!(left.join(&right).count().unwrap(), 6_000_000);
 }
+
+#[test]
+fn cartesian_with_a_right_side_larger_than_memory_spills_and_stays_exact() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.executor.memory", "4m")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let left = sc.parallelize((0..5u64).collect::<Vec<_>>(), 1);
+    let right = sc.parallelize(
+        (0..50_000u64)
+            .map(|i| (i, format!("{i:0>30}")))
+            .collect::<Vec<_>>(),
+        1,
+    );
+    let before = sc.spill_count();
+    let sums = left
+        .cartesian(&right)
+        .map(Fn!(|(l, (r, _s)): (u64, (u64, String))| (l, r)))
+        .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
+        .collect()
+        .unwrap();
+    assert!(
+        sc.spill_count() > before,
+        "a 2 MB right side over a 1.2 MB budget spills"
+    );
+    assert_eq!(
+        sorted(sums),
+        (0..5u64)
+            .map(|l| (l, 50_000 * 49_999 / 2))
+            .collect::<Vec<_>>()
+    );
+    // Small right sides stay in memory and give the model's answer.
+    let small = left
+        .cartesian(&sc.parallelize(vec!['a', 'b'], 2))
+        .collect()
+        .unwrap();
+    assert_eq!(small.len(), 10);
+    assert!(small.contains(&(4, 'b')));
+}

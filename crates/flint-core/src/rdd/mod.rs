@@ -306,13 +306,20 @@ impl<T: Data> Rdd<T> {
             split,
         };
         // A partial partition (an iterator recorded an error) is never cached.
-        let values = tc.env.blocks.get_or_compute(
+        let records = tc.env.blocks.get_or_compute(
             id,
             level,
-            || Ok(self.node.compute(split, tc)?.collect()),
+            || self.node.compute(split, tc),
             || !tc.has_error(),
         )?;
-        Ok(Box::new((0..values.len()).map(move |i| values[i].clone())))
+        let errors = tc.errors();
+        Ok(Box::new(records.map_while(move |r| match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                errors.fail(e);
+                None
+            }
+        })))
     }
 
     /// As `iterator`, pushing records into `sink` (see [`RddNode::push`]).

@@ -214,6 +214,89 @@ impl<
     shippable!();
 }
 
+/// The right-hand partition of a cartesian product, replayed once per left
+/// record: kept in memory while it fits in the task's memory share, else
+/// written once to a local spill file and re-read per left record (Spark
+/// recomputes it from lineage each time; a file read is cheaper and bounded).
+enum RightSide<U> {
+    Memory(Arc<Vec<U>>),
+    Spilled {
+        file: Arc<crate::shuffle::SpillFile>,
+        compression: crate::env::Compression,
+    },
+}
+
+impl<U: Data> RightSide<U> {
+    fn read(mut it: BoxIter<U>, tc: &TaskContext) -> Result<Self> {
+        let budget = tc.env.task_memory;
+        let mut kept = Vec::new();
+        let (mut bytes, mut scratch) = (0u64, Vec::new());
+        for u in it.by_ref() {
+            if kept.len() % 32 == 0 {
+                scratch.clear();
+                crate::codec::encode_into("size sample", &u, &mut scratch)?;
+                bytes += 32 * (scratch.len() + std::mem::size_of::<U>()) as u64;
+            }
+            kept.push(u);
+            if bytes > budget {
+                return Self::spill(kept.into_iter().chain(it), tc);
+            }
+        }
+        Ok(RightSide::Memory(Arc::new(kept)))
+    }
+
+    fn spill(records: impl Iterator<Item = U>, tc: &TaskContext) -> Result<Self> {
+        let path = tc.env.temp_file("cartesian");
+        let f = std::fs::File::create(&path)
+            .map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
+        let mut file = crate::shuffle::SpillFile { path, len: 0 };
+        let mut w = crate::shuffle::FrameWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, f),
+            tc.env.compression,
+        );
+        for u in records {
+            w.write(&u)?;
+        }
+        file.len = w.finish_segment()?;
+        w.into_inner()?;
+        tc.env
+            .spill_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(RightSide::Spilled {
+            file: Arc::new(file),
+            compression: tc.env.compression,
+        })
+    }
+
+    fn records(&self) -> Box<dyn Iterator<Item = Result<U>>> {
+        match self {
+            RightSide::Memory(v) => {
+                let v = v.clone();
+                Box::new((0..v.len()).map(move |i| Ok(v[i].clone())))
+            }
+            RightSide::Spilled { file, compression } => {
+                let file = file.clone();
+                let opened = std::fs::File::open(&file.path)
+                    .map_err(|e| FlintError::io("cannot open spill file", &file.path, e));
+                match opened {
+                    Ok(f) => {
+                        let mut r = crate::shuffle::FrameReader::<_, U>::new(
+                            std::io::BufReader::with_capacity(128 << 10, f),
+                            *compression,
+                            file.len,
+                        );
+                        Box::new(std::iter::from_fn(move || {
+                            let _keep = &file;
+                            r.next_record().transpose()
+                        }))
+                    }
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            }
+        }
+    }
+}
+
 /// Partitions of several RDDs, one after another.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -401,11 +484,18 @@ impl<T: Data, U: Data> RddNode for CartesianRdd<T, U> {
     type Item = (T, U);
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(T, U)>> {
         let nb = self.b.num_partitions();
-        let right: Arc<Vec<U>> = Arc::new(self.b.iterator(split % nb, tc)?.collect());
+        let right = RightSide::read(self.b.iterator(split % nb, tc)?, tc)?;
         let left = self.a.iterator(split / nb, tc)?;
+        let errors = tc.errors();
         Ok(Box::new(left.flat_map(move |x| {
-            let right = right.clone();
-            (0..right.len()).map(move |i| (x.clone(), right[i].clone()))
+            let errors = errors.clone();
+            right.records().map_while(move |r| match r {
+                Ok(u) => Some((x.clone(), u)),
+                Err(e) => {
+                    errors.fail(e);
+                    None
+                }
+            })
         })))
     }
     shippable!();

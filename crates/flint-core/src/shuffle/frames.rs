@@ -159,9 +159,37 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
     }
 
     fn next_frame(&mut self) -> Result<bool> {
+        let Some(raw) = self.next_stored()? else {
+            return Ok(false);
+        };
+        match self.compression {
+            Compression::None => std::mem::swap(&mut self.frame, &mut self.scratch),
+            Compression::Lz4 => {
+                self.frame.resize(raw, 0);
+                let n = lz4_flex::block::decompress_into(&self.scratch, &mut self.frame)
+                    .map_err(|e| corrupt(&format!("lz4: {e}")))?;
+                if n != raw {
+                    return Err(corrupt("frame length mismatch"));
+                }
+            }
+        }
+        self.pos = 0;
+        Ok(true)
+    }
+
+    /// Checks every remaining frame's header, length and checksum without
+    /// decoding a record (a cheap pass before trusting a stored block).
+    pub fn verify(mut self) -> Result<()> {
+        while self.next_stored()?.is_some() {}
+        Ok(())
+    }
+
+    /// Reads the next frame's stored bytes into `scratch`, checked against its
+    /// checksum; returns its raw length, or None at the exact end.
+    fn next_stored(&mut self) -> Result<Option<usize>> {
         let left = self.len - self.consumed;
         if left == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         if left < HEADER as u64 {
             return Err(corrupt(&format!(
@@ -199,19 +227,7 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
         if checksum(&self.scratch, raw) != sum {
             return Err(corrupt("frame checksum mismatch"));
         }
-        match self.compression {
-            Compression::None => std::mem::swap(&mut self.frame, &mut self.scratch),
-            Compression::Lz4 => {
-                self.frame.resize(raw, 0);
-                let n = lz4_flex::block::decompress_into(&self.scratch, &mut self.frame)
-                    .map_err(|e| corrupt(&format!("lz4: {e}")))?;
-                if n != raw {
-                    return Err(corrupt("frame length mismatch"));
-                }
-            }
-        }
-        self.pos = 0;
-        Ok(true)
+        Ok(Some(raw))
     }
 
     pub fn next_record(&mut self) -> Result<Option<T>> {
