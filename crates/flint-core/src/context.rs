@@ -59,6 +59,7 @@ struct Inner {
     bus: ListenerBus,
     accums: Arc<AccumRegistry>,
     cleaner: crate::cleaner::Cleaner,
+    checkpoint_dir: Mutex<Option<std::path::PathBuf>>,
     next_shared_id: AtomicUsize,
     _local_dir: tempfile::TempDir,
 }
@@ -239,6 +240,7 @@ impl FlintContext {
                 bus,
                 accums,
                 cleaner,
+                checkpoint_dir: Mutex::default(),
                 next_shared_id: AtomicUsize::new(0),
                 _local_dir: local_dir,
             }),
@@ -487,6 +489,31 @@ impl FlintContext {
 
     pub fn collection_accumulator<T: Data>(&self, name: &str) -> Accumulator<Collect<T>> {
         self.accumulator(name)
+    }
+
+    /// Where `Rdd::checkpoint` writes: a new directory inside `dir` for this
+    /// application (Spark's `setCheckpointDir`). Checkpoint files outlive the
+    /// application; delete them when no longer needed.
+    pub fn set_checkpoint_dir(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| FlintError::io("cannot create checkpoint directory", dir, e))?;
+        let own = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}-",
+                self.inner
+                    .app_name
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            ))
+            .tempdir_in(dir)
+            .map_err(|e| FlintError::io("cannot create checkpoint directory in", dir, e))?
+            .keep();
+        *self.inner.checkpoint_dir.lock() = Some(own);
+        Ok(())
+    }
+
+    pub fn checkpoint_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.checkpoint_dir.lock().clone()
     }
 
     pub(crate) fn cleaner(&self) -> &crate::cleaner::Cleaner {

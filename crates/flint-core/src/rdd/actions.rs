@@ -313,7 +313,7 @@ impl<T: Data> SpreadFn<T> {
 engine_fn!(impl[T: Data] SpreadFn<T>, (usize, BoxIter<T>) => BoxIter<(u64, T)>);
 
 impl<T: Data> Rdd<T> {
-    fn derive<U: Data>(&self, node: impl super::RddNode<Item = U>) -> Rdd<U> {
+    pub(crate) fn derive<U: Data>(&self, node: impl super::RddNode<Item = U>) -> Rdd<U> {
         let meta = super::RddMeta::on_driver(self.sc.as_ref(), node.id());
         Rdd {
             node: Arc::new(node),

@@ -8,8 +8,11 @@
 //! their shuffle id: the map side lineage stays on the driver, as in Spark.
 
 mod actions;
+mod checkpoint;
 mod cogrouped;
+mod more;
 mod narrow;
+mod numeric;
 mod pair;
 mod shuffled;
 mod sources;
@@ -24,7 +27,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{CollectFn, CountFn, PartitionFn};
 pub use cogrouped::{CoGroupInput, CoGroupedRdd};
+pub use more::PipedRdd;
 pub use narrow::*;
+pub use numeric::{Numeric, StatCounter};
 pub use shuffled::{Aggregator, Combine, ShuffleDependency, ShuffledRdd};
 pub use sources::*;
 
@@ -190,14 +195,25 @@ pub(crate) struct RddMeta {
     /// On the driver: removes the RDD's blocks when the last handle (or child
     /// RDD holding it) is dropped. Executor copies have none.
     _cleanup: Option<crate::cleaner::CleanupOnDrop>,
+    /// Once checkpointed: the node that reads the checkpoint (an
+    /// `Arc<dyn RddNode<Item = T>>`, typed by the handle) and its directory.
+    checkpoint: std::sync::OnceLock<(Arc<dyn Any + Send + Sync>, std::path::PathBuf)>,
 }
 
 impl RddMeta {
     fn with_level(level: StorageLevel) -> Arc<Self> {
         Arc::new(RddMeta {
             storage: AtomicU8::new(level.to_u8()),
-            _cleanup: None,
+            ..RddMeta::default()
         })
+    }
+
+    fn set_checkpoint(&self, node: Arc<dyn Any + Send + Sync>, dir: std::path::PathBuf) {
+        let _ = self.checkpoint.set((node, dir));
+    }
+
+    fn checkpoint_dir(&self) -> Option<std::path::PathBuf> {
+        self.checkpoint.get().map(|c| c.1.clone())
     }
 
     /// The metadata of a new driver-side RDD `id`.
@@ -205,6 +221,7 @@ impl RddMeta {
         Arc::new(RddMeta {
             storage: AtomicU8::new(StorageLevel::None.to_u8()),
             _cleanup: sc.map(|sc| sc.cleaner().guard(crate::cleaner::CleanupTask::Rdd(id))),
+            checkpoint: Default::default(),
         })
     }
 }
@@ -233,7 +250,7 @@ impl<T: Data> std::fmt::Debug for Rdd<T> {
 
 impl<T: Data> Serialize for Rdd<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let (offset, bytes) = self.node.ship().map_err(serde::ser::Error::custom)?;
+        let (offset, bytes) = self.current().ship().map_err(serde::ser::Error::custom)?;
         (
             offset,
             serde_bytes::Bytes::new(&bytes),
@@ -287,11 +304,23 @@ impl<T: Data> Rdd<T> {
     }
 
     pub fn num_partitions(&self) -> usize {
-        self.node.num_partitions()
+        self.current().num_partitions()
+    }
+
+    /// The node jobs run: the checkpoint's reader once checkpointed (the
+    /// lineage before it is then invisible to schedulers and tasks), else the
+    /// RDD's own node.
+    fn current(&self) -> Arc<dyn RddNode<Item = T>> {
+        if let Some((node, _)) = self.meta.checkpoint.get()
+            && let Some(n) = node.downcast_ref::<Arc<dyn RddNode<Item = T>>>()
+        {
+            return n.clone();
+        }
+        self.node.clone()
     }
 
     pub(crate) fn base(&self) -> Arc<dyn RddBase> {
-        self.node.clone()
+        self.current()
     }
 
     /// Records of one partition (executor side): from the block store when the
@@ -299,7 +328,7 @@ impl<T: Data> Rdd<T> {
     pub(crate) fn iterator(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
         let level = self.storage_level();
         if level == StorageLevel::None {
-            return self.node.compute(split, tc);
+            return self.current().compute(split, tc);
         }
         let id = BlockId::Rdd {
             rdd: self.id(),
@@ -309,7 +338,7 @@ impl<T: Data> Rdd<T> {
         let records = tc.env.blocks.get_or_compute(
             id,
             level,
-            || self.node.compute(split, tc),
+            || self.current().compute(split, tc),
             || !tc.has_error(),
         )?;
         let errors = tc.errors();
@@ -325,7 +354,7 @@ impl<T: Data> Rdd<T> {
     /// As `iterator`, pushing records into `sink` (see [`RddNode::push`]).
     pub(crate) fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, T>) -> Result<()> {
         if self.storage_level() == StorageLevel::None {
-            return self.node.push(split, tc, sink);
+            return self.current().push(split, tc, sink);
         }
         push_iter(self.iterator(split, tc)?, sink)
     }

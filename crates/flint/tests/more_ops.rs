@@ -1,0 +1,308 @@
+//! The rest of Spark's RDD API, each operation checked against a plain Rust
+//! model on random data and partition counts (empty partitions included).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use flint::prelude::*;
+use flint::shuffle::Partitioner;
+use proptest::prelude::*;
+
+fn sc() -> &'static FlintContext {
+    static SC: OnceLock<FlintContext> = OnceLock::new();
+    SC.get_or_init(|| {
+        FlintContext::new(
+            FlintConf::new()
+                .app_name("more-ops")
+                .master("local[3]")
+                .set("flint.ui.showConsoleProgress", "false"),
+        )
+        .unwrap()
+    })
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn indexing_aggregation_and_numbers(data in prop::collection::vec(-1000i64..1000, 0..300), parts in 1usize..9) {
+        let rdd = sc().parallelize(data.clone(), parts);
+        let indexed = rdd.zip_with_index().unwrap().collect().unwrap();
+        prop_assert_eq!(indexed, data.iter().cloned().zip(0u64..).collect::<Vec<_>>());
+        let ids = rdd.zip_with_unique_id().collect().unwrap();
+        let mut seen: Vec<u64> = ids.iter().map(|x| x.1).collect();
+        seen.sort();
+        seen.dedup();
+        prop_assert_eq!(seen.len(), data.len(), "unique ids");
+        prop_assert_eq!(ids.into_iter().map(|x| x.0).collect::<Vec<_>>(), data.clone());
+
+        let sum: i64 = data.iter().sum();
+        for depth in 1..4 {
+            prop_assert_eq!(
+                rdd.tree_aggregate(0i64, Fn!(|a: i64, x: i64| a + x), Fn!(|a: i64, b: i64| a + b), depth).unwrap(),
+                sum
+            );
+        }
+        match data.iter().copied().max() {
+            Some(m) => {
+                prop_assert_eq!(rdd.tree_reduce(Fn!(|a: i64, b: i64| a.max(b)), 2).unwrap(), m);
+                prop_assert_eq!(rdd.max().unwrap(), m);
+                prop_assert_eq!(rdd.min().unwrap(), *data.iter().min().unwrap());
+            }
+            None => {
+                prop_assert!(rdd.tree_reduce(Fn!(|a: i64, b: i64| a + b), 2).is_err());
+                prop_assert!(rdd.max().is_err());
+            }
+        }
+        let st = rdd.stats().unwrap();
+        prop_assert_eq!(st.count, data.len() as u64);
+        prop_assert!((rdd.sum().unwrap() - sum as f64).abs() < 1e-6);
+        if !data.is_empty() {
+            let mean = sum as f64 / data.len() as f64;
+            let var = data.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / data.len() as f64;
+            prop_assert!((rdd.mean().unwrap() - mean).abs() < 1e-9);
+            prop_assert!((st.variance() - var).abs() < 1e-6 * var.max(1.0));
+            // Histograms against counting by hand.
+            let edges = vec![-1000.0, -10.0, 0.0, 500.0, 1000.0];
+            let mut want = vec![0u64; 4];
+            for &x in &data {
+                let x = x as f64;
+                let i = if x >= 500.0 { 3 } else if x >= 0.0 { 2 } else if x >= -10.0 { 1 } else { 0 };
+                want[i] += 1;
+            }
+            prop_assert_eq!(rdd.histogram_with(edges).unwrap(), want);
+            let (bounds, counts) = rdd.histogram(4).unwrap();
+            prop_assert_eq!(counts.iter().sum::<u64>(), data.len() as u64);
+            prop_assert_eq!(bounds.len(), if st.min == st.max { 2 } else { 5 });
+        } else {
+            prop_assert!(rdd.mean().unwrap().is_nan());
+            prop_assert!(rdd.histogram(3).is_err());
+        }
+    }
+
+    #[test]
+    fn splitting_and_sampling(data in prop::collection::vec(0u32..10_000, 0..400), parts in 1usize..7, seed in 0u64..1000) {
+        let rdd = sc().parallelize(data.clone(), parts);
+        let splits = rdd.random_split(&[1.0, 2.0, 3.0], seed).unwrap();
+        let mut all: Vec<u32> = Vec::new();
+        for s in &splits {
+            all.extend(s.collect().unwrap());
+        }
+        prop_assert_eq!(sorted(all), sorted(data.clone()), "splits partition the input");
+        prop_assert_eq!(splits[0].collect().unwrap(), splits[0].collect().unwrap(), "stable");
+
+        let n = data.len() / 3;
+        let s = rdd.take_sample(false, n, seed).unwrap();
+        prop_assert_eq!(s.len(), n);
+        let mut pool = sorted(data.clone());
+        for x in &s {
+            let i = pool.binary_search(x);
+            prop_assert!(i.is_ok(), "sampled an element not in the input");
+            pool.remove(i.unwrap());
+        }
+        prop_assert_eq!(rdd.take_sample(false, data.len() + 5, seed).unwrap().len(), data.len());
+        let with = rdd.take_sample(true, 50, seed).unwrap();
+        prop_assert_eq!(with.len(), if data.is_empty() { 0 } else { 50 });
+        prop_assert!(with.iter().all(|x| data.contains(x)));
+    }
+
+    #[test]
+    fn pair_lookups_and_subtraction(
+        a in prop::collection::vec((0u8..20, -100i32..100), 0..150),
+        b in prop::collection::vec((0u8..20, -100i32..100), 0..150),
+        parts in 1usize..6,
+    ) {
+        let ra = sc().parallelize(a.clone(), parts);
+        let rb = sc().parallelize(b.clone(), parts);
+        let want = |k: u8| sorted(a.iter().filter(|x| x.0 == k).map(|x| x.1).collect::<Vec<_>>());
+        prop_assert_eq!(sorted(ra.lookup(&3).unwrap()), want(3));
+        let pa = ra.partition_by(parts);
+        prop_assert_eq!(sorted(pa.lookup(&3).unwrap()), want(3));
+        let map = ra.collect_as_map().unwrap();
+        prop_assert_eq!(sorted(map.keys().copied().collect()), sorted({
+            let mut k: Vec<u8> = a.iter().map(|x| x.0).collect(); k.dedup(); k.sort(); k.dedup(); k
+        }));
+        let bkeys: Vec<u8> = b.iter().map(|x| x.0).collect();
+        prop_assert_eq!(
+            sorted(ra.subtract_by_key(&rb).collect().unwrap()),
+            sorted(a.iter().filter(|x| !bkeys.contains(&x.0)).copied().collect())
+        );
+        let grouped: BTreeMap<i32, Vec<u8>> = ra
+            .keys()
+            .group_by(Fn!(|k: u8| (k % 3) as i32))
+            .collect()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, sorted(v)))
+            .collect();
+        let mut model: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+        for x in &a {
+            model.entry((x.0 % 3) as i32).or_default().push(x.0);
+        }
+        for v in model.values_mut() {
+            v.sort();
+        }
+        prop_assert_eq!(grouped, model);
+        // Sorted within each partition, partitioned by the hash partitioner.
+        let p = Partitioner::Hash(parts);
+        let rs = ra.repartition_and_sort_within_partitions(p.clone());
+        prop_assert_eq!(rs.partitioner(), Some(p.clone()));
+        let glom = rs.glom().collect().unwrap();
+        for (i, part) in glom.iter().enumerate() {
+            prop_assert!(part.windows(2).all(|w| w[0].0 <= w[1].0));
+            prop_assert!(part.iter().all(|kv| p.partition(&kv.0) == i));
+        }
+        prop_assert_eq!(sorted(glom.concat()), sorted(a.clone()));
+    }
+}
+
+#[test]
+fn sample_by_key_keeps_about_the_fraction_of_each_key() {
+    let data: Vec<(u8, u32)> = (0..40_000u32).map(|i| ((i % 2) as u8, i)).collect();
+    let rdd = sc().parallelize(data, 4);
+    let fractions = HashMap::from([(0u8, 0.1), (1u8, 0.5)]);
+    let s = rdd
+        .sample_by_key(false, fractions.clone(), 7)
+        .unwrap()
+        .collect()
+        .unwrap();
+    let zeros = s.iter().filter(|x| x.0 == 0).count();
+    let ones = s.len() - zeros;
+    assert!((1600..2400).contains(&zeros), "{zeros} of 20000 at 0.1");
+    assert!((9400..10600).contains(&ones), "{ones} of 20000 at 0.5");
+    assert_eq!(
+        s,
+        rdd.sample_by_key(false, fractions, 7)
+            .unwrap()
+            .collect()
+            .unwrap(),
+        "deterministic for a seed"
+    );
+    let err = rdd
+        .sample_by_key(false, HashMap::from([(0u8, 0.5)]), 1)
+        .unwrap()
+        .count()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no sampling fraction"), "{err}");
+    assert!(
+        rdd.sample_by_key(false, HashMap::from([(0u8, 1.5)]), 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn pipe_runs_a_command_per_partition() {
+    let rdd = sc().parallelize((1..=10).collect::<Vec<i32>>(), 3);
+    let out = rdd.pipe(&["sed", "s/^/n=/"]).unwrap().collect().unwrap();
+    assert_eq!(out, (1..=10).map(|i| format!("n={i}")).collect::<Vec<_>>());
+    let counts = rdd.pipe(&["wc", "-l"]).unwrap().collect().unwrap();
+    let total: usize = counts
+        .iter()
+        .map(|c| c.trim().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!((counts.len(), total), (3, 10));
+    let err = rdd
+        .pipe(&["false"])
+        .unwrap()
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Subprocess exited with status 1") && err.contains("false"),
+        "{err}"
+    );
+    let err = rdd
+        .pipe(&["/nonexistent/program"])
+        .unwrap()
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot run pipe command"), "{err}");
+    assert!(rdd.pipe(&[]).is_err());
+}
+
+#[test]
+fn object_files_round_trip_and_damage_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("objs");
+    let data: Vec<(String, Vec<u16>)> = (0..5000u16)
+        .map(|i| (format!("k{i}"), vec![i; 3]))
+        .collect();
+    sc().parallelize(data.clone(), 3)
+        .save_as_object_file(&out)
+        .unwrap();
+    let back = sc().object_file::<(String, Vec<u16>)>(&out).unwrap();
+    assert_eq!(back.num_partitions(), 3);
+    assert_eq!(back.collect().unwrap(), data);
+    // A part file cut short is an error naming it, not fewer records.
+    let part = out.join("part-00001");
+    let len = std::fs::metadata(&part).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .unwrap()
+        .set_len(len - 20)
+        .unwrap();
+    let err = back.count().unwrap_err().to_string();
+    assert!(err.contains("part-00001"), "{err}");
+    assert!(sc().object_file::<u8>(dir.path()).is_err(), "no part files");
+    assert!(
+        sc().parallelize(vec![1], 1)
+            .save_as_object_file(&out)
+            .is_err(),
+        "exists"
+    );
+}
+
+#[test]
+fn checkpointing_truncates_the_lineage() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let rdd = sc
+        .parallelize((0..100u32).collect::<Vec<_>>(), 4)
+        .map(Fn!(|x: u32| x * 2));
+    assert!(
+        rdd.checkpoint()
+            .unwrap_err()
+            .to_string()
+            .contains("set_checkpoint_dir")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    sc.set_checkpoint_dir(dir.path()).unwrap();
+    // An iterative chain whose lineage would otherwise grow every round.
+    let mut cur = rdd.clone();
+    for round in 0..5u32 {
+        cur = cur.map(Fn!(move |x: u32| x + round));
+        if round % 2 == 0 {
+            cur.checkpoint().unwrap();
+            assert!(cur.is_checkpointed());
+            let lineage = cur.to_debug_string();
+            assert_eq!(lineage.lines().count(), 1, "only the checkpoint: {lineage}");
+        }
+    }
+    let want: Vec<u32> = (0..100u32).map(|x| x * 2 + 10).collect();
+    assert_eq!(cur.collect().unwrap(), want);
+    // RDDs built on a checkpointed one read the checkpoint, not the lineage.
+    let child = cur.map(Fn!(|x: u32| x + 1));
+    assert_eq!(child.to_debug_string().lines().count(), 2);
+    assert_eq!(
+        child.collect().unwrap(),
+        want.iter().map(|x| x + 1).collect::<Vec<_>>()
+    );
+    let files = cur.checkpoint_file().unwrap();
+    assert!(files.starts_with(dir.path()) && files.join("part-00000").exists());
+    // A damaged checkpoint cannot be recomputed (its lineage is gone): a clear error.
+    std::fs::write(files.join("part-00002"), b"junk").unwrap();
+    let err = cur.collect().unwrap_err().to_string();
+    assert!(err.contains("part-00002"), "{err}");
+}
