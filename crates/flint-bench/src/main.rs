@@ -351,14 +351,18 @@ fn examples_dir() -> anyhow::Result<PathBuf> {
 fn spark_reference(run_now: bool) -> anyhow::Result<serde_json::Value> {
     let spark = shared_bench()?.join("spark");
     let path = if run_now {
+        // Tell run.sh where to put its results rather than guessing its default.
+        let out = cache_dir()?.join("results");
         let st = Command::new("bash")
             .arg(spark.join("run.sh"))
             .env("SKIP_STANDALONE", "1")
-            .status()?;
+            .env("RESULTS_DIR", &out)
+            .status()
+            .context("cannot run Spark's run.sh (bash)")?;
         if !st.success() {
-            bail!("Spark's run.sh failed");
+            bail!("Spark's run.sh failed ({st}); its log is under the bench cache's run/ directory");
         }
-        cache_dir()?.join("results.json")
+        out.join("results.json")
     } else {
         spark.join("results.json")
     };

@@ -3,14 +3,28 @@
 //! endpoint handles one message at a time, so its state needs no locks), and a
 //! `Disconnected` event when a peer's connection ends.
 //!
-//! Wire format: TCP, length-delimited frames (4-byte big-endian length, bounded by
-//! `RpcConf::max_message_size`, 128 MiB by default as Spark's
-//! `spark.rpc.message.maxSize`) of postcard-encoded [`Wire`] values. Every
-//! connection starts with a handshake carrying the protocol version, the cluster
-//! id, the sender's advertised address and an optional shared-secret token (the
-//! hook for authentication; TLS would wrap the stream at the same place). Bad
-//! bytes close that connection with a logged reason and never disturb the process.
-//! One connection per peer address is reused in both directions.
+//! Wire format: TCP, length-delimited frames (4-byte big-endian length) of
+//! postcard-encoded [`Wire`] values. Every connection starts with a handshake:
+//! the dialer's Hello (protocol version, cluster id, advertised address, a
+//! random nonce), the acceptor's Challenge (its nonce and, when it has the
+//! shared secret, an HMAC-SHA256 proof over both nonces), the dialer's Proof
+//! (its own HMAC), then HelloOk or Rejected with a reason. Both sides prove
+//! they know the secret without sending it; a dialer with a secret refuses a
+//! peer that cannot prove it. Until the handshake completes frames are limited
+//! to [`HANDSHAKE_FRAME_LIMIT`] bytes, at most `max_pending_handshakes`
+//! connections may be in their handshake at once, and each has
+//! `handshake_timeout` to finish; after it, frames are bounded by
+//! `RpcConf::max_message_size` (128 MiB by default, Spark's
+//! `spark.rpc.message.maxSize`). Bad bytes close that connection with a logged
+//! reason and never disturb the process.
+//!
+//! A peer is its connection: an ask's reply is accepted only from the
+//! connection the ask went out on, a refused or lost connection fails the asks
+//! waiting on it at once with the reason, and outgoing traffic to an address
+//! uses the oldest live connection to or from it, so a later connection that
+//! claims the same address cannot take it over. Handlers learn how a message
+//! arrived ([`Via`]): over a connection this process dialed to that address,
+//! one it accepted from a peer claiming it, or from inside the process.
 //!
 //! Invariants: only this crate knows the wire format; endpoint handlers are plain
 //! synchronous methods run on the endpoint's own task, so they must not block.
@@ -30,7 +44,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Version of the wire protocol; peers with another version are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Largest frame accepted before a connection's handshake completes.
+pub const HANDSHAKE_FRAME_LIMIT: usize = 4096;
 
 /// A process's RPC address as it advertises it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -69,15 +86,57 @@ impl fmt::Display for RpcAddress {
     }
 }
 
-#[derive(Clone, Debug)]
+/// Who sent a message and how it reached this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's address: the one this process dialed, or the one the peer
+    /// advertised in its handshake.
+    pub addr: RpcAddress,
+    pub via: Via,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Posted inside this process (its own timers and children).
+    Local,
+    /// Over a connection this process dialed to `addr`: the peer is whoever
+    /// listens there.
+    Dialed,
+    /// Over a connection this process accepted; `addr` is what the peer
+    /// claimed (a cluster member's claim when authentication is on).
+    Accepted,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+#[derive(Clone)]
 pub struct RpcConf {
     pub max_message_size: usize,
     /// Peers must present the same cluster id (guards against cross-talk).
     pub cluster_id: String,
-    /// Shared secret required from peers when set (authentication hook).
+    /// Shared secret both sides of every connection must prove they know.
     pub secret: Option<String>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// Connections allowed in their handshake at once; more are closed at once.
+    pub max_pending_handshakes: usize,
+}
+
+impl fmt::Debug for RpcConf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcConf")
+            .field("max_message_size", &self.max_message_size)
+            .field("cluster_id", &self.cluster_id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .finish()
+    }
 }
 
 impl Default for RpcConf {
@@ -87,7 +146,8 @@ impl Default for RpcConf {
             cluster_id: "flint".into(),
             secret: None,
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
         }
     }
 }
@@ -114,6 +174,12 @@ pub enum RpcError {
         endpoint: String,
         reason: String,
     },
+    #[error("no reply from {endpoint} at {to}: {reason}")]
+    Connection {
+        to: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("the RPC environment is shut down")]
     Shutdown,
 }
@@ -125,7 +191,16 @@ enum Wire {
         version: u32,
         cluster_id: String,
         sender: Option<RpcAddress>,
-        token: Option<String>,
+        nonce: [u8; 32],
+    },
+    /// The acceptor's nonce and, if it has the secret, its proof.
+    Challenge {
+        nonce: [u8; 32],
+        proof: Option<[u8; 32]>,
+    },
+    /// The dialer's proof, if it has the secret.
+    Proof {
+        proof: Option<[u8; 32]>,
     },
     HelloOk,
     Rejected {
@@ -146,6 +221,49 @@ enum Wire {
         id: u64,
         result: Result<Vec<u8>, String>,
     },
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// HMAC-SHA256 under the secret of the role, the cluster id and both nonces:
+/// proves knowledge of the secret for this connection only (fresh nonces on
+/// both sides defeat replay; the role keeps one side's proof from serving as
+/// the other's).
+fn mac(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32]) -> HmacSha256 {
+    use hmac::{KeyInit, Mac};
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    m.update(role);
+    m.update(&(cluster.len() as u64).to_le_bytes());
+    m.update(cluster.as_bytes());
+    m.update(dialer);
+    m.update(acceptor);
+    m
+}
+
+fn proof(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&mac(secret, role, cluster, dialer, acceptor).finalize().into_bytes());
+    out
+}
+
+/// Constant-time check of a peer's proof.
+fn verify(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32], got: &[u8; 32]) -> bool {
+    use hmac::Mac;
+    mac(secret, role, cluster, dialer, acceptor).verify_slice(got).is_ok()
+}
+
+const DIALER: &[u8] = b"flint-rpc dialer";
+const ACCEPTOR: &[u8] = b"flint-rpc acceptor";
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut n) {
+        // Without randomness the handshake cannot be made safe: stop.
+        panic!("the system's random number source failed: {e}");
+    }
+    n
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RpcError> {
@@ -198,7 +316,7 @@ pub trait Endpoint: Send + 'static {
     fn receive(
         &mut self,
         ctx: &EndpointCtx<Self::Msg>,
-        from: RpcAddress,
+        from: Peer,
         msg: Self::Msg,
         reply: Option<Replier>,
     );
@@ -209,7 +327,7 @@ pub trait Endpoint: Send + 'static {
 
 enum Erased {
     Bytes {
-        from: RpcAddress,
+        from: Peer,
         payload: Vec<u8>,
         reply: Option<Replier>,
     },
@@ -295,8 +413,19 @@ impl<M: Send + 'static> LocalRef<M> {
     }
 }
 
-/// Where the reply to an outstanding ask goes.
-type ReplySlot = oneshot::Sender<Result<Vec<u8>, String>>;
+/// How an outstanding ask ends.
+enum AskOutcome {
+    Reply(Result<Vec<u8>, String>),
+    /// The connection it went out on was refused or lost.
+    Failed(String),
+}
+
+/// Where the reply to an outstanding ask goes, and the connection it must
+/// come back on.
+struct ReplySlot {
+    conn: u64,
+    tx: oneshot::Sender<AskOutcome>,
+}
 
 struct Conn {
     id: u64,
@@ -310,6 +439,7 @@ struct Inner {
     conns: std::sync::Mutex<HashMap<RpcAddress, Vec<Conn>>>,
     asks: std::sync::Mutex<HashMap<u64, ReplySlot>>,
     next_id: AtomicU64,
+    handshakes: Arc<tokio::sync::Semaphore>,
     shutdown: tokio_util::sync::CancellationToken,
     /// The runtime this environment's tasks run on, so `send` and
     /// `setup_endpoint` also work from threads outside it.
@@ -332,12 +462,13 @@ impl RpcEnv {
     fn new(conf: RpcConf, address: Option<RpcAddress>) -> Self {
         RpcEnv {
             inner: Arc::new(Inner {
-                conf,
+                conf: conf.clone(),
                 address,
                 endpoints: Default::default(),
                 conns: Default::default(),
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
+                handshakes: Arc::new(tokio::sync::Semaphore::new(conf.max_pending_handshakes.max(1))),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 rt: tokio::runtime::Handle::current(),
             }),
@@ -397,10 +528,13 @@ impl RpcEnv {
             name: name.to_string(),
             this: this.clone(),
         };
-        let self_addr = self
-            .address()
-            .cloned()
-            .unwrap_or_else(|| RpcAddress::new("local", 0));
+        let self_addr = Peer {
+            addr: self
+                .address()
+                .cloned()
+                .unwrap_or_else(|| RpcAddress::new("local", 0)),
+            via: Via::Local,
+        };
         let shutdown = self.inner.shutdown.clone();
         self.inner.rt.spawn(async move {
             endpoint.on_start(&ctx);
@@ -442,7 +576,7 @@ impl RpcEnv {
     ) -> Result<(), RpcError> {
         let payload = encode(msg)?;
         self.check_size(payload.len())?;
-        let conn = self.connection(to);
+        let (_, conn) = self.connection(to);
         conn.send(Wire::Send {
             to: endpoint.to_string(),
             payload,
@@ -462,8 +596,8 @@ impl RpcEnv {
         self.check_size(payload.len())?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.asks).insert(id, tx);
-        let conn = self.connection(to);
+        let (conn_id, conn) = self.connection(to);
+        lock(&self.inner.asks).insert(id, ReplySlot { conn: conn_id, tx });
         let sent = conn.send(Wire::Ask {
             id,
             to: endpoint.to_string(),
@@ -476,17 +610,23 @@ impl RpcEnv {
         let res = tokio::time::timeout(timeout, rx).await;
         lock(&self.inner.asks).remove(&id);
         match res {
-            Err(_) | Ok(Err(_)) => Err(RpcError::Timeout {
+            Err(_) => Err(RpcError::Timeout {
                 to: to.to_string(),
                 endpoint: endpoint.into(),
                 after: timeout,
             }),
-            Ok(Ok(Err(reason))) => Err(RpcError::Remote {
+            Ok(Err(_)) => Err(RpcError::Shutdown),
+            Ok(Ok(AskOutcome::Failed(reason))) => Err(RpcError::Connection {
                 to: to.to_string(),
                 endpoint: endpoint.into(),
                 reason,
             }),
-            Ok(Ok(Ok(bytes))) => decode(&bytes).map_err(RpcError::Codec),
+            Ok(Ok(AskOutcome::Reply(Err(reason)))) => Err(RpcError::Remote {
+                to: to.to_string(),
+                endpoint: endpoint.into(),
+                reason,
+            }),
+            Ok(Ok(AskOutcome::Reply(Ok(bytes)))) => decode(&bytes).map_err(RpcError::Codec),
         }
     }
 
@@ -504,20 +644,24 @@ impl RpcEnv {
         Ok(())
     }
 
-    fn codec(&self) -> LengthDelimitedCodec {
+    /// The codec of a connection in its handshake: tiny frames only, so a
+    /// stranger cannot make this process reserve memory for a huge frame.
+    fn handshake_codec(&self) -> LengthDelimitedCodec {
         LengthDelimitedCodec::builder()
-            .max_frame_length(self.inner.conf.max_message_size)
+            .max_frame_length(HANDSHAKE_FRAME_LIMIT)
             .new_codec()
     }
 
-    /// The writer channel of the connection to `to`, connecting in the
-    /// background when there is none (messages queue meanwhile).
-    fn connection(&self, to: &RpcAddress) -> mpsc::UnboundedSender<Wire> {
+    /// The id and writer channel of the connection to `to`: the oldest live
+    /// one (dialed or accepted), else a new one dialed in the background
+    /// (messages queue meanwhile).
+    fn connection(&self, to: &RpcAddress) -> (u64, mpsc::UnboundedSender<Wire>) {
         let mut conns = lock(&self.inner.conns);
-        if let Some(c) = conns.get(to).and_then(|v| v.last())
-            && !c.tx.is_closed()
+        if let Some(c) = conns
+            .get(to)
+            .and_then(|v| v.iter().find(|c| !c.tx.is_closed()))
         {
-            return c.tx.clone();
+            return (c.id, c.tx.clone());
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -530,14 +674,15 @@ impl RpcEnv {
         let to = to.clone();
         self.inner.rt.spawn(async move {
             match env.connect(&to).await {
-                Ok(framed) => env.run_conn(framed, to, id, rx).await,
+                Ok(framed) => env.run_conn(framed, to, Via::Dialed, id, rx).await,
                 Err(reason) => {
-                    tracing::warn!("cannot connect to {to}: {reason}");
-                    env.drop_conn(&to, id);
+                    let reason = format!("cannot connect to {to}: {reason}");
+                    tracing::warn!("{reason}");
+                    env.drop_conn(&to, id, reason);
                 }
             }
         });
-        tx
+        (id, tx)
     }
 
     async fn connect(
@@ -553,26 +698,55 @@ impl RpcEnv {
         .map_err(|_| format!("connect timed out after {:?}", conf.connect_timeout))?
         .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let mut framed = Framed::new(stream, self.codec());
+        let mut framed = Framed::new(stream, self.handshake_codec());
+        tokio::time::timeout(conf.handshake_timeout, self.dial_handshake(&mut framed))
+            .await
+            .map_err(|_| format!("handshake timed out after {:?}", conf.handshake_timeout))??;
+        framed
+            .codec_mut()
+            .set_max_frame_length(conf.max_message_size);
+        Ok(framed)
+    }
+
+    /// The dialer's side of the handshake (see the module doc).
+    async fn dial_handshake(
+        &self,
+        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    ) -> Result<(), String> {
+        let conf = &self.inner.conf;
+        let mine = nonce();
         let hello = Wire::Hello {
             version: PROTOCOL_VERSION,
             cluster_id: conf.cluster_id.clone(),
             sender: self.inner.address.clone(),
-            token: conf.secret.clone(),
+            nonce: mine,
         };
-        framed
-            .send(bytes::Bytes::from(
-                encode(&hello).map_err(|e| e.to_string())?,
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = tokio::time::timeout(conf.handshake_timeout, framed.next())
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .ok_or("connection closed during handshake")?
-            .map_err(|e| e.to_string())?;
-        match decode::<Wire>(&answer)? {
-            Wire::HelloOk => Ok(framed),
+        send_wire(framed, &hello).await?;
+        let (theirs, their_proof) = match next_wire(framed).await? {
+            Wire::Challenge { nonce, proof } => (nonce, proof),
+            Wire::Rejected { reason } => return Err(format!("refused by peer: {reason}")),
+            _ => return Err("unexpected handshake answer".into()),
+        };
+        let my_proof = match &conf.secret {
+            Some(secret) => {
+                let ok = their_proof.is_some_and(|p| {
+                    verify(secret, ACCEPTOR, &conf.cluster_id, &mine, &theirs, &p)
+                });
+                if !ok {
+                    let why = if their_proof.is_none() {
+                        "the peer does not authenticate; give it this cluster's secret (flint.authenticate.secret)"
+                    } else {
+                        "the peer failed to prove it knows the shared secret (flint.authenticate.secret differs)"
+                    };
+                    return Err(why.into());
+                }
+                Some(proof(secret, DIALER, &conf.cluster_id, &mine, &theirs))
+            }
+            None => None,
+        };
+        send_wire(framed, &Wire::Proof { proof: my_proof }).await?;
+        match next_wire(framed).await? {
+            Wire::HelloOk => Ok(()),
             Wire::Rejected { reason } => Err(format!("refused by peer: {reason}")),
             _ => Err("unexpected handshake answer".into()),
         }
@@ -597,16 +771,32 @@ impl RpcEnv {
     }
 
     async fn accept(&self, stream: TcpStream, peer: SocketAddr) {
+        // Bounded before anything is read: a flood of half-open connections
+        // costs a refused socket each, not memory or tasks.
+        let Ok(permit) = self.inner.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "refusing connection from {peer}: {} connections are already in their handshake",
+                self.inner.conf.max_pending_handshakes
+            );
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let conf = &self.inner.conf;
-        let mut framed = Framed::new(stream, self.codec());
-        let first = match tokio::time::timeout(conf.handshake_timeout, framed.next()).await {
-            Ok(Some(Ok(b))) => b,
-            Ok(Some(Err(e))) => {
-                tracing::warn!("closing connection from {peer}: bad frame during handshake: {e}");
+        let mut framed = Framed::new(stream, self.handshake_codec());
+        let sender = match tokio::time::timeout(
+            conf.handshake_timeout,
+            self.accept_handshake(&mut framed),
+        )
+        .await
+        {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(Refusal { reason, tell })) => {
+                tracing::warn!("refusing connection from {peer}: {reason}");
+                if tell {
+                    let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
+                }
                 return;
             }
-            Ok(None) => return,
             Err(_) => {
                 tracing::warn!(
                     "closing connection from {peer}: no handshake within {:?}",
@@ -615,48 +805,10 @@ impl RpcEnv {
                 return;
             }
         };
-        let (sender, refusal) = match decode::<Wire>(&first) {
-            Ok(Wire::Hello {
-                version,
-                cluster_id,
-                sender,
-                token,
-            }) => {
-                let refusal = if version != PROTOCOL_VERSION {
-                    Some(format!(
-                        "protocol version {version} is not supported (this process speaks {PROTOCOL_VERSION})"
-                    ))
-                } else if cluster_id != conf.cluster_id {
-                    Some(format!(
-                        "cluster id '{cluster_id}' does not match '{}'",
-                        conf.cluster_id
-                    ))
-                } else if conf.secret.is_some() && token != conf.secret {
-                    Some("authentication failed".to_string())
-                } else {
-                    None
-                };
-                (sender, refusal)
-            }
-            Ok(_) => (None, Some("expected a handshake".to_string())),
-            Err(e) => {
-                tracing::warn!("closing connection from {peer}: undecodable handshake: {e}");
-                return;
-            }
-        };
-        if let Some(reason) = refusal {
-            tracing::warn!("refusing connection from {peer}: {reason}");
-            if let Ok(b) = encode(&Wire::Rejected { reason }) {
-                let _ = framed.send(bytes::Bytes::from(b)).await;
-            }
-            return;
-        }
-        let Ok(ok) = encode(&Wire::HelloOk) else {
-            return;
-        };
-        if framed.send(bytes::Bytes::from(ok)).await.is_err() {
-            return;
-        }
+        drop(permit);
+        framed
+            .codec_mut()
+            .set_max_frame_length(conf.max_message_size);
         let addr = sender.unwrap_or_else(|| RpcAddress::new(peer.ip().to_string(), peer.port()));
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -664,7 +816,76 @@ impl RpcEnv {
             .entry(addr.clone())
             .or_default()
             .push(Conn { id, tx });
-        self.run_conn(framed, addr, id, rx).await;
+        self.run_conn(framed, addr, Via::Accepted, id, rx).await;
+    }
+
+    /// The acceptor's side of the handshake; returns the address the peer
+    /// advertised.
+    async fn accept_handshake(
+        &self,
+        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    ) -> Result<Option<RpcAddress>, Refusal> {
+        let conf = &self.inner.conf;
+        let quiet = |reason: String| Refusal {
+            reason,
+            tell: false,
+        };
+        let tell = |reason: String| Refusal { reason, tell: true };
+        let (version, cluster_id, sender, theirs) = match next_wire(framed).await.map_err(quiet)? {
+            Wire::Hello {
+                version,
+                cluster_id,
+                sender,
+                nonce,
+            } => (version, cluster_id, sender, nonce),
+            _ => return Err(tell("expected a handshake".into())),
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(tell(format!(
+                "protocol version {version} is not supported (this process speaks {PROTOCOL_VERSION})"
+            )));
+        }
+        if cluster_id != conf.cluster_id {
+            return Err(tell(format!(
+                "cluster id '{cluster_id}' does not match '{}'",
+                conf.cluster_id
+            )));
+        }
+        let mine = nonce();
+        let my_proof = conf
+            .secret
+            .as_ref()
+            .map(|s| proof(s, ACCEPTOR, &conf.cluster_id, &theirs, &mine));
+        send_wire(
+            framed,
+            &Wire::Challenge {
+                nonce: mine,
+                proof: my_proof,
+            },
+        )
+        .await
+        .map_err(quiet)?;
+        let their_proof = match next_wire(framed).await.map_err(quiet)? {
+            Wire::Proof { proof } => proof,
+            _ => return Err(tell("expected the handshake's proof".into())),
+        };
+        if let Some(secret) = &conf.secret {
+            match their_proof {
+                None => {
+                    return Err(tell(
+                        "authentication required: set flint.authenticate.secret to this cluster's secret".into(),
+                    ));
+                }
+                Some(p) if !verify(secret, DIALER, &conf.cluster_id, &theirs, &mine, &p) => {
+                    return Err(tell(
+                        "authentication failed: the shared secret (flint.authenticate.secret) does not match".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        send_wire(framed, &Wire::HelloOk).await.map_err(quiet)?;
+        Ok(sender)
     }
 
     /// Pumps one established connection until it ends, then reports the
@@ -673,9 +894,14 @@ impl RpcEnv {
         &self,
         framed: Framed<TcpStream, LengthDelimitedCodec>,
         peer: RpcAddress,
+        via: Via,
         id: u64,
         mut rx: mpsc::UnboundedReceiver<Wire>,
     ) {
+        let from = Peer {
+            addr: peer.clone(),
+            via,
+        };
         let (mut sink, mut stream) = framed.split();
         let writer_tx = {
             let conns = lock(&self.inner.conns);
@@ -694,31 +920,45 @@ impl RpcEnv {
                 }
             }
         });
-        loop {
+        let reason = loop {
             let frame = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => break "the RPC environment is shut down".to_string(),
                 f = stream.next() => f,
             };
             match frame {
-                None => break,
+                None => break format!("connection to {peer} closed"),
                 Some(Err(e)) => {
                     tracing::warn!("closing connection to {peer}: {e}");
-                    break;
+                    break format!("connection to {peer} failed: {e}");
                 }
                 Some(Ok(bytes)) => match decode::<Wire>(&bytes) {
-                    Ok(w) => self.dispatch(w, &peer, &writer_tx),
+                    Ok(w) => self.dispatch(w, &from, id, &writer_tx),
                     Err(e) => {
                         tracing::warn!("closing connection to {peer}: undecodable frame: {e}");
-                        break;
+                        break format!("connection to {peer} closed after an undecodable frame");
                     }
                 },
             }
-        }
+        };
         writer.abort();
-        self.drop_conn(&peer, id);
+        self.drop_conn(&peer, id, reason);
     }
 
-    fn drop_conn(&self, peer: &RpcAddress, id: u64) {
+    /// Forgets connection `id`, fails the asks waiting on it with `reason`, and
+    /// tells the endpoints if no other connection to that peer remains.
+    fn drop_conn(&self, peer: &RpcAddress, id: u64, reason: String) {
+        let failed: Vec<ReplySlot> = {
+            let mut asks = lock(&self.inner.asks);
+            let ids: Vec<u64> = asks
+                .iter()
+                .filter(|(_, s)| s.conn == id)
+                .map(|(k, _)| *k)
+                .collect();
+            ids.into_iter().filter_map(|k| asks.remove(&k)).collect()
+        };
+        for slot in failed {
+            let _ = slot.tx.send(AskOutcome::Failed(reason.clone()));
+        }
         let none_left = {
             let mut conns = lock(&self.inner.conns);
             match conns.get_mut(peer) {
@@ -740,7 +980,7 @@ impl RpcEnv {
         }
     }
 
-    fn dispatch(&self, w: Wire, peer: &RpcAddress, conn: &mpsc::UnboundedSender<Wire>) {
+    fn dispatch(&self, w: Wire, peer: &Peer, conn_id: u64, conn: &mpsc::UnboundedSender<Wire>) {
         match w {
             Wire::Send { to, payload } => match lock(&self.inner.endpoints).get(&to) {
                 Some(ep) => {
@@ -771,13 +1011,55 @@ impl RpcEnv {
                 }
             }
             Wire::Reply { id, result } => {
-                if let Some(tx) = lock(&self.inner.asks).remove(&id) {
-                    let _ = tx.send(result);
+                // Only the connection the ask went out on may answer it.
+                let slot = {
+                    let mut asks = lock(&self.inner.asks);
+                    match asks.get(&id) {
+                        Some(s) if s.conn == conn_id => asks.remove(&id),
+                        Some(_) => {
+                            tracing::warn!(
+                                "reply {id} from {peer} arrived on a connection the ask did not use; ignored"
+                            );
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                if let Some(slot) = slot {
+                    let _ = slot.tx.send(AskOutcome::Reply(result));
                 }
             }
-            Wire::Hello { .. } | Wire::HelloOk | Wire::Rejected { .. } => {
+            Wire::Hello { .. }
+            | Wire::Challenge { .. }
+            | Wire::Proof { .. }
+            | Wire::HelloOk
+            | Wire::Rejected { .. } => {
                 tracing::warn!("unexpected handshake message from {peer} ignored");
             }
         }
     }
+}
+
+/// Why a handshake was refused; `tell` says whether the peer gets the reason
+/// (not when it broke the protocol or the connection).
+struct Refusal {
+    reason: String,
+    tell: bool,
+}
+
+async fn send_wire(framed: &mut Framed<TcpStream, LengthDelimitedCodec>, w: &Wire) -> Result<(), String> {
+    let b = encode(w).map_err(|e| e.to_string())?;
+    framed
+        .send(bytes::Bytes::from(b))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn next_wire(framed: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<Wire, String> {
+    let frame = framed
+        .next()
+        .await
+        .ok_or("connection closed during the handshake")?
+        .map_err(|e| format!("bad frame during the handshake: {e}"))?;
+    decode::<Wire>(&frame).map_err(|e| format!("undecodable handshake: {e}"))
 }

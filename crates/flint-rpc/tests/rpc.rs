@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flint_rpc::{Endpoint, EndpointCtx, Replier, RpcAddress, RpcConf, RpcEnv, RpcError};
+use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv, RpcError, Via};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -25,12 +25,13 @@ impl Endpoint for Echo {
     fn receive(
         &mut self,
         _ctx: &EndpointCtx<Msg>,
-        from: RpcAddress,
+        from: Peer,
         msg: Msg,
         reply: Option<Replier>,
     ) {
         match msg {
             Msg::Echo(s) => {
+                assert_eq!(from.via, Via::Accepted, "the client dialed us");
                 if let Some(r) = reply {
                     r.reply(&format!("{s} (from {from})"));
                 }
@@ -160,7 +161,8 @@ async fn oversized_messages_are_refused_and_handshakes_checked() {
         .unwrap();
     wait_for(&log, "big 1000").await;
 
-    // Another cluster id: refused at the handshake, so the ask gets no answer.
+    // Another cluster id: refused at the handshake, and the ask fails at once
+    // with the peer's reason (not a timeout).
     let stranger = RpcEnv::client(RpcConf {
         cluster_id: "other".into(),
         ..RpcConf::default()
@@ -170,11 +172,14 @@ async fn oversized_messages_are_refused_and_handshakes_checked() {
             &addr,
             "echo",
             &Msg::Echo("x".into()),
-            Duration::from_millis(500),
+            Duration::from_secs(60),
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, RpcError::Timeout { .. }), "{e}");
+    assert!(
+        matches!(e, RpcError::Connection { .. }) && e.to_string().contains("cluster id 'other'"),
+        "{e}"
+    );
     // A server with a secret refuses peers without it.
     let locked = RpcEnv::server(
         "127.0.0.1",
@@ -189,17 +194,26 @@ async fn oversized_messages_are_refused_and_handshakes_checked() {
     .unwrap();
     locked.setup_endpoint("echo", Echo(log.clone()));
     let la = locked.address().unwrap().clone();
-    assert!(
-        client
-            .ask::<_, String>(
-                &la,
-                "echo",
-                &Msg::Echo("x".into()),
-                Duration::from_millis(500)
-            )
-            .await
-            .is_err()
-    );
+    let e = client
+        .ask::<_, String>(&la, "echo", &Msg::Echo("x".into()), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("authentication required"), "{e}");
+    let wrong = RpcEnv::client(RpcConf {
+        secret: Some("guess".into()),
+        ..RpcConf::default()
+    });
+    let e = wrong
+        .ask::<_, String>(&la, "echo", &Msg::Echo("x".into()), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("failed to prove"), "{e}");
+    // A dialer with a secret does not talk to a peer that cannot prove it.
+    let e = wrong
+        .ask::<_, String>(&addr, "echo", &Msg::Echo("x".into()), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not authenticate"), "{e}");
     let friend = RpcEnv::client(RpcConf {
         secret: Some("s3cret".into()),
         ..RpcConf::default()
@@ -209,4 +223,95 @@ async fn oversized_messages_are_refused_and_handshakes_checked() {
         .await
         .unwrap();
     assert!(ok.starts_with('y'));
+}
+
+/// Reads what a dialer sends until it stops: the handshake's bytes.
+async fn sniff_handshake(secret: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = RpcEnv::client(RpcConf {
+        secret: Some(secret.into()),
+        handshake_timeout: Duration::from_millis(300),
+        ..RpcConf::default()
+    });
+    let _ = client.send(&RpcAddress::new("127.0.0.1", port), "x", &Msg::Note(1));
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test]
+async fn the_secret_never_crosses_the_wire() {
+    let secret = "correct horse battery staple";
+    let bytes = sniff_handshake(secret).await;
+    assert!(!bytes.is_empty(), "the dialer said hello");
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret appears in the handshake"
+    );
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4
+}
+
+#[tokio::test]
+async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
+    let log = Log::default();
+    let conf = RpcConf {
+        handshake_timeout: Duration::from_millis(500),
+        max_pending_handshakes: 8,
+        ..RpcConf::default()
+    };
+    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf).await.unwrap();
+    srv.setup_endpoint("echo", Echo(log.clone()));
+    let addr = srv.address().unwrap().clone();
+    let before = rss_kib();
+    // 100 connections each announcing a 100 MB frame and sending a little of it.
+    let mut socks = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .unwrap();
+        let mut head = (100u32 << 20).to_be_bytes().to_vec();
+        head.extend_from_slice(&[7u8; 1000]);
+        let _ = s.write_all(&head).await;
+        socks.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 32 << 10, "RSS grew by {grown} KiB before any handshake");
+    drop(socks);
+    // Silent connections hold at most max_pending_handshakes slots, and only
+    // until the handshake deadline; a real peer gets through afterwards.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(
+            tokio::net::TcpStream::connect((addr.host.as_str(), addr.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let client = RpcEnv::client(RpcConf::default());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .ask::<_, String>(&addr, "echo", &Msg::Echo("late".into()), Duration::from_secs(5))
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never admitted: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(silent);
 }
