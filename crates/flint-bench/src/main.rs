@@ -360,7 +360,9 @@ fn spark_reference(run_now: bool) -> anyhow::Result<serde_json::Value> {
             .status()
             .context("cannot run Spark's run.sh (bash)")?;
         if !st.success() {
-            bail!("Spark's run.sh failed ({st}); its log is under the bench cache's run/ directory");
+            bail!(
+                "Spark's run.sh failed ({st}); its log is under the bench cache's run/ directory"
+            );
         }
         out.join("results.json")
     } else {

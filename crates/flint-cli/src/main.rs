@@ -31,6 +31,10 @@ enum Command {
         /// Properties in Spark's spark-defaults.conf format (`key value` lines).
         #[arg(long)]
         properties_file: Option<PathBuf>,
+        /// Serve a non-loopback address without authentication: anyone who can
+        /// reach the port can submit and kill work. Only for trusted networks.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// Run a standalone worker registered with MASTER_URL (flint://host:port[,host2:port2]).
     Worker {
@@ -51,6 +55,10 @@ enum Command {
         webui_port: u16,
         #[arg(long)]
         properties_file: Option<PathBuf>,
+        /// Serve a non-loopback address without authentication: anyone who can
+        /// reach the port can make this worker run programs. Only for trusted networks.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
 }
 
@@ -74,8 +82,11 @@ fn main() -> anyhow::Result<()> {
             port,
             webui_port,
             properties_file,
+            insecure_no_auth,
         }) => {
             let props = load_properties(properties_file.as_deref())?;
+            let rpc = rpc_conf(&props)?;
+            check_exposure("master", &host, rpc.secret.is_some(), insecure_no_auth)?;
             let conf = MasterConf {
                 host,
                 port,
@@ -86,7 +97,7 @@ fn main() -> anyhow::Result<()> {
                 reaper_iterations: number(&props, "flint.dead.worker.persistence", 15)?,
                 retained_applications: number(&props, "flint.deploy.retainedApplications", 200)?,
                 default_cores: number(&props, "flint.deploy.defaultCores", u32::MAX)?,
-                rpc: rpc_conf(&props)?,
+                rpc,
             };
             runtime()?.block_on(async move {
                 let m = Master::start(conf).await.map_err(anyhow::Error::msg)?;
@@ -108,9 +119,12 @@ fn main() -> anyhow::Result<()> {
             work_dir,
             webui_port,
             properties_file,
+            insecure_no_auth,
         }) => {
             let props = load_properties(properties_file.as_deref())?;
             let mut conf = WorkerConf::new(parse_master_url(&master_url)?);
+            conf.rpc = rpc_conf(&props)?;
+            check_exposure("worker", &host, conf.rpc.secret.is_some(), insecure_no_auth)?;
             conf.host = host;
             conf.port = port;
             if let Some(c) = cores {
@@ -134,7 +148,6 @@ fn main() -> anyhow::Result<()> {
             conf.cleanup_enabled = boolean(&props, "flint.worker.cleanup.enabled", true)?;
             conf.cleanup_interval = seconds(&props, "flint.worker.cleanup.interval", 1800)?;
             conf.cleanup_ttl = seconds(&props, "flint.worker.cleanup.appDataTtl", 7 * 24 * 3600)?;
-            conf.rpc = rpc_conf(&props)?;
             runtime()?.block_on(async move {
                 let w = Worker::start(conf).await.map_err(anyhow::Error::msg)?;
                 println!(
@@ -283,9 +296,91 @@ fn rpc_conf(p: &HashMap<String, String>) -> anyhow::Result<RpcConf> {
         bail!("flint.rpc.message.maxSize={mib} must be between 1 and 2047 (MiB)");
     }
     c.max_message_size = mib << 20;
-    c.secret = p.get("flint.authenticate.secret").cloned();
+    c.secret = secret(p)?;
+    if boolean(p, "flint.authenticate", false)? && c.secret.is_none() {
+        bail!(
+            "flint.authenticate=true needs the shared secret: set flint.authenticate.secret or flint.authenticate.secret.file in the properties file"
+        );
+    }
     if let Some(id) = p.get("flint.cluster.id") {
         c.cluster_id = id.clone();
     }
+    c.max_pending_handshakes = number(p, "flint.rpc.maxPendingHandshakes", 64)?;
+    if c.max_pending_handshakes == 0 {
+        bail!("flint.rpc.maxPendingHandshakes must be at least 1");
+    }
     Ok(c)
+}
+
+/// The cluster's shared secret, from the properties file or a file it names
+/// (never from the command line, which every local user can read in /proc).
+fn secret(p: &HashMap<String, String>) -> anyhow::Result<Option<String>> {
+    let s = match (
+        p.get("flint.authenticate.secret"),
+        p.get("flint.authenticate.secret.file"),
+    ) {
+        (Some(_), Some(_)) => {
+            bail!("set flint.authenticate.secret or flint.authenticate.secret.file, not both")
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(f)) => {
+            let path = std::path::Path::new(f);
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read flint.authenticate.secret.file {}",
+                    path.display()
+                )
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(md) = std::fs::metadata(path)
+                && md.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    "{} is readable by other users; chmod 600 it",
+                    path.display()
+                );
+            }
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, None) => return Ok(None),
+    };
+    if s.is_empty() {
+        bail!("the shared secret is empty; set a long random one (e.g. openssl rand -hex 32)");
+    }
+    if s.len() < 16 {
+        tracing::warn!("the shared secret is shorter than 16 characters; use a long random one");
+    }
+    Ok(Some(s))
+}
+
+/// Whether `host` names only loopback addresses.
+fn is_loopback(host: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match (host, 0u16).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// Safe by default: a daemon reachable from other machines needs a secret,
+/// unless the operator says `--insecure-no-auth`.
+fn check_exposure(what: &str, host: &str, has_secret: bool, insecure: bool) -> anyhow::Result<()> {
+    if has_secret || is_loopback(host) {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            "{what} serves {host} WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach it controls it"
+        );
+        eprintln!(
+            "flint {what}: WARNING: serving {host} without authentication (--insecure-no-auth)"
+        );
+        return Ok(());
+    }
+    bail!(
+        "refusing to serve {host} without authentication: anyone who could reach it could run programs on this machine. Set flint.authenticate.secret (or flint.authenticate.secret.file) in a properties file given with --properties-file, bind a loopback address, or pass --insecure-no-auth on a trusted network"
+    )
 }

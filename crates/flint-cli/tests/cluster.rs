@@ -80,7 +80,7 @@ impl Endpoint for AppClient {
     fn receive(
         &mut self,
         _: &EndpointCtx<AppClientMsg>,
-        _: RpcAddress,
+        _: flint_rpc::Peer,
         msg: AppClientMsg,
         _: Option<Replier>,
     ) {
@@ -415,7 +415,7 @@ impl Endpoint for FakeWorker {
     fn receive(
         &mut self,
         _: &EndpointCtx<Self::Msg>,
-        _: RpcAddress,
+        _: flint_rpc::Peer,
         msg: Self::Msg,
         _: Option<Replier>,
     ) {

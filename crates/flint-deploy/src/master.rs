@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Replier, RpcAddress, RpcConf, RpcEnv};
+use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Peer, Replier, RpcAddress, RpcConf, RpcEnv};
 
 use crate::messages::*;
 use crate::scheduling::{AppDemand, WorkerFree, schedule_executors_on_workers};
@@ -878,10 +878,50 @@ impl Endpoint for Master {
     fn receive(
         &mut self,
         ctx: &EndpointCtx<MasterMsg>,
-        from: RpcAddress,
+        peer: Peer,
         msg: MasterMsg,
         reply: Option<Replier>,
     ) {
+        // With authentication on (flint.authenticate.secret), every peer has
+        // proved it holds the cluster's secret before any message arrives.
+        // Reports about executors and drivers must come from the worker that
+        // runs them; timers only from inside.
+        let from = peer.addr;
+        let from_worker = self.address_to_worker.get(&from).cloned();
+        let refused = match &msg {
+            MasterMsg::CheckForWorkerTimeOut => peer.via != flint_rpc::Via::Local,
+            MasterMsg::ExecutorStateChanged {
+                app_id, exec_id, ..
+            } => {
+                let runs_it = self
+                    .apps
+                    .get(app_id)
+                    .and_then(|a| a.executors.get(exec_id))
+                    .map(|e| Some(&e.worker_id) == from_worker.as_ref());
+                runs_it == Some(false)
+            }
+            MasterMsg::DriverStateChanged { driver_id, .. } => {
+                let runs_it = self
+                    .drivers
+                    .get(driver_id)
+                    .map(|d| d.worker.is_some() && d.worker == from_worker);
+                runs_it == Some(false)
+            }
+            MasterMsg::Heartbeat { worker_id }
+            | MasterMsg::WorkerLatestState { id: worker_id, .. } => {
+                from_worker.as_ref().is_some_and(|w| w != worker_id)
+            }
+            _ => false,
+        };
+        if refused {
+            tracing::warn!(
+                "refusing a message from {from}: it may only come from the worker (or timer) it concerns: {msg:?}"
+            );
+            if let Some(r) = reply {
+                r.fail("refused: not from the worker this concerns");
+            }
+            return;
+        }
         match msg {
             MasterMsg::RegisterWorker {
                 id,

@@ -194,8 +194,6 @@ pub enum MasterMsg {
     },
     /// Ask; answered with `MasterStateResponse`.
     RequestMasterState,
-    /// Internal timer.
-    CheckForWorkerTimeOut,
     /// Ask; answered with `SubmitDriverResponse`.
     RequestSubmitDriver {
         desc: DriverDescription,
@@ -213,6 +211,13 @@ pub enum MasterMsg {
         state: DriverState,
         exception: Option<String>,
     },
+    // Internal variants stay last: serde numbers the variants it can
+    // deserialize consecutively, so a skipped one in the middle would shift
+    // the wire index of every variant after it.
+    /// Internal timer.
+    /// Internal: posted only inside the master, never decoded from the wire.
+    #[serde(skip_deserializing)]
+    CheckForWorkerTimeOut,
 }
 
 /// Messages a Worker receives.
@@ -254,32 +259,41 @@ pub enum WorkerMsg {
     KillDriver {
         driver_id: String,
     },
+    /// Ask; answered with `WorkerStateResponse`.
+    RequestWorkerState,
+    // Internal variants stay last: serde numbers the variants it can
+    // deserialize consecutively, so a skipped one in the middle would shift
+    // the wire index of every variant after it.
     /// Internal: a driver runner's final report.
+    #[serde(skip_deserializing)]
     DriverStateChanged {
         driver_id: String,
         state: DriverState,
         exception: Option<String>,
     },
     /// Internal: a driver process (re)started.
+    #[serde(skip_deserializing)]
     DriverStarted {
         driver_id: String,
         pid: Option<u32>,
     },
-    /// Ask; answered with `WorkerStateResponse`.
-    RequestWorkerState,
     /// Internal: heartbeat timer.
+    #[serde(skip_deserializing)]
     SendHeartbeat,
     /// Internal: registration retry timer (carries the timer's generation).
+    #[serde(skip_deserializing)]
     ReregisterWithMaster {
         generation: u64,
     },
     /// Internal: an executor process started.
+    #[serde(skip_deserializing)]
     ExecutorStarted {
         app_id: String,
         exec_id: u32,
         pid: Option<u32>,
     },
     /// Internal: an executor runner's report.
+    #[serde(skip_deserializing)]
     ExecutorStateChanged {
         app_id: String,
         exec_id: u32,
@@ -288,8 +302,10 @@ pub enum WorkerMsg {
         exit_status: Option<i32>,
     },
     /// Internal: periodic work-dir cleanup timer.
+    #[serde(skip_deserializing)]
     WorkDirCleanup,
     /// Internal: stop, killing every child process.
+    #[serde(skip_deserializing)]
     Shutdown,
 }
 
@@ -391,4 +407,122 @@ pub struct WorkerStateResponse {
     pub finishedexecutors: Vec<ExecutorSummary>,
     pub drivers: Vec<DriverSummary>,
     pub finisheddrivers: Vec<DriverSummary>,
+}
+
+impl WorkerMsg {
+    /// The message's name, for logs (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerMsg::RegisteredWorker { .. } => "RegisteredWorker",
+            WorkerMsg::RegisterWorkerFailed { .. } => "RegisterWorkerFailed",
+            WorkerMsg::MasterInStandby => "MasterInStandby",
+            WorkerMsg::ReconnectWorker { .. } => "ReconnectWorker",
+            WorkerMsg::LaunchExecutor { .. } => "LaunchExecutor",
+            WorkerMsg::KillExecutor { .. } => "KillExecutor",
+            WorkerMsg::ApplicationFinished { .. } => "ApplicationFinished",
+            WorkerMsg::LaunchDriver { .. } => "LaunchDriver",
+            WorkerMsg::KillDriver { .. } => "KillDriver",
+            WorkerMsg::DriverStateChanged { .. } => "DriverStateChanged",
+            WorkerMsg::DriverStarted { .. } => "DriverStarted",
+            WorkerMsg::RequestWorkerState => "RequestWorkerState",
+            WorkerMsg::SendHeartbeat => "SendHeartbeat",
+            WorkerMsg::ReregisterWithMaster { .. } => "ReregisterWithMaster",
+            WorkerMsg::ExecutorStarted { .. } => "ExecutorStarted",
+            WorkerMsg::ExecutorStateChanged { .. } => "ExecutorStateChanged",
+            WorkerMsg::WorkDirCleanup => "WorkDirCleanup",
+            WorkerMsg::Shutdown => "Shutdown",
+        }
+    }
+}
+
+/// Checks an id that becomes a file name under a work directory (application,
+/// driver and worker ids): 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with
+/// a dot, so it can never be `..`, absolute, empty, or carry a NUL or a slash.
+pub fn check_id(kind: &str, id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(64).collect();
+        Err(format!(
+            "{kind} {shown:?} is not a valid id (1-128 of A-Z a-z 0-9 . _ -, not starting with '.')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_a_directory_are_refused() {
+        for good in ["app-20261130120000-0001", "driver-1", "w1", "a.b_c-d"] {
+            assert!(check_id("id", good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/etc",
+            "a\0b",
+            ".hidden",
+            "é",
+            long.as_str(),
+            "a b",
+        ] {
+            assert!(check_id("id", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn internal_messages_cannot_be_decoded_from_the_wire() {
+        for m in [
+            WorkerMsg::Shutdown,
+            WorkerMsg::SendHeartbeat,
+            WorkerMsg::WorkDirCleanup,
+            WorkerMsg::ExecutorStarted {
+                app_id: "a".into(),
+                exec_id: 0,
+                pid: Some(1),
+            },
+            WorkerMsg::DriverStarted {
+                driver_id: "d".into(),
+                pid: Some(1),
+            },
+        ] {
+            let bytes = postcard::to_stdvec(&m).unwrap();
+            assert!(
+                postcard::from_bytes::<WorkerMsg>(&bytes).is_err(),
+                "{} decoded from bytes",
+                m.kind()
+            );
+        }
+        let bytes = postcard::to_stdvec(&MasterMsg::CheckForWorkerTimeOut).unwrap();
+        assert!(postcard::from_bytes::<MasterMsg>(&bytes).is_err());
+        // Wire messages keep their indices (the last of each enum decodes as
+        // itself, so no skipped variant shifted it).
+        let bytes = postcard::to_stdvec(&WorkerMsg::RequestWorkerState).unwrap();
+        assert!(matches!(
+            postcard::from_bytes::<WorkerMsg>(&bytes),
+            Ok(WorkerMsg::RequestWorkerState)
+        ));
+        let bytes = postcard::to_stdvec(&MasterMsg::DriverStateChanged {
+            driver_id: "d".into(),
+            state: DriverState::Finished,
+            exception: None,
+        })
+        .unwrap();
+        assert!(matches!(
+            postcard::from_bytes::<MasterMsg>(&bytes),
+            Ok(MasterMsg::DriverStateChanged { .. })
+        ));
+    }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Replier, RpcAddress, RpcConf, RpcEnv};
+use crate::messages::check_id;
+use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Peer, Replier, RpcAddress, RpcConf, RpcEnv, Via};
 use tokio::sync::oneshot;
 
 use crate::messages::*;
@@ -349,6 +350,20 @@ impl Worker {
             tracing::warn!("Invalid Master ({from_master}) attempted to launch executor.");
             return;
         }
+        if let Err(e) = check_id("application id", &app_id) {
+            tracing::warn!("refusing to launch an executor: {e}");
+            self.send_to_master(
+                ctx,
+                &MasterMsg::ExecutorStateChanged {
+                    app_id: String::new(),
+                    exec_id,
+                    state: ExecutorState::Failed,
+                    message: Some(e),
+                    exit_status: None,
+                },
+            );
+            return;
+        }
         tracing::info!(
             "Asked to launch executor {app_id}/{exec_id} for {}",
             desc.name
@@ -495,6 +510,10 @@ impl Worker {
         desc: DriverDescription,
     ) {
         tracing::info!("Asked to launch driver {driver_id}");
+        if let Err(e) = check_id("driver id", &driver_id) {
+            tracing::warn!("refusing to launch a driver: {e}");
+            return;
+        }
         let (kill_tx, kill_rx) = oneshot::channel();
         self.cores_used += desc.cores;
         self.memory_used += desc.memory_mb;
@@ -552,14 +571,13 @@ impl Worker {
         );
     }
 
-    /// Ends every child process now (worker shutdown).
+    /// Ends every child process now (worker shutdown): each child's whole
+    /// process group, so grandchildren die too. The pids are those this worker
+    /// got back from its own spawns (an internal message no peer can send).
     fn kill_all(&mut self) {
         for d in self.drivers.values_mut() {
             if let Some(pid) = d.pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
             if let Some(k) = d.kill.take() {
                 let _ = k.send(());
@@ -567,13 +585,59 @@ impl Worker {
         }
         for r in self.executors.values_mut() {
             if let Some(pid) = r.pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
             if let Some(k) = r.kill.take() {
                 let _ = k.send(());
+            }
+        }
+    }
+
+    /// Who may send what: the master's orders only over the connection this
+    /// worker dialed to the master it registered with (a peer claiming the
+    /// master's address on its own connection is refused), registration
+    /// answers only from a configured master, internal events only from inside
+    /// the process (they cannot be decoded from the wire either).
+    fn admit(&self, from: &Peer, msg: &WorkerMsg) -> Result<(), String> {
+        let dialed_master =
+            |set: &[RpcAddress]| from.via == Via::Dialed && set.contains(&from.addr);
+        match msg {
+            WorkerMsg::RegisteredWorker { .. }
+            | WorkerMsg::RegisterWorkerFailed { .. }
+            | WorkerMsg::MasterInStandby => {
+                if dialed_master(&self.conf.masters) {
+                    Ok(())
+                } else {
+                    Err("registration answers come only from a configured master, over the connection this worker opened".into())
+                }
+            }
+            WorkerMsg::ReconnectWorker { .. }
+            | WorkerMsg::LaunchExecutor { .. }
+            | WorkerMsg::KillExecutor { .. }
+            | WorkerMsg::ApplicationFinished { .. }
+            | WorkerMsg::LaunchDriver { .. }
+            | WorkerMsg::KillDriver { .. } => {
+                let active: Vec<RpcAddress> = self.active_master.iter().cloned().collect();
+                if dialed_master(&active) {
+                    Ok(())
+                } else {
+                    Err("only the master this worker is registered with may send it, over the connection this worker opened".into())
+                }
+            }
+            WorkerMsg::RequestWorkerState => Ok(()),
+            WorkerMsg::SendHeartbeat
+            | WorkerMsg::ReregisterWithMaster { .. }
+            | WorkerMsg::ExecutorStarted { .. }
+            | WorkerMsg::ExecutorStateChanged { .. }
+            | WorkerMsg::DriverStarted { .. }
+            | WorkerMsg::DriverStateChanged { .. }
+            | WorkerMsg::WorkDirCleanup
+            | WorkerMsg::Shutdown => {
+                if from.via == Via::Local {
+                    Ok(())
+                } else {
+                    Err("an internal message".into())
+                }
             }
         }
     }
@@ -631,14 +695,27 @@ impl Endpoint for Worker {
     fn receive(
         &mut self,
         ctx: &EndpointCtx<WorkerMsg>,
-        _from: RpcAddress,
+        from: Peer,
         msg: WorkerMsg,
         reply: Option<Replier>,
     ) {
+        if let Err(why) = self.admit(&from, &msg) {
+            tracing::warn!(
+                "refusing {} from {from} ({:?}): {why}",
+                msg.kind(),
+                from.via
+            );
+            if let Some(r) = reply {
+                r.fail(format!("refused: {why}"));
+            }
+            return;
+        }
         match msg {
-            WorkerMsg::RegisteredWorker {
-                master, duplicate, ..
-            } => self.on_registered(ctx, master, duplicate),
+            WorkerMsg::RegisteredWorker { duplicate, .. } => {
+                // The master is the address this worker dialed, not what the
+                // message says about itself.
+                self.on_registered(ctx, from.addr, duplicate)
+            }
             WorkerMsg::RegisterWorkerFailed { message } => {
                 if !self.registered {
                     tracing::error!("Worker registration failed: {message}");
@@ -682,6 +759,10 @@ impl Endpoint for Worker {
                 }
             }
             WorkerMsg::ApplicationFinished { id } => {
+                if let Err(e) = check_id("application id", &id) {
+                    tracing::warn!("ignoring ApplicationFinished: {e}");
+                    return;
+                }
                 self.finished_apps.push(id.clone());
                 self.maybe_cleanup_app(&id);
             }
@@ -765,6 +846,8 @@ impl Endpoint for Worker {
     }
 
     fn on_disconnected(&mut self, ctx: &EndpointCtx<WorkerMsg>, peer: &RpcAddress) {
+        // (Only the connection this worker dialed to its master counts: the
+        // RPC layer reports a peer gone when no connection to it is left.)
         if self.active_master.as_ref() == Some(peer) {
             tracing::info!(
                 "{peer} Disassociated! Connection to master failed! Waiting for master to reconnect..."
@@ -894,6 +977,8 @@ impl Launch<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
+            // Its own process group, so killing it reaches its children too.
+            .process_group(0)
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
         cmd.spawn()
@@ -903,20 +988,35 @@ impl Launch<'_> {
 /// SIGTERM, then SIGKILL if the process is still there after the grace period;
 /// returns the exit code if there is one.
 async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
-    if let Some(p) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+    let pid = child.id();
+    if let Some(p) = pid {
+        kill_group(p, nix::sys::signal::Signal::SIGTERM);
     }
     let status = match tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await {
         Ok(s) => s.ok(),
         Err(_) => {
+            if let Some(p) = pid {
+                kill_group(p, nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = child.kill().await;
             child.wait().await.ok()
         }
     };
+    if let Some(p) = pid {
+        // Whatever the child left behind in its group goes with it.
+        kill_group(p, nix::sys::signal::Signal::SIGKILL);
+    }
     status.and_then(|s| s.code())
+}
+
+/// Signals the process group led by `pid`, a child this worker spawned as a
+/// group leader.
+fn kill_group(pid: u32, sig: nix::sys::signal::Signal) {
+    if let Ok(p) = i32::try_from(pid)
+        && p > 1
+    {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
 }
 
 /// Deletes subdirectories of the work dir that belong to no running application

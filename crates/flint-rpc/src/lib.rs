@@ -229,7 +229,13 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 /// proves knowledge of the secret for this connection only (fresh nonces on
 /// both sides defeat replay; the role keeps one side's proof from serving as
 /// the other's).
-fn mac(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32]) -> HmacSha256 {
+fn mac(
+    secret: &str,
+    role: &[u8],
+    cluster: &str,
+    dialer: &[u8; 32],
+    acceptor: &[u8; 32],
+) -> HmacSha256 {
     use hmac::{KeyInit, Mac};
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -241,17 +247,36 @@ fn mac(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[
     m
 }
 
-fn proof(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32]) -> [u8; 32] {
+fn proof(
+    secret: &str,
+    role: &[u8],
+    cluster: &str,
+    dialer: &[u8; 32],
+    acceptor: &[u8; 32],
+) -> [u8; 32] {
     use hmac::Mac;
     let mut out = [0u8; 32];
-    out.copy_from_slice(&mac(secret, role, cluster, dialer, acceptor).finalize().into_bytes());
+    out.copy_from_slice(
+        &mac(secret, role, cluster, dialer, acceptor)
+            .finalize()
+            .into_bytes(),
+    );
     out
 }
 
 /// Constant-time check of a peer's proof.
-fn verify(secret: &str, role: &[u8], cluster: &str, dialer: &[u8; 32], acceptor: &[u8; 32], got: &[u8; 32]) -> bool {
+fn verify(
+    secret: &str,
+    role: &[u8],
+    cluster: &str,
+    dialer: &[u8; 32],
+    acceptor: &[u8; 32],
+    got: &[u8; 32],
+) -> bool {
     use hmac::Mac;
-    mac(secret, role, cluster, dialer, acceptor).verify_slice(got).is_ok()
+    mac(secret, role, cluster, dialer, acceptor)
+        .verify_slice(got)
+        .is_ok()
 }
 
 const DIALER: &[u8] = b"flint-rpc dialer";
@@ -468,7 +493,9 @@ impl RpcEnv {
                 conns: Default::default(),
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
-                handshakes: Arc::new(tokio::sync::Semaphore::new(conf.max_pending_handshakes.max(1))),
+                handshakes: Arc::new(tokio::sync::Semaphore::new(
+                    conf.max_pending_handshakes.max(1),
+                )),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 rt: tokio::runtime::Handle::current(),
             }),
@@ -783,28 +810,26 @@ impl RpcEnv {
         let _ = stream.set_nodelay(true);
         let conf = &self.inner.conf;
         let mut framed = Framed::new(stream, self.handshake_codec());
-        let sender = match tokio::time::timeout(
-            conf.handshake_timeout,
-            self.accept_handshake(&mut framed),
-        )
-        .await
-        {
-            Ok(Ok(sender)) => sender,
-            Ok(Err(Refusal { reason, tell })) => {
-                tracing::warn!("refusing connection from {peer}: {reason}");
-                if tell {
-                    let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
+        let sender =
+            match tokio::time::timeout(conf.handshake_timeout, self.accept_handshake(&mut framed))
+                .await
+            {
+                Ok(Ok(sender)) => sender,
+                Ok(Err(Refusal { reason, tell })) => {
+                    tracing::warn!("refusing connection from {peer}: {reason}");
+                    if tell {
+                        let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
+                    }
+                    return;
                 }
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "closing connection from {peer}: no handshake within {:?}",
-                    conf.handshake_timeout
-                );
-                return;
-            }
-        };
+                Err(_) => {
+                    tracing::warn!(
+                        "closing connection from {peer}: no handshake within {:?}",
+                        conf.handshake_timeout
+                    );
+                    return;
+                }
+            };
         drop(permit);
         framed
             .codec_mut()
@@ -1047,7 +1072,10 @@ struct Refusal {
     tell: bool,
 }
 
-async fn send_wire(framed: &mut Framed<TcpStream, LengthDelimitedCodec>, w: &Wire) -> Result<(), String> {
+async fn send_wire(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    w: &Wire,
+) -> Result<(), String> {
     let b = encode(w).map_err(|e| e.to_string())?;
     framed
         .send(bytes::Bytes::from(b))

@@ -22,13 +22,7 @@ struct Echo(Log);
 
 impl Endpoint for Echo {
     type Msg = Msg;
-    fn receive(
-        &mut self,
-        _ctx: &EndpointCtx<Msg>,
-        from: Peer,
-        msg: Msg,
-        reply: Option<Replier>,
-    ) {
+    fn receive(&mut self, _ctx: &EndpointCtx<Msg>, from: Peer, msg: Msg, reply: Option<Replier>) {
         match msg {
             Msg::Echo(s) => {
                 assert_eq!(from.via, Via::Accepted, "the client dialed us");
@@ -210,7 +204,12 @@ async fn oversized_messages_are_refused_and_handshakes_checked() {
     assert!(e.to_string().contains("failed to prove"), "{e}");
     // A dialer with a secret does not talk to a peer that cannot prove it.
     let e = wrong
-        .ask::<_, String>(&addr, "echo", &Msg::Echo("x".into()), Duration::from_secs(60))
+        .ask::<_, String>(
+            &addr,
+            "echo",
+            &Msg::Echo("x".into()),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("does not authenticate"), "{e}");
@@ -272,7 +271,9 @@ async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
         max_pending_handshakes: 8,
         ..RpcConf::default()
     };
-    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf).await.unwrap();
+    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf)
+        .await
+        .unwrap();
     srv.setup_endpoint("echo", Echo(log.clone()));
     let addr = srv.address().unwrap().clone();
     let before = rss_kib();
@@ -289,7 +290,10 @@ async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 32 << 10, "RSS grew by {grown} KiB before any handshake");
+    assert!(
+        grown < 32 << 10,
+        "RSS grew by {grown} KiB before any handshake"
+    );
     drop(socks);
     // Silent connections hold at most max_pending_handshakes slots, and only
     // until the handshake deadline; a real peer gets through afterwards.
@@ -305,7 +309,12 @@ async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = client
-            .ask::<_, String>(&addr, "echo", &Msg::Echo("late".into()), Duration::from_secs(5))
+            .ask::<_, String>(
+                &addr,
+                "echo",
+                &Msg::Echo("late".into()),
+                Duration::from_secs(5),
+            )
             .await;
         if r.is_ok() {
             break;

@@ -46,6 +46,15 @@ impl Daemon {
         None
     }
 
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
+    /// Whether the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -1,0 +1,345 @@
+//! What strangers cannot do to real daemons: talk to a cluster without its
+//! secret, give a worker orders without being its master, post a daemon's
+//! internal messages from the network, or make a worker write outside its work
+//! directory; and a daemon reachable from other machines does not start
+//! without a secret.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use flint_deploy::messages::{
+    ApplicationDescription, Command, MasterMsg, MasterStateResponse, WorkerMsg,
+};
+use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn log_has(d: &Daemon, what: &str) -> Option<()> {
+    std::fs::read_to_string(d_log(d))
+        .ok()
+        .filter(|t| t.contains(what))
+        .map(|_| ())
+}
+
+fn d_log(d: &Daemon) -> std::path::PathBuf {
+    d.log_path()
+}
+
+/// An application whose executor command would leave a file behind if run.
+fn app_that_touches(marker: &std::path::Path) -> ApplicationDescription {
+    ApplicationDescription {
+        name: "intruder".into(),
+        max_cores: Some(1),
+        memory_per_executor_mb: 64,
+        cores_per_executor: Some(1),
+        command: Command {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), format!("touch {}", marker.display())],
+            env: vec![],
+        },
+        app_ui_url: String::new(),
+        event_log_dir: None,
+        user: "mallory".into(),
+    }
+}
+
+#[test]
+fn a_worker_takes_orders_only_from_its_master_and_internal_messages_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let w = start_worker(dir.path(), "w1", &m.url, 0, &[]);
+    poll("worker ALIVE", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    let rt = runtime();
+    let stranger = rt.block_on(async { RpcEnv::client(RpcConf::default()) });
+    let worker = RpcAddress::new("127.0.0.1", w.port);
+    let marker = dir.path().join("pwned");
+    // The master's URL in the message does not make the sender the master.
+    let launch = WorkerMsg::LaunchExecutor {
+        master_url: m.url.clone(),
+        app_id: "app-1".into(),
+        exec_id: 0,
+        app_desc: app_that_touches(&marker),
+        cores: 1,
+        memory_mb: 64,
+    };
+    stranger.send(&worker, "Worker", &launch).unwrap();
+    poll("the refusal in the worker's log", DEADLINE, || {
+        log_has(&w.d, "refusing LaunchExecutor")
+    });
+    // Internal messages are not even decodable from the wire: a "Shutdown"
+    // or an "ExecutorStarted" naming a pid to kill later.
+    for msg in [
+        WorkerMsg::Shutdown,
+        WorkerMsg::ExecutorStarted {
+            app_id: "app-1".into(),
+            exec_id: 0,
+            pid: Some(1),
+        },
+    ] {
+        stranger.send(&worker, "Worker", &msg).unwrap();
+    }
+    poll("undecodable internal messages dropped", DEADLINE, || {
+        let text = std::fs::read_to_string(d_log(&w.d)).ok()?;
+        (text.matches("dropping undecodable message").count() >= 2).then_some(())
+    });
+    // The worker still serves its master: it stays ALIVE and answers.
+    let json = get_json(m.web).unwrap();
+    assert_eq!(worker_state(&json, &w.id).as_deref(), Some("ALIVE"));
+    let state: serde_json::Value = rt
+        .block_on(
+            stranger.ask::<_, flint_deploy::messages::WorkerStateResponse>(
+                &worker,
+                "Worker",
+                &WorkerMsg::RequestWorkerState,
+                Duration::from_secs(10),
+            ),
+        )
+        .map(|s| serde_json::to_value(s).unwrap())
+        .unwrap();
+    assert_eq!(state["executors"].as_array().map(Vec::len), Some(0));
+    assert!(!marker.exists(), "the stranger's command ran");
+    let mut w = w;
+    assert!(w.d.is_running(), "the worker exited");
+}
+
+#[derive(Clone, Default)]
+struct Heard(Arc<Mutex<Vec<String>>>);
+
+/// A master that registers any worker and then sends what the test asks.
+struct FakeMaster(Heard);
+
+impl Endpoint for FakeMaster {
+    type Msg = MasterMsg;
+    fn receive(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        from: Peer,
+        msg: MasterMsg,
+        _: Option<Replier>,
+    ) {
+        let line = match &msg {
+            MasterMsg::RegisterWorker { master_address, .. } => {
+                let me = ctx.env.address().unwrap().clone();
+                let _ = ctx.env.send(
+                    &from.addr,
+                    "Worker",
+                    &WorkerMsg::RegisteredWorker {
+                        master: me,
+                        master_web_ui_url: String::new(),
+                        master_address: master_address.clone(),
+                        duplicate: false,
+                    },
+                );
+                "registered".to_string()
+            }
+            other => format!("{other:?}"),
+        };
+        self.0.0.lock().unwrap().push(line);
+    }
+}
+
+#[test]
+fn ids_from_the_master_cannot_name_paths_outside_the_work_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let heard = Heard::default();
+    let master = rt.block_on(async {
+        let env = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        env.setup_endpoint("Master", FakeMaster(heard.clone()));
+        env
+    });
+    let url = format!("flint://{}", master.address().unwrap());
+    let w = start_worker(dir.path(), "w1", &url, 0, &[]);
+    let wait = |what: &str| {
+        poll(what, DEADLINE, || {
+            heard
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(what))
+                .then_some(())
+        })
+    };
+    wait("registered");
+    let worker = RpcAddress::new("127.0.0.1", w.port);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"x").unwrap();
+    let marker = dir.path().join("ran");
+    // The master sends over the connection the worker opened, so these are
+    // obeyed as the master's: only the ids' checks stand in the way.
+    for app_id in ["../escape", "/tmp/abs", "a\0b", ".."] {
+        master
+            .send(
+                &worker,
+                "Worker",
+                &WorkerMsg::LaunchExecutor {
+                    master_url: url.clone(),
+                    app_id: app_id.into(),
+                    exec_id: 0,
+                    app_desc: app_that_touches(&marker),
+                    cores: 1,
+                    memory_mb: 64,
+                },
+            )
+            .unwrap();
+    }
+    master
+        .send(
+            &worker,
+            "Worker",
+            &WorkerMsg::ApplicationFinished {
+                id: "../outside".into(),
+            },
+        )
+        .unwrap();
+    poll("four refusals reported to the master", DEADLINE, || {
+        let n = heard
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Failed") && l.contains("not a valid id"))
+            .count();
+        (n >= 4).then_some(())
+    });
+    poll("the ApplicationFinished refusal logged", DEADLINE, || {
+        log_has(&w.d, "ignoring ApplicationFinished")
+    });
+    assert!(
+        outside.join("keep").exists(),
+        "a directory outside the work dir was deleted"
+    );
+    assert!(!dir.path().join("escape").exists());
+    assert!(!marker.exists(), "an executor ran");
+    // A valid id from the master is obeyed (the checks are not a blanket refusal).
+    master
+        .send(
+            &worker,
+            "Worker",
+            &WorkerMsg::LaunchExecutor {
+                master_url: url.clone(),
+                app_id: "app-20261130-0001".into(),
+                exec_id: 3,
+                app_desc: app_that_touches(&marker),
+                cores: 1,
+                memory_mb: 64,
+            },
+        )
+        .unwrap();
+    poll("the executor ran", DEADLINE, || {
+        marker.exists().then_some(())
+    });
+    assert!(
+        dir.path()
+            .join("w1-work")
+            .join("app-20261130-0001")
+            .join("3")
+            .is_dir()
+    );
+}
+
+#[test]
+fn a_cluster_with_a_secret_refuses_peers_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "a long random shared secret 0123456789\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let props = [(
+        "flint.authenticate.secret.file",
+        secret_file.to_str().unwrap(),
+    )];
+    let m = start_master(dir.path(), 0, &props);
+    let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
+    poll("worker ALIVE with authentication", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    let rt = runtime();
+    let master = RpcAddress::new("127.0.0.1", m.port);
+    let ask = |secret: Option<&str>| {
+        let env = rt.block_on(async {
+            RpcEnv::client(RpcConf {
+                secret: secret.map(str::to_string),
+                ..RpcConf::default()
+            })
+        });
+        rt.block_on(env.ask::<_, MasterStateResponse>(
+            &master,
+            "Master",
+            &MasterMsg::RequestMasterState,
+            Duration::from_secs(60),
+        ))
+    };
+    let e = ask(None).unwrap_err().to_string();
+    assert!(e.contains("authentication required"), "{e}");
+    let e = ask(Some("guess")).unwrap_err().to_string();
+    assert!(e.contains("failed to prove"), "{e}");
+    let ok = ask(Some("a long random shared secret 0123456789")).unwrap();
+    assert_eq!(ok.workers.len(), 1);
+    // The refusals are logged by the master.
+    poll("refusals logged", DEADLINE, || {
+        log_has(&m.d, "authentication required")
+    });
+}
+
+#[test]
+fn a_daemon_reachable_from_other_machines_needs_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    // 0.0.0.0 is refused before anything is bound.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args([
+            "master",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve 0.0.0.0 without authentication")
+            && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
+    // Asking for authentication without a secret is a clear error too.
+    let pf = write_props(dir.path(), "auth.conf", &[("flint.authenticate", "true")]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args([
+            "master",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+            "--properties-file",
+        ])
+        .arg(&pf)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("flint.authenticate=true needs the shared secret"),
+        "{err}"
+    );
+}
