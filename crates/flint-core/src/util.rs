@@ -22,8 +22,24 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// A Poisson(mean) draw (Knuth's method; means used for sampling are small).
+    /// A Poisson(mean) draw. Knuth's method needs e^-mean, which underflows
+    /// past a mean of about 745, so a large mean is split into parts of at
+    /// most 30 (a sum of independent Poisson draws is Poisson with the sum of
+    /// the means): exact at any mean, linear in it.
     pub fn poisson(&mut self, mean: f64) -> usize {
+        if mean.is_nan() || mean <= 0.0 || mean.is_infinite() {
+            return 0;
+        }
+        let mut left = mean;
+        let mut total = 0;
+        while left > 30.0 {
+            total += self.poisson_small(30.0);
+            left -= 30.0;
+        }
+        total + self.poisson_small(left)
+    }
+
+    fn poisson_small(&mut self, mean: f64) -> usize {
         let limit = (-mean).exp();
         let mut k = 0;
         let mut p = 1.0;
@@ -34,5 +50,25 @@ impl SplitMix64 {
             }
             k += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_draws_have_the_right_mean_even_when_it_is_large() {
+        let mut r = SplitMix64::new(7);
+        for mean in [0.3, 5.0, 2000.0] {
+            let n = 400;
+            let avg = (0..n).map(|_| r.poisson(mean)).sum::<usize>() as f64 / n as f64;
+            assert!(
+                (avg - mean).abs() < 4.0 * (mean / n as f64).sqrt() + 0.05,
+                "mean {mean}: {avg}"
+            );
+        }
+        assert_eq!(r.poisson(0.0), 0);
+        assert_eq!(r.poisson(f64::NAN), 0);
     }
 }

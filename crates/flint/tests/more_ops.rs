@@ -306,3 +306,83 @@ fn checkpointing_truncates_the_lineage() {
     let err = cur.collect().unwrap_err().to_string();
     assert!(err.contains("part-00002"), "{err}");
 }
+
+#[test]
+fn review_regressions_sampling_numbers_and_pipe_output() {
+    // More copies per element than Knuth's Poisson method can draw (e^-mean
+    // underflows past ~745): still the requested number, promptly.
+    let small = sc().parallelize((0..10u32).collect::<Vec<_>>(), 2);
+    assert_eq!(small.take_sample(true, 10_000, 7).unwrap().len(), 10_000);
+    let n = sc()
+        .parallelize((0..100u32).collect::<Vec<_>>(), 2)
+        .sample(true, 2000.0, 3)
+        .unwrap()
+        .count()
+        .unwrap();
+    assert!(
+        (190_000..210_000).contains(&n),
+        "{n} copies at fraction 2000"
+    );
+    // Integer sums are exact where f64 holds them (a fold, not mean x count).
+    let xs: Vec<u64> = (0..1000u64).map(|i| 3_997_006_521 + i * 7919).collect();
+    let want: u64 = xs.iter().sum();
+    assert_eq!(sc().parallelize(xs, 3).sum().unwrap(), want as f64);
+    // NaN reaches min/max, and a histogram over it is refused.
+    let with_nan = sc().parallelize(vec![1.0f64, f64::NAN, 3.0], 2);
+    assert!(with_nan.stats().unwrap().max.is_nan());
+    assert!(with_nan.histogram(2).is_err());
+    // Output that is not UTF-8 is decoded lossily, and a large output after it
+    // does not wedge the pipe.
+    let out = sc()
+        .parallelize(vec![1], 1)
+        .pipe(&[
+            "sh",
+            "-c",
+            "printf 'a\\377b\\n'; head -c 300000 /dev/zero; echo",
+        ])
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(out[0], "a\u{fffd}b");
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn checkpoints_let_an_iterative_job_shed_its_old_shuffles() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sc.set_checkpoint_dir(dir.path()).unwrap();
+    let mut ranks = sc
+        .parallelize((0..200u32).map(|k| (k % 20, 1u64)).collect::<Vec<_>>(), 2)
+        .reduce_by_key_with(2, Fn!(|a: u64, b: u64| a + b));
+    for _ in 0..15 {
+        ranks = ranks
+            .map_values(Fn!(|v: u64| v + 1))
+            .reduce_by_key_with(2, Fn!(|a: u64, b: u64| a + b));
+        ranks.checkpoint().unwrap();
+        assert_eq!(ranks.count().unwrap(), 20);
+    }
+    assert_eq!(
+        ranks.partitioner(),
+        Some(Partitioner::Hash(2)),
+        "kept across the checkpoint"
+    );
+    sc.wait_for_cleanup();
+    let shuffle_files = std::fs::read_dir(sc.env().local_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("shuffle_"))
+        .count();
+    // Only the latest round's shuffle (2 maps x data + index) may remain.
+    assert!(
+        shuffle_files <= 4,
+        "{shuffle_files} shuffle files after 15 checkpointed rounds"
+    );
+    let sum: u64 = ranks.values().collect().unwrap().iter().sum();
+    assert_eq!(sum, 200 + 15 * 20);
+}

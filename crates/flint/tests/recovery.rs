@@ -169,3 +169,22 @@ fn jobs_over_partitions_that_do_not_exist_are_refused_up_front() {
         vec![2]
     );
 }
+
+#[test]
+fn a_pipe_over_a_lost_shuffle_recomputes_it() {
+    let sc = context();
+    let piped = sc
+        .parallelize((0..100u32).map(|i| (i % 10, 1u32)).collect::<Vec<_>>(), 2)
+        .reduce_by_key_with(2, Fn!(|a: u32, b: u32| a + b))
+        .map(Fn!(|kv: (u32, u32)| kv.0 * 1000 + kv.1))
+        .pipe(&["cat"])
+        .unwrap();
+    let first = sorted(piped.collect().unwrap());
+    for p in files(sc.env().local_dir(), "shuffle_", ".data") {
+        std::fs::remove_file(p).unwrap();
+    }
+    let again = within_deadline("the piped job after losing its shuffle", move || {
+        piped.collect()
+    });
+    assert_eq!(sorted(again.unwrap()), first);
+}

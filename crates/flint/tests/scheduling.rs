@@ -353,3 +353,68 @@ fn co_partitioned_joins_read_their_inputs_without_shuffling_again() {
     assert_eq!(joined.partitioner(), Some(Partitioner::Hash(4)));
     assert_eq!(joined.count().unwrap(), 50);
 }
+
+static PERSIST_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn cancelling_stops_tasks_that_are_filling_a_cached_block() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let sc2 = sc.clone();
+    let job = std::thread::spawn(move || {
+        sc2.set_job_group(Some("slow-persist"));
+        sc2.range(0, 2 * ENDLESS, 1, 2)
+            .unwrap()
+            .map(Fn!(|x: i64| {
+                if x % ENDLESS == 0 {
+                    PERSIST_STARTED.fetch_add(1, Ordering::SeqCst);
+                }
+                x
+            }))
+            .persist(StorageLevel::DISK_ONLY)
+            .count()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while PERSIST_STARTED.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sc.cancel_job_group("slow-persist");
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    a_job_gets_the_slots_back(&sc);
+    assert_eq!(
+        sc.env().blocks.stats().disk_blocks,
+        0,
+        "no partial block kept"
+    );
+}
+
+static PIPE_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn cancelling_kills_a_silent_piped_command() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let sc2 = sc.clone();
+    let job = std::thread::spawn(move || {
+        sc2.set_job_group(Some("silent-pipe"));
+        sc2.parallelize(vec![1, 2], 2)
+            .map(Fn!(|x: i32| {
+                PIPE_STARTED.fetch_add(1, Ordering::SeqCst);
+                x
+            }))
+            .pipe(&["sleep", "1000"])
+            .unwrap()
+            .count()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while PIPE_STARTED.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sc.cancel_job_group("silent-pipe");
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    // The tasks were blocked reading the silent children: only killing the
+    // children frees the slots.
+    a_job_gets_the_slots_back(&sc);
+}

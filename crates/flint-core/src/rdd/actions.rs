@@ -314,12 +314,7 @@ engine_fn!(impl[T: Data] SpreadFn<T>, (usize, BoxIter<T>) => BoxIter<(u64, T)>);
 
 impl<T: Data> Rdd<T> {
     pub(crate) fn derive<U: Data>(&self, node: impl super::RddNode<Item = U>) -> Rdd<U> {
-        let meta = super::RddMeta::on_driver(self.sc.as_ref(), node.id());
-        Rdd {
-            node: Arc::new(node),
-            sc: self.sc.clone(),
-            meta,
-        }
+        Rdd::with_node(self.sc.as_ref(), Arc::new(node))
     }
 
     pub(crate) fn new_id(&self) -> usize {

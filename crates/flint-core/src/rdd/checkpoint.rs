@@ -76,6 +76,9 @@ pub struct ObjectFileRdd<T: Data> {
     pub(crate) files: Vec<PathBuf>,
     pub(crate) sizes: Option<Vec<u64>>,
     pub(crate) name: String,
+    /// A checkpoint keeps the partitioner of the RDD it replaced (driver only).
+    #[serde(skip)]
+    pub(crate) partitioner: Option<Arc<super::PartitionerAny>>,
     #[serde(skip)]
     pub(crate) _p: Ph<T>,
 }
@@ -92,6 +95,9 @@ impl<T: Data> RddBase for ObjectFileRdd<T> {
     }
     fn dependencies(&self) -> Vec<Dependency> {
         Vec::new()
+    }
+    fn partitioner(&self) -> Option<Arc<super::PartitionerAny>> {
+        self.partitioner.clone()
     }
 }
 
@@ -181,6 +187,7 @@ impl<T: Data> Rdd<T> {
     /// eager; persist the RDD first if it is expensive to compute, as Spark
     /// advises too. Needs `FlintContext::set_checkpoint_dir`.
     pub fn checkpoint(&self) -> Result<()> {
+        let _one_at_a_time = self.meta.checkpointing.lock();
         if self.is_checkpointed() {
             return Ok(());
         }
@@ -207,9 +214,13 @@ impl<T: Data> Rdd<T> {
             files,
             sizes: Some(sizes),
             name: "ReliableCheckpointRDD".into(),
+            partitioner: self.partitioner_any(),
             _p: Default::default(),
         });
-        self.meta.set_checkpoint(Arc::new(node), dir);
+        // Every handle (and every RDD built on this one) now reads the files;
+        // the lineage is dropped once no running job holds it.
+        *self.node.write() = node;
+        let _ = self.meta.checkpoint.set(dir);
         Ok(())
     }
 
@@ -243,7 +254,15 @@ impl FlintContext {
                 path.display()
             )));
         }
-        files.sort();
+        // By partition number: part-100000 comes after part-99999.
+        files.sort_by_key(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let num = n
+                .as_deref()
+                .and_then(|n| n.strip_prefix("part-"))
+                .and_then(|d| d.parse::<u64>().ok());
+            (num, n)
+        });
         Ok(Rdd::from_node(
             self,
             ObjectFileRdd::<T> {
@@ -251,6 +270,7 @@ impl FlintContext {
                 files,
                 sizes: None,
                 name: "ObjectFileRDD".into(),
+                partitioner: None,
                 _p: Default::default(),
             },
         ))

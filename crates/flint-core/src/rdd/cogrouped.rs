@@ -99,7 +99,7 @@ pub struct CoGroupedRdd<K: Key, V: Data, W: Data> {
     pub(crate) left: CoGroupInput<K, V>,
     pub(crate) right: CoGroupInput<K, W>,
     #[serde(skip)]
-    pub(crate) partitioner: Option<Partitioner<K>>,
+    pub(crate) partitioner: Option<Arc<Partitioner<K>>>,
     #[serde(skip)]
     pub(crate) _p: Ph<(V, W)>,
 }
@@ -121,10 +121,10 @@ impl<K: Key, V: Data, W: Data> RddBase for CoGroupedRdd<K, V, W> {
             .chain(self.right.dependency())
             .collect()
     }
-    fn partitioner(&self) -> Option<&super::PartitionerAny> {
+    fn partitioner(&self) -> Option<Arc<super::PartitionerAny>> {
         self.partitioner
-            .as_ref()
-            .map(|p| p as &super::PartitionerAny)
+            .clone()
+            .map(|p| p as Arc<super::PartitionerAny>)
     }
 }
 

@@ -122,7 +122,7 @@ pub trait RddBase: Send + Sync + 'static {
     /// How the records are partitioned by key, if known (Spark's
     /// `RDD.partitioner`): a `Partitioner<K>` for pair RDDs, type-erased here
     /// and downcast by typed code. Known on the driver only.
-    fn partitioner(&self) -> Option<&PartitionerAny> {
+    fn partitioner(&self) -> Option<Arc<PartitionerAny>> {
         None
     }
 }
@@ -179,9 +179,18 @@ macro_rules! shippable {
 }
 pub(crate) use shippable;
 
+/// The node behind an RDD, shared by every clone of its handle so that a
+/// checkpoint can swap the lineage for its files everywhere at once (and the
+/// old lineage is freed).
+pub(crate) type NodeCell<T> = Arc<parking_lot::RwLock<Arc<dyn RddNode<Item = T>>>>;
+
+fn cell<T: Data>(node: Arc<dyn RddNode<Item = T>>) -> NodeCell<T> {
+    Arc::new(parking_lot::RwLock::new(node))
+}
+
 /// A resilient distributed dataset of `T`.
 pub struct Rdd<T: Data> {
-    pub(crate) node: Arc<dyn RddNode<Item = T>>,
+    pub(crate) node: NodeCell<T>,
     /// Present on the driver; absent in a deserialized copy on an executor.
     pub(crate) sc: Option<FlintContext>,
     /// Shared by every clone of this handle, so `persist` on one handle applies to
@@ -195,9 +204,10 @@ pub(crate) struct RddMeta {
     /// On the driver: removes the RDD's blocks when the last handle (or child
     /// RDD holding it) is dropped. Executor copies have none.
     _cleanup: Option<crate::cleaner::CleanupOnDrop>,
-    /// Once checkpointed: the node that reads the checkpoint (an
-    /// `Arc<dyn RddNode<Item = T>>`, typed by the handle) and its directory.
-    checkpoint: std::sync::OnceLock<(Arc<dyn Any + Send + Sync>, std::path::PathBuf)>,
+    /// Once checkpointed: where the files are.
+    checkpoint: std::sync::OnceLock<std::path::PathBuf>,
+    /// Held while checkpointing, so two calls do not write one directory.
+    checkpointing: parking_lot::Mutex<()>,
 }
 
 impl RddMeta {
@@ -208,12 +218,8 @@ impl RddMeta {
         })
     }
 
-    fn set_checkpoint(&self, node: Arc<dyn Any + Send + Sync>, dir: std::path::PathBuf) {
-        let _ = self.checkpoint.set((node, dir));
-    }
-
     fn checkpoint_dir(&self) -> Option<std::path::PathBuf> {
-        self.checkpoint.get().map(|c| c.1.clone())
+        self.checkpoint.get().cloned()
     }
 
     /// The metadata of a new driver-side RDD `id`.
@@ -221,7 +227,7 @@ impl RddMeta {
         Arc::new(RddMeta {
             storage: AtomicU8::new(StorageLevel::None.to_u8()),
             _cleanup: sc.map(|sc| sc.cleaner().guard(crate::cleaner::CleanupTask::Rdd(id))),
-            checkpoint: Default::default(),
+            ..RddMeta::default()
         })
     }
 }
@@ -238,12 +244,13 @@ impl<T: Data> Clone for Rdd<T> {
 
 impl<T: Data> std::fmt::Debug for Rdd<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let node = self.current();
         write!(
             f,
             "{}[{}] ({} partitions)",
-            self.node.name(),
-            self.node.id(),
-            self.node.num_partitions()
+            node.name(),
+            node.id(),
+            node.num_partitions()
         )
     }
 }
@@ -268,7 +275,7 @@ impl<'de, T: Data> Deserialize<'de> for Rdd<T> {
             ship::deserialize_dyn(offset, &bytes, std::any::type_name::<T>())
                 .map_err(D::Error::custom)?;
         Ok(Rdd {
-            node,
+            node: cell(node),
             sc: None,
             meta: RddMeta::with_level(level),
         })
@@ -279,9 +286,18 @@ impl<T: Data> Rdd<T> {
     pub(crate) fn from_node(sc: &FlintContext, node: impl RddNode<Item = T>) -> Self {
         let meta = RddMeta::on_driver(Some(sc), node.id());
         Rdd {
-            node: Arc::new(node),
+            node: cell(Arc::new(node)),
             sc: Some(sc.clone()),
             meta,
+        }
+    }
+
+    /// A new driver-side handle on `node`.
+    pub(crate) fn with_node(sc: Option<&FlintContext>, node: Arc<dyn RddNode<Item = T>>) -> Self {
+        Rdd {
+            meta: RddMeta::on_driver(sc, node.id()),
+            node: cell(node),
+            sc: sc.cloned(),
         }
     }
 
@@ -300,23 +316,22 @@ impl<T: Data> Rdd<T> {
     }
 
     pub fn id(&self) -> usize {
-        self.node.id()
+        self.current().id()
     }
 
     pub fn num_partitions(&self) -> usize {
         self.current().num_partitions()
     }
 
-    /// The node jobs run: the checkpoint's reader once checkpointed (the
-    /// lineage before it is then invisible to schedulers and tasks), else the
-    /// RDD's own node.
-    fn current(&self) -> Arc<dyn RddNode<Item = T>> {
-        if let Some((node, _)) = self.meta.checkpoint.get()
-            && let Some(n) = node.downcast_ref::<Arc<dyn RddNode<Item = T>>>()
-        {
-            return n.clone();
-        }
-        self.node.clone()
+    /// The node jobs run: the RDD's own, or once checkpointed the reader of
+    /// its files (the lineage before it is then gone).
+    pub(crate) fn current(&self) -> Arc<dyn RddNode<Item = T>> {
+        self.node.read().clone()
+    }
+
+    /// How the records are partitioned, type-erased (see `RddBase::partitioner`).
+    pub(crate) fn partitioner_any(&self) -> Option<Arc<PartitionerAny>> {
+        self.current().partitioner()
     }
 
     pub(crate) fn base(&self) -> Arc<dyn RddBase> {
@@ -338,7 +353,13 @@ impl<T: Data> Rdd<T> {
         let records = tc.env.blocks.get_or_compute(
             id,
             level,
-            || self.current().compute(split, tc),
+            // The kill flag stops a partition being stored, too.
+            || {
+                Ok(actions::interruptible(
+                    self.current().compute(split, tc)?,
+                    tc,
+                ))
+            },
             || !tc.has_error(),
         )?;
         let errors = tc.errors();

@@ -193,10 +193,12 @@ impl<T: Data + std::fmt::Display> RddBase for PipedRdd<T> {
     }
 }
 
-/// Kills and reaps the child if the task stops reading early.
-struct Reaped(Child);
+/// Kills and reaps the child if the task stops reading early (first
+/// clearing the pid the kill watcher would signal).
+struct Reaped(Child, std::sync::Arc<parking_lot::Mutex<Option<u32>>>);
 impl Drop for Reaped {
     fn drop(&mut self) {
+        *self.1.lock() = None;
         if matches!(self.0.try_wait(), Ok(None)) {
             let _ = self.0.kill();
         }
@@ -209,13 +211,12 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<String>> {
         let shown = self.command.join(" ");
         let input = tc.env.temp_file("pipe-input");
+        // The parent's own errors (a lost shuffle is a FetchFailed) keep
+        // their type, so the scheduler can recompute from lineage.
+        let records = self.parent.iterator(split, tc)?;
         let write = || -> std::io::Result<()> {
             let mut w = BufWriter::new(std::fs::File::create(&input)?);
-            for x in self
-                .parent
-                .iterator(split, tc)
-                .map_err(std::io::Error::other)?
-            {
+            for x in records {
                 writeln!(w, "{x}")?;
             }
             w.flush()
@@ -224,27 +225,78 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
             .and_then(|()| std::fs::File::open(&input))
             .map_err(|e| FlintError::io("cannot write the pipe's input", &input, e));
         let _ = std::fs::remove_file(&input);
+        if let Some(e) = tc.take_error() {
+            return Err(e);
+        }
         let spawned = Command::new(&self.command[0])
             .args(&self.command[1..])
             .stdin(Stdio::from(stdin?))
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| FlintError::User(format!("cannot run pipe command '{shown}': {e}")))?;
-        let mut child = Reaped(spawned);
+        // A killed task is blocked in `read` while the child is silent: a
+        // watcher ends the child when the task's kill flag goes up. The pid is
+        // cleared (under the lock) before the child is reaped, so the watcher
+        // can never signal a reused pid.
+        let live_pid = std::sync::Arc::new(parking_lot::Mutex::new(Some(spawned.id())));
+        let child = Reaped(spawned, live_pid.clone());
+        {
+            let (killed, live_pid) = (tc.kill_flag(), live_pid.clone());
+            std::thread::Builder::new()
+                .name("flint-pipe-watch".into())
+                .spawn(move || {
+                    loop {
+                        {
+                            let pid = live_pid.lock();
+                            let Some(p) = *pid else { return };
+                            if killed.load(std::sync::atomic::Ordering::Relaxed) {
+                                if let Ok(p) = i32::try_from(p) {
+                                    let _ = nix::sys::signal::kill(
+                                        nix::unistd::Pid::from_raw(p),
+                                        nix::sys::signal::Signal::SIGKILL,
+                                    );
+                                }
+                                return;
+                            }
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                })
+                .map_err(|e| FlintError::io("cannot start thread", "flint-pipe-watch", e))?;
+        }
+        let mut child = child;
         let stdout = child.0.stdout.take().ok_or_else(|| {
             FlintError::User(format!("pipe command '{shown}' has no standard output"))
         })?;
-        let mut lines = BufReader::new(stdout).lines();
+        let mut out = BufReader::new(stdout);
         let errors = tc.errors();
         let mut child = Some(child);
+        let mut line = Vec::new();
         Ok(Box::new(std::iter::from_fn(move || {
-            match lines.next() {
-                Some(Ok(l)) => return Some(l),
-                Some(Err(e)) => errors.fail(FlintError::User(format!(
-                    "reading the output of '{shown}': {e}"
-                ))),
-                None => {}
+            line.clear();
+            // Lines are split on \n (a trailing \r dropped), and bytes that are
+            // not UTF-8 are replaced, as a text reader would.
+            match out.read_until(b'\n', &mut line) {
+                Ok(0) => {}
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    return Some(String::from_utf8_lossy(&line).into_owned());
+                }
+                Err(e) => {
+                    errors.fail(FlintError::User(format!(
+                        "reading the output of '{shown}': {e}"
+                    )));
+                    if let Some(c) = child.as_mut() {
+                        let _ = c.0.kill();
+                    }
+                }
             }
+            *live_pid.lock() = None;
             if let Some(mut c) = child.take() {
                 match c.0.wait() {
                     Ok(st) if st.success() => {}
@@ -430,6 +482,11 @@ impl<T: Data> Rdd<T> {
         let mut sample = self.sample(with_replacement, fraction, seed)?.collect()?;
         while sample.len() < num {
             round += 1;
+            if round > 100 {
+                return Err(FlintError::InvalidArgument(format!(
+                    "take_sample drew fewer than {num} elements in 100 passes; the RDD may have changed between passes"
+                )));
+            }
             tracing::warn!("take_sample needed another pass ({round}) to reach {num} elements");
             sample = self
                 .sample(with_replacement, fraction, seed.wrapping_add(round))?

@@ -34,10 +34,10 @@ macro_rules! one_parent_base {
     // parent's partitioner when `$keeps(self)`.
     ($name:literal, partitioner if $keeps:expr) => {
         one_parent_base!($name);
-        fn partitioner(&self) -> Option<&super::PartitionerAny> {
+        fn partitioner(&self) -> Option<Arc<super::PartitionerAny>> {
             let keeps: fn(&Self) -> bool = $keeps;
             if keeps(self) {
-                self.parent.node.partitioner()
+                self.parent.partitioner_any()
             } else {
                 None
             }

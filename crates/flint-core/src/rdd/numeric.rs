@@ -56,8 +56,8 @@ impl StatCounter {
         self.count += 1;
         self.mean += delta / self.count as f64;
         self.m2 += delta * (x - self.mean);
-        self.max = self.max.max(x);
-        self.min = self.min.min(x);
+        self.max = max_nan(self.max, x);
+        self.min = min_nan(self.min, x);
     }
 
     pub fn merge(&mut self, o: &StatCounter) {
@@ -73,8 +73,8 @@ impl StatCounter {
         self.mean += delta * o.count as f64 / n;
         self.m2 += o.m2 + delta * delta * self.count as f64 * o.count as f64 / n;
         self.count += o.count;
-        self.max = self.max.max(o.max);
-        self.min = self.min.min(o.min);
+        self.max = max_nan(self.max, o.max);
+        self.min = min_nan(self.min, o.min);
     }
 
     pub fn sum(&self) -> f64 {
@@ -105,6 +105,35 @@ impl StatCounter {
 
     pub fn sample_stdev(&self) -> f64 {
         self.sample_variance().sqrt()
+    }
+}
+
+/// `max` that propagates NaN, as Scala's `math.max` in Spark's StatCounter
+/// (`f64::max` would drop it and hide the NaN from `histogram`).
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Sums a partition in f64 (Spark's `sum` folds doubles; `mean * count`
+/// would lose low digits of large integer sums).
+#[derive(Serialize, Deserialize)]
+pub struct SumFn;
+impl<T: Numeric> PartitionFn<T> for SumFn {
+    type Out = f64;
+    fn apply(&self, it: BoxIter<T>, _: &TaskContext) -> Result<f64> {
+        Ok(it.map(Numeric::as_f64).sum())
     }
 }
 
@@ -203,9 +232,9 @@ impl<T: Numeric> Rdd<T> {
         Ok(s)
     }
 
-    /// The sum (0 for an empty RDD).
+    /// The sum (0 for an empty RDD), folded in f64 as Spark's `sum`.
     pub fn sum(&self) -> Result<f64> {
-        Ok(self.stats()?.sum())
+        Ok(self.run_job(SumFn, None)?.into_iter().sum())
     }
 
     /// The mean (NaN for an empty RDD, as Spark).

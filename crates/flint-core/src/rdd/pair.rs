@@ -401,10 +401,9 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
     /// How this RDD's records are partitioned by key, if known: the result of a
     /// shuffle, and what `map_values`, `filter`, joins and cogroups keep of it.
     pub fn partitioner(&self) -> Option<Partitioner<K>> {
-        self.node
-            .partitioner()
-            .and_then(|p| p.downcast_ref::<Partitioner<K>>())
-            .cloned()
+        self.partitioner_any()
+            .and_then(|p| p.downcast::<Partitioner<K>>().ok())
+            .map(|p| (*p).clone())
     }
 
     /// Spark's defaultPartitioner for a cogroup of `self` and an RDD of
@@ -475,20 +474,20 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             _p: Default::default(),
         });
         let id = sc.map(|s| s.new_rdd_id()).unwrap_or(usize::MAX);
-        Rdd {
-            node: Arc::new(ShuffledRdd {
+        Rdd::with_node(
+            sc,
+            Arc::new(ShuffledRdd {
                 id,
                 shuffle_id,
                 num_partitions: n,
                 aggregator: agg,
                 combine,
                 ordering,
+                partitioner: Some(Arc::new(dep.partitioner.clone())),
                 dep: Some(dep),
                 _p: Default::default(),
             }),
-            sc: self.sc.clone(),
-            meta: super::RddMeta::on_driver(sc, id),
-        }
+        )
     }
 
     pub fn combine_by_key<
@@ -626,15 +625,10 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             num_partitions: p.num_partitions(),
             left: super::CoGroupInput::new(self, &p),
             right: super::CoGroupInput::new(other, &p),
-            partitioner: Some(p),
+            partitioner: Some(Arc::new(p)),
             _p: Default::default(),
         };
-        let meta = super::RddMeta::on_driver(self.sc.as_ref(), node.id);
-        Rdd {
-            node: Arc::new(node),
-            sc: self.sc.clone(),
-            meta,
-        }
+        Rdd::with_node(self.sc.as_ref(), Arc::new(node))
     }
 
     // Joins keep the key of every pair, so they keep the cogroup's partitioner.

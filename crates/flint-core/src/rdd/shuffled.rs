@@ -89,6 +89,9 @@ pub struct ShuffledRdd<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub(crate) combine: Combine,
     /// Sort each partition by key: `Some(true)` ascending, `Some(false)` descending.
     pub(crate) ordering: Option<bool>,
+    /// The dependency's partitioner, for `RddBase::partitioner` (driver only).
+    #[serde(skip)]
+    pub(crate) partitioner: Option<Arc<Partitioner<K>>>,
     #[serde(skip)]
     pub(crate) dep: Option<Arc<ShuffleDependency<K, V, C, A>>>,
     #[serde(skip)]
@@ -111,10 +114,10 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddBase for ShuffledRdd<K, V
             None => Vec::new(),
         }
     }
-    fn partitioner(&self) -> Option<&super::PartitionerAny> {
-        self.dep
-            .as_ref()
-            .map(|d| &d.partitioner as &super::PartitionerAny)
+    fn partitioner(&self) -> Option<Arc<super::PartitionerAny>> {
+        self.partitioner
+            .clone()
+            .map(|p| p as Arc<super::PartitionerAny>)
     }
 }
 

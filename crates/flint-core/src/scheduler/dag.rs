@@ -93,6 +93,10 @@ struct Stage {
     /// Attempts that failed since the stage last succeeded (Spark's
     /// `failedAttemptIds`): a success forgets them.
     failed_attempts: HashSet<usize>,
+    /// Partitions of the latest attempt not yet done (Spark's
+    /// `pendingPartitions`): when it empties, a map stage whose outputs were
+    /// lost meanwhile (another stage's fetch failure forgot them) runs again.
+    pending: HashSet<usize>,
     pool: String,
 }
 
@@ -329,6 +333,7 @@ impl DagScheduler {
                 first_job: job_id,
                 next_attempt: 0,
                 failed_attempts: HashSet::new(),
+                pending: HashSet::new(),
                 pool: pool.to_string(),
             },
         );
@@ -494,6 +499,7 @@ impl DagScheduler {
         };
         let attempt = stage.next_attempt;
         stage.next_attempt += 1;
+        stage.pending = partitions.iter().copied().collect();
         if partitions.is_empty() {
             self.stage_finished(stage_id);
             return;
@@ -547,9 +553,19 @@ impl DagScheduler {
             waiting
         };
         for s in ready {
-            if self.missing_parents(s).is_empty() {
+            let missing = self.missing_parents(s);
+            if missing.is_empty() {
                 self.waiting.remove(&s);
                 self.submit_stage(s);
+            } else {
+                // A parent that finished before may have lost its outputs
+                // since (a fetch failure elsewhere forgot them): run it again
+                // rather than wait for it forever.
+                for p in missing {
+                    if !self.running.contains(&p) && !self.waiting.contains(&p) {
+                        self.submit_stage(p);
+                    }
+                }
             }
         }
     }
@@ -610,8 +626,24 @@ impl DagScheduler {
                 let sid = dep.shuffle_id();
                 self.accums.apply(&accum_updates);
                 self.tracker.register_map_output(sid, partition, status);
-                if self.running.contains(&stage_id) && self.tracker.missing(sid, 0).is_empty() {
+                let Some(stage) = self.stages.get_mut(&stage_id) else {
+                    return;
+                };
+                stage.pending.remove(&partition);
+                if !self.running.contains(&stage_id) || !stage.pending.is_empty() {
+                    return;
+                }
+                if self.tracker.missing(sid, 0).is_empty() {
                     self.stage_finished(stage_id);
+                } else {
+                    // Every task of this attempt is done, yet outputs are
+                    // missing: they were lost meanwhile. Run those again.
+                    tracing::info!(
+                        "stage {stage_id} finished its tasks but lost some outputs meanwhile; resubmitting them"
+                    );
+                    self.running.remove(&stage_id);
+                    self.post_stage_completed(stage_id, Some("outputs lost meanwhile".into()));
+                    self.submit_stage(stage_id);
                 }
             }
             _ => tracing::error!("stage {stage_id} got a task output of the wrong kind; ignored"),

@@ -442,3 +442,54 @@ fn a_second_job_reuses_finished_shuffle_output() {
     h.result_done(stage, 0, 1);
     assert_eq!(h.reply(1).unwrap().unwrap(), vec![vec![1]]);
 }
+
+#[test]
+fn a_running_map_stage_that_lost_outputs_meanwhile_reruns_them() {
+    // Another job's fetch failure forgets every output of executor e1 while
+    // this map stage still runs: when its last task ends, the lost partition
+    // runs again instead of the stage waiting forever.
+    let mut h = Harness::new(4);
+    one_shuffle(&mut h, 2, 2);
+    h.map_done(0, 0, 0, "e1", 2);
+    h.tracker.remove_outputs_on_executor("e1");
+    h.map_done(0, 0, 1, "e2", 2);
+    assert_eq!(h.last_set(), (0, 1, vec![0]));
+    h.map_done(0, 1, 0, "e3", 2);
+    assert_eq!(h.last_set(), (1, 0, vec![0, 1]));
+    h.result_done(1, 0, 0);
+    h.result_done(1, 0, 1);
+    assert!(h.reply(0).unwrap().is_ok());
+}
+
+#[test]
+fn a_waiting_stage_whose_finished_parent_lost_its_outputs_reruns_the_parent() {
+    // The result stage reads two shuffles. Shuffle 0 finishes, then loses its
+    // outputs; when shuffle 1 finishes, shuffle 0 must run again.
+    let mut h = Harness::new(4);
+    let dep = |shuffle_id, id| {
+        Dependency::Shuffle(Arc::new(FakeShuffleDep {
+            shuffle_id,
+            rdd: rdd(id, 1, Vec::new()),
+            reduces: 1,
+        }))
+    };
+    let final_rdd = rdd(9, 1, vec![dep(0, 0), dep(1, 1)]);
+    h.submit(0, final_rdd, vec![0]);
+    let stages: Vec<usize> = h.sets().iter().map(|s| s.0).collect();
+    assert_eq!(stages.len(), 2, "both map stages run first: {stages:?}");
+    let s0 = h.dag.shuffle_to_stage[&0];
+    let s1 = h.dag.shuffle_to_stage[&1];
+    h.map_done(s0, 0, 0, "e1", 1);
+    h.tracker.remove_outputs_on_executor("e1");
+    h.map_done(s1, 0, 0, "e2", 1);
+    assert_eq!(
+        h.last_set(),
+        (s0, 1, vec![0]),
+        "the wiped parent runs again"
+    );
+    h.map_done(s0, 1, 0, "e2", 1);
+    let (result_stage, _, parts) = h.last_set();
+    assert_eq!(parts, vec![0]);
+    h.result_done(result_stage, 0, 0);
+    assert!(h.reply(0).unwrap().is_ok());
+}
