@@ -209,10 +209,18 @@ fn parse_master_url(url: &str) -> anyhow::Result<Vec<RpcAddress>> {
 
 /// Spark's spark-defaults.conf format: `key value` or `key=value`, `#` comments.
 fn load_properties(path: Option<&std::path::Path>) -> anyhow::Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    let Some(path) = path else { return Ok(out) };
+    let Some(path) = path else {
+        return Ok(HashMap::new());
+    };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading properties file {}", path.display()))?;
+    parse_properties(&text, &path.display().to_string())
+}
+
+/// Spark's spark-defaults.conf format: `key value` (or `key=value`) lines,
+/// `#` comments, blank lines.
+fn parse_properties(text: &str, origin: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -220,7 +228,7 @@ fn load_properties(path: Option<&std::path::Path>) -> anyhow::Result<HashMap<Str
         }
         let (k, v) = line
             .split_once(|c: char| c == '=' || c.is_whitespace())
-            .with_context(|| format!("{}: line '{line}' is not 'key value'", path.display()))?;
+            .with_context(|| format!("{origin}: line '{line}' is not 'key value'"))?;
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)
@@ -383,4 +391,50 @@ fn check_exposure(what: &str, host: &str, has_secret: bool, insecure: bool) -> a
     bail!(
         "refusing to serve {host} without authentication: anyone who could reach it could run programs on this machine. Set flint.authenticate.secret (or flint.authenticate.secret.file) in a properties file given with --properties-file, bind a loopback address, or pass --insecure-no-auth on a trusted network"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cases per fuzz property: a short run in the tests, a long one from
+    /// scripts/fuzz.sh (FLINT_FUZZ_CASES).
+    fn cases() -> u32 {
+        std::env::var("FLINT_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        /// Properties files and the values in them come from operators and
+        /// disks: any text is parsed or refused with a message, never a panic.
+        #[test]
+        fn properties_and_values_never_panic(text in "\\PC{0,300}", v in "\\PC{0,40}") {
+            let _ = parse_properties(&text, "fuzz");
+            let _ = parse_duration(&v);
+            let _ = parse_mb(&v);
+            let _ = parse_master_url(&v);
+            let p: HashMap<String, String> =
+                [("k".to_string(), v.clone())].into_iter().collect();
+            let _ = seconds(&p, "k", 1);
+            let _ = boolean(&p, "k", false);
+            let _ = number::<u32>(&p, "k", 0);
+        }
+    }
+
+    #[test]
+    fn properties_format() {
+        let p = parse_properties("# c\n\na.b 1\nc=two words\n  d\t3  \n", "t").unwrap();
+        assert_eq!(p["a.b"], "1");
+        assert_eq!(p["c"], "two words");
+        assert_eq!(p["d"], "3");
+        assert!(
+            parse_properties("lonely", "t")
+                .unwrap_err()
+                .to_string()
+                .contains("not 'key value'")
+        );
+    }
 }

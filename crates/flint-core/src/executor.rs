@@ -46,6 +46,17 @@ enum PipeReply {
 pub fn init() {
     match std::env::var(ROLE_VAR).as_deref() {
         Ok("executor") => {
+            // The application's task key, from a 0600 file the launcher made:
+            // with it, only envelopes signed by this application's driver run.
+            if let Ok(path) = std::env::var(crate::ship::TASK_KEY_FILE_VAR) {
+                match crate::ship::read_task_key_file(std::path::Path::new(&path)) {
+                    Ok(key) => crate::ship::set_task_key(Some(key)),
+                    Err(e) => {
+                        eprintln!("flint executor: {e}");
+                        std::process::exit(3);
+                    }
+                }
+            }
             let code = match serve_pipe(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())
             {
                 Ok(()) => 0,
@@ -110,6 +121,10 @@ fn serve_pipe(input: &mut impl Read, output: &mut impl Write) -> Result<()> {
         binary: Arc::new(req.binary),
     };
     let end = run_task(&desc, &env, Arc::new(AtomicBool::new(false)));
+    if let TaskEnd::Failed(e @ FlintError::BadTask(_)) = &end {
+        // A refused envelope is worth a line in the executor's own log.
+        eprintln!("flint executor: refused a task: {e}");
+    }
     let reply = match end {
         TaskEnd::Success(TaskOutput::Value(v), _) => PipeReply::Value(v),
         TaskEnd::Success(TaskOutput::Map(_), _) => {
@@ -132,11 +147,24 @@ pub fn run_in_child(
     stage_id: usize,
     partition: usize,
 ) -> Result<Vec<u8>> {
-    let mut child = Command::new(exe)
-        .env(ROLE_VAR, "executor")
+    let mut cmd = Command::new(exe);
+    cmd.env(ROLE_VAR, "executor")
+        .env_remove(crate::ship::TASK_KEY_FILE_VAR)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // With a task key, the child gets it through a 0600 file, not argv or env.
+    let key_dir = match crate::ship::task_key_for_child() {
+        Some(key) => {
+            let dir = tempfile::tempdir()
+                .map_err(|e| FlintError::io("cannot create", "executor key dir", e))?;
+            let path = crate::ship::write_task_key_file(dir.path(), &key)?;
+            cmd.env(crate::ship::TASK_KEY_FILE_VAR, path);
+            Some(dir)
+        }
+        None => None,
+    };
+    let mut child = cmd
         .spawn()
         .map_err(|e| FlintError::io("cannot start executor", exe, e))?;
     let req = PipeTask {
@@ -163,5 +191,6 @@ pub fn run_in_child(
         }
     })();
     let _ = child.wait();
+    drop(key_dir);
     result
 }

@@ -127,20 +127,149 @@ pub struct Shipped {
     pub type_name: String,
     pub offset: i64,
     pub payload: Vec<u8>,
+    /// HMAC-SHA256 of everything above under the application's task key, when
+    /// the application has one (see [`set_task_key`]).
+    pub mac: Option<[u8; 32]>,
 }
+
+/// Where an executor finds its application's task key: the path of a file
+/// (mode 0600) in its own directory, never the key itself (the environment
+/// and argv of a process are readable by other users in /proc).
+pub const TASK_KEY_FILE_VAR: &str = "FLINT_TASK_KEY_FILE";
+
+static TASK_KEY: std::sync::RwLock<Option<std::sync::Arc<Vec<u8>>>> = std::sync::RwLock::new(None);
+
+/// Sets this process's task key (the application's secret, as Spark's
+/// SecurityManager generates one per application in standalone mode): every
+/// envelope this process ships is then signed with it, and every envelope it
+/// opens must carry a valid signature before anything in it is acted on. A
+/// shipped task names code in the executable, so only the application's own
+/// driver may send one.
+pub fn set_task_key(key: Option<Vec<u8>>) {
+    let mut k = TASK_KEY.write().unwrap_or_else(|e| e.into_inner());
+    *k = key.map(std::sync::Arc::new);
+}
+
+fn task_key() -> Option<std::sync::Arc<Vec<u8>>> {
+    TASK_KEY.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The task key to hand to an executor this process starts, if any.
+pub(crate) fn task_key_for_child() -> Option<Vec<u8>> {
+    task_key().map(|k| k.as_ref().clone())
+}
+
+/// 32 random bytes for a new application's task key.
+pub fn generate_task_key() -> Result<Vec<u8>> {
+    let mut k = vec![0u8; 32];
+    getrandom::fill(&mut k).map_err(|e| {
+        FlintError::Config(format!("the system's random number source failed: {e}"))
+    })?;
+    Ok(k)
+}
+
+/// Writes `key` to `dir/task.key`, created with mode 0600 (never readable by
+/// others, not even for a moment); returns the path.
+pub fn write_task_key_file(dir: &std::path::Path, key: &[u8]) -> Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("task.key");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| FlintError::io("cannot create", &path, e))?;
+    f.write_all(key)
+        .map_err(|e| FlintError::io("cannot write", &path, e))?;
+    Ok(path)
+}
+
+/// Reads a task key file written by `write_task_key_file`, refusing one that
+/// other users can read.
+pub fn read_task_key_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(|e| FlintError::io("cannot read", path, e))?;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(FlintError::Config(format!(
+            "task key file {} is readable by other users (mode {mode:o}); refusing it",
+            path.display()
+        )));
+    }
+    let key = std::fs::read(path).map_err(|e| FlintError::io("cannot read", path, e))?;
+    if key.len() < 16 {
+        return Err(FlintError::Config(format!(
+            "task key file {} holds {} bytes, too few for a key",
+            path.display(),
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 impl Shipped {
     pub fn new(type_name: &str, deser: DeserFn, payload: Vec<u8>) -> Self {
-        Shipped {
+        let mut s = Shipped {
             build_id: build_id(),
             type_name: type_name.to_string(),
             offset: offset_of(deser),
             payload,
+            mac: None,
+        };
+        if let Some(key) = task_key() {
+            s.sign(&key);
+        }
+        s
+    }
+
+    fn mac_of(&self, key: &[u8]) -> HmacSha256 {
+        use hmac::{KeyInit, Mac};
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        m.update(b"flint task envelope");
+        m.update(&self.build_id.to_le_bytes());
+        m.update(&(self.type_name.len() as u64).to_le_bytes());
+        m.update(self.type_name.as_bytes());
+        m.update(&self.offset.to_le_bytes());
+        m.update(&(self.payload.len() as u64).to_le_bytes());
+        m.update(&self.payload);
+        m
+    }
+
+    /// Signs the envelope with `key`.
+    pub fn sign(&mut self, key: &[u8]) {
+        use hmac::Mac;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.mac_of(key).finalize().into_bytes());
+        self.mac = Some(out);
+    }
+
+    /// Checks the envelope's signature under `key` (constant time).
+    pub fn verify(&self, key: &[u8]) -> Result<()> {
+        use hmac::Mac;
+        match self.mac {
+            Some(m) if self.mac_of(key).verify_slice(&m).is_ok() => Ok(()),
+            Some(_) => Err(FlintError::BadTask(format!(
+                "task envelope for {} carries a wrong signature for this application; refusing to run it (only the application's driver may send tasks)",
+                self.type_name
+            ))),
+            None => Err(FlintError::BadTask(format!(
+                "task envelope for {} is not signed, and this application requires signed tasks; refusing to run it",
+                self.type_name
+            ))),
         }
     }
 
-    /// Checks the build id, then deserializes to `T`.
+    /// Checks the signature (when this process has a task key) and the build
+    /// id, then deserializes to `T`. Nothing in an unauthenticated envelope,
+    /// not even its build id, is acted on.
     pub fn open<T: Any>(&self) -> Result<T> {
+        if let Some(key) = task_key() {
+            self.verify(&key)?;
+        }
         let own = build_id();
         if self.build_id != own {
             return Err(FlintError::BuildMismatch {
@@ -190,5 +319,82 @@ mod tests {
         s.offset = i64::MAX / 2;
         let e = s.open::<String>().unwrap_err().to_string();
         assert!(e.contains("outside this executable"), "{e}");
+    }
+
+    #[test]
+    fn signed_envelopes_verify_and_any_change_is_refused() {
+        let key = generate_task_key().unwrap();
+        let mut s = Shipped::new("String", deser_string, postcard::to_stdvec("x").unwrap());
+        assert!(
+            s.verify(&key)
+                .unwrap_err()
+                .to_string()
+                .contains("not signed")
+        );
+        s.sign(&key);
+        s.verify(&key).unwrap();
+        assert!(s.verify(b"another key of some length").is_err());
+        let mut t = s.clone();
+        t.offset += 16;
+        assert!(
+            t.verify(&key)
+                .unwrap_err()
+                .to_string()
+                .contains("wrong signature")
+        );
+        let mut t = s.clone();
+        t.payload.push(0);
+        assert!(t.verify(&key).is_err());
+        let mut t = s.clone();
+        t.type_name.push('!');
+        assert!(t.verify(&key).is_err());
+    }
+
+    #[test]
+    fn key_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = generate_task_key().unwrap();
+        let path = write_task_key_file(dir.path(), &key).unwrap();
+        assert_eq!(read_task_key_file(&path).unwrap(), key);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            read_task_key_file(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("readable by other users")
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::util::fuzz_cases(512)))]
+        /// A signed envelope with bytes flipped, cut or extended anywhere in its
+        /// encoding either fails to decode or fails its signature check, unless
+        /// it decodes to exactly the original: no altered envelope ever gets as
+        /// far as a code offset.
+        #[test]
+        fn mutated_signed_envelopes_never_pass(
+            flips in proptest::collection::vec((0usize..4096, 1u8..=255), 0..6),
+            cut in proptest::option::of(0usize..4096),
+            extra in proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+        ) {
+            let key = b"0123456789abcdef0123456789abcdef".to_vec();
+            let mut s = Shipped::new("String", deser_string, postcard::to_stdvec("payload").unwrap());
+            s.sign(&key);
+            let mut bytes = postcard::to_stdvec(&s).unwrap();
+            let n = bytes.len();
+            for (at, x) in flips {
+                bytes[at % n] ^= x;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % (n + 1));
+            }
+            bytes.extend(extra);
+            if let Ok(m) = postcard::from_bytes::<Shipped>(&bytes) {
+                let same = m.build_id == s.build_id && m.type_name == s.type_name
+                    && m.offset == s.offset && m.payload == s.payload && m.mac == s.mac;
+                proptest::prop_assert_eq!(m.verify(&key).is_ok(), same);
+            }
+        }
     }
 }

@@ -53,6 +53,16 @@ impl SplitMix64 {
     }
 }
 
+/// Cases per fuzz property in tests: `default` in the short run of the test
+/// suite, `FLINT_FUZZ_CASES` in a long run (scripts/fuzz.sh).
+#[cfg(test)]
+pub(crate) fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("FLINT_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

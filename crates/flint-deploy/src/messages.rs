@@ -525,4 +525,87 @@ mod tests {
             Ok(MasterMsg::DriverStateChanged { .. })
         ));
     }
+
+    fn cases() -> u32 {
+        std::env::var("FLINT_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    fn samples() -> Vec<Vec<u8>> {
+        let cmd = Command {
+            program: "p".into(),
+            args: vec!["a".into()],
+            env: vec![("K".into(), "V".into())],
+        };
+        let desc = ApplicationDescription {
+            name: "n".into(),
+            max_cores: Some(2),
+            memory_per_executor_mb: 512,
+            cores_per_executor: None,
+            command: cmd.clone(),
+            app_ui_url: String::new(),
+            event_log_dir: None,
+            user: "u".into(),
+        };
+        vec![
+            postcard::to_stdvec(&WorkerMsg::LaunchExecutor {
+                master_url: "flint://h:1".into(),
+                app_id: "app-1".into(),
+                exec_id: 1,
+                app_desc: desc.clone(),
+                cores: 1,
+                memory_mb: 1,
+            })
+            .unwrap(),
+            postcard::to_stdvec(&MasterMsg::RegisterApplication { desc }).unwrap(),
+            postcard::to_stdvec(&MasterMsg::RequestSubmitDriver {
+                desc: DriverDescription {
+                    binary_url: "file:///x".into(),
+                    memory_mb: 1,
+                    cores: 1,
+                    supervise: true,
+                    command: cmd,
+                },
+            })
+            .unwrap(),
+            postcard::to_stdvec(&AppClientMsg::ExecutorUpdated {
+                id: 3,
+                state: ExecutorState::Lost,
+                message: Some("m".into()),
+                exit_status: Some(1),
+                worker_host: None,
+            })
+            .unwrap(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        /// Deploy messages arrive from the network: random and mutated valid
+        /// encodings decode to a message or an error, never a panic.
+        #[test]
+        fn deploy_messages_from_bytes_never_panic(
+            random in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            pick in 0usize..4,
+            flips in proptest::collection::vec((0usize..512, 1u8..=255), 0..6),
+            cut in proptest::option::of(0usize..512),
+        ) {
+            let _ = postcard::from_bytes::<WorkerMsg>(&random);
+            let _ = postcard::from_bytes::<MasterMsg>(&random);
+            let _ = postcard::from_bytes::<AppClientMsg>(&random);
+            let mut b = samples()[pick].clone();
+            let n = b.len();
+            for (at, x) in flips {
+                b[at % n] ^= x;
+            }
+            if let Some(c) = cut {
+                b.truncate(c % (n + 1));
+            }
+            let _ = postcard::from_bytes::<WorkerMsg>(&b);
+            let _ = postcard::from_bytes::<MasterMsg>(&b);
+            let _ = postcard::from_bytes::<AppClientMsg>(&b);
+        }
+    }
 }

@@ -59,4 +59,27 @@ fn main() {
         "{err}"
     );
     println!("cross_process: mismatched build id refused: {err}");
+
+    // With a task key (the application's secret), the child gets it through a
+    // 0600 file and runs only envelopes the driver signed.
+    flint::ship::set_task_key(Some(flint::ship::generate_task_key().unwrap()));
+    let signed = rdd.stage_binary(CollectFn).unwrap();
+    assert!(
+        signed.mac.is_some(),
+        "envelopes are signed once a key is set"
+    );
+    let bytes = flint::executor::run_in_child(&exe, &signed, 0, 1).unwrap();
+    let part: Vec<i64> = flint::codec::decode("result", &bytes).unwrap();
+    assert!(!part.is_empty());
+    let mut forged = (*signed).clone();
+    forged.offset += 64;
+    let err = flint::executor::run_in_child(&exe, &forged, 0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong signature"), "{err}");
+    let err = flint::executor::run_in_child(&exe, &binary, 0, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not signed"), "{err}");
+    println!("cross_process: signed envelopes run, forged and unsigned ones are refused");
 }

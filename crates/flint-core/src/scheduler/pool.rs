@@ -179,6 +179,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::util::fuzz_cases(256)))]
         /// Any text at all: a map of pools or an error, never a panic.
         #[test]
         fn any_text_parses_or_is_refused(s in "\\PC{0,200}") {

@@ -303,7 +303,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::util::fuzz_cases(256)))]
         /// Shuffle bytes will come from other processes: whatever bytes of a
         /// frame are flipped, reading ends in records or an error, never a panic
         /// or an out-of-bounds read in the decompressor.
