@@ -314,6 +314,15 @@ fn rpc_conf(p: &HashMap<String, String>) -> anyhow::Result<RpcConf> {
         c.cluster_id = id.clone();
     }
     c.max_pending_handshakes = number(p, "flint.rpc.maxPendingHandshakes", 64)?;
+    c.max_queued_bytes = number(p, "flint.rpc.maxQueuedBytes", 256usize << 20)?;
+    if c.max_queued_bytes < c.max_message_size {
+        bail!(
+            "flint.rpc.maxQueuedBytes={} must be at least flint.rpc.message.maxSize ({} bytes)",
+            c.max_queued_bytes,
+            c.max_message_size
+        );
+    }
+    c.idle_timeout = seconds(p, "flint.network.timeout", 120)?;
     if c.max_pending_handshakes == 0 {
         bail!("flint.rpc.maxPendingHandshakes must be at least 1");
     }

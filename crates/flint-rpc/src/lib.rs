@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -124,6 +124,14 @@ pub struct RpcConf {
     pub handshake_timeout: Duration,
     /// Connections allowed in their handshake at once; more are closed at once.
     pub max_pending_handshakes: usize,
+    /// Bytes a connection may have waiting to be written; a peer that lets
+    /// more pile up (it stopped reading) is disconnected.
+    pub max_queued_bytes: usize,
+    /// How long one write may wait for a peer to read before it is dropped.
+    pub write_timeout: Duration,
+    /// A connection with no traffic at all for this long is closed (pings are
+    /// sent every quarter of it, and answered, so a live peer never idles).
+    pub idle_timeout: Duration,
 }
 
 impl fmt::Debug for RpcConf {
@@ -135,6 +143,9 @@ impl fmt::Debug for RpcConf {
             .field("connect_timeout", &self.connect_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -148,6 +159,9 @@ impl Default for RpcConf {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 64,
+            max_queued_bytes: 256 << 20,
+            write_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -182,6 +196,10 @@ pub enum RpcError {
     },
     #[error("the RPC environment is shut down")]
     Shutdown,
+    #[error(
+        "{queued} bytes are already waiting for a peer that does not read (limit {limit}, flint.rpc.maxQueuedBytes); the connection is closed"
+    )]
+    Backlog { queued: usize, limit: usize },
 }
 
 /// Everything that crosses a connection.
@@ -221,6 +239,9 @@ enum Wire {
         id: u64,
         result: Result<Vec<u8>, String>,
     },
+    /// Liveness: answered with Pong; any frame counts as traffic.
+    Ping,
+    Pong,
 }
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -305,10 +326,7 @@ pub struct Replier {
 }
 
 enum ReplyKind {
-    Remote {
-        conn: mpsc::UnboundedSender<Wire>,
-        id: u64,
-    },
+    Remote { conn: ConnTx, id: u64 },
     Local(oneshot::Sender<Result<Vec<u8>, String>>),
 }
 
@@ -325,7 +343,7 @@ impl Replier {
     fn finish(self, result: Result<Vec<u8>, String>) {
         match self.kind {
             ReplyKind::Remote { conn, id } => {
-                let _ = conn.send(Wire::Reply { id, result });
+                let _ = conn.send(&Wire::Reply { id, result });
             }
             ReplyKind::Local(tx) => {
                 let _ = tx.send(result);
@@ -454,7 +472,53 @@ struct ReplySlot {
 
 struct Conn {
     id: u64,
-    tx: mpsc::UnboundedSender<Wire>,
+    tx: ConnTx,
+}
+
+/// The writing side of one connection: encoded frames queued for its writer
+/// task, bounded in bytes, plus the token that closes the connection.
+#[derive(Clone)]
+struct ConnTx {
+    tx: mpsc::UnboundedSender<bytes::Bytes>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    close: tokio_util::sync::CancellationToken,
+}
+
+impl ConnTx {
+    fn new(limit: usize) -> (Self, mpsc::UnboundedReceiver<bytes::Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let c = ConnTx {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit,
+            close: tokio_util::sync::CancellationToken::new(),
+        };
+        (c, rx)
+    }
+
+    /// Queues a frame; a peer that has let too much pile up is disconnected.
+    fn send(&self, w: &Wire) -> Result<(), RpcError> {
+        let b = encode(w)?;
+        let n = b.len();
+        let before = self.queued.fetch_add(n, Ordering::SeqCst);
+        if before + n > self.limit {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            self.close.cancel();
+            return Err(RpcError::Backlog {
+                queued: before,
+                limit: self.limit,
+            });
+        }
+        self.tx.send(bytes::Bytes::from(b)).map_err(|_| {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            RpcError::Shutdown
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.close.is_cancelled()
+    }
 }
 
 struct Inner {
@@ -604,11 +668,10 @@ impl RpcEnv {
         let payload = encode(msg)?;
         self.check_size(payload.len())?;
         let (_, conn) = self.connection(to);
-        conn.send(Wire::Send {
+        conn.send(&Wire::Send {
             to: endpoint.to_string(),
             payload,
         })
-        .map_err(|_| RpcError::Shutdown)
     }
 
     /// Sends `req` and waits up to `timeout` for the reply.
@@ -625,14 +688,14 @@ impl RpcEnv {
         let (tx, rx) = oneshot::channel();
         let (conn_id, conn) = self.connection(to);
         lock(&self.inner.asks).insert(id, ReplySlot { conn: conn_id, tx });
-        let sent = conn.send(Wire::Ask {
+        let sent = conn.send(&Wire::Ask {
             id,
             to: endpoint.to_string(),
             payload,
         });
-        if sent.is_err() {
+        if let Err(e) = sent {
             lock(&self.inner.asks).remove(&id);
-            return Err(RpcError::Shutdown);
+            return Err(e);
         }
         let res = tokio::time::timeout(timeout, rx).await;
         lock(&self.inner.asks).remove(&id);
@@ -682,7 +745,7 @@ impl RpcEnv {
     /// The id and writer channel of the connection to `to`: the oldest live
     /// one (dialed or accepted), else a new one dialed in the background
     /// (messages queue meanwhile).
-    fn connection(&self, to: &RpcAddress) -> (u64, mpsc::UnboundedSender<Wire>) {
+    fn connection(&self, to: &RpcAddress) -> (u64, ConnTx) {
         let mut conns = lock(&self.inner.conns);
         if let Some(c) = conns
             .get(to)
@@ -690,7 +753,7 @@ impl RpcEnv {
         {
             return (c.id, c.tx.clone());
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = ConnTx::new(self.inner.conf.max_queued_bytes);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         conns
             .entry(to.clone())
@@ -835,7 +898,7 @@ impl RpcEnv {
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
         let addr = sender.unwrap_or_else(|| RpcAddress::new(peer.ip().to_string(), peer.port()));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = ConnTx::new(conf.max_queued_bytes);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.conns)
             .entry(addr.clone())
@@ -921,12 +984,13 @@ impl RpcEnv {
         peer: RpcAddress,
         via: Via,
         id: u64,
-        mut rx: mpsc::UnboundedReceiver<Wire>,
+        mut rx: mpsc::UnboundedReceiver<bytes::Bytes>,
     ) {
         let from = Peer {
             addr: peer.clone(),
             via,
         };
+        keep_alive(framed.get_ref());
         let (mut sink, mut stream) = framed.split();
         let writer_tx = {
             let conns = lock(&self.inner.conns);
@@ -937,19 +1001,59 @@ impl RpcEnv {
         };
         let Some(writer_tx) = writer_tx else { return };
         let shutdown = self.inner.shutdown.clone();
-        let writer = self.inner.rt.spawn(async move {
-            while let Some(w) = rx.recv().await {
-                let Ok(bytes) = encode(&w) else { continue };
-                if sink.send(bytes::Bytes::from(bytes)).await.is_err() {
-                    break;
+        let conf = &self.inner.conf;
+        let writer = {
+            let (queued, close, wait) = (
+                writer_tx.queued.clone(),
+                writer_tx.close.clone(),
+                conf.write_timeout,
+            );
+            let peer = peer.clone();
+            self.inner.rt.spawn(async move {
+                while let Some(b) = rx.recv().await {
+                    let n = b.len();
+                    match tokio::time::timeout(wait, sink.send(b)).await {
+                        Ok(Ok(())) => {
+                            queued.fetch_sub(n, Ordering::SeqCst);
+                        }
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::warn!(
+                                "{peer} has not read for {wait:?}; closing the connection"
+                            );
+                            break;
+                        }
+                    }
                 }
-            }
-        });
+                close.cancel();
+            })
+        };
+        let idle = conf.idle_timeout;
+        let mut ticker = tokio::time::interval((idle / 4).max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut last_rx = tokio::time::Instant::now();
         let reason = loop {
             let frame = tokio::select! {
                 _ = shutdown.cancelled() => break "the RPC environment is shut down".to_string(),
+                _ = writer_tx.close.cancelled() => {
+                    tracing::warn!("closing connection to {peer}: it stopped reading");
+                    break format!(
+                        "connection to {peer} closed: the peer stopped reading (write stalled {:?} or more than {} bytes queued)",
+                        conf.write_timeout, conf.max_queued_bytes
+                    );
+                }
+                _ = ticker.tick() => {
+                    if last_rx.elapsed() > idle {
+                        tracing::warn!("closing connection to {peer}: nothing received for {idle:?}");
+                        break format!("connection to {peer} closed: nothing received for {idle:?}");
+                    }
+                    let _ = writer_tx.send(&Wire::Ping);
+                    continue;
+                }
                 f = stream.next() => f,
             };
+            last_rx = tokio::time::Instant::now();
             match frame {
                 None => break format!("connection to {peer} closed"),
                 Some(Err(e)) => {
@@ -1005,7 +1109,7 @@ impl RpcEnv {
         }
     }
 
-    fn dispatch(&self, w: Wire, peer: &Peer, conn_id: u64, conn: &mpsc::UnboundedSender<Wire>) {
+    fn dispatch(&self, w: Wire, peer: &Peer, conn_id: u64, conn: &ConnTx) {
         match w {
             Wire::Send { to, payload } => match lock(&self.inner.endpoints).get(&to) {
                 Some(ep) => {
@@ -1054,6 +1158,10 @@ impl RpcEnv {
                     let _ = slot.tx.send(AskOutcome::Reply(result));
                 }
             }
+            Wire::Ping => {
+                let _ = conn.send(&Wire::Pong);
+            }
+            Wire::Pong => {}
             Wire::Hello { .. }
             | Wire::Challenge { .. }
             | Wire::Proof { .. }
@@ -1062,6 +1170,17 @@ impl RpcEnv {
                 tracing::warn!("unexpected handshake message from {peer} ignored");
             }
         }
+    }
+}
+
+/// TCP keepalive on a connection, so a peer whose host vanished is noticed
+/// by the kernel too (the pings notice it sooner).
+fn keep_alive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot set TCP keepalive: {e}");
     }
 }
 
@@ -1196,5 +1315,118 @@ mod tests {
         );
         assert!(!verify("t", DIALER, "c", &a, &b, &p));
         assert_ne!(nonce(), nonce());
+    }
+
+    /// A raw peer: dials `addr`, completes the handshake without a secret,
+    /// then does whatever the test does with the framed stream.
+    async fn raw_peer(addr: &RpcAddress) -> Framed<TcpStream, LengthDelimitedCodec> {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .unwrap();
+        let mut f = Framed::new(
+            stream,
+            LengthDelimitedCodec::builder()
+                .max_frame_length(16 << 20)
+                .new_codec(),
+        );
+        let hello = Wire::Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: "flint".into(),
+            sender: None,
+            nonce: [3; 32],
+        };
+        send_wire(&mut f, &hello).await.unwrap();
+        assert!(matches!(
+            next_wire(&mut f).await.unwrap(),
+            Wire::Challenge { .. }
+        ));
+        send_wire(&mut f, &Wire::Proof { proof: None })
+            .await
+            .unwrap();
+        assert!(matches!(next_wire(&mut f).await.unwrap(), Wire::HelloOk));
+        f
+    }
+
+    struct Flood(Arc<std::sync::Mutex<Vec<String>>>);
+    impl Endpoint for Flood {
+        type Msg = u32;
+        fn receive(&mut self, ctx: &EndpointCtx<u32>, from: Peer, n: u32, _: Option<Replier>) {
+            // Answer one small message with `n` large ones.
+            for i in 0..n {
+                if let Err(e) = ctx.env.send(&from.addr, "x", &vec![i as u8; 64 << 10]) {
+                    self.0.lock().unwrap().push(e.to_string());
+                    return;
+                }
+            }
+            self.0.lock().unwrap().push("all queued".into());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_pinged_then_dropped() {
+        let conf = RpcConf {
+            idle_timeout: Duration::from_millis(400),
+            ..RpcConf::default()
+        };
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf)
+            .await
+            .unwrap();
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        let mut pings = 0;
+        // Read only: the peer never answers, so after 400 ms the server hangs up.
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(Ok(frame)) = f.next().await {
+                if matches!(decode::<Wire>(&frame), Ok(Wire::Ping)) {
+                    pings += 1;
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the server kept an idle connection open");
+        assert!(pings >= 1, "the server pinged before giving up");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
+        let conf = RpcConf {
+            max_queued_bytes: 1 << 20,
+            write_timeout: Duration::from_millis(500),
+            ..RpcConf::default()
+        };
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf)
+            .await
+            .unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        srv.setup_endpoint("flood", Flood(log.clone()));
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        // Ask for 1,000 x 64 KiB (64 MiB) and never read.
+        send_wire(
+            &mut f,
+            &Wire::Send {
+                to: "flood".into(),
+                payload: encode(&1000u32).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = log.lock().unwrap().clone();
+            if let Some(l) = got.first() {
+                assert!(l.contains("does not read"), "{l}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flood was never cut off"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The connection is closed: draining it ends.
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(Ok(_)) = f.next().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the connection stayed open");
     }
 }
