@@ -323,6 +323,21 @@ fn rpc_conf(p: &HashMap<String, String>) -> anyhow::Result<RpcConf> {
         );
     }
     c.idle_timeout = seconds(p, "flint.network.timeout", 120)?;
+    if boolean(p, "flint.ssl.enabled", false)? {
+        let file = |k: &str| {
+            p.get(k)
+                .map(std::path::PathBuf::from)
+                .with_context(|| format!("flint.ssl.enabled=true needs {k} (a PEM file)"))
+        };
+        c.tls = Some(
+            flint_rpc::TlsConf::from_pem_files(
+                &file("flint.ssl.certFile")?,
+                &file("flint.ssl.keyFile")?,
+                &file("flint.ssl.trustFile")?,
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+    }
     if c.max_pending_handshakes == 0 {
         bail!("flint.rpc.maxPendingHandshakes must be at least 1");
     }

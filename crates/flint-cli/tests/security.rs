@@ -343,3 +343,61 @@ fn a_daemon_reachable_from_other_machines_needs_a_secret() {
         "{err}"
     );
 }
+
+#[test]
+fn daemons_talk_over_tls_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (c, k, t) = (
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+        write("ca.pem", ca.pem()),
+    );
+    let props = [
+        ("flint.ssl.enabled", "true"),
+        ("flint.ssl.certFile", c.as_str()),
+        ("flint.ssl.keyFile", k.as_str()),
+        ("flint.ssl.trustFile", t.as_str()),
+        (
+            "flint.authenticate.secret",
+            "a long random shared secret for tls",
+        ),
+    ];
+    let m = start_master(dir.path(), 0, &props);
+    let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
+    poll("worker ALIVE over TLS", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    // A peer speaking plain TCP is turned away at the TLS handshake.
+    let rt = runtime();
+    let plain = rt.block_on(async {
+        RpcEnv::client(RpcConf {
+            secret: Some("a long random shared secret for tls".into()),
+            ..RpcConf::default()
+        })
+    });
+    let r = rt.block_on(plain.ask::<_, MasterStateResponse>(
+        &RpcAddress::new("127.0.0.1", m.port),
+        "Master",
+        &MasterMsg::RequestMasterState,
+        Duration::from_secs(30),
+    ));
+    assert!(r.is_err());
+    poll("TLS refusal logged", DEADLINE, || {
+        log_has(&m.d, "TLS handshake failed")
+    });
+}

@@ -132,7 +132,85 @@ pub struct RpcConf {
     /// A connection with no traffic at all for this long is closed (pings are
     /// sent every quarter of it, and answered, so a live peer never idles).
     pub idle_timeout: Duration,
+    /// TLS on every connection (`flint.ssl.enabled`); plain TCP when None.
+    pub tls: Option<TlsConf>,
 }
+
+/// TLS for RPC connections: this process's certificate chain and key (it
+/// serves them when accepting) and the CA certificates it trusts (it checks
+/// the certificate of every peer it dials against them, host name included).
+/// The shared-secret handshake still runs inside: TLS keeps traffic private,
+/// the secret proves membership.
+#[derive(Clone)]
+pub struct TlsConf {
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl TlsConf {
+    /// From PEM files: the certificate chain, its private key, and the CA
+    /// certificates to trust.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        trust: &std::path::Path,
+    ) -> Result<Self, RpcError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| RpcError::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        TlsConf::from_pem(&read(cert)?, &read(key)?, &read(trust)?)
+    }
+
+    /// From PEM text (see `from_pem_files`).
+    pub fn from_pem(cert: &[u8], key: &[u8], trust: &[u8]) -> Result<Self, RpcError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let bad = |what: &str, e: &dyn fmt::Display| RpcError::Tls(format!("{what}: {e}"));
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad("certificate PEM", &e))?;
+        if chain.is_empty() {
+            return Err(RpcError::Tls(
+                "the certificate file holds no certificate".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("private key PEM", &e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(trust) {
+            let ca = ca.map_err(|e| bad("trusted CA PEM", &e))?;
+            roots
+                .add(ca)
+                .map_err(|e| bad("trusted CA certificate", &e))?;
+        }
+        if roots.is_empty() {
+            return Err(RpcError::Tls(
+                "the trust file holds no CA certificate".into(),
+            ));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("TLS versions", &e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| bad("certificate and key", &e))?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("TLS versions", &e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsConf {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        })
+    }
+}
+
+/// What a connection runs on: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
 
 impl fmt::Debug for RpcConf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,6 +224,7 @@ impl fmt::Debug for RpcConf {
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("write_timeout", &self.write_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -162,6 +241,7 @@ impl Default for RpcConf {
             max_queued_bytes: 256 << 20,
             write_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            tls: None,
         }
     }
 }
@@ -196,6 +276,8 @@ pub enum RpcError {
     },
     #[error("the RPC environment is shut down")]
     Shutdown,
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(
         "{queued} bytes are already waiting for a peer that does not read (limit {limit}, flint.rpc.maxQueuedBytes); the connection is closed"
     )]
@@ -778,7 +860,7 @@ impl RpcEnv {
     async fn connect(
         &self,
         to: &RpcAddress,
-    ) -> Result<Framed<TcpStream, LengthDelimitedCodec>, String> {
+    ) -> Result<Framed<Stream, LengthDelimitedCodec>, String> {
         let conf = &self.inner.conf;
         let stream = tokio::time::timeout(
             conf.connect_timeout,
@@ -788,6 +870,22 @@ impl RpcEnv {
         .map_err(|_| format!("connect timed out after {:?}", conf.connect_timeout))?
         .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
+        let stream: Stream = match &conf.tls {
+            Some(tls) => {
+                let name = rustls_pki_types::ServerName::try_from(to.host.clone())
+                    .map_err(|e| format!("'{}' is not a TLS server name: {e}", to.host))?;
+                let tls_stream = tokio::time::timeout(
+                    conf.handshake_timeout,
+                    tls.connector.connect(name, stream),
+                )
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                Box::new(tls_stream)
+            }
+            None => Box::new(stream),
+        };
         let mut framed = Framed::new(stream, self.handshake_codec());
         tokio::time::timeout(conf.handshake_timeout, self.dial_handshake(&mut framed))
             .await
@@ -801,7 +899,7 @@ impl RpcEnv {
     /// The dialer's side of the handshake (see the module doc).
     async fn dial_handshake(
         &self,
-        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+        framed: &mut Framed<Stream, LengthDelimitedCodec>,
     ) -> Result<(), String> {
         let conf = &self.inner.conf;
         let mine = nonce();
@@ -871,7 +969,28 @@ impl RpcEnv {
             return;
         };
         let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
         let conf = &self.inner.conf;
+        let stream: Stream = match &conf.tls {
+            Some(tls) => {
+                match tokio::time::timeout(conf.handshake_timeout, tls.acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "refusing connection from {peer}: TLS handshake failed: {e}"
+                        );
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("closing connection from {peer}: no TLS handshake in time");
+                        return;
+                    }
+                }
+            }
+            None => Box::new(stream),
+        };
         let mut framed = Framed::new(stream, self.handshake_codec());
         let sender =
             match tokio::time::timeout(conf.handshake_timeout, self.accept_handshake(&mut framed))
@@ -911,7 +1030,7 @@ impl RpcEnv {
     /// advertised.
     async fn accept_handshake(
         &self,
-        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+        framed: &mut Framed<Stream, LengthDelimitedCodec>,
     ) -> Result<Option<RpcAddress>, Refusal> {
         let conf = &self.inner.conf;
         let quiet = |reason: String| Refusal {
@@ -980,7 +1099,7 @@ impl RpcEnv {
     /// disconnect if no other connection to that peer remains.
     async fn run_conn(
         &self,
-        framed: Framed<TcpStream, LengthDelimitedCodec>,
+        framed: Framed<Stream, LengthDelimitedCodec>,
         peer: RpcAddress,
         via: Via,
         id: u64,
@@ -990,7 +1109,7 @@ impl RpcEnv {
             addr: peer.clone(),
             via,
         };
-        keep_alive(framed.get_ref());
+
         let (mut sink, mut stream) = framed.split();
         let writer_tx = {
             let conns = lock(&self.inner.conns);
@@ -1192,7 +1311,7 @@ struct Refusal {
 }
 
 async fn send_wire(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<Stream, LengthDelimitedCodec>,
     w: &Wire,
 ) -> Result<(), String> {
     let b = encode(w).map_err(|e| e.to_string())?;
@@ -1202,7 +1321,7 @@ async fn send_wire(
         .map_err(|e| e.to_string())
 }
 
-async fn next_wire(framed: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<Wire, String> {
+async fn next_wire(framed: &mut Framed<Stream, LengthDelimitedCodec>) -> Result<Wire, String> {
     let frame = framed
         .next()
         .await
@@ -1319,12 +1438,12 @@ mod tests {
 
     /// A raw peer: dials `addr`, completes the handshake without a secret,
     /// then does whatever the test does with the framed stream.
-    async fn raw_peer(addr: &RpcAddress) -> Framed<TcpStream, LengthDelimitedCodec> {
+    async fn raw_peer(addr: &RpcAddress) -> Framed<Stream, LengthDelimitedCodec> {
         let stream = TcpStream::connect((addr.host.as_str(), addr.port))
             .await
             .unwrap();
         let mut f = Framed::new(
-            stream,
+            Box::new(stream) as Stream,
             LengthDelimitedCodec::builder()
                 .max_frame_length(16 << 20)
                 .new_codec(),

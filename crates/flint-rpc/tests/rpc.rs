@@ -324,3 +324,94 @@ async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
     }
     drop(silent);
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed, as PEM (cert, key, ca).
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem(), ca.pem())
+}
+
+#[tokio::test]
+async fn tls_connections_work_and_refuse_peers_outside_the_trust() {
+    let (cert, key, ca) = test_pki();
+    let tls = flint_rpc::TlsConf::from_pem(cert.as_bytes(), key.as_bytes(), ca.as_bytes()).unwrap();
+    let conf = RpcConf {
+        tls: Some(tls.clone()),
+        secret: Some("shared".into()),
+        ..RpcConf::default()
+    };
+    let log = Log::default();
+    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf.clone())
+        .await
+        .unwrap();
+    srv.setup_endpoint("echo", Echo(log.clone()));
+    let addr = srv.address().unwrap().clone();
+    let client = RpcEnv::client(conf.clone());
+    let r: String = client
+        .ask(
+            &addr,
+            "echo",
+            &Msg::Echo("over tls".into()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(r.starts_with("over tls"), "{r}");
+    // A plain-TCP dialer gets nowhere (and is told nothing useful in clear).
+    let plain = RpcEnv::client(RpcConf {
+        secret: Some("shared".into()),
+        ..RpcConf::default()
+    });
+    assert!(
+        plain
+            .ask::<_, String>(
+                &addr,
+                "echo",
+                &Msg::Echo("x".into()),
+                Duration::from_secs(20)
+            )
+            .await
+            .is_err()
+    );
+    // A dialer that trusts another CA refuses the server's certificate.
+    let (other_cert, other_key, other_ca) = test_pki();
+    let stranger = RpcEnv::client(RpcConf {
+        tls: Some(
+            flint_rpc::TlsConf::from_pem(
+                other_cert.as_bytes(),
+                other_key.as_bytes(),
+                other_ca.as_bytes(),
+            )
+            .unwrap(),
+        ),
+        secret: Some("shared".into()),
+        ..RpcConf::default()
+    });
+    let e = stranger
+        .ask::<_, String>(
+            &addr,
+            "echo",
+            &Msg::Echo("x".into()),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    // Bad PEM is a clear error.
+    let e = flint_rpc::TlsConf::from_pem(b"junk", key.as_bytes(), ca.as_bytes())
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("no certificate") || e.to_string().contains("PEM"),
+        "{e}"
+    );
+}
