@@ -49,6 +49,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame accepted before a connection's handshake completes.
 pub const HANDSHAKE_FRAME_LIMIT: usize = 4096;
 
+/// Messages from the network an endpoint may have waiting (with the frame
+/// limit, this bounds an endpoint's inbox in bytes too).
+const ENDPOINT_INBOX: usize = 1024;
+
 /// A process's RPC address as it advertises it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RpcAddress {
@@ -606,7 +610,7 @@ impl ConnTx {
 struct Inner {
     conf: RpcConf,
     address: Option<RpcAddress>,
-    endpoints: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Erased>>>,
+    endpoints: std::sync::Mutex<HashMap<String, mpsc::Sender<Erased>>>,
     conns: std::sync::Mutex<HashMap<RpcAddress, Vec<Conn>>>,
     asks: std::sync::Mutex<HashMap<u64, ReplySlot>>,
     next_id: AtomicU64,
@@ -692,7 +696,10 @@ impl RpcEnv {
 
     /// Registers `endpoint` under `name` and starts its task.
     pub fn setup_endpoint<E: Endpoint>(&self, name: &str, mut endpoint: E) -> LocalRef<E::Msg> {
-        let (etx, mut erx) = mpsc::unbounded_channel::<Erased>();
+        // Bounded: when a handler falls behind, the connections feeding it
+        // stop being read, and TCP pushes back on the peers (whose writes
+        // then time out) instead of this process buffering without limit.
+        let (etx, mut erx) = mpsc::channel::<Erased>(ENDPOINT_INBOX);
         let (ltx, mut lrx) = mpsc::unbounded_channel::<Local<E::Msg>>();
         lock(&self.inner.endpoints).insert(name.to_string(), etx);
         let this = LocalRef { tx: ltx };
@@ -1180,7 +1187,15 @@ impl RpcEnv {
                     break format!("connection to {peer} failed: {e}");
                 }
                 Some(Ok(bytes)) => match decode::<Wire>(&bytes) {
-                    Ok(w) => self.dispatch(w, &from, id, &writer_tx),
+                    Ok(w) => {
+                        if let Some((ep, msg)) = self.dispatch(w, &from, id, &writer_tx) {
+                            // Waits while the endpoint's inbox is full.
+                            tokio::select! {
+                                _ = shutdown.cancelled() => break "the RPC environment is shut down".to_string(),
+                                _ = ep.send(msg) => {}
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!("closing connection to {peer}: undecodable frame: {e}");
                         break format!("connection to {peer} closed after an undecodable frame");
@@ -1223,20 +1238,40 @@ impl RpcEnv {
         };
         if none_left && !self.inner.shutdown.is_cancelled() {
             for tx in lock(&self.inner.endpoints).values() {
-                let _ = tx.send(Erased::Disconnected(peer.clone()));
+                // Never lost, never blocking the caller: queued when there is
+                // room, else delivered by a task that waits for room.
+                if let Err(mpsc::error::TrySendError::Full(ev)) =
+                    tx.try_send(Erased::Disconnected(peer.clone()))
+                {
+                    let tx = tx.clone();
+                    self.inner.rt.spawn(async move {
+                        let _ = tx.send(ev).await;
+                    });
+                }
             }
         }
     }
 
-    fn dispatch(&self, w: Wire, peer: &Peer, conn_id: u64, conn: &ConnTx) {
+    /// Handles a frame; a message for an endpoint comes back with the
+    /// endpoint's inbox, for the caller to deliver (waiting for room).
+    fn dispatch(
+        &self,
+        w: Wire,
+        peer: &Peer,
+        conn_id: u64,
+        conn: &ConnTx,
+    ) -> Option<(mpsc::Sender<Erased>, Erased)> {
         match w {
             Wire::Send { to, payload } => match lock(&self.inner.endpoints).get(&to) {
                 Some(ep) => {
-                    let _ = ep.send(Erased::Bytes {
-                        from: peer.clone(),
-                        payload,
-                        reply: None,
-                    });
+                    return Some((
+                        ep.clone(),
+                        Erased::Bytes {
+                            from: peer.clone(),
+                            payload,
+                            reply: None,
+                        },
+                    ));
                 }
                 None => tracing::warn!("message from {peer} for unknown endpoint '{to}' dropped"),
             },
@@ -1249,11 +1284,14 @@ impl RpcEnv {
                 };
                 match lock(&self.inner.endpoints).get(&to) {
                     Some(ep) => {
-                        let _ = ep.send(Erased::Bytes {
-                            from: peer.clone(),
-                            payload,
-                            reply: Some(reply),
-                        });
+                        return Some((
+                            ep.clone(),
+                            Erased::Bytes {
+                                from: peer.clone(),
+                                payload,
+                                reply: Some(reply),
+                            },
+                        ));
                     }
                     None => reply.fail(format!("no endpoint named '{to}'")),
                 }
@@ -1289,6 +1327,7 @@ impl RpcEnv {
                 tracing::warn!("unexpected handshake message from {peer} ignored");
             }
         }
+        None
     }
 }
 
@@ -1547,5 +1586,68 @@ mod tests {
         })
         .await;
         assert!(ended.is_ok(), "the connection stayed open");
+    }
+
+    struct Slow {
+        gate: std::sync::mpsc::Receiver<()>,
+        seen: Arc<AtomicUsize>,
+    }
+    impl Endpoint for Slow {
+        type Msg = Vec<u8>;
+        fn receive(&mut self, _: &EndpointCtx<Vec<u8>>, _: Peer, _: Vec<u8>, _: Option<Replier>) {
+            if self.seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first message waits until the test opens the gate
+                // (off the runtime's core, as a slow handler would hold it).
+                tokio::task::block_in_place(|| {
+                    let _ = self.gate.recv();
+                });
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_endpoint_pushes_back_on_its_peers_instead_of_buffering() {
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        let (open, gate) = std::sync::mpsc::channel();
+        let seen = Arc::new(AtomicUsize::new(0));
+        srv.setup_endpoint(
+            "slow",
+            Slow {
+                gate,
+                seen: seen.clone(),
+            },
+        );
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        let frame = Wire::Send {
+            to: "slow".into(),
+            payload: encode(&vec![7u8; 4096]).unwrap(),
+        };
+        // Write until a write stalls: the inbox (1,024 messages) and the
+        // socket buffers are full, and nothing more is read from us.
+        let mut sent = 0usize;
+        let stalled = loop {
+            match tokio::time::timeout(Duration::from_secs(2), send_wire(&mut f, &frame)).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(e)) => panic!("write failed: {e}"),
+                Err(_) => break true,
+            }
+            if sent > 200_000 {
+                break false;
+            }
+        };
+        assert!(
+            stalled,
+            "{sent} messages (800 MB) accepted from a peer while the endpoint was stuck"
+        );
+        // Far fewer than were offered: the inbox bound, plus what the kernel buffers.
+        assert!(sent < 20_000, "{sent} messages buffered");
+        open.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while seen.load(Ordering::SeqCst) < sent {
+            assert!(std::time::Instant::now() < deadline, "messages were lost");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
