@@ -611,7 +611,6 @@ impl DagScheduler {
                         .into_iter()
                         .map(|r| r.unwrap_or_default())
                         .collect();
-                    let _ = job.reply.send(Ok(results));
                     if self.running.remove(&stage_id) {
                         self.post_stage_completed(stage_id, None);
                     }
@@ -619,7 +618,11 @@ impl DagScheduler {
                         job_id,
                         succeeded: true,
                     });
+                    // Drop the job's stages (and the RDDs and shuffle
+                    // dependencies they hold) before the caller hears back, so
+                    // what it drops next is really gone (the cleaner sees it).
                     self.cleanup_job(job_id);
+                    let _ = job.reply.send(Ok(results));
                 }
             }
             (StageKind::ShuffleMap { dep, .. }, TaskOutput::Map(status)) => {
@@ -717,12 +720,12 @@ impl DagScheduler {
             return;
         };
         tracing::info!("job {job_id} failed: {err}");
-        let _ = job.reply.send(Err(err));
         self.bus.post(Event::JobEnd {
             job_id,
             succeeded: false,
         });
         self.cleanup_job(job_id);
+        let _ = job.reply.send(Err(err));
     }
 
     /// Drops stages no remaining job needs, cancelling their running tasks.
