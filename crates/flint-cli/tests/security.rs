@@ -379,9 +379,16 @@ fn daemons_talk_over_tls_when_enabled() {
     ];
     let m = start_master(dir.path(), 0, &props);
     let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
-    poll("worker ALIVE over TLS", DEADLINE, || {
-        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
-    });
+    let ca_pem = ca.pem();
+    poll(
+        "worker ALIVE over TLS (web UI over HTTPS)",
+        DEADLINE,
+        || (worker_state(&get_json_tls(m.web, &ca_pem)?, &w.id)? == "ALIVE").then_some(()),
+    );
+    assert!(
+        get_json(m.web).is_none(),
+        "the web UI does not answer plain HTTP"
+    );
     // A peer speaking plain TCP is turned away at the TLS handshake.
     let rt = runtime();
     let plain = rt.block_on(async {

@@ -183,6 +183,7 @@ pub struct MasterHandle {
 impl Master {
     /// Binds the RPC port and the web UI, starts the actor and its timers.
     pub async fn start(conf: MasterConf) -> Result<MasterHandle, String> {
+        let web_tls = conf.rpc.tls.clone();
         let env = RpcEnv::server(&conf.host, conf.port, &conf.host, conf.rpc.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -222,7 +223,7 @@ impl Master {
             conf,
         };
         let master_ref = env.setup_endpoint(MASTER_ENDPOINT, master);
-        crate::webui::serve_master(listener, master_ref.clone());
+        crate::webui::serve_master(listener, web_tls, master_ref.clone());
         tracing::info!("Starting Flint master at {url}; web UI at port {webui_port}");
         Ok(MasterHandle {
             env,

@@ -1,5 +1,7 @@
 //! Minimal web UIs of the daemons: `/json` with Spark's field names (so existing
 //! tooling works) and a small HTML status page. Handlers ask the daemon's actor.
+//! With TLS configured (`flint.ssl.enabled`) they serve HTTPS with the
+//! daemon's certificate.
 
 use std::time::Duration;
 
@@ -8,23 +10,106 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
-use flint_rpc::LocalRef;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flint_rpc::{LocalRef, ServerTlsStream, TlsConf};
+use tokio::net::TcpStream;
 
 use crate::messages::{MasterMsg, MasterStateResponse, WorkerMsg, WorkerStateResponse};
 
 const ASK: Duration = Duration::from_secs(10);
 
-pub(crate) fn serve_master(listener: tokio::net::TcpListener, master: LocalRef<MasterMsg>) {
+pub(crate) fn serve_master(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsConf>,
+    master: LocalRef<MasterMsg>,
+) {
     let app = Router::new()
         .route("/json", get(master_json))
         .route("/json/", get(master_json))
         .route("/", get(master_page))
         .with_state(master);
+    serve("master", listener, tls, app);
+}
+
+fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsConf>, app: Router) {
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("master web UI stopped: {e}");
+        let r = match tls {
+            None => axum::serve(listener, app).await,
+            Some(tls) => axum::serve(TlsListener::start(listener, tls), app).await,
+        };
+        if let Err(e) = r {
+            tracing::error!("{what} web UI stopped: {e}");
         }
     });
+}
+
+/// Connections whose TLS handshakes are done: a background task accepts
+/// sockets and runs each handshake in its own task (bounded in number and in
+/// time), so a slow or hostile client never holds up the others.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(ServerTlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(listener: tokio::net::TcpListener, tls: TlsConf) -> Self {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(64));
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("web UI accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let (tls, done) = (tls.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            let _ = done.send((s, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("web UI TLS handshake from {peer} failed: {e}")
+                        }
+                        Err(_) => tracing::debug!("web UI TLS handshake from {peer} timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        TlsListener { ready, addr }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = ServerTlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The acceptor task only ends with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
 }
 
 async fn master_state(m: &LocalRef<MasterMsg>) -> Result<MasterStateResponse, Response> {
@@ -90,16 +175,16 @@ async fn master_page(State(m): State<LocalRef<MasterMsg>>) -> Response {
     .into_response()
 }
 
-pub(crate) fn serve_worker(listener: tokio::net::TcpListener, worker: LocalRef<WorkerMsg>) {
+pub(crate) fn serve_worker(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsConf>,
+    worker: LocalRef<WorkerMsg>,
+) {
     let app = Router::new()
         .route("/json", get(worker_json))
         .route("/json/", get(worker_json))
         .with_state(worker);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("worker web UI stopped: {e}");
-        }
-    });
+    serve("worker", listener, tls, app);
 }
 
 async fn worker_json(State(w): State<LocalRef<WorkerMsg>>) -> Response {

@@ -140,6 +140,7 @@ fn master_url(a: &RpcAddress) -> String {
 
 impl Worker {
     pub async fn start(conf: WorkerConf) -> Result<WorkerHandle, String> {
+        let web_tls = conf.rpc.tls.clone();
         if conf.masters.is_empty() {
             return Err("no master URL given; pass flint://host:port".into());
         }
@@ -192,7 +193,7 @@ impl Worker {
         };
         tracing::info!("Starting Flint worker {id} at {address}");
         let worker_ref = env.setup_endpoint(WORKER_ENDPOINT, worker);
-        crate::webui::serve_worker(listener, worker_ref.clone());
+        crate::webui::serve_worker(listener, web_tls, worker_ref.clone());
         Ok(WorkerHandle {
             env,
             worker: worker_ref,

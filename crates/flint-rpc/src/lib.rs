@@ -211,6 +211,16 @@ impl TlsConf {
     }
 }
 
+impl TlsConf {
+    /// Completes the server side of a TLS handshake on an accepted socket (the
+    /// daemons' web UIs use it too).
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<ServerTlsStream<TcpStream>> {
+        self.acceptor.accept(tcp).await
+    }
+}
+
+pub use tokio_rustls::server::TlsStream as ServerTlsStream;
+
 /// What a connection runs on: TCP, or TLS over it.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
