@@ -166,6 +166,12 @@ impl FlintContext {
             bus.add_listener(Box::new(bar));
         }
         let (dag_tx, dag_rx) = unbounded();
+        let cpus_per_task = conf.get_usize("flint.task.cpus", 1)?;
+        if cpus_per_task == 0 || cpus_per_task > threads {
+            return Err(FlintError::Config(format!(
+                "flint.task.cpus={cpus_per_task} must be between 1 and the {threads} cores of {master}"
+            )));
+        }
         let scheduler = TaskScheduler::new(
             dag_tx.clone(),
             max_failures,
@@ -174,7 +180,8 @@ impl FlintContext {
             speculation.clone(),
             conf.get_duration("flint.locality.wait", Duration::from_secs(3))?,
             bus.clone(),
-        );
+        )
+        .with_cpus_per_task(cpus_per_task);
         let backend: Arc<dyn SchedulerBackend> =
             LocalBackend::start(scheduler.clone(), env.clone(), threads)?;
         let accums = Arc::new(AccumRegistry::default());

@@ -131,3 +131,31 @@ fn a_huge_local_thread_count_starts_threads_only_as_tasks_need_them() {
         .count();
     assert!(task_threads < 200, "{task_threads} task threads");
 }
+
+#[test]
+fn task_cpus_must_fit_the_executor_and_jobs_still_run() {
+    let err = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.task.cpus", "3"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("flint.task.cpus=3") && err.contains("local[2]"),
+        "{err}"
+    );
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[4]")
+            .set("flint.task.cpus", "2"),
+    )
+    .unwrap();
+    assert_eq!(
+        sc.parallelize((0..100).collect::<Vec<i32>>(), 8)
+            .count()
+            .unwrap(),
+        100
+    );
+}

@@ -142,45 +142,37 @@ fn cancelling_a_job_group_stops_its_tasks() {
 static SLOW_CLAIMED: AtomicBool = AtomicBool::new(false);
 
 fn slow_first_attempt(idx: usize, it: BoxIter<i32>) -> BoxIter<i32> {
-    // The first attempt of partition 3 is a straggler that never finishes on
-    // its own: after its records it produces bogus ones, one per millisecond,
-    // until killed. Only a speculative copy (fast) can complete the job.
+    // The first attempt of partition 3 is a straggler: 100 us per record, far
+    // slower than its siblings, but it finishes.
     if idx == 3 && !SLOW_CLAIMED.swap(true, Ordering::SeqCst) {
-        Box::new(it.chain(std::iter::repeat_with(|| {
-            std::thread::sleep(Duration::from_millis(1));
-            -1
-        })))
+        Box::new(it.inspect(|_| std::thread::sleep(Duration::from_micros(100))))
     } else {
         it
     }
 }
 
+/// Speculation copies a straggler only onto another host (Spark's rule: a copy
+/// on the same host would share its trouble), so local mode, one host, never
+/// speculates; the task scheduler's tests cover copies on other hosts.
 #[test]
-fn speculation_copies_a_straggler_and_takes_the_first_result() {
+fn local_mode_never_speculates_on_its_single_host() {
     let sc = FlintContext::new(
         FlintConf::new()
             .master("local[3]")
             .set("flint.speculation", "true")
             .set("flint.speculation.quantile", "0.75")
-            .set("flint.speculation.interval", "50ms"),
+            .set("flint.speculation.interval", "10ms")
+            .set("flint.speculation.minTaskRuntime", "10ms"),
     )
     .unwrap();
     let rec = Recorder::default();
     sc.add_listener(Box::new(rec.clone()));
-    let sc2 = sc.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(
-            sc2.parallelize((0..20_000).collect::<Vec<i32>>(), 4)
-                .map_partitions_with_index(Fn!(|idx: usize, it: BoxIter<i32>| {
-                    slow_first_attempt(idx, it)
-                }))
-                .collect(),
-        );
-    });
-    let v = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the job never finished: no speculative copy replaced the straggler")
+    let v = sc
+        .parallelize((0..20_000).collect::<Vec<i32>>(), 4)
+        .map_partitions_with_index(Fn!(|idx: usize, it: BoxIter<i32>| {
+            slow_first_attempt(idx, it)
+        }))
+        .collect()
         .unwrap();
     assert_eq!(v, (0..20_000).collect::<Vec<_>>());
     let evs = rec.wait_for("job end", |e| job_ended(e, 0));
@@ -188,7 +180,7 @@ fn speculation_copies_a_straggler_and_takes_the_first_result() {
         .iter()
         .filter(|e| matches!(e, Event::TaskStart { partition: 3, .. }))
         .count();
-    assert_eq!(starts_p3, 2, "one speculative copy of partition 3");
+    assert_eq!(starts_p3, 1, "no speculative copy on the only host");
 }
 
 #[test]

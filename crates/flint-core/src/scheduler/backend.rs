@@ -153,9 +153,11 @@ fn endpoint_loop(
     cores: usize,
 ) {
     let mut free = cores;
+    // Each task takes `flint.task.cpus` of the free cores.
+    let cpus = scheduler.cpus_per_task();
     let mut kill_flags: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
     let mut offer = |free: &mut usize, kill_flags: &mut HashMap<u64, Arc<AtomicBool>>| {
-        if *free == 0 {
+        if *free < cpus {
             return;
         }
         let offers = [WorkerOffer {
@@ -164,15 +166,15 @@ fn endpoint_loop(
             cores: *free,
         }];
         for (_, desc) in scheduler.resource_offers(&offers) {
-            *free -= 1;
+            *free -= cpus;
             let flag = Arc::new(AtomicBool::new(false));
             let tid = desc.task_id;
-            match pool.run(desc, flag.clone(), cores - *free) {
+            match pool.run(desc, flag.clone(), (cores - *free) / cpus) {
                 Ok(()) => {
                     kill_flags.insert(tid, flag);
                 }
                 Err((_, e)) => {
-                    *free += 1;
+                    *free += cpus;
                     scheduler.status_update(
                         tid,
                         TaskEnd::Failed(crate::error::FlintError::User(format!(
@@ -236,7 +238,7 @@ fn handle(
 ) {
     match msg {
         Msg::Finished { tid, end, started } => {
-            *free += 1;
+            *free += scheduler.cpus_per_task();
             kill_flags.remove(&tid);
             scheduler.status_update(tid, end, started.elapsed());
         }

@@ -60,6 +60,8 @@ struct RunningCopy {
     index: usize,
     started: Instant,
     speculative: bool,
+    /// Where it runs: a speculative copy goes to another host.
+    host: String,
 }
 
 struct TaskSetManager {
@@ -231,16 +233,23 @@ impl TaskSetManager {
             self.last_launch = now;
             return Some((i, false));
         }
-        self.next_speculative()
+        self.next_speculative(host)
     }
 
-    fn next_speculative(&mut self) -> Option<(usize, bool)> {
-        while let Some(i) = self.speculatable.pop_front() {
-            if !self.successful[i] && self.copies[i] == 1 {
-                return Some((i, true));
-            }
-        }
-        None
+    /// A speculatable task to copy onto `host`: never one already running
+    /// there (as Spark: a copy on the same host would share its trouble, so
+    /// `local[N]`, one host, never speculates). Others stay queued for an
+    /// offer from another host.
+    fn next_speculative(&mut self, host: &str) -> Option<(usize, bool)> {
+        let (successful, copies) = (&self.successful, &self.copies);
+        self.speculatable
+            .retain(|&i| !successful[i] && copies[i] == 1);
+        let running = &self.running;
+        let pos = self
+            .speculatable
+            .iter()
+            .position(|&i| !running.values().any(|c| c.index == i && c.host == host))?;
+        self.speculatable.remove(pos).map(|i| (i, true))
     }
 
     fn is_done(&self) -> bool {
@@ -254,6 +263,7 @@ struct State {
     next_tid: u64,
     pools: HashMap<String, PoolConf>,
     running_per_pool: HashMap<String, usize>,
+    rng: crate::util::SplitMix64,
 }
 
 /// What the DAG scheduler needs of a task scheduler (Spark's `TaskScheduler`
@@ -282,6 +292,8 @@ pub struct TaskScheduler {
     mode: SchedulingMode,
     speculation: SpeculationConf,
     locality_wait: Duration,
+    /// Cores each task takes (`flint.task.cpus`).
+    cpus_per_task: usize,
     bus: ListenerBus,
 }
 
@@ -302,6 +314,12 @@ impl TaskScheduler {
                 next_tid: 0,
                 pools,
                 running_per_pool: HashMap::new(),
+                rng: crate::util::SplitMix64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0x5eed),
+                ),
             }),
             dag,
             backend: OnceLock::new(),
@@ -309,8 +327,22 @@ impl TaskScheduler {
             mode,
             speculation,
             locality_wait,
+            cpus_per_task: 1,
             bus,
         })
+    }
+
+    /// Sets `flint.task.cpus` (before any task set is submitted).
+    pub fn with_cpus_per_task(mut self: Arc<Self>, cpus: usize) -> Arc<Self> {
+        if let Some(s) = Arc::get_mut(&mut self) {
+            s.cpus_per_task = cpus.max(1);
+        }
+        self
+    }
+
+    /// Cores each task takes of an executor's free cores.
+    pub fn cpus_per_task(&self) -> usize {
+        self.cpus_per_task
     }
 
     pub fn set_backend(&self, b: Arc<dyn SchedulerBackend>) {
@@ -409,13 +441,22 @@ impl TaskScheduler {
         now: Instant,
     ) -> Vec<(String, TaskDescription)> {
         let wait = self.locality_wait;
+        let cpus = self.cpus_per_task;
         let mut st = self.state.lock();
         let mut out = Vec::new();
+        // Offers in a random order (Spark's shuffleOffers), so a small task set
+        // does not always land on the first executor.
+        let mut order: Vec<usize> = (0..offers.len()).collect();
+        for i in (1..order.len()).rev() {
+            let j = (st.rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
         let mut free: Vec<usize> = offers.iter().map(|o| o.cores).collect();
         loop {
             let mut launched = false;
-            for (oi, offer) in offers.iter().enumerate() {
-                if free[oi] == 0 {
+            for &oi in &order {
+                let offer = &offers[oi];
+                if free[oi] < cpus {
                     continue;
                 }
                 let order = self.ordered_sets(&st);
@@ -438,6 +479,7 @@ impl TaskScheduler {
                             index,
                             started: now,
                             speculative,
+                            host: offer.host.clone(),
                         },
                     );
                     let desc = TaskDescription {
@@ -467,7 +509,7 @@ impl TaskScheduler {
                     st.tid_to_set.insert(tid, key);
                     *st.running_per_pool.entry(pool).or_insert(0) += 1;
                     out.push((offer.executor_id.clone(), desc));
-                    free[oi] -= 1;
+                    free[oi] -= cpus;
                     launched = true;
                     break;
                 }
@@ -866,8 +908,17 @@ mod tests {
             !ts.check_speculatable_at(t0 + Duration::from_millis(500)),
             "already marked"
         );
-        let copy = launch(&ts, &cores(2), t0 + Duration::from_millis(400));
-        assert_eq!(copy.len(), 1, "one copy, of partition 3");
+        assert!(
+            launch(&ts, &cores(2), t0 + Duration::from_millis(400)).is_empty(),
+            "never a copy on the host that already runs the task"
+        );
+        let elsewhere = vec![WorkerOffer {
+            executor_id: "B".into(),
+            host: "hB".into(),
+            cores: 2,
+        }];
+        let copy = launch(&ts, &elsewhere, t0 + Duration::from_millis(400));
+        assert_eq!(copy.len(), 1, "one copy, of partition 3, on another host");
         assert_eq!(copy[0].3, 3);
         while dag.try_recv().is_ok() {}
         ts.status_update(copy[0].0, success(), Duration::from_millis(10));
@@ -958,5 +1009,40 @@ mod tests {
         let mut offers = offer("B", "hB");
         offers[0].cores = 3;
         assert_eq!(ts.resource_offers_at(&offers, Instant::now()).len(), 3);
+    }
+
+    #[test]
+    fn offers_are_shuffled_so_one_task_does_not_always_land_on_the_first_executor() {
+        let offers: Vec<WorkerOffer> = ["A", "B"]
+            .iter()
+            .map(|e| WorkerOffer {
+                executor_id: (*e).into(),
+                host: format!("h{e}"),
+                cores: 1,
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let (ts, _dag) = scheduler(Duration::ZERO);
+        for stage in 0..64 {
+            ts.submit_tasks(set(stage, 0, stage, 1));
+            let got = ts.resource_offers_at(&offers, Instant::now());
+            assert_eq!(got.len(), 1);
+            seen.insert(got[0].0.clone());
+        }
+        // Fails with probability 2^-63 if offers are shuffled; always if not.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_task_takes_task_cpus_cores_of_an_offer() {
+        let (ts, _dag) = scheduler(Duration::ZERO);
+        let ts = ts.with_cpus_per_task(2);
+        ts.submit_tasks(set(0, 0, 0, 4));
+        assert_eq!(
+            launch(&ts, &cores(5), Instant::now()).len(),
+            2,
+            "5 cores / 2 per task"
+        );
+        assert!(launch(&ts, &cores(1), Instant::now()).is_empty());
     }
 }
