@@ -470,3 +470,59 @@ fn duplicate_worker_ids_and_addresses_are_handled_as_spark_does() {
     wait("failed: Attempted to re-register worker at same address");
     assert_eq!(get_json(m.web).unwrap()["aliveworkers"], 1);
 }
+
+#[test]
+fn the_master_kills_drivers_a_worker_reports_but_it_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let rt = runtime();
+    let log = WorkerLog::default();
+    let env = rt.block_on(async {
+        let env = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        env.setup_endpoint("Worker", FakeWorker(log.clone()));
+        env
+    });
+    let me = env.address().unwrap().clone();
+    let master = RpcAddress::new("127.0.0.1", m.port);
+    let wait = |what: &str| {
+        poll(what, DEADLINE, || {
+            log.0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(what))
+                .then_some(())
+        })
+    };
+    env.send(
+        &master,
+        "Master",
+        &MasterMsg::RegisterWorker {
+            id: "worker-z".into(),
+            host: me.host.clone(),
+            port: me.port,
+            cores: 1,
+            memory_mb: 512,
+            webui_address: "http://127.0.0.1:1".into(),
+            master_address: master.clone(),
+        },
+    )
+    .unwrap();
+    wait("registered duplicate=false");
+    // Back from a partition, the worker still runs a driver the master has
+    // since relaunched elsewhere (or never knew): it must not run twice.
+    env.send(
+        &master,
+        "Master",
+        &MasterMsg::WorkerLatestState {
+            id: "worker-z".into(),
+            executors: vec![("app-gone".into(), 0)],
+            driver_ids: vec!["driver-ghost".into()],
+        },
+    )
+    .unwrap();
+    wait("KillDriver { driver_id: \"driver-ghost\" }");
+    wait("KillExecutor");
+}

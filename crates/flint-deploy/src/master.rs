@@ -976,7 +976,11 @@ impl Endpoint for Master {
                     r.reply(&true);
                 }
             }
-            MasterMsg::WorkerLatestState { id, executors, .. } => {
+            MasterMsg::WorkerLatestState {
+                id,
+                executors,
+                driver_ids,
+            } => {
                 let Some(w) = self.workers.get(&id) else {
                     return;
                 };
@@ -992,6 +996,19 @@ impl Endpoint for Master {
                                 exec_id,
                             },
                         );
+                    }
+                }
+                // A driver this master does not place on that worker (say,
+                // relaunched elsewhere while the worker was away) must not
+                // run twice: kill it, as Spark does.
+                for driver_id in driver_ids {
+                    let known = self
+                        .drivers
+                        .get(&driver_id)
+                        .is_some_and(|d| d.worker.as_deref() == Some(id.as_str()));
+                    if !known {
+                        tracing::info!("Killing driver {driver_id} on worker {id}: not known here");
+                        self.send_worker(ctx, &addr, &WorkerMsg::KillDriver { driver_id });
                     }
                 }
             }

@@ -312,7 +312,7 @@ impl Worker {
         let msg = MasterMsg::WorkerLatestState {
             id: self.id.clone(),
             executors,
-            driver_ids: Vec::new(),
+            driver_ids: self.drivers.keys().cloned().collect(),
         };
         let _ = ctx.env.send(&master, MASTER_ENDPOINT, &msg);
     }
@@ -1027,14 +1027,18 @@ fn cleanup_work_dir(
     live: &std::collections::HashSet<String>,
     ttl: Duration,
 ) {
+    // The newest file inside (Spark's doesDirectoryContainAnyNewFiles): a
+    // directory's own timestamp changes when anything in it is deleted, so it
+    // says nothing about whether the application is still writing.
     fn newest(p: &std::path::Path) -> Option<std::time::SystemTime> {
         let md = std::fs::symlink_metadata(p).ok()?;
-        let mut t = md.modified().ok();
-        if md.is_dir() {
-            for e in std::fs::read_dir(p).ok()?.flatten() {
-                if let Some(c) = newest(&e.path()) {
-                    t = Some(t.map_or(c, |x| x.max(c)));
-                }
+        if !md.is_dir() {
+            return md.modified().ok();
+        }
+        let mut t: Option<std::time::SystemTime> = None;
+        for e in std::fs::read_dir(p).ok()?.flatten() {
+            if let Some(c) = newest(&e.path()) {
+                t = Some(t.map_or(c, |x| x.max(c)));
             }
         }
         t
@@ -1048,9 +1052,9 @@ fn cleanup_work_dir(
         if live.contains(&name) || !e.path().is_dir() {
             continue;
         }
-        let old = newest(&e.path())
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age >= ttl);
+        // No file at all counts as old.
+        let old =
+            newest(&e.path()).is_none_or(|t| now.duration_since(t).is_ok_and(|age| age >= ttl));
         if old {
             tracing::info!("Removing directory: {}", e.path().display());
             if let Err(err) = std::fs::remove_dir_all(e.path()) {
@@ -1198,5 +1202,38 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                 .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_dir_cleanup_looks_at_the_newest_file_inside_not_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let day_ago = std::time::SystemTime::now() - Duration::from_secs(24 * 3600);
+        let old_file = |p: std::path::PathBuf| {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified(day_ago).unwrap();
+        };
+        // Old files only, in a directory touched just now: removed.
+        old_file(dir.path().join("app-old/0/stdout"));
+        std::fs::write(dir.path().join("app-old/scratch"), b"x").unwrap();
+        std::fs::remove_file(dir.path().join("app-old/scratch")).unwrap();
+        // A new file deep inside: kept.
+        old_file(dir.path().join("app-new/0/stdout"));
+        std::fs::write(dir.path().join("app-new/0/stderr"), b"x").unwrap();
+        // Old but still running: kept.
+        old_file(dir.path().join("app-live/0/stdout"));
+        // No files at all: removed.
+        std::fs::create_dir_all(dir.path().join("app-empty/0")).unwrap();
+        let live = ["app-live".to_string()].into_iter().collect();
+        cleanup_work_dir(dir.path(), &live, Duration::from_secs(3600));
+        assert!(!dir.path().join("app-old").exists());
+        assert!(dir.path().join("app-new").exists());
+        assert!(dir.path().join("app-live").exists());
+        assert!(!dir.path().join("app-empty").exists());
     }
 }
