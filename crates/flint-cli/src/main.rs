@@ -148,6 +148,8 @@ fn main() -> anyhow::Result<()> {
             conf.cleanup_enabled = boolean(&props, "flint.worker.cleanup.enabled", true)?;
             conf.cleanup_interval = seconds(&props, "flint.worker.cleanup.interval", 1800)?;
             conf.cleanup_ttl = seconds(&props, "flint.worker.cleanup.appDataTtl", 7 * 24 * 3600)?;
+            conf.retained_executors = number(&props, "flint.worker.ui.retainedExecutors", 1000)?;
+            conf.retained_drivers = number(&props, "flint.worker.ui.retainedDrivers", 1000)?;
             runtime()?.block_on(async move {
                 let w = Worker::start(conf).await.map_err(anyhow::Error::msg)?;
                 println!(

@@ -230,3 +230,32 @@ fn supervised_driver_is_relaunched_elsewhere_when_its_worker_dies() {
         },
     );
 }
+
+#[test]
+fn a_driver_too_big_for_every_worker_waits_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _ws) = cluster(dir.path(), 1);
+    let app = script(dir.path(), "big.sh", "true");
+    let c = Client::new(m.port);
+    let desc = DriverDescription {
+        binary_url: format!("file://{}", app.display()),
+        memory_mb: 256,
+        cores: 64,
+        supervise: false,
+        command: Command {
+            program: "{{USER_JAR}}".into(),
+            args: vec![],
+            env: vec![],
+        },
+    };
+    let r: SubmitDriverResponse = c.ask(MasterMsg::RequestSubmitDriver { desc });
+    assert!(r.success, "{}", r.message);
+    let id = r.driver_id.unwrap();
+    poll("the master's warning", DEADLINE, || {
+        std::fs::read_to_string(m.d.log_path())
+            .ok()
+            .filter(|t| t.contains(&format!("Driver {id} requires more resource")))
+            .map(|_| ())
+    });
+    assert_eq!(c.status(&id).state, Some(DriverState::Submitted));
+}

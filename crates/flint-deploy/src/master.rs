@@ -679,6 +679,16 @@ impl Master {
                 cursor = (cursor + 1) % n;
                 visited += 1;
             }
+            let idle = self
+                .workers
+                .values()
+                .filter(|w| w.state == WorkerState::Alive)
+                .all(|w| w.executors.is_empty() && w.drivers.is_empty());
+            if !launched && idle {
+                tracing::warn!(
+                    "Driver {driver_id} requires more resource than any of Workers could have."
+                );
+            }
         }
     }
 

@@ -42,6 +42,10 @@ pub struct WorkerConf {
     pub cleanup_interval: Duration,
     /// `flint.worker.cleanup.appDataTtl` (7 days).
     pub cleanup_ttl: Duration,
+    /// Finished executors and drivers kept for the UI
+    /// (`flint.worker.ui.retainedExecutors` / `retainedDrivers`).
+    pub retained_executors: usize,
+    pub retained_drivers: usize,
     pub rpc: RpcConf,
 }
 
@@ -64,6 +68,8 @@ impl WorkerConf {
             cleanup_enabled: true,
             cleanup_interval: Duration::from_secs(1800),
             cleanup_ttl: Duration::from_secs(7 * 24 * 3600),
+            retained_executors: 1000,
+            retained_drivers: 1000,
             rpc: RpcConf::default(),
         }
     }
@@ -482,8 +488,8 @@ impl Worker {
                 memory: r.memory_mb,
                 state,
             });
-            if self.finished.len() > 1000 {
-                self.finished.drain(..100);
+            if self.finished.len() > self.conf.retained_executors {
+                trim_oldest(&mut self.finished);
             }
             self.maybe_cleanup_app(&app_id);
         }
@@ -558,8 +564,8 @@ impl Worker {
                 worker: self.id.clone(),
                 mainclass: d.desc.command.program.clone(),
             });
-            if self.finished_drivers.len() > 1000 {
-                self.finished_drivers.drain(..100);
+            if self.finished_drivers.len() > self.conf.retained_drivers {
+                trim_oldest(&mut self.finished_drivers);
             }
         }
         self.send_to_master(
@@ -1020,6 +1026,13 @@ fn kill_group(pid: u32, sig: nix::sys::signal::Signal) {
     }
 }
 
+/// Spark's trimming of finished executors and drivers: once over the limit,
+/// drop the oldest tenth (at least one).
+fn trim_oldest<T>(v: &mut Vec<T>) {
+    let n = (v.len() / 10).max(1).min(v.len());
+    v.drain(..n);
+}
+
 /// Deletes subdirectories of the work dir that belong to no running application
 /// or driver and hold no file modified within `ttl` (Spark's WorkDirCleanup).
 fn cleanup_work_dir(
@@ -1208,6 +1221,17 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_lists_lose_their_oldest_tenth() {
+        let mut v: Vec<u32> = (0..1001).collect();
+        trim_oldest(&mut v);
+        assert_eq!(v.len(), 901);
+        assert_eq!(v[0], 100);
+        let mut small = vec![1, 2, 3];
+        trim_oldest(&mut small);
+        assert_eq!(small, vec![2, 3]);
+    }
 
     #[test]
     fn work_dir_cleanup_looks_at_the_newest_file_inside_not_the_directory() {
