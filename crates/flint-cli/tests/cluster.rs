@@ -223,9 +223,11 @@ fn silent_worker_times_out_then_reconnects() {
     poll("worker DEAD by timeout", DEADLINE, || {
         (worker_state(&get_json(m.web)?, &w.id)? == "DEAD").then_some(())
     });
+    // Not before the 1 s timeout (it was the timeout, not the connection);
+    // the upper bound is generous so a loaded machine does not decide it.
     let took = t.elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(15),
         "timed out after {took:?}"
     );
     // Resumed, its next heartbeat gets ReconnectWorker and it registers again.
