@@ -861,10 +861,11 @@ impl Master {
         MasterStateResponse {
             url: self.url.clone(),
             aliveworkers: alive().count(),
-            cores: alive().map(|w| w.cores).sum(),
-            coresused: alive().map(|w| w.cores_used).sum(),
-            memory: alive().map(|w| w.memory_mb).sum(),
-            memoryused: alive().map(|w| w.memory_used).sum(),
+            // Saturating: a worker's claimed sizes must not overflow a sum.
+            cores: alive().fold(0, |a, w| a.saturating_add(w.cores)),
+            coresused: alive().fold(0, |a, w| a.saturating_add(w.cores_used)),
+            memory: alive().fold(0, |a, w| a.saturating_add(w.memory_mb)),
+            memoryused: alive().fold(0, |a, w| a.saturating_add(w.memory_used)),
             workers,
             activeapps: active,
             completedapps: self.completed_apps.iter().map(AppInfo::summary).collect(),

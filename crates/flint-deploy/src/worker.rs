@@ -1157,6 +1157,12 @@ async fn run_driver(spec: DriverSpec) {
                 return;
             }
         };
+        // The process is reaped: its pid may be reused, so forget it before
+        // any back-off (kill_all must never signal someone else's process).
+        spec.me.send(WorkerMsg::DriverStarted {
+            driver_id: spec.driver_id.clone(),
+            pid: None,
+        });
         if !(spec.desc.supervise && code != 0) {
             report(
                 if code == 0 {

@@ -21,8 +21,11 @@
 //! A peer is its connection: an ask's reply is accepted only from the
 //! connection the ask went out on, a refused or lost connection fails the asks
 //! waiting on it at once with the reason, and outgoing traffic to an address
-//! uses the oldest live connection to or from it, so a later connection that
-//! claims the same address cannot take it over. Handlers learn how a message
+//! goes over a connection this process dialed to it (a connection that merely
+//! claims an address this process has dialed never carries its traffic; a
+//! second claim of an address already connected is refused). Proofs cover the
+//! address the dialer dialed and the one it claims, so a handshake cannot be
+//! relayed to another member or reflected back to its dialer. Handlers learn how a message
 //! arrived ([`Via`]): over a connection this process dialed to that address,
 //! one it accepted from a peer claiming it, or from inside the process.
 //!
@@ -48,6 +51,9 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame accepted before a connection's handshake completes.
 pub const HANDSHAKE_FRAME_LIMIT: usize = 4096;
+
+/// Memory a queued frame costs beyond its bytes (allocation and queue node).
+const FRAME_OVERHEAD: usize = 96;
 
 /// Messages from the network an endpoint may have waiting (with the frame
 /// limit, this bounds an endpoint's inbox in bytes too).
@@ -305,6 +311,10 @@ enum Wire {
         version: u32,
         cluster_id: String,
         sender: Option<RpcAddress>,
+        /// The address the dialer dialed: the acceptor refuses to answer for
+        /// another, and both proofs cover it, so a handshake cannot be relayed
+        /// to (or reflected off) a different process.
+        target: RpcAddress,
         nonce: [u8; 32],
     },
     /// The acceptor's nonce and, if it has the secret, its proof.
@@ -342,23 +352,45 @@ enum Wire {
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// HMAC-SHA256 under the secret of the role, the cluster id and both nonces:
+/// What a handshake proof covers besides the nonces: the cluster, the address
+/// the dialer dialed and the address it claims.
+struct Binding<'a> {
+    cluster: &'a str,
+    target: &'a RpcAddress,
+    sender: Option<&'a RpcAddress>,
+}
+
+/// HMAC-SHA256 under the secret of the role, the binding and both nonces:
 /// proves knowledge of the secret for this connection only (fresh nonces on
 /// both sides defeat replay; the role keeps one side's proof from serving as
-/// the other's).
+/// the other's; the addresses keep a proof from being relayed to another
+/// process).
 fn mac(
     secret: &str,
     role: &[u8],
-    cluster: &str,
+    b: &Binding,
     dialer: &[u8; 32],
     acceptor: &[u8; 32],
 ) -> HmacSha256 {
     use hmac::{KeyInit, Mac};
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(role);
-    m.update(&(cluster.len() as u64).to_le_bytes());
-    m.update(cluster.as_bytes());
+    let mut field = |bytes: &[u8]| {
+        m.update(&(bytes.len() as u64).to_le_bytes());
+        m.update(bytes);
+    };
+    field(role);
+    field(b.cluster.as_bytes());
+    field(b.target.host.as_bytes());
+    field(&b.target.port.to_le_bytes());
+    match b.sender {
+        Some(s) => {
+            field(b"some");
+            field(s.host.as_bytes());
+            field(&s.port.to_le_bytes());
+        }
+        None => field(b"none"),
+    }
     m.update(dialer);
     m.update(acceptor);
     m
@@ -367,14 +399,14 @@ fn mac(
 fn proof(
     secret: &str,
     role: &[u8],
-    cluster: &str,
+    b: &Binding,
     dialer: &[u8; 32],
     acceptor: &[u8; 32],
 ) -> [u8; 32] {
     use hmac::Mac;
     let mut out = [0u8; 32];
     out.copy_from_slice(
-        &mac(secret, role, cluster, dialer, acceptor)
+        &mac(secret, role, b, dialer, acceptor)
             .finalize()
             .into_bytes(),
     );
@@ -385,13 +417,13 @@ fn proof(
 fn verify(
     secret: &str,
     role: &[u8],
-    cluster: &str,
+    b: &Binding,
     dialer: &[u8; 32],
     acceptor: &[u8; 32],
     got: &[u8; 32],
 ) -> bool {
     use hmac::Mac;
-    mac(secret, role, cluster, dialer, acceptor)
+    mac(secret, role, b, dialer, acceptor)
         .verify_slice(got)
         .is_ok()
 }
@@ -569,6 +601,8 @@ struct ReplySlot {
 struct Conn {
     id: u64,
     tx: ConnTx,
+    /// This process dialed it (else accepted it from a peer claiming the address).
+    dialed: bool,
 }
 
 /// The writing side of one connection: encoded frames queued for its writer
@@ -596,7 +630,8 @@ impl ConnTx {
     /// Queues a frame; a peer that has let too much pile up is disconnected.
     fn send(&self, w: &Wire) -> Result<(), RpcError> {
         let b = encode(w)?;
-        let n = b.len();
+        // Counted with what a queued frame costs in memory, not just its bytes.
+        let n = b.len() + FRAME_OVERHEAD;
         let before = self.queued.fetch_add(n, Ordering::SeqCst);
         if before + n > self.limit {
             self.queued.fetch_sub(n, Ordering::SeqCst);
@@ -624,6 +659,11 @@ struct Inner {
     conns: std::sync::Mutex<HashMap<RpcAddress, Vec<Conn>>>,
     asks: std::sync::Mutex<HashMap<u64, ReplySlot>>,
     next_id: AtomicU64,
+    /// Addresses this process has dialed: they are reached by dialing, never
+    /// through a connection that merely claims them.
+    dialed_before: std::sync::Mutex<std::collections::HashSet<RpcAddress>>,
+    /// Nonces of this process's own handshakes in flight (see dial_handshake).
+    dialing: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     handshakes: Arc<tokio::sync::Semaphore>,
     shutdown: tokio_util::sync::CancellationToken,
     /// The runtime this environment's tasks run on, so `send` and
@@ -653,6 +693,8 @@ impl RpcEnv {
                 conns: Default::default(),
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
+                dialing: Default::default(),
+                dialed_before: Default::default(),
                 handshakes: Arc::new(tokio::sync::Semaphore::new(
                     conf.max_pending_handshakes.max(1),
                 )),
@@ -733,7 +775,7 @@ impl RpcEnv {
                     _ = shutdown.cancelled() => break,
                     e = erx.recv() => match e {
                         Some(Erased::Bytes { from, payload, reply }) => match decode::<E::Msg>(&payload) {
-                            Ok(msg) => endpoint.receive(&ctx, from, msg, reply),
+                            Ok(msg) => handle(&ctx.name, || endpoint.receive(&ctx, from, msg, reply)),
                             Err(err) => {
                                 tracing::warn!("{}: dropping undecodable message from {from}: {err}", ctx.name);
                                 if let Some(r) = reply {
@@ -745,7 +787,9 @@ impl RpcEnv {
                         None => break,
                     },
                     l = lrx.recv() => match l {
-                        Some(Local::Msg { msg, reply }) => endpoint.receive(&ctx, self_addr.clone(), msg, reply),
+                        Some(Local::Msg { msg, reply }) => {
+                            handle(&ctx.name, || endpoint.receive(&ctx, self_addr.clone(), msg, reply))
+                        }
                         Some(Local::Stop) | None => break,
                     },
                 }
@@ -841,23 +885,32 @@ impl RpcEnv {
             .new_codec()
     }
 
-    /// The id and writer channel of the connection to `to`: the oldest live
-    /// one (dialed or accepted), else a new one dialed in the background
-    /// (messages queue meanwhile).
+    /// The id and writer channel of the connection to `to`: a live one this
+    /// process dialed; else, for an address it never dialed (a peer that only
+    /// connected to us), the connection the peer opened; else a new one dialed
+    /// in the background (messages queue meanwhile). A connection that merely
+    /// claims an address this process has dialed never carries its traffic.
     fn connection(&self, to: &RpcAddress) -> (u64, ConnTx) {
         let mut conns = lock(&self.inner.conns);
-        if let Some(c) = conns
-            .get(to)
-            .and_then(|v| v.iter().find(|c| !c.tx.is_closed()))
-        {
+        let dialed_before = lock(&self.inner.dialed_before).contains(to);
+        if let Some(c) = conns.get(to).and_then(|v| {
+            v.iter()
+                .find(|c| c.dialed && !c.tx.is_closed())
+                .or_else(|| {
+                    v.iter()
+                        .find(|c| !dialed_before && !c.dialed && !c.tx.is_closed())
+                })
+        }) {
             return (c.id, c.tx.clone());
         }
+        lock(&self.inner.dialed_before).insert(to.clone());
         let (tx, rx) = ConnTx::new(self.inner.conf.max_queued_bytes);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        conns
-            .entry(to.clone())
-            .or_default()
-            .push(Conn { id, tx: tx.clone() });
+        conns.entry(to.clone()).or_default().push(Conn {
+            id,
+            tx: tx.clone(),
+            dialed: true,
+        });
         drop(conns);
         let env = self.clone();
         let to = to.clone();
@@ -904,7 +957,7 @@ impl RpcEnv {
             None => Box::new(stream),
         };
         let mut framed = Framed::new(stream, self.handshake_codec());
-        tokio::time::timeout(conf.handshake_timeout, self.dial_handshake(&mut framed))
+        tokio::time::timeout(conf.handshake_timeout, self.dial_handshake(&mut framed, to))
             .await
             .map_err(|_| format!("handshake timed out after {:?}", conf.handshake_timeout))??;
         framed
@@ -917,26 +970,46 @@ impl RpcEnv {
     async fn dial_handshake(
         &self,
         framed: &mut Framed<Stream, LengthDelimitedCodec>,
+        to: &RpcAddress,
+    ) -> Result<(), String> {
+        let mine = nonce();
+        // Remembered while in flight, so a Hello reflected back to this
+        // process is recognized and refused.
+        lock(&self.inner.dialing).insert(mine);
+        let r = self.dial_handshake_with(framed, to, mine).await;
+        lock(&self.inner.dialing).remove(&mine);
+        r
+    }
+
+    async fn dial_handshake_with(
+        &self,
+        framed: &mut Framed<Stream, LengthDelimitedCodec>,
+        to: &RpcAddress,
+        mine: [u8; 32],
     ) -> Result<(), String> {
         let conf = &self.inner.conf;
-        let mine = nonce();
         let hello = Wire::Hello {
             version: PROTOCOL_VERSION,
             cluster_id: conf.cluster_id.clone(),
             sender: self.inner.address.clone(),
+            target: to.clone(),
             nonce: mine,
+        };
+        let binding = Binding {
+            cluster: &conf.cluster_id,
+            target: to,
+            sender: self.inner.address.as_ref(),
         };
         send_wire(framed, &hello).await?;
         let (theirs, their_proof) = match next_wire(framed).await? {
             Wire::Challenge { nonce, proof } => (nonce, proof),
-            Wire::Rejected { reason } => return Err(format!("refused by peer: {reason}")),
+            Wire::Rejected { reason } => return Err(format!("refused by peer: {reason:?}")),
             _ => return Err("unexpected handshake answer".into()),
         };
         let my_proof = match &conf.secret {
             Some(secret) => {
-                let ok = their_proof.is_some_and(|p| {
-                    verify(secret, ACCEPTOR, &conf.cluster_id, &mine, &theirs, &p)
-                });
+                let ok = their_proof
+                    .is_some_and(|p| verify(secret, ACCEPTOR, &binding, &mine, &theirs, &p));
                 if !ok {
                     let why = if their_proof.is_none() {
                         "the peer does not authenticate; give it this cluster's secret (flint.authenticate.secret)"
@@ -945,14 +1018,14 @@ impl RpcEnv {
                     };
                     return Err(why.into());
                 }
-                Some(proof(secret, DIALER, &conf.cluster_id, &mine, &theirs))
+                Some(proof(secret, DIALER, &binding, &mine, &theirs))
             }
             None => None,
         };
         send_wire(framed, &Wire::Proof { proof: my_proof }).await?;
         match next_wire(framed).await? {
             Wire::HelloOk => Ok(()),
-            Wire::Rejected { reason } => Err(format!("refused by peer: {reason}")),
+            Wire::Rejected { reason } => Err(format!("refused by peer: {reason:?}")),
             _ => Err("unexpected handshake answer".into()),
         }
     }
@@ -1039,8 +1112,32 @@ impl RpcEnv {
         lock(&self.inner.conns)
             .entry(addr.clone())
             .or_default()
-            .push(Conn { id, tx });
+            .push(Conn {
+                id,
+                tx,
+                dialed: false,
+            });
         self.run_conn(framed, addr, Via::Accepted, id, rx).await;
+    }
+
+    /// Whether a dialer that dialed `target` reached this process: the port
+    /// must be the one it listens on, and where both hosts are IP addresses
+    /// they must agree (host names are not resolved here; the port and the
+    /// proofs, which cover the target, carry the check).
+    fn answers_for(&self, target: &RpcAddress) -> bool {
+        let Some(me) = &self.inner.address else {
+            return false;
+        };
+        if target.port != me.port {
+            return false;
+        }
+        match (
+            target.host.parse::<std::net::IpAddr>(),
+            me.host.parse::<std::net::IpAddr>(),
+        ) {
+            (Ok(t), Ok(m)) => t == m || m.is_unspecified(),
+            _ => true,
+        }
     }
 
     /// The acceptor's side of the handshake; returns the address the peer
@@ -1055,14 +1152,42 @@ impl RpcEnv {
             tell: false,
         };
         let tell = |reason: String| Refusal { reason, tell: true };
-        let (version, cluster_id, sender, theirs) = match next_wire(framed).await.map_err(quiet)? {
-            Wire::Hello {
-                version,
-                cluster_id,
-                sender,
-                nonce,
-            } => (version, cluster_id, sender, nonce),
-            _ => return Err(tell("expected a handshake".into())),
+        let (version, cluster_id, sender, target, theirs) =
+            match next_wire(framed).await.map_err(quiet)? {
+                Wire::Hello {
+                    version,
+                    cluster_id,
+                    sender,
+                    target,
+                    nonce,
+                } => (version, cluster_id, sender, target, nonce),
+                _ => return Err(tell("expected a handshake".into())),
+            };
+        if lock(&self.inner.dialing).contains(&theirs) {
+            return Err(quiet(
+                "a handshake of this very process reflected back to it".into(),
+            ));
+        }
+        if let Some(s) = &sender {
+            let claimed = self.inner.address.as_ref() == Some(s)
+                || lock(&self.inner.conns)
+                    .get(s)
+                    .is_some_and(|v| v.iter().any(|c| !c.dialed && !c.tx.is_closed()));
+            if claimed {
+                return Err(tell(format!(
+                    "{s} is already connected to this process; a second connection cannot speak for it"
+                )));
+            }
+        }
+        if !self.answers_for(&target) {
+            return Err(tell(format!(
+                "this process is not {target}; it will not answer for it"
+            )));
+        }
+        let binding = Binding {
+            cluster: &conf.cluster_id,
+            target: &target,
+            sender: sender.as_ref(),
         };
         if version != PROTOCOL_VERSION {
             return Err(tell(format!(
@@ -1079,7 +1204,7 @@ impl RpcEnv {
         let my_proof = conf
             .secret
             .as_ref()
-            .map(|s| proof(s, ACCEPTOR, &conf.cluster_id, &theirs, &mine));
+            .map(|s| proof(s, ACCEPTOR, &binding, &theirs, &mine));
         send_wire(
             framed,
             &Wire::Challenge {
@@ -1100,7 +1225,7 @@ impl RpcEnv {
                         "authentication required: set flint.authenticate.secret to this cluster's secret".into(),
                     ));
                 }
-                Some(p) if !verify(secret, DIALER, &conf.cluster_id, &theirs, &mine, &p) => {
+                Some(p) if !verify(secret, DIALER, &binding, &theirs, &mine, &p) => {
                     return Err(tell(
                         "authentication failed: the shared secret (flint.authenticate.secret) does not match".into(),
                     ));
@@ -1147,7 +1272,7 @@ impl RpcEnv {
             let peer = peer.clone();
             self.inner.rt.spawn(async move {
                 while let Some(b) = rx.recv().await {
-                    let n = b.len();
+                    let n = b.len() + FRAME_OVERHEAD;
                     match tokio::time::timeout(wait, sink.send(b)).await {
                         Ok(Ok(())) => {
                             queued.fetch_sub(n, Ordering::SeqCst);
@@ -1232,16 +1357,20 @@ impl RpcEnv {
         for slot in failed {
             let _ = slot.tx.send(AskOutcome::Failed(reason.clone()));
         }
+        // The peer is gone when no connection of the same kind is left: a
+        // connection claiming its address cannot hide the loss of the one
+        // this process dialed.
         let none_left = {
             let mut conns = lock(&self.inner.conns);
             match conns.get_mut(peer) {
                 Some(v) => {
+                    let dialed = v.iter().find(|c| c.id == id).is_some_and(|c| c.dialed);
                     v.retain(|c| c.id != id);
-                    let empty = v.is_empty();
-                    if empty {
+                    let left = v.iter().any(|c| c.dialed == dialed);
+                    if v.is_empty() {
                         conns.remove(peer);
                     }
-                    empty
+                    !left
                 }
                 None => true,
             }
@@ -1326,7 +1455,11 @@ impl RpcEnv {
                 }
             }
             Wire::Ping => {
-                let _ = conn.send(&Wire::Pong);
+                // A peer that is not reading our answers needs no more of them
+                // (and a flood of pings must not grow our queue).
+                if conn.queued.load(Ordering::SeqCst) == 0 {
+                    let _ = conn.send(&Wire::Pong);
+                }
             }
             Wire::Pong => {}
             Wire::Hello { .. }
@@ -1349,6 +1482,19 @@ fn keep_alive(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// Runs one handler call; a panic in it is logged and the message dropped, so
+/// one bad message cannot stop the endpoint (and with it the daemon).
+fn handle(name: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        tracing::error!("{name}: handler panicked ({what}); message dropped, endpoint continues");
     }
 }
 
@@ -1398,7 +1544,8 @@ mod tests {
             Wire::Hello {
                 version: PROTOCOL_VERSION,
                 cluster_id: "flint".into(),
-                sender: addr,
+                sender: addr.clone(),
+                target: RpcAddress::new("127.0.0.1", 7077),
                 nonce: [7; 32],
             },
             Wire::Challenge {
@@ -1468,20 +1615,43 @@ mod tests {
     }
 
     #[test]
-    fn proofs_bind_the_role_the_cluster_and_both_nonces() {
+    fn proofs_bind_the_role_the_cluster_both_addresses_and_both_nonces() {
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let p = proof("s", DIALER, "c", &a, &b);
-        assert!(verify("s", DIALER, "c", &a, &b, &p));
+        let m = RpcAddress::new("127.0.0.1", 7077);
+        let w = RpcAddress::new("127.0.0.1", 7078);
+        let bind = |cluster, target, sender| Binding {
+            cluster,
+            target,
+            sender,
+        };
+        let base = bind("c", &m, Some(&w));
+        let p = proof("s", DIALER, &base, &a, &b);
+        assert!(verify("s", DIALER, &base, &a, &b, &p));
         assert!(
-            !verify("s", ACCEPTOR, "c", &a, &b, &p),
+            !verify("s", ACCEPTOR, &base, &a, &b, &p),
             "a dialer's proof is not an acceptor's"
         );
-        assert!(!verify("s", DIALER, "other", &a, &b, &p));
+        assert!(!verify(
+            "s",
+            DIALER,
+            &bind("other", &m, Some(&w)),
+            &a,
+            &b,
+            &p
+        ));
         assert!(
-            !verify("s", DIALER, "c", &b, &a, &p),
+            !verify("s", DIALER, &bind("c", &w, Some(&w)), &a, &b, &p),
+            "another target"
+        );
+        assert!(
+            !verify("s", DIALER, &bind("c", &m, None), &a, &b, &p),
+            "another sender"
+        );
+        assert!(
+            !verify("s", DIALER, &base, &b, &a, &p),
             "nonces are not interchangeable"
         );
-        assert!(!verify("t", DIALER, "c", &a, &b, &p));
+        assert!(!verify("t", DIALER, &base, &a, &b, &p));
         assert_ne!(nonce(), nonce());
     }
 
@@ -1501,6 +1671,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             cluster_id: "flint".into(),
             sender: None,
+            target: addr.clone(),
             nonce: [3; 32],
         };
         send_wire(&mut f, &hello).await.unwrap();
@@ -1659,5 +1830,188 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "messages were lost");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// A man in the middle who has no secret takes a dialer's Hello and
+    /// relays it to another cluster member, or back to the dialer itself, to
+    /// borrow a valid proof: both refuse, because the Hello names the address
+    /// the dialer dialed and proofs cover it.
+    #[tokio::test]
+    async fn a_handshake_cannot_be_relayed_or_reflected() {
+        let conf = RpcConf {
+            secret: Some("cluster secret".into()),
+            ..RpcConf::default()
+        };
+        let member = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf.clone())
+            .await
+            .unwrap();
+        let victim = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf)
+            .await
+            .unwrap();
+        let evil = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let evil_addr = RpcAddress::new("127.0.0.1", evil.local_addr().unwrap().port());
+        // The victim dials the attacker (say, squatting the master's address).
+        let _ = victim.send(&evil_addr, "Master", &1u32);
+        let (sock, _) = evil.accept().await.unwrap();
+        let mut from_victim = Framed::new(Box::new(sock) as Stream, LengthDelimitedCodec::new());
+        let hello = from_victim.next().await.unwrap().unwrap();
+        assert!(matches!(decode::<Wire>(&hello), Ok(Wire::Hello { .. })));
+        for (who, addr) in [
+            ("another member", member.address().unwrap().clone()),
+            ("the victim itself", victim.address().unwrap().clone()),
+        ] {
+            let sock = TcpStream::connect((addr.host.as_str(), addr.port))
+                .await
+                .unwrap();
+            let mut relay = Framed::new(Box::new(sock) as Stream, LengthDelimitedCodec::new());
+            relay.send(hello.clone().freeze()).await.unwrap();
+            // Closed without an answer (a reflected handshake) is a refusal too.
+            if let Some(Ok(answer)) = relay.next().await {
+                match decode::<Wire>(&answer) {
+                    Ok(Wire::Rejected { reason }) => {
+                        assert!(reason.contains("is not"), "{who}: {reason}")
+                    }
+                    Ok(Wire::Challenge { .. }) => panic!("{who} answered a relayed handshake"),
+                    _ => panic!("{who}: unexpected answer"),
+                }
+            }
+        }
+    }
+
+    #[derive(Default, Clone)]
+    struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+    impl Seen {
+        async fn wait(&self, what: &str) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !self.0.lock().unwrap().iter().any(|l| l.contains(what)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no '{what}': {:?}",
+                    self.0.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    struct Probe(Seen);
+    impl Endpoint for Probe {
+        type Msg = u32;
+        fn receive(&mut self, _: &EndpointCtx<u32>, from: Peer, n: u32, reply: Option<Replier>) {
+            if n == 0 {
+                panic!("bad message");
+            }
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("got {n} from {from}"));
+            if let Some(r) = reply {
+                r.reply(&n);
+            }
+        }
+        fn on_disconnected(&mut self, _: &EndpointCtx<u32>, peer: &RpcAddress) {
+            self.0.0.lock().unwrap().push(format!("gone {peer}"));
+        }
+    }
+
+    /// A raw peer that completes the handshake claiming `sender`.
+    async fn claimant(
+        to: &RpcAddress,
+        sender: RpcAddress,
+    ) -> Result<Framed<Stream, LengthDelimitedCodec>, String> {
+        let sock = TcpStream::connect((to.host.as_str(), to.port))
+            .await
+            .unwrap();
+        let mut f = Framed::new(Box::new(sock) as Stream, LengthDelimitedCodec::new());
+        let hello = Wire::Hello {
+            version: PROTOCOL_VERSION,
+            cluster_id: "flint".into(),
+            sender: Some(sender),
+            target: to.clone(),
+            nonce: nonce(),
+        };
+        send_wire(&mut f, &hello).await?;
+        match next_wire(&mut f).await? {
+            Wire::Challenge { .. } => {}
+            Wire::Rejected { reason } => return Err(reason),
+            _ => return Err("unexpected".into()),
+        }
+        send_wire(&mut f, &Wire::Proof { proof: None }).await?;
+        match next_wire(&mut f).await? {
+            Wire::HelloOk => Ok(f),
+            Wire::Rejected { reason } => Err(reason),
+            _ => Err("unexpected".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_claiming_a_dialed_address_never_takes_its_traffic() {
+        let seen = Seen::default();
+        let m = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        m.setup_endpoint("probe", Probe(seen.clone()));
+        let w = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        let w_seen = Seen::default();
+        w.setup_endpoint("probe", Probe(w_seen.clone()));
+        let m_addr = m.address().unwrap().clone();
+        let got: u32 = w
+            .ask(&m_addr, "probe", &7u32, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(got, 7);
+        // A stranger connects to W claiming to be M.
+        let mut stranger = claimant(w.address().unwrap(), m_addr.clone())
+            .await
+            .unwrap();
+        // A second claim of the same address is refused while one is live.
+        let again = claimant(w.address().unwrap(), m_addr.clone())
+            .await
+            .err()
+            .unwrap();
+        assert!(again.contains("already connected"), "{again}");
+        // M goes away: W hears of it although the stranger's claim remains...
+        m.shutdown();
+        w_seen.wait(&format!("gone {m_addr}")).await;
+        // ...and W's next message for M is dialed afresh (and fails), never
+        // handed to the stranger.
+        let e = w
+            .ask::<_, u32>(&m_addr, "probe", &8u32, Duration::from_secs(10))
+            .await;
+        assert!(e.is_err());
+        let leaked = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                match stranger.next().await {
+                    Some(Ok(f)) => {
+                        if matches!(decode::<Wire>(&f), Ok(Wire::Ask { .. } | Wire::Send { .. })) {
+                            return true;
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+        })
+        .await;
+        assert_ne!(leaked, Ok(true), "the stranger received W's traffic for M");
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_drops_the_message_not_the_endpoint() {
+        let seen = Seen::default();
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+            .await
+            .unwrap();
+        srv.setup_endpoint("probe", Probe(seen.clone()));
+        let c = RpcEnv::client(RpcConf::default());
+        let addr = srv.address().unwrap().clone();
+        c.send(&addr, "probe", &0u32).unwrap();
+        let got: u32 = c
+            .ask(&addr, "probe", &5u32, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(got, 5);
+        seen.wait("got 5").await;
     }
 }
