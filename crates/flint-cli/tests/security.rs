@@ -408,3 +408,57 @@ fn daemons_talk_over_tls_when_enabled() {
         log_has(&m.d, "TLS handshake failed")
     });
 }
+
+#[test]
+fn idle_web_ui_clients_cannot_starve_the_daemon_of_file_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    // A master allowed 256 open files, and 300 idle clients of its web UI.
+    let d = spawn_with(
+        "master",
+        dir.path(),
+        &[
+            "master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ],
+        Some(256),
+    );
+    // "flint master listening at flint://127.0.0.1:P (web UI http://127.0.0.1:W)"
+    let url = d.line.split_whitespace().nth(4).unwrap().to_string();
+    let web: u16 = d
+        .line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", web)).ok())
+        .collect();
+    assert!(idle.len() > 200, "only {} connections opened", idle.len());
+    // The master still accepts a worker over RPC.
+    let w = start_worker(dir.path(), "w1", &url, 0, &[]);
+    let rt = runtime();
+    let client = rt.block_on(async { RpcEnv::client(RpcConf::default()) });
+    let master = RpcAddress::parse(url.trim_start_matches("flint://")).unwrap();
+    poll("the worker registered over RPC", DEADLINE, || {
+        let s = rt
+            .block_on(client.ask::<_, MasterStateResponse>(
+                &master,
+                "Master",
+                &MasterMsg::RequestMasterState,
+                Duration::from_secs(5),
+            ))
+            .ok()?;
+        s.workers.iter().any(|x| x.id == w.id).then_some(())
+    });
+    drop(idle);
+    poll("the web UI answers again", DEADLINE, || get_json(web));
+    drop(d);
+}

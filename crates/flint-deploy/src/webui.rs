@@ -33,11 +33,16 @@ pub(crate) fn serve_master(
     serve("master", listener, tls, app);
 }
 
+/// Open web UI connections at once: past it new ones are closed, so idle
+/// clients cannot use up the daemon's file descriptors (its RPC needs them).
+const MAX_UI_CONNECTIONS: usize = 128;
+
 fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsConf>, app: Router) {
     tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_UI_CONNECTIONS));
         let r = match tls {
-            None => axum::serve(listener, app).await,
-            Some(tls) => axum::serve(TlsListener::start(listener, tls), app).await,
+            None => axum::serve(Capped { listener, slots }, app).await,
+            Some(tls) => axum::serve(TlsListener::start(listener, tls, slots), app).await,
         };
         if let Err(e) = r {
             tracing::error!("{what} web UI stopped: {e}");
@@ -49,12 +54,16 @@ fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsC
 /// sockets and runs each handshake in its own task (bounded in number and in
 /// time), so a slow or hostile client never holds up the others.
 struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(ServerTlsStream<TcpStream>, SocketAddr)>,
+    ready: tokio::sync::mpsc::Receiver<(Held<ServerTlsStream<TcpStream>>, SocketAddr)>,
     addr: SocketAddr,
 }
 
 impl TlsListener {
-    fn start(listener: tokio::net::TcpListener, tls: TlsConf) -> Self {
+    fn start(
+        listener: tokio::net::TcpListener,
+        tls: TlsConf,
+        open: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -73,12 +82,15 @@ impl TlsListener {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
+                let Ok(held) = open.clone().try_acquire_owned() else {
+                    continue;
+                };
                 let (tls, done) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await {
                         Ok(Ok(s)) => {
-                            let _ = done.send((s, peer)).await;
+                            let _ = done.send((Held { io: s, _slot: held }, peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!("web UI TLS handshake from {peer} failed: {e}")
@@ -96,7 +108,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = ServerTlsStream<TcpStream>;
+    type Io = Held<ServerTlsStream<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -173,6 +185,76 @@ async fn master_page(State(m): State<LocalRef<MasterMsg>>) -> Response {
         used = s.coresused,
     ))
     .into_response()
+}
+
+/// A plain listener that closes connections past `MAX_UI_CONNECTIONS`.
+struct Capped {
+    listener: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = Held<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((io, peer)) => match self.slots.clone().try_acquire_owned() {
+                    Ok(slot) => return (Held { io, _slot: slot }, peer),
+                    Err(_) => tracing::debug!("web UI full; closing connection from {peer}"),
+                },
+                Err(e) => {
+                    tracing::warn!("web UI accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection holding one of the web UI's slots until it closes.
+struct Held<S> {
+    io: S,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 pub(crate) fn serve_worker(

@@ -662,6 +662,8 @@ struct Inner {
     /// Addresses this process has dialed: they are reached by dialing, never
     /// through a connection that merely claims them.
     dialed_before: std::sync::Mutex<std::collections::HashSet<RpcAddress>>,
+    /// Connections in their handshake per source address.
+    pending_from: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Nonces of this process's own handshakes in flight (see dial_handshake).
     dialing: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     handshakes: Arc<tokio::sync::Semaphore>,
@@ -694,6 +696,7 @@ impl RpcEnv {
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
                 dialing: Default::default(),
+                pending_from: Default::default(),
                 dialed_before: Default::default(),
                 handshakes: Arc::new(tokio::sync::Semaphore::new(
                     conf.max_pending_handshakes.max(1),
@@ -1058,6 +1061,14 @@ impl RpcEnv {
             );
             return;
         };
+        // And at most a quarter of the slots per source address, so one host
+        // holding silent sockets cannot lock out the others.
+        let Some(_per_source) = PendingFrom::take(&self.inner, peer.ip()) else {
+            tracing::warn!(
+                "refusing connection from {peer}: too many of its connections are in their handshake"
+            );
+            return;
+        };
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
         let conf = &self.inner.conf;
@@ -1103,6 +1114,7 @@ impl RpcEnv {
                 }
             };
         drop(permit);
+        drop(_per_source);
         framed
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
@@ -1482,6 +1494,37 @@ fn keep_alive(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// A source address's share of the handshake slots, given back on drop.
+struct PendingFrom<'a> {
+    inner: &'a Inner,
+    ip: std::net::IpAddr,
+}
+
+impl<'a> PendingFrom<'a> {
+    fn take(inner: &'a Inner, ip: std::net::IpAddr) -> Option<Self> {
+        let cap = (inner.conf.max_pending_handshakes / 4).max(1);
+        let mut m = lock(&inner.pending_from);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(PendingFrom { inner, ip })
+    }
+}
+
+impl Drop for PendingFrom<'_> {
+    fn drop(&mut self) {
+        let mut m = lock(&self.inner.pending_from);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 

@@ -79,8 +79,24 @@ impl Drop for Daemon {
 
 /// Starts `flint ARGS`, waits for its first stdout line (the address banner).
 pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Daemon {
+    spawn_with(name, dir, args, None)
+}
+
+/// As `spawn`, with the open-files limit set to `nofile` (through the shell's
+/// ulimit; the daemon is exec'd, so its PID is the one killed on drop).
+pub fn spawn_with(name: &str, dir: &Path, args: &[&str], nofile: Option<u32>) -> Daemon {
     let log = dir.join(format!("{name}.log"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_flint"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_flint")),
+    };
+    let mut child = cmd
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
