@@ -65,6 +65,10 @@ pub enum DagEvent {
     CancelJobGroup {
         group: String,
     },
+    /// An executor died: the map outputs it held are gone.
+    ExecutorLost {
+        executor: String,
+    },
     Stop,
 }
 
@@ -243,6 +247,16 @@ impl DagScheduler {
                         },
                     );
                 }
+            }
+            DagEvent::ExecutorLost { executor } => {
+                // Spark without an external shuffle service: the executor's
+                // shuffle files died with it. Running map stages rerun what
+                // they lost when their tasks are done; waiting stages rerun
+                // lost parents when they are next considered; reducers that
+                // read them report FetchFailed.
+                let n = self.tracker.remove_outputs_on_executor(&executor);
+                tracing::warn!("executor {executor} lost; {n} map outputs forgotten");
+                self.resubmit_waiting_parents();
             }
             DagEvent::Stop => {}
         }
@@ -547,6 +561,12 @@ impl DagScheduler {
         if self.running.remove(&stage_id) {
             self.post_stage_completed(stage_id, None);
         }
+        self.resubmit_waiting_parents();
+    }
+
+    /// Submits waiting stages whose parents are all available, and reruns
+    /// parents that finished once but lost outputs since.
+    fn resubmit_waiting_parents(&mut self) {
         let ready: Vec<usize> = {
             let mut waiting: Vec<usize> = self.waiting.iter().copied().collect();
             waiting.sort();

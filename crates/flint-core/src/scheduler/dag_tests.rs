@@ -493,3 +493,34 @@ fn a_waiting_stage_whose_finished_parent_lost_its_outputs_reruns_the_parent() {
     h.result_done(result_stage, 0, 0);
     assert!(h.reply(0).unwrap().is_ok());
 }
+
+#[test]
+fn a_lost_executor_takes_its_map_outputs_and_finished_parents_rerun() {
+    // The result stage waits on shuffles 0 and 1. Shuffle 0 finished on e1;
+    // e1 dies while shuffle 1 still runs: shuffle 0 reruns at once.
+    let mut h = Harness::new(4);
+    let dep = |shuffle_id, id| {
+        Dependency::Shuffle(Arc::new(FakeShuffleDep {
+            shuffle_id,
+            rdd: rdd(id, 2, Vec::new()),
+            reduces: 1,
+        }))
+    };
+    h.submit(0, rdd(9, 1, vec![dep(0, 0), dep(1, 1)]), vec![0]);
+    let s0 = h.dag.shuffle_to_stage[&0];
+    let s1 = h.dag.shuffle_to_stage[&1];
+    h.map_done(s0, 0, 0, "e1", 1);
+    h.map_done(s0, 0, 1, "e2", 1);
+    h.map_done(s1, 0, 0, "e2", 1);
+    h.dag.handle(DagEvent::ExecutorLost {
+        executor: "e1".into(),
+    });
+    assert_eq!(h.tracker.missing(0, 2), vec![0], "e1's output is gone");
+    assert_eq!(h.last_set(), (s0, 1, vec![0]), "and recomputed right away");
+    h.map_done(s0, 1, 0, "e3", 1);
+    h.map_done(s1, 0, 1, "e3", 1);
+    let (result_stage, _, parts) = h.last_set();
+    assert_eq!(parts, vec![0]);
+    h.result_done(result_stage, 0, 0);
+    assert!(h.reply(0).unwrap().is_ok());
+}

@@ -62,6 +62,7 @@ struct RunningCopy {
     speculative: bool,
     /// Where it runs: a speculative copy goes to another host.
     host: String,
+    executor: String,
 }
 
 struct TaskSetManager {
@@ -480,6 +481,7 @@ impl TaskScheduler {
                             started: now,
                             speculative,
                             host: offer.host.clone(),
+                            executor: offer.executor_id.clone(),
                         },
                     );
                     let desc = TaskDescription {
@@ -634,6 +636,57 @@ impl TaskScheduler {
                 b.kill_task(k);
             }
         }
+        self.revive();
+    }
+
+    /// An executor died (its process, not a task's fault): its running tasks
+    /// are queued again without counting as failures, and the DAG scheduler
+    /// forgets the map outputs it held (Spark's executorLost).
+    pub fn executor_lost(&self, executor: &str, reason: &str) {
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let mut lost = Vec::new();
+            for (key, tsm) in st.sets.iter_mut() {
+                let tids: Vec<u64> = tsm
+                    .running
+                    .iter()
+                    .filter(|(_, c)| c.executor == executor)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for tid in tids {
+                    let Some(copy) = tsm.running.remove(&tid) else {
+                        continue;
+                    };
+                    let i = copy.index;
+                    tsm.copies[i] -= 1;
+                    if !tsm.successful[i] && !tsm.zombie && tsm.copies[i] == 0 {
+                        tsm.add_pending(i, true);
+                    }
+                    lost.push((tid, *key, tsm.set.partitions[i], tsm.set.pool.clone()));
+                }
+            }
+            for (tid, (stage_id, attempt), partition, pool) in lost {
+                st.tid_to_set.remove(&tid);
+                if let Some(n) = st.running_per_pool.get_mut(&pool) {
+                    *n = n.saturating_sub(1);
+                }
+                tracing::warn!(
+                    "lost task {tid} (partition {partition} of stage {stage_id}.{attempt}) with executor {executor}: {reason}"
+                );
+                self.bus.post(Event::TaskEnd {
+                    stage_id,
+                    attempt,
+                    task_id: tid,
+                    partition,
+                    succeeded: false,
+                });
+            }
+            st.sets.retain(|_, t| !t.is_done());
+        }
+        let _ = self.dag.send(DagEvent::ExecutorLost {
+            executor: executor.to_string(),
+        });
         self.revive();
     }
 
@@ -1044,5 +1097,50 @@ mod tests {
             "5 cores / 2 per task"
         );
         assert!(launch(&ts, &cores(1), Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn a_lost_executor_s_tasks_run_again_without_counting_as_failures() {
+        // maxFailures 1: a counted failure would abort the set.
+        let (ts, dag) = scheduler_with(Duration::ZERO, 1);
+        ts.submit_tasks(set(0, 0, 0, 2));
+        let on = |e: &str| {
+            vec![WorkerOffer {
+                executor_id: e.into(),
+                host: format!("h{e}"),
+                cores: 1,
+            }]
+        };
+        let now = Instant::now();
+        let a = launch(&ts, &on("A"), now);
+        let b = launch(&ts, &on("B"), now);
+        assert_eq!((a.len(), b.len()), (1, 1));
+        ts.executor_lost("A", "process died");
+        assert!(
+            matches!(dag.try_recv(), Ok(DagEvent::ExecutorLost { ref executor }) if executor == "A"),
+            "the DAG scheduler hears of it"
+        );
+        ts.status_update(b[0].0, success(), Duration::ZERO);
+        let again = launch(&ts, &on("B"), now);
+        assert_eq!(again.len(), 1, "A's task is pending again");
+        assert_eq!(again[0].3, a[0].3);
+        ts.status_update(again[0].0, success(), Duration::ZERO);
+        let events: Vec<_> = dag.try_iter().collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DagEvent::TaskSetFailed { .. })),
+            "an executor's death is not the task's failure"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, DagEvent::TaskSucceeded { .. }))
+                .count(),
+            2
+        );
+        // A late report from the dead executor's task is ignored.
+        ts.status_update(a[0].0, failed("late"), Duration::ZERO);
+        assert!(dag.try_recv().is_err());
     }
 }
