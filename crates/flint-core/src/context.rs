@@ -204,7 +204,8 @@ impl FlintContext {
             accums.clone(),
             bus.clone(),
             locate,
-        );
+        )
+        .with_max_result_size(conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?);
         let mut handles = vec![
             std::thread::Builder::new()
                 .name("flint-dag-scheduler".into())

@@ -159,3 +159,22 @@ fn task_cpus_must_fit_the_executor_and_jobs_still_run() {
         100
     );
 }
+
+#[test]
+fn results_bigger_than_max_result_size_abort_the_job_with_spark_s_message() {
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.driver.maxResultSize", "64k"),
+    )
+    .unwrap();
+    let rdd = sc.parallelize((0..100_000u64).collect::<Vec<_>>(), 4);
+    let err = rdd.collect().unwrap_err().to_string();
+    assert!(
+        err.contains("Total size of serialized results")
+            && err.contains("bigger than flint.driver.maxResultSize (64.0 KiB)"),
+        "{err}"
+    );
+    // Small results are fine, and the context goes on.
+    assert_eq!(rdd.count().unwrap(), 100_000);
+}

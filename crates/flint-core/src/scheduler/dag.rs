@@ -107,6 +107,8 @@ struct Stage {
 struct Job {
     results: Vec<Option<Vec<u8>>>,
     finished: usize,
+    /// Bytes of results received (bounded by `flint.driver.maxResultSize`).
+    result_bytes: u64,
     group: Option<String>,
     reply: JobReply,
 }
@@ -114,6 +116,8 @@ struct Job {
 pub struct DagScheduler {
     ts: Arc<dyn TaskScheduling>,
     max_consecutive_attempts: usize,
+    /// `flint.driver.maxResultSize` in bytes (0 = unlimited).
+    max_result_size: u64,
     tracker: Arc<MapOutputTracker>,
     accums: Arc<AccumRegistry>,
     bus: ListenerBus,
@@ -139,6 +143,7 @@ impl DagScheduler {
         DagScheduler {
             ts,
             max_consecutive_attempts: max_consecutive_attempts.max(1),
+            max_result_size: 1 << 30,
             tracker,
             accums,
             bus,
@@ -315,6 +320,7 @@ impl DagScheduler {
             Job {
                 results: vec![None; partitions.len()],
                 finished: 0,
+                result_bytes: 0,
                 group,
                 reply,
             },
@@ -593,7 +599,7 @@ impl DagScheduler {
     fn task_succeeded(
         &mut self,
         stage_id: usize,
-        _attempt: usize,
+        stage_attempt: usize,
         partition: usize,
         output: TaskOutput,
         accum_updates: Vec<(usize, Vec<u8>)>,
@@ -619,6 +625,28 @@ impl DagScheduler {
                     return;
                 };
                 if job.results[slot].is_none() {
+                    job.result_bytes += bytes.len() as u64;
+                    if self.max_result_size > 0 && job.result_bytes > self.max_result_size {
+                        let (n, total, max) =
+                            (job.finished + 1, job.result_bytes, self.max_result_size);
+                        let message = format!(
+                            "Total size of serialized results of {n} tasks ({}) is bigger than flint.driver.maxResultSize ({}); collect less (reduce, take, or write the output to files) or raise the limit",
+                            human(total),
+                            human(max)
+                        );
+                        self.fail_job(
+                            job_id,
+                            FlintError::JobAborted {
+                                job_id,
+                                stage_id,
+                                stage_attempt,
+                                partition,
+                                attempts: 1,
+                                message,
+                            },
+                        );
+                        return;
+                    }
                     // Result-stage updates count once per partition.
                     self.accums.apply(&accum_updates);
                     job.results[slot] = Some(bytes);
@@ -770,6 +798,26 @@ impl DagScheduler {
             }
         }
     }
+}
+
+impl DagScheduler {
+    /// Sets `flint.driver.maxResultSize` (0 = unlimited).
+    pub(crate) fn with_max_result_size(mut self, bytes: u64) -> Self {
+        self.max_result_size = bytes;
+        self
+    }
+}
+
+/// A byte count as Spark prints it (`1024.0 MiB`).
+fn human(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
 }
 
 /// Where a cached block is (executor and host), as the block manager master knows.
