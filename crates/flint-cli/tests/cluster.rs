@@ -528,3 +528,26 @@ fn the_master_kills_drivers_a_worker_reports_but_it_does_not_know() {
     wait("KillDriver { driver_id: \"driver-ghost\" }");
     wait("KillExecutor");
 }
+
+#[test]
+fn workers_on_distinct_loopback_addresses_are_distinct_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let a = start_worker_on(dir.path(), "wa", "127.0.0.2", &m.url, 0, FAST);
+    let b = start_worker_on(dir.path(), "wb", "127.0.0.3", &m.url, 0, FAST);
+    let json = poll("both ALIVE", DEADLINE, || {
+        let j = get_json(m.web)?;
+        (j["aliveworkers"] == 2).then_some(j)
+    });
+    let host_of = |id: &str| {
+        json["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .map(|w| w["host"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(host_of(&a.id), "127.0.0.2");
+    assert_eq!(host_of(&b.id), "127.0.0.3");
+}

@@ -192,6 +192,19 @@ pub fn start_worker(
     port: u16,
     props: &[(&str, &str)],
 ) -> WorkerProc {
+    start_worker_on(dir, name, "127.0.0.1", master_url, port, props)
+}
+
+/// A worker bound to `host`, a loopback address: 127.0.0.2, 127.0.0.3, ...
+/// are distinct hosts to the cluster, all local (all of 127.0.0.0/8 is).
+pub fn start_worker_on(
+    dir: &Path,
+    name: &str,
+    host: &str,
+    master_url: &str,
+    port: u16,
+    props: &[(&str, &str)],
+) -> WorkerProc {
     let pf = write_props(dir, &format!("{name}.conf"), props);
     let work = dir.join(format!("{name}-work"));
     let port_s = port.to_string();
@@ -201,6 +214,8 @@ pub fn start_worker(
         &[
             "worker",
             master_url,
+            "--host",
+            host,
             "--port",
             &port_s,
             "--webui-port",
