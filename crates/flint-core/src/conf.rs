@@ -32,6 +32,10 @@ impl FlintConf {
         self.entries.insert(key.into(), value.into());
     }
 
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.entries.remove(key)
+    }
+
     pub fn app_name(self, name: impl Into<String>) -> Self {
         self.set("flint.app.name", name)
     }
@@ -141,6 +145,9 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
 pub enum MasterUrl {
     /// `local`, `local[N]`, `local[*]`, `local[N,F]`: N task threads, F max task failures.
     Local { threads: usize, max_failures: usize },
+    /// `flint://host:port[,host:port...]` or `local-cluster[N,C,M]`: executors
+    /// in other processes, through the cluster backend.
+    Cluster { url: String },
 }
 
 impl MasterUrl {
@@ -185,13 +192,8 @@ impl MasterUrl {
                 max_failures,
             });
         }
-        if u.starts_with("flint://") || u.starts_with("spark://") || u.starts_with("local-cluster[")
-        {
-            // The daemons exist (`flint master`, `flint worker`, LocalCluster), but
-            // running jobs on them needs the cluster scheduler backend.
-            return Err(err(
-                "running jobs on a standalone cluster needs the cluster scheduler backend, which this build does not have yet",
-            ));
+        if u.starts_with("flint://") || u.starts_with("local-cluster[") {
+            return Ok(MasterUrl::Cluster { url: u.to_string() });
         }
         Err(err("unrecognised master URL"))
     }
@@ -234,17 +236,16 @@ mod tests {
             MasterUrl::parse("local[*]").unwrap(),
             MasterUrl::Local { threads, .. } if threads >= 1
         ));
-        for bad in [
-            "local[0]",
-            "local[x]",
-            "yarn",
-            "local[2,0]",
-            "local[1,2,3]",
-            "flint://h:7077",
-            "local-cluster[2,1,512]",
-        ] {
+        for bad in ["local[0]", "local[x]", "yarn", "local[2,0]", "local[1,2,3]"] {
             let e = MasterUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
+        }
+        // Cluster URLs go to the cluster backend, which parses them itself.
+        for url in ["flint://h:7077", "local-cluster[2,1,512]"] {
+            assert_eq!(
+                MasterUrl::parse(url).unwrap(),
+                MasterUrl::Cluster { url: url.into() }
+            );
         }
     }
 

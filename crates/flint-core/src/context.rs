@@ -72,14 +72,16 @@ impl FlintContext {
             None => std::env::var("FLINT_MASTER").unwrap_or_else(|_| "local[*]".into()),
         };
         conf.set_mut("flint.master", master.clone());
-        let (threads, mut max_failures) = match MasterUrl::parse(&master)? {
+        let (threads, mut max_failures, cluster) = match MasterUrl::parse(&master)? {
             MasterUrl::Local {
                 threads,
                 max_failures,
-            } => (threads, max_failures),
+            } => (threads, max_failures, false),
+            // Spark's default outside local mode: 4 attempts per task.
+            MasterUrl::Cluster { .. } => (1, 4, true),
         };
         if let Some(v) = conf.get("flint.task.maxFailures")
-            && !master.contains(',')
+            && (cluster || !master.contains(','))
         {
             // Spark: local[N] ignores spark.task.maxFailures; keep that, except
             // that an explicit setting is honoured so tests can exercise retries.
@@ -182,13 +184,33 @@ impl FlintContext {
             bus.clone(),
         )
         .with_cpus_per_task(cpus_per_task);
-        let backend: Arc<dyn SchedulerBackend> =
-            LocalBackend::start(scheduler.clone(), env.clone(), threads)?;
+        let backend: Arc<dyn SchedulerBackend> = if cluster {
+            let factory = crate::scheduler::backend::cluster_backend_factory().ok_or_else(|| {
+                FlintError::Config(format!(
+                    "master {master} needs the cluster backend: call flint::init() first thing in main"
+                ))
+            })?;
+            // The application's secret: its executors authenticate with it and
+            // every task is signed with it.
+            let app_secret = crate::ship::generate_task_key()?;
+            crate::ship::set_task_key(Some(app_secret.clone()));
+            factory(crate::scheduler::backend::ClusterStart {
+                conf: conf.clone(),
+                master: master.clone(),
+                app_name: app_name.clone(),
+                scheduler: scheduler.clone(),
+                env: env.clone(),
+                app_secret,
+            })?
+        } else {
+            LocalBackend::start(scheduler.clone(), env.clone(), threads)?
+        };
         let accums = Arc::new(AccumRegistry::default());
         let blocks = env.blocks.clone();
-        // Local mode has one executor: a cached block is on it.
+        // Local mode has one executor: a cached block is on it. (On a cluster
+        // the block manager master that would know is not built yet.)
         let locate: BlockLocator = Arc::new(move |id| {
-            if blocks.contains(id) {
+            if !cluster && blocks.contains(id) {
                 vec![TaskLocation {
                     host: "localhost".into(),
                     executor: Some("driver".into()),

@@ -33,6 +33,26 @@ pub struct TaskEnv {
     next_file: AtomicU64,
     /// Sorted runs spilled to disk by tasks on this executor (for metrics and tests).
     pub spill_count: AtomicU64,
+    /// On a cluster executor: how to learn map outputs from the driver and
+    /// fetch segments other executors wrote (set by the executor backend).
+    pub shuffle_client: std::sync::OnceLock<Arc<dyn ShuffleClient>>,
+}
+
+/// The remote half of shuffle reading, implemented by the cluster crate.
+pub trait ShuffleClient: Send + Sync {
+    /// The driver's current map outputs of a shuffle.
+    fn statuses(&self, shuffle_id: usize) -> Result<Vec<Option<crate::shuffle::MapStatus>>>;
+    /// `len` bytes at `offset` of the segment for `reduce` that map `map_id` of
+    /// `shuffle_id` wrote on executor `executor`.
+    fn fetch(
+        &self,
+        executor: &str,
+        shuffle_id: usize,
+        map_id: usize,
+        reduce: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>>;
 }
 
 impl TaskEnv {
@@ -77,6 +97,7 @@ impl TaskEnv {
             compression,
             next_file: AtomicU64::new(0),
             spill_count: AtomicU64::new(0),
+            shuffle_client: std::sync::OnceLock::new(),
         })
     }
 

@@ -85,7 +85,7 @@ pub enum FlintError {
 }
 
 impl FlintError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         FlintError::Io {
             op,
             path: path.into(),

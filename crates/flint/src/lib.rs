@@ -18,6 +18,20 @@
 
 pub use flint_core::*;
 
+/// Call first in `main`. In a driver it installs the cluster backend (so
+/// `flint://` and `local-cluster[...]` masters work) and returns; started by a
+/// Worker as an executor (`FLINT_ROLE=executor`), the same binary runs the
+/// executor and exits instead of returning to user code.
+pub fn init() {
+    flint_cluster::register();
+    if std::env::var(flint_core::executor::ROLE_VAR).as_deref() == Ok("executor")
+        && std::env::var(flint_cluster::DRIVER_URL_VAR).is_ok()
+    {
+        flint_cluster::executor::run();
+    }
+    flint_core::init();
+}
+
 pub mod prelude {
     pub use flint_core::rdd::{BoxIter, Rdd};
     pub use flint_core::{

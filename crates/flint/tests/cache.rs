@@ -83,6 +83,6 @@ fn memory_pressure_evicts_and_disk_levels_survive() {
     assert_eq!(only.count().unwrap(), 20_000);
     assert_eq!(
         only.reduce(Fn!(|a: u64, b: u64| a + b)).unwrap(),
-        (0..20_000u64).sum()
+        (0..20_000u64).sum::<u64>()
     );
 }

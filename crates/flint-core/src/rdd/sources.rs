@@ -52,7 +52,7 @@ impl<T: Data> RddNode for ParallelCollectionRdd<T> {
             })
             .ok_or_else(|| {
                 FlintError::InvalidArgument(format!(
-                    "slice {split} of parallelized collection {} is not on this executor",
+                    "slice {split} of parallelized collection {} is not on this executor (executors cannot fetch parallelized data from the driver yet: on a cluster, read inputs from files with text_file)",
                     self.id
                 ))
             })?;

@@ -272,3 +272,33 @@ impl SchedulerBackend for LocalBackend {
         }
     }
 }
+
+/// What a cluster backend gets to start with.
+pub struct ClusterStart {
+    pub conf: crate::conf::FlintConf,
+    /// The master URL: `flint://...` or `local-cluster[N,C,M]`.
+    pub master: String,
+    pub app_name: String,
+    pub scheduler: Arc<TaskScheduler>,
+    /// The driver's environment (its tracker serves map outputs to executors).
+    pub env: Arc<TaskEnv>,
+    /// The application's secret: executors authenticate with it and tasks are
+    /// signed with it.
+    pub app_secret: Vec<u8>,
+}
+
+/// Builds the backend for cluster master URLs. flint-core has no sockets, so
+/// the cluster crate registers one (the `flint` facade does, in `flint::init()`).
+pub type ClusterBackendFactory =
+    fn(ClusterStart) -> crate::error::Result<Arc<dyn SchedulerBackend>>;
+
+static CLUSTER_FACTORY: std::sync::OnceLock<ClusterBackendFactory> = std::sync::OnceLock::new();
+
+/// Registers the cluster backend (first registration wins).
+pub fn register_cluster_backend(f: ClusterBackendFactory) {
+    let _ = CLUSTER_FACTORY.set(f);
+}
+
+pub(crate) fn cluster_backend_factory() -> Option<ClusterBackendFactory> {
+    CLUSTER_FACTORY.get().copied()
+}

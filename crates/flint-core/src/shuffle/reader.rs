@@ -1,20 +1,27 @@
 //! The reduce side: stream one reduce partition's segments from every map output.
-//! Outputs are local files today; a remote fetcher slots in where the file is
-//! opened. Every segment must yield exactly its recorded length of intact frames
-//! (see `frames`); an output that is missing, short, corrupt or unreadable is
-//! reported as a fetch failure so the DAG scheduler recomputes the map stage,
-//! never as fewer records.
+//! A segment this executor wrote is read from its file; on a cluster, a segment
+//! another executor wrote is fetched from it in bounded chunks through the
+//! executor's `ShuffleClient` (by shuffle, map and reduce ids, never by path),
+//! after refreshing the map outputs from the driver. Every segment must yield
+//! exactly its recorded length of intact frames (see `frames`); an output that
+//! is missing, short, corrupt or unreachable is reported as a fetch failure so
+//! the DAG scheduler recomputes the map stage, never as fewer records.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::sync::Arc;
 
 use super::frames::FrameReader;
 use super::tracker::SegmentLocation;
-use crate::env::TaskContext;
+use crate::env::{ShuffleClient, TaskContext};
 use crate::error::{FlintError, Result};
 use crate::func::Data;
 
 type ResIter<T> = Box<dyn Iterator<Item = Result<T>>>;
+
+/// Bytes asked of another executor per request
+/// (`flint.reducer.maxSizeInFlight`, 48m, bounds it).
+const FETCH_CHUNK: u64 = 4 << 20;
 
 pub(crate) fn read_partition<T: Data>(
     tc: &TaskContext,
@@ -22,11 +29,22 @@ pub(crate) fn read_partition<T: Data>(
     reduce: usize,
 ) -> Result<ResIter<T>> {
     let compression = tc.env.compression;
+    let client = tc.env.shuffle_client.get().cloned();
+    if let Some(c) = &client {
+        // An executor learns the map outputs from the driver, afresh for each
+        // task (a recomputed output moves).
+        tc.env
+            .map_outputs
+            .replace(shuffle_id, c.statuses(shuffle_id)?);
+    }
+    let me = tc.env.executor_id.clone();
+    let chunk = tc
+        .env
+        .conf
+        .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
+        .clamp(64 << 10, FETCH_CHUNK);
     let mut segments = tc.env.map_outputs.segments(shuffle_id, reduce)?.into_iter();
-    type Current<T> = (
-        SegmentLocation,
-        FrameReader<BufReader<std::io::Take<File>>, T>,
-    );
+    type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
     let mut current: Option<Current<T>> = None;
     let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {
         shuffle_id,
@@ -49,14 +67,25 @@ pub(crate) fn read_partition<T: Data>(
                 }
             }
             let seg = segments.next()?;
-            let opened = File::open(&seg.data_file).and_then(|mut f| {
-                f.seek(SeekFrom::Start(seg.start))?;
-                Ok(f)
-            });
-            match opened {
-                Ok(f) => {
+            let source: std::io::Result<Box<dyn Read>> = match &client {
+                Some(c) if seg.executor_id != me => Ok(Box::new(Remote {
+                    client: c.clone(),
+                    seg: seg.clone(),
+                    shuffle_id,
+                    reduce,
+                    pos: 0,
+                    chunk,
+                    buf: std::io::Cursor::new(Vec::new()),
+                })),
+                _ => File::open(&seg.data_file).and_then(|mut f| {
+                    f.seek(SeekFrom::Start(seg.start))?;
+                    Ok(Box::new(f.take(seg.len)) as Box<dyn Read>)
+                }),
+            };
+            match source {
+                Ok(src) => {
                     let r = FrameReader::new(
-                        BufReader::with_capacity(128 << 10, f.take(seg.len)),
+                        BufReader::with_capacity(128 << 10, src),
                         compression,
                         seg.len,
                     );
@@ -72,4 +101,46 @@ pub(crate) fn read_partition<T: Data>(
             }
         }
     })))
+}
+
+/// A segment on another executor, read chunk by chunk.
+struct Remote {
+    client: Arc<dyn ShuffleClient>,
+    seg: SegmentLocation,
+    shuffle_id: usize,
+    reduce: usize,
+    pos: u64,
+    chunk: u64,
+    buf: std::io::Cursor<Vec<u8>>,
+}
+
+impl Read for Remote {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.buf.read(out)?;
+        if n > 0 || self.pos >= self.seg.len {
+            return Ok(n);
+        }
+        let want = (self.seg.len - self.pos).min(self.chunk);
+        let bytes = self
+            .client
+            .fetch(
+                &self.seg.executor_id,
+                self.shuffle_id,
+                self.seg.map_id,
+                self.reduce,
+                self.pos,
+                want,
+            )
+            .map_err(std::io::Error::other)?;
+        if bytes.len() as u64 != want {
+            return Err(std::io::Error::other(format!(
+                "executor {} sent {} bytes of the {want} asked for",
+                self.seg.executor_id,
+                bytes.len()
+            )));
+        }
+        self.pos += want;
+        self.buf = std::io::Cursor::new(bytes);
+        self.buf.read(out)
+    }
 }

@@ -1,0 +1,530 @@
+//! The driver's side: the scheduler backend for `flint://` and
+//! `local-cluster[N,C,M]` masters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flint_core::conf::FlintConf;
+use flint_core::env::TaskEnv;
+use flint_core::error::{FlintError, Result};
+use flint_core::scheduler::TaskScheduler;
+use flint_core::scheduler::backend::{ClusterStart, SchedulerBackend, WorkerOffer};
+use flint_deploy::LocalCluster;
+use flint_deploy::messages::{
+    APP_CLIENT_ENDPOINT, AppClientMsg, ApplicationDescription, Command, ExecutorState,
+    MASTER_ENDPOINT, MasterMsg,
+};
+use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Peer, Replier, RpcAddress, RpcConf, RpcEnv, Via};
+use parking_lot::Mutex;
+
+use crate::messages::{
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, MapOutputs, WireTask,
+};
+
+struct Exec {
+    addr: RpcAddress,
+    cores: usize,
+    free: usize,
+}
+
+/// The driver endpoint (Spark's DriverEndpoint): executors' registrations,
+/// free cores and task ends.
+struct DriverEndpoint {
+    scheduler: Arc<TaskScheduler>,
+    env: Arc<TaskEnv>,
+    conf: FlintConf,
+    executors: HashMap<String, Exec>,
+    running: HashMap<u64, String>,
+    total_cores: Arc<AtomicUsize>,
+    registered: Arc<AtomicUsize>,
+    cpus: usize,
+}
+
+impl DriverEndpoint {
+    fn make_offers(&mut self, ctx: &EndpointCtx<DriverMsg>) {
+        let offers: Vec<WorkerOffer> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| e.free >= self.cpus)
+            .map(|(id, e)| WorkerOffer {
+                executor_id: id.clone(),
+                host: e.addr.host.clone(),
+                cores: e.free,
+            })
+            .collect();
+        if offers.is_empty() {
+            return;
+        }
+        for (exec_id, desc) in self.scheduler.resource_offers(&offers) {
+            let Some(e) = self.executors.get_mut(&exec_id) else {
+                continue;
+            };
+            e.free = e.free.saturating_sub(self.cpus);
+            self.running.insert(desc.task_id, exec_id.clone());
+            let task = WireTask::from_desc(&desc);
+            if let Err(err) =
+                ctx.env
+                    .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
+            {
+                // Too large for a frame, most likely: the task fails with a
+                // message that says what to do.
+                e.free += self.cpus;
+                self.running.remove(&desc.task_id);
+                let msg = match err {
+                    flint_rpc::RpcError::TooLarge { size, max } => format!(
+                        "Serialized task {}:{} was {size} bytes, which exceeds max allowed: flint.rpc.message.maxSize ({max} bytes). Consider increasing flint.rpc.message.maxSize or using broadcast variables for large values.",
+                        desc.task_id, desc.index
+                    ),
+                    other => format!("cannot send the task to executor {exec_id}: {other}"),
+                };
+                self.scheduler.status_update(
+                    desc.task_id,
+                    flint_core::task::TaskEnd::Failed(FlintError::User(msg)),
+                    Duration::ZERO,
+                );
+            }
+        }
+    }
+
+    fn lost(&mut self, executor_id: &str, reason: &str) {
+        let Some(e) = self.executors.remove(executor_id) else {
+            return;
+        };
+        self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
+        self.running.retain(|_, ex| ex != executor_id);
+        tracing::warn!("lost executor {executor_id} at {}: {reason}", e.addr);
+        self.scheduler.executor_lost(executor_id, reason);
+    }
+}
+
+impl Endpoint for DriverEndpoint {
+    type Msg = DriverMsg;
+
+    fn receive(
+        &mut self,
+        ctx: &EndpointCtx<DriverMsg>,
+        from: Peer,
+        msg: DriverMsg,
+        reply: Option<Replier>,
+    ) {
+        match msg {
+            DriverMsg::RegisterExecutor {
+                executor_id,
+                host,
+                port,
+                cores,
+            } => {
+                use std::collections::hash_map::Entry;
+                let r: std::result::Result<(), String> = if from.via != Via::Accepted || cores == 0
+                {
+                    Err("an executor registers over its own connection, with cores".into())
+                } else {
+                    match self.executors.entry(executor_id) {
+                        Entry::Occupied(o) => Err(format!("Duplicate executor ID: {}", o.key())),
+                        Entry::Vacant(v) => {
+                            // The executor is its connection: messages for it
+                            // go back over the connection it opened.
+                            tracing::info!(
+                                "Registered executor {} at {} ({host}:{port}) with {cores} cores",
+                                v.key(),
+                                from.addr
+                            );
+                            v.insert(Exec {
+                                addr: from.addr.clone(),
+                                cores,
+                                free: cores,
+                            });
+                            self.total_cores.fetch_add(cores, Ordering::SeqCst);
+                            self.registered.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        }
+                    }
+                };
+                if let Some(rp) = reply {
+                    rp.reply(&r);
+                }
+                self.make_offers(ctx);
+            }
+            DriverMsg::GetConf => {
+                if let Some(rp) = reply {
+                    rp.reply(&self.conf);
+                }
+            }
+            DriverMsg::StatusUpdate {
+                executor_id,
+                task_id,
+                end,
+                duration_ms,
+            } => {
+                // Only the executor the task was sent to may report it.
+                let owner = self.running.get(&task_id);
+                let known = owner == Some(&executor_id)
+                    && self
+                        .executors
+                        .get(&executor_id)
+                        .is_some_and(|e| e.addr == from.addr);
+                if !known {
+                    tracing::warn!("ignoring a status update for task {task_id} from {from}");
+                    return;
+                }
+                self.running.remove(&task_id);
+                if let Some(e) = self.executors.get_mut(&executor_id) {
+                    e.free += self.cpus;
+                }
+                self.scheduler.status_update(
+                    task_id,
+                    end.into_end(),
+                    Duration::from_millis(duration_ms),
+                );
+                self.make_offers(ctx);
+            }
+            DriverMsg::GetMapOutputs { shuffle_id } => {
+                let out = MapOutputs {
+                    statuses: self
+                        .env
+                        .map_outputs
+                        .snapshot(shuffle_id)
+                        .unwrap_or_default(),
+                    executors: self
+                        .executors
+                        .iter()
+                        .map(|(id, e)| (id.clone(), e.addr.clone()))
+                        .collect(),
+                };
+                if let Some(rp) = reply {
+                    rp.reply(&out);
+                }
+            }
+            DriverMsg::Revive => self.make_offers(ctx),
+            DriverMsg::Kill { task_id } => {
+                if let Some(e) = self
+                    .running
+                    .get(&task_id)
+                    .and_then(|x| self.executors.get(x))
+                {
+                    let _ = ctx.env.send(
+                        &e.addr,
+                        EXECUTOR_ENDPOINT,
+                        &ExecutorMsg::KillTask { task_id },
+                    );
+                }
+            }
+            DriverMsg::StopExecutors => {
+                // Forgotten as they are told to stop: their connections
+                // closing next is not a loss.
+                for (_, e) in self.executors.drain() {
+                    let _ = ctx
+                        .env
+                        .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
+                }
+            }
+            DriverMsg::Lost {
+                executor_id,
+                reason,
+            } => self.lost(&executor_id, &reason),
+        }
+    }
+
+    fn on_disconnected(&mut self, _ctx: &EndpointCtx<DriverMsg>, peer: &RpcAddress) {
+        let gone: Vec<String> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| &e.addr == peer)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.lost(&id, "its connection to the driver closed");
+        }
+    }
+}
+
+/// The application's client of the Master (Spark's StandaloneAppClient).
+struct AppClient {
+    driver: LocalRef<DriverMsg>,
+    app_id: Arc<Mutex<Option<String>>>,
+}
+
+impl Endpoint for AppClient {
+    type Msg = AppClientMsg;
+
+    fn receive(
+        &mut self,
+        _: &EndpointCtx<AppClientMsg>,
+        from: Peer,
+        msg: AppClientMsg,
+        _: Option<Replier>,
+    ) {
+        match msg {
+            AppClientMsg::RegisteredApplication { app_id, .. } => {
+                tracing::info!("Connected to master {from}; application {app_id}");
+                *self.app_id.lock() = Some(app_id);
+            }
+            AppClientMsg::ExecutorAdded {
+                id,
+                worker_id,
+                host_port,
+                cores,
+                ..
+            } => {
+                tracing::info!(
+                    "Granted executor {id} on worker {worker_id} ({host_port}) with {cores} cores"
+                );
+            }
+            AppClientMsg::ExecutorUpdated {
+                id, state, message, ..
+            } => {
+                if state.is_finished() || state == ExecutorState::Lost {
+                    self.driver.send(DriverMsg::Lost {
+                        executor_id: id.to_string(),
+                        reason: format!("{state:?}: {}", message.unwrap_or_default()),
+                    });
+                }
+            }
+            AppClientMsg::WorkerRemoved { id, message, .. } => {
+                tracing::warn!("worker {id} removed: {message}");
+            }
+            AppClientMsg::ApplicationRemoved { message } => {
+                tracing::error!("Application has been killed. Reason: {message}");
+            }
+        }
+    }
+}
+
+struct ClusterBackend {
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+    driver: LocalRef<DriverMsg>,
+    app_env: RpcEnv,
+    master_env: RpcEnv,
+    masters: Vec<RpcAddress>,
+    app_id: Arc<Mutex<Option<String>>>,
+    local: Mutex<Option<(LocalCluster, tempfile::TempDir)>>,
+    total_cores: Arc<AtomicUsize>,
+}
+
+impl SchedulerBackend for ClusterBackend {
+    fn revive_offers(&self) {
+        self.driver.send(DriverMsg::Revive);
+    }
+    fn kill_task(&self, task_id: u64) {
+        self.driver.send(DriverMsg::Kill { task_id });
+    }
+    fn default_parallelism(&self) -> usize {
+        self.total_cores.load(Ordering::SeqCst).max(2)
+    }
+    fn stop(&self) {
+        self.driver.send(DriverMsg::StopExecutors);
+        let Some(rt) = self.rt.lock().take() else {
+            return;
+        };
+        if let Some(app_id) = self.app_id.lock().clone() {
+            for m in &self.masters {
+                let _ = self.master_env.send(
+                    m,
+                    MASTER_ENDPOINT,
+                    &MasterMsg::UnregisterApplication {
+                        app_id: app_id.clone(),
+                    },
+                );
+            }
+        }
+        if let Some((cluster, _dir)) = self.local.lock().take() {
+            rt.block_on(cluster.stop());
+        }
+        self.app_env.shutdown();
+        self.master_env.shutdown();
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Parses `flint://h:p[,h:p...]`.
+fn masters_of(url: &str) -> Result<Vec<RpcAddress>> {
+    let rest = url
+        .strip_prefix("flint://")
+        .ok_or_else(|| FlintError::MasterUrl {
+            url: url.into(),
+            reason: "expected flint://host:port".into(),
+        })?;
+    rest.split(',')
+        .map(|hp| {
+            RpcAddress::parse(hp).map_err(|e| FlintError::MasterUrl {
+                url: url.into(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Starts the backend: the driver endpoint, the application's registration
+/// with the Master (after starting one for `local-cluster`), and waits for
+/// executors.
+pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
+    let io = |what: &'static str| move |e: std::io::Error| FlintError::io("cannot start", what, e);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("flint-driver-rpc")
+        .enable_all()
+        .build()
+        .map_err(io("the driver's RPC runtime"))?;
+    let host = s.conf.get_or("flint.driver.host", "127.0.0.1").to_string();
+    let secret = crate::hex(&s.app_secret);
+    let cpus = s.scheduler.cpus_per_task();
+    let total_cores = Arc::new(AtomicUsize::new(0));
+    let registered = Arc::new(AtomicUsize::new(0));
+    let mut exec_conf = s.conf.clone();
+    // The cluster's secret is not the executors' business.
+    exec_conf.remove("flint.authenticate.secret");
+    exec_conf.remove("flint.authenticate.secret.file");
+    let (local, masters, expected, local_memory_mb) =
+        if let Some(spec) = s.master.strip_prefix("local-cluster") {
+            let (n, c, m) = flint_deploy::parse_local_cluster(&s.master).map_err(|reason| {
+                FlintError::MasterUrl {
+                    url: format!("local-cluster{spec}"),
+                    reason,
+                }
+            })?;
+            let dir = tempfile::Builder::new()
+                .prefix("flint-local-cluster-")
+                .tempdir()
+                .map_err(io("a local-cluster work dir"))?;
+            let cluster = rt
+                .block_on(LocalCluster::start(n, c, m, dir.path()))
+                .map_err(|e| FlintError::Config(format!("cannot start {}: {e}", s.master)))?;
+            let masters = vec![cluster.master.address.clone()];
+            (Some((cluster, dir)), masters, n, Some(m))
+        } else {
+            (None, masters_of(&s.master)?, 1, None)
+        };
+    let (app_env, master_env, driver) = rt.block_on(async {
+        let app_env = RpcEnv::server(
+            &host,
+            0,
+            &host,
+            RpcConf {
+                secret: Some(secret.clone()),
+                ..RpcConf::default()
+            },
+        )
+        .await
+        .map_err(|e| FlintError::Config(e.to_string()))?;
+        let master_env = RpcEnv::server(
+            &host,
+            0,
+            &host,
+            RpcConf {
+                secret: s.conf.get("flint.authenticate.secret").map(str::to_string),
+                ..RpcConf::default()
+            },
+        )
+        .await
+        .map_err(|e| FlintError::Config(e.to_string()))?;
+        let driver = app_env.setup_endpoint(
+            DRIVER_ENDPOINT,
+            DriverEndpoint {
+                scheduler: s.scheduler.clone(),
+                env: s.env.clone(),
+                conf: exec_conf,
+                executors: HashMap::new(),
+                running: HashMap::new(),
+                total_cores: total_cores.clone(),
+                registered: registered.clone(),
+                cpus,
+            },
+        );
+        Ok::<_, FlintError>((app_env, master_env, driver))
+    })?;
+    let app_id = Arc::new(Mutex::new(None));
+    rt.block_on(async {
+        master_env.setup_endpoint(
+            APP_CLIENT_ENDPOINT,
+            AppClient {
+                driver: driver.clone(),
+                app_id: app_id.clone(),
+            },
+        );
+    });
+    let exe = std::env::current_exe().map_err(io("the application binary"))?;
+    let driver_url = app_env
+        .address()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    // local-cluster[N,C,M]: executors default to the workers' M MiB, as in Spark.
+    let default_memory = local_memory_mb.map_or(1 << 30, |m| m << 20);
+    let memory_mb = s.conf.get_bytes("flint.executor.memory", default_memory)? >> 20;
+    let cores_per_executor = match s.conf.get("flint.executor.cores") {
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            FlintError::Config(format!("flint.executor.cores={v} is not a whole number"))
+        })?),
+        None if local.is_some() => s
+            .master
+            .strip_prefix("local-cluster[")
+            .and_then(|r| r.split(',').nth(1))
+            .and_then(|c| c.trim().parse().ok()),
+        None => None,
+    };
+    let desc = ApplicationDescription {
+        name: s.app_name.clone(),
+        max_cores: match s.conf.get("flint.cores.max") {
+            Some(v) => Some(v.parse().map_err(|_| {
+                FlintError::Config(format!("flint.cores.max={v} is not a whole number"))
+            })?),
+            None => None,
+        },
+        memory_per_executor_mb: memory_mb.max(1),
+        cores_per_executor,
+        command: Command {
+            program: exe.to_string_lossy().into_owned(),
+            args: Vec::new(),
+            env: vec![
+                (flint_core::executor::ROLE_VAR.into(), "executor".into()),
+                (crate::DRIVER_URL_VAR.into(), driver_url),
+                (crate::EXECUTOR_ID_VAR.into(), "{{EXECUTOR_ID}}".into()),
+                (crate::EXECUTOR_CORES_VAR.into(), "{{CORES}}".into()),
+                (crate::EXECUTOR_HOST_VAR.into(), "{{HOSTNAME}}".into()),
+                // The environment of a process is readable only by its user
+                // (argv is readable by all).
+                (crate::APP_SECRET_VAR.into(), secret),
+            ],
+        },
+        app_ui_url: String::new(),
+        event_log_dir: None,
+        user: std::env::var("USER").unwrap_or_default(),
+    };
+    for m in &masters {
+        if let Err(e) = master_env.send(
+            m,
+            MASTER_ENDPOINT,
+            &MasterMsg::RegisterApplication { desc: desc.clone() },
+        ) {
+            tracing::warn!("cannot register with master {m}: {e}");
+        }
+    }
+    // Wait for executors before the first job (Spark's
+    // minRegisteredResourcesRatio / maxRegisteredResourcesWaitingTime).
+    let wait = s.conf.get_duration(
+        "flint.scheduler.maxRegisteredResourcesWaitingTime",
+        Duration::from_secs(30),
+    )?;
+    let deadline = Instant::now() + wait;
+    while registered.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if registered.load(Ordering::SeqCst) == 0 {
+        tracing::warn!(
+            "Initial job has not accepted any resources; check your cluster UI to ensure that workers are registered and have sufficient resources"
+        );
+    }
+    let backend: Arc<dyn SchedulerBackend> = Arc::new(ClusterBackend {
+        rt: Mutex::new(Some(rt)),
+        driver,
+        app_env,
+        master_env,
+        masters,
+        app_id,
+        local: Mutex::new(local),
+        total_cores,
+    });
+    s.scheduler.set_backend(backend.clone());
+    Ok(backend)
+}

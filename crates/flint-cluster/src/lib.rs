@@ -1,0 +1,49 @@
+//! Running jobs on a cluster (Spark's CoarseGrainedSchedulerBackend and
+//! CoarseGrainedExecutorBackend, standalone flavour).
+//!
+//! - [`driver`]: the driver's scheduler backend. It registers the application
+//!   with the Master (for `local-cluster[N,C,M]` it first starts an in-process
+//!   Master and N Workers), whose Workers start executors: this same binary in
+//!   executor mode. Executors register with the driver endpoint, which turns
+//!   their free cores into offers for the task scheduler and sends them tasks.
+//! - [`executor`]: the executor backend. It registers, runs tasks on plain
+//!   threads, reports their ends, and serves the shuffle segments it wrote to
+//!   the other executors.
+//! - [`messages`]: what the two say to each other.
+//!
+//! Security: each application has its own secret (flint-core makes one per
+//! context). Executors' and the driver's application-facing RPC use it, so
+//! only the application's own processes connect. Every task envelope is signed
+//! with it, and executors take tasks only over the connection they dialed to
+//! their driver. Executors read the secret from their environment, never from
+//! argv.
+
+pub mod driver;
+pub mod executor;
+pub mod messages;
+
+/// Installs the cluster backend in flint-core (`flint::init()` calls this).
+pub fn register() {
+    flint_core::scheduler::backend::register_cluster_backend(driver::start);
+}
+
+/// Environment of an executor process.
+pub const DRIVER_URL_VAR: &str = "FLINT_DRIVER_URL";
+pub const EXECUTOR_ID_VAR: &str = "FLINT_EXECUTOR_ID";
+pub const EXECUTOR_CORES_VAR: &str = "FLINT_EXECUTOR_CORES";
+pub const EXECUTOR_HOST_VAR: &str = "FLINT_EXECUTOR_HOST";
+pub const APP_SECRET_VAR: &str = "FLINT_APP_SECRET";
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

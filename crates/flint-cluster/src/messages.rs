@@ -1,0 +1,166 @@
+//! The driver ↔ executor protocol.
+
+use flint_core::FlintError;
+use flint_core::ship::Shipped;
+use flint_core::shuffle::MapStatus;
+use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
+use flint_rpc::RpcAddress;
+use serde::{Deserialize, Serialize};
+
+pub const DRIVER_ENDPOINT: &str = "CoarseGrainedScheduler";
+pub const EXECUTOR_ENDPOINT: &str = "Executor";
+
+/// What the driver endpoint receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DriverMsg {
+    /// Ask; answered with `Result<(), String>`.
+    RegisterExecutor {
+        executor_id: String,
+        host: String,
+        port: u16,
+        cores: usize,
+    },
+    /// Ask; answered with the application's configuration.
+    GetConf,
+    StatusUpdate {
+        executor_id: String,
+        task_id: u64,
+        end: WireTaskEnd,
+        duration_ms: u64,
+    },
+    /// Ask; answered with `MapOutputs`.
+    GetMapOutputs { shuffle_id: usize },
+    // Internal variants stay last (see flint-deploy's messages).
+    /// Internal: make offers now.
+    #[serde(skip_deserializing)]
+    Revive,
+    /// Internal: kill a task wherever it runs.
+    #[serde(skip_deserializing)]
+    Kill { task_id: u64 },
+    /// Internal: stop every executor (the context stops).
+    #[serde(skip_deserializing)]
+    StopExecutors,
+    /// Internal: the Master says an executor is gone.
+    #[serde(skip_deserializing)]
+    Lost { executor_id: String, reason: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MapOutputs {
+    pub statuses: Vec<Option<MapStatus>>,
+    /// Where each executor that wrote one serves it.
+    pub executors: Vec<(String, RpcAddress)>,
+}
+
+/// What an executor receives.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ExecutorMsg {
+    LaunchTask(WireTask),
+    KillTask {
+        task_id: u64,
+    },
+    StopExecutor,
+    /// Ask (from another executor); answered with `Result<Vec<u8>, String>`.
+    FetchSegment {
+        shuffle_id: usize,
+        map_id: usize,
+        reduce: usize,
+        offset: u64,
+        len: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireTask {
+    pub task_id: u64,
+    pub stage_id: usize,
+    pub stage_attempt: usize,
+    pub partition: usize,
+    pub index: usize,
+    pub attempt: usize,
+    pub binary: Shipped,
+}
+
+impl WireTask {
+    pub fn from_desc(d: &TaskDescription) -> Self {
+        WireTask {
+            task_id: d.task_id,
+            stage_id: d.stage_id,
+            stage_attempt: d.stage_attempt,
+            partition: d.partition,
+            index: d.index,
+            attempt: d.attempt,
+            binary: (*d.binary).clone(),
+        }
+    }
+
+    pub fn into_desc(self) -> TaskDescription {
+        TaskDescription {
+            task_id: self.task_id,
+            stage_id: self.stage_id,
+            stage_attempt: self.stage_attempt,
+            partition: self.partition,
+            index: self.index,
+            attempt: self.attempt,
+            binary: std::sync::Arc::new(self.binary),
+        }
+    }
+}
+
+/// A task's end as it crosses the wire (`FlintError` is not serde: a fetch
+/// failure keeps its fields, other failures their message).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireTaskEnd {
+    Value(Vec<u8>, Vec<(usize, Vec<u8>)>),
+    Map(MapStatus, Vec<(usize, Vec<u8>)>),
+    FetchFailed {
+        shuffle_id: usize,
+        map_id: usize,
+        executor: Option<String>,
+        reason: String,
+    },
+    Failed(String),
+    Killed,
+}
+
+impl WireTaskEnd {
+    pub fn from_end(end: TaskEnd) -> Self {
+        match end {
+            TaskEnd::Success(TaskOutput::Value(v), acc) => WireTaskEnd::Value(v, acc),
+            TaskEnd::Success(TaskOutput::Map(s), acc) => WireTaskEnd::Map(s, acc),
+            TaskEnd::Failed(FlintError::FetchFailed {
+                shuffle_id,
+                map_id,
+                executor,
+                reason,
+            }) => WireTaskEnd::FetchFailed {
+                shuffle_id,
+                map_id,
+                executor,
+                reason,
+            },
+            TaskEnd::Failed(e) => WireTaskEnd::Failed(e.to_string()),
+            TaskEnd::Killed => WireTaskEnd::Killed,
+        }
+    }
+
+    pub fn into_end(self) -> TaskEnd {
+        match self {
+            WireTaskEnd::Value(v, acc) => TaskEnd::Success(TaskOutput::Value(v), acc),
+            WireTaskEnd::Map(s, acc) => TaskEnd::Success(TaskOutput::Map(s), acc),
+            WireTaskEnd::FetchFailed {
+                shuffle_id,
+                map_id,
+                executor,
+                reason,
+            } => TaskEnd::Failed(FlintError::FetchFailed {
+                shuffle_id,
+                map_id,
+                executor,
+                reason,
+            }),
+            WireTaskEnd::Failed(m) => TaskEnd::Failed(FlintError::User(m)),
+            WireTaskEnd::Killed => TaskEnd::Killed,
+        }
+    }
+}
