@@ -40,7 +40,12 @@ struct DriverEndpoint {
     total_cores: Arc<AtomicUsize>,
     registered: Arc<AtomicUsize>,
     cpus: usize,
+    /// Largest slice sent in one reply (the frame limit, less the envelope).
+    max_reply: usize,
 }
+
+/// More cores than any machine has: a claim above it is refused.
+const MAX_EXECUTOR_CORES: usize = 1 << 16;
 
 impl DriverEndpoint {
     fn make_offers(&mut self, ctx: &EndpointCtx<DriverMsg>) {
@@ -88,10 +93,34 @@ impl DriverEndpoint {
         }
     }
 
-    fn lost(&mut self, executor_id: &str, reason: &str) {
+    /// A block the driver keeps encoded for executors, within the frame limit.
+    fn encoded(
+        &self,
+        id: flint_core::storage::BlockId,
+        what: &str,
+        advice: &str,
+    ) -> std::result::Result<Vec<u8>, String> {
+        match self.env.blocks.get::<flint_core::env::EncodedBlock>(id) {
+            None => Err(format!(
+                "{what} is not on the driver (destroyed, cleaned up, or not encodable)"
+            )),
+            Some(b) if b.0.len() > self.max_reply => Err(format!(
+                "{what} is {} bytes, over flint.rpc.message.maxSize ({} bytes): {advice}",
+                b.0.len(),
+                self.max_reply
+            )),
+            Some(b) => Ok(b.0.clone()),
+        }
+    }
+
+    fn lost(&mut self, executor_id: &str, reason: &str, ctx: &EndpointCtx<DriverMsg>) {
         let Some(e) = self.executors.remove(executor_id) else {
             return;
         };
+        // If it still runs (the Master lost sight of it), it must not linger.
+        let _ = ctx
+            .env
+            .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
         self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
         self.running.retain(|_, ex| ex != executor_id);
         tracing::warn!("lost executor {executor_id} at {}: {reason}", e.addr);
@@ -117,7 +146,9 @@ impl Endpoint for DriverEndpoint {
                 cores,
             } => {
                 use std::collections::hash_map::Entry;
-                let r: std::result::Result<(), String> = if from.via != Via::Accepted || cores == 0
+                let r: std::result::Result<(), String> = if from.via != Via::Accepted
+                    || cores == 0
+                    || cores > MAX_EXECUTOR_CORES
                 {
                     Err("an executor registers over its own connection, with cores".into())
                 } else {
@@ -173,20 +204,27 @@ impl Endpoint for DriverEndpoint {
                 if let Some(e) = self.executors.get_mut(&executor_id) {
                     e.free += self.cpus;
                 }
-                self.scheduler.status_update(
-                    task_id,
-                    end.into_end(),
-                    Duration::from_millis(duration_ms),
-                );
+                let end = match end.into_end() {
+                    // An executor reports only outputs it wrote itself.
+                    flint_core::task::TaskEnd::Success(flint_core::task::TaskOutput::Map(s), _)
+                        if s.executor_id != executor_id =>
+                    {
+                        flint_core::task::TaskEnd::Failed(FlintError::User(format!(
+                            "executor {executor_id} reported a map output of executor {}",
+                            s.executor_id
+                        )))
+                    }
+                    end => end,
+                };
+                self.scheduler
+                    .status_update(task_id, end, Duration::from_millis(duration_ms));
                 self.make_offers(ctx);
             }
             DriverMsg::GetMapOutputs { shuffle_id } => {
                 let out = MapOutputs {
-                    statuses: self
-                        .env
-                        .map_outputs
-                        .snapshot(shuffle_id)
-                        .unwrap_or_default(),
+                    // None: not registered here, which the reader must not
+                    // take for "no records".
+                    statuses: self.env.map_outputs.snapshot(shuffle_id),
                     executors: self
                         .executors
                         .iter()
@@ -195,6 +233,24 @@ impl Endpoint for DriverEndpoint {
                 };
                 if let Some(rp) = reply {
                     rp.reply(&out);
+                }
+            }
+            DriverMsg::GetSlice { rdd, slice } => {
+                if let Some(rp) = reply {
+                    rp.reply(&self.encoded(
+                        flint_core::storage::BlockId::ParallelSlice { rdd, slice },
+                        &format!("slice {slice} of parallelized collection {rdd}"),
+                        "parallelize into more slices",
+                    ));
+                }
+            }
+            DriverMsg::GetBroadcast { id } => {
+                if let Some(rp) = reply {
+                    rp.reply(&self.encoded(
+                        flint_core::storage::BlockId::Broadcast { id },
+                        &format!("broadcast {id}"),
+                        "broadcast a smaller value",
+                    ));
                 }
             }
             DriverMsg::Revive => self.make_offers(ctx),
@@ -223,11 +279,11 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::Lost {
                 executor_id,
                 reason,
-            } => self.lost(&executor_id, &reason),
+            } => self.lost(&executor_id, &reason, ctx),
         }
     }
 
-    fn on_disconnected(&mut self, _ctx: &EndpointCtx<DriverMsg>, peer: &RpcAddress) {
+    fn on_disconnected(&mut self, ctx: &EndpointCtx<DriverMsg>, peer: &RpcAddress) {
         let gone: Vec<String> = self
             .executors
             .iter()
@@ -235,7 +291,7 @@ impl Endpoint for DriverEndpoint {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            self.lost(&id, "its connection to the driver closed");
+            self.lost(&id, "its connection to the driver closed", ctx);
         }
     }
 }
@@ -244,6 +300,8 @@ impl Endpoint for DriverEndpoint {
 struct AppClient {
     driver: LocalRef<DriverMsg>,
     app_id: Arc<Mutex<Option<String>>>,
+    /// Only the masters this client dialed speak for the cluster.
+    masters: Vec<RpcAddress>,
 }
 
 impl Endpoint for AppClient {
@@ -256,10 +314,19 @@ impl Endpoint for AppClient {
         msg: AppClientMsg,
         _: Option<Replier>,
     ) {
+        if from.via != Via::Dialed || !self.masters.contains(&from.addr) {
+            tracing::warn!(
+                "ignoring {msg:?} from {from}: not a master this application registered with"
+            );
+            return;
+        }
         match msg {
             AppClientMsg::RegisteredApplication { app_id, .. } => {
-                tracing::info!("Connected to master {from}; application {app_id}");
-                *self.app_id.lock() = Some(app_id);
+                let mut slot = self.app_id.lock();
+                if slot.is_none() {
+                    tracing::info!("Connected to master {from}; application {app_id}");
+                    *slot = Some(app_id);
+                }
             }
             AppClientMsg::ExecutorAdded {
                 id,
@@ -430,6 +497,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 total_cores: total_cores.clone(),
                 registered: registered.clone(),
                 cpus,
+                max_reply: RpcConf::default().max_message_size - 4096,
             },
         );
         Ok::<_, FlintError>((app_env, master_env, driver))
@@ -441,6 +509,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             AppClient {
                 driver: driver.clone(),
                 app_id: app_id.clone(),
+                masters: masters.clone(),
             },
         );
     });

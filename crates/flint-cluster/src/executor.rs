@@ -295,6 +295,38 @@ struct Client {
 }
 
 impl ShuffleClient for Client {
+    fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>> {
+        let r: std::result::Result<Vec<u8>, String> = self
+            .rt
+            .block_on(self.env.ask(
+                &self.driver,
+                DRIVER_ENDPOINT,
+                &DriverMsg::GetSlice { rdd, slice },
+                ASK,
+            ))
+            .map_err(|e| {
+                FlintError::User(format!(
+                    "cannot get slice {slice} of parallelized collection {rdd} from the driver: {e}"
+                ))
+            })?;
+        r.map_err(FlintError::User)
+    }
+
+    fn broadcast(&self, id: usize) -> Result<Vec<u8>> {
+        let r: std::result::Result<Vec<u8>, String> = self
+            .rt
+            .block_on(self.env.ask(
+                &self.driver,
+                DRIVER_ENDPOINT,
+                &DriverMsg::GetBroadcast { id },
+                ASK,
+            ))
+            .map_err(|e| {
+                FlintError::User(format!("cannot get broadcast {id} from the driver: {e}"))
+            })?;
+        r.map_err(FlintError::User)
+    }
+
     fn statuses(&self, shuffle_id: usize) -> Result<Vec<Option<MapStatus>>> {
         let out: MapOutputs = self
             .rt
@@ -311,7 +343,12 @@ impl ShuffleClient for Client {
                 reason: format!("cannot get map outputs from the driver: {e}"),
             })?;
         self.peers.lock().extend(out.executors);
-        Ok(out.statuses)
+        out.statuses.ok_or_else(|| FlintError::FetchFailed {
+            shuffle_id,
+            map_id: 0,
+            executor: None,
+            reason: "the driver has no map outputs registered for this shuffle".into(),
+        })
     }
 
     fn fetch(

@@ -30,6 +30,10 @@ pub enum DriverMsg {
     },
     /// Ask; answered with `MapOutputs`.
     GetMapOutputs { shuffle_id: usize },
+    /// Ask; answered with `Result<Vec<u8>, String>`: an encoded parallelized slice.
+    GetSlice { rdd: usize, slice: usize },
+    /// Ask; answered with `Result<Vec<u8>, String>`: an encoded broadcast value.
+    GetBroadcast { id: usize },
     // Internal variants stay last (see flint-deploy's messages).
     /// Internal: make offers now.
     #[serde(skip_deserializing)]
@@ -47,7 +51,8 @@ pub enum DriverMsg {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MapOutputs {
-    pub statuses: Vec<Option<MapStatus>>,
+    /// None when the driver has no such shuffle registered.
+    pub statuses: Option<Vec<Option<MapStatus>>>,
     /// Where each executor that wrote one serves it.
     pub executors: Vec<(String, RpcAddress)>,
 }

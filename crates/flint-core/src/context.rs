@@ -45,6 +45,8 @@ pub struct FlintContext {
 
 struct Inner {
     conf: FlintConf,
+    /// Tasks run in other processes (a cluster master).
+    cluster: bool,
     app_name: String,
     next_rdd_id: AtomicUsize,
     next_shuffle_id: AtomicUsize,
@@ -258,6 +260,7 @@ impl FlintContext {
         Ok(FlintContext {
             inner: Arc::new(Inner {
                 conf,
+                cluster,
                 app_name,
                 next_rdd_id: AtomicUsize::new(0),
                 next_shuffle_id: AtomicUsize::new(0),
@@ -374,10 +377,21 @@ impl FlintContext {
         let slices = slices.max(1);
         let id = self.new_rdd_id();
         for (i, s) in slice_vec(data, slices).into_iter().enumerate() {
-            self.inner
-                .env
-                .blocks
-                .put(BlockId::ParallelSlice { rdd: id, slice: i }, Arc::new(s));
+            let block = BlockId::ParallelSlice { rdd: id, slice: i };
+            if self.inner.cluster {
+                // Executors fetch it by (rdd, slice). A value that cannot be
+                // encoded fails the tasks that need it, with the reason.
+                match crate::codec::encode("a parallelized slice", &s) {
+                    Ok(bytes) => self
+                        .inner
+                        .env
+                        .blocks
+                        .put(block, Arc::new(crate::env::EncodedBlock(bytes))),
+                    Err(e) => tracing::warn!("slice {i} of RDD {id} cannot be shipped: {e}"),
+                }
+            } else {
+                self.inner.env.blocks.put(block, Arc::new(s));
+            }
         }
         Rdd::from_node(
             self,
@@ -484,10 +498,20 @@ impl FlintContext {
     pub fn broadcast<T: Data>(&self, value: T) -> Broadcast<T> {
         let id = self.inner.next_shared_id.fetch_add(1, Ordering::Relaxed);
         let value = Arc::new(value);
-        self.inner
-            .env
-            .blocks
-            .put(BlockId::Broadcast { id }, value.clone());
+        let block = BlockId::Broadcast { id };
+        if self.inner.cluster {
+            // Executors fetch it by id, once each.
+            match crate::codec::encode("a broadcast value", &*value) {
+                Ok(bytes) => self
+                    .inner
+                    .env
+                    .blocks
+                    .put(block, Arc::new(crate::env::EncodedBlock(bytes))),
+                Err(e) => tracing::warn!("broadcast {id} cannot be shipped: {e}"),
+            }
+        } else {
+            self.inner.env.blocks.put(block, value.clone());
+        }
         let guard = self
             .inner
             .cleaner

@@ -53,7 +53,17 @@ pub trait ShuffleClient: Send + Sync {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>>;
+    /// The encoded values of slice `slice` of parallelized collection `rdd`,
+    /// from the driver.
+    fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>>;
+    /// The encoded value of broadcast `id`, from the driver.
+    fn broadcast(&self, id: usize) -> Result<Vec<u8>>;
 }
+
+/// A parallelized slice or a broadcast value as the driver keeps it on a
+/// cluster: encoded once, served to whichever executor needs it (Spark ships a
+/// slice inside its task and a broadcast through its block manager).
+pub struct EncodedBlock(pub Vec<u8>);
 
 impl TaskEnv {
     pub fn new(

@@ -103,14 +103,23 @@ impl<T: Data> Broadcast<T> {
     /// or the executor was not given it); the task then fails with this message.
     pub fn value(&self) -> &T {
         self.value.get_or_init(|| {
-            let found = CURRENT_ENV.with(|c| {
-                c.borrow()
-                    .as_ref()
-                    .and_then(|env| env.blocks.get::<T>(BlockId::Broadcast { id: self.id }))
-            });
-            found.unwrap_or_else(|| {
+            let block = BlockId::Broadcast { id: self.id };
+            let env = CURRENT_ENV.with(|c| c.borrow().clone());
+            let local = env.as_ref().and_then(|env| env.blocks.get::<T>(block));
+            // On a cluster executor: from the driver, once per executor.
+            let fetched = || -> std::result::Result<Arc<T>, String> {
+                let env = env.as_ref().ok_or("not inside a task")?;
+                let client = env.shuffle_client.get().ok_or("local mode keeps no other copy")?;
+                let bytes = client.broadcast(self.id).map_err(|e| e.to_string())?;
+                let v: Arc<T> = Arc::new(
+                    crate::codec::decode("a broadcast value", &bytes).map_err(|e| e.to_string())?,
+                );
+                env.blocks.put(block, v.clone());
+                Ok(v)
+            };
+            local.map(Ok).unwrap_or_else(fetched).unwrap_or_else(|reason| {
                 panic!(
-                    "broadcast {} is not available on this executor; it may have been destroyed",
+                    "broadcast {} is not available on this executor ({reason}); it may have been destroyed",
                     self.id
                 )
             })

@@ -32,16 +32,29 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .collect()
         .unwrap();
     counts.sort();
-    if master.starts_with("local-cluster") {
-        // Not built yet: the job fails with a message that says so, no hang.
-        let err = sc
-            .parallelize(vec![1u32, 2, 3], 2)
-            .map(Fn!(|x: u32| x + 1))
-            .collect()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("cannot fetch parallelized data"), "{err}");
-    }
+    // Parallelized data and a broadcast: executors fetch them from the driver.
+    let table = sc.broadcast((0..10_000u64).map(|x| x * 2).collect::<Vec<_>>());
+    let mut sums = sc
+        .parallelize((0..10_000u64).collect::<Vec<_>>(), 5)
+        .map(Fn!(move |x: u64| (x % 3, table.value()[x as usize] / 2)))
+        .reduce_by_key_with(2, Fn!(|a: u64, b: u64| a + b))
+        .collect()
+        .unwrap();
+    sums.sort();
+    let want: Vec<(u64, u64)> = (0..3)
+        .map(|k| (k, (0..10_000u64).filter(|x| x % 3 == k).sum()))
+        .collect();
+    assert_eq!(sums, want, "parallelize and broadcast on {master}");
+    // A destroyed broadcast fails the job with a message, no hang.
+    let gone = sc.broadcast(7u64);
+    sc.destroy_broadcast(&gone);
+    let err = sc
+        .parallelize(vec![1u64], 1)
+        .map(Fn!(move |x: u64| x + *gone.value()))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broadcast"), "{err}");
     sc.stop();
     (counts, pids)
 }

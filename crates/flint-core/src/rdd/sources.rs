@@ -43,19 +43,29 @@ impl<T: Data> RddBase for ParallelCollectionRdd<T> {
 impl<T: Data> RddNode for ParallelCollectionRdd<T> {
     type Item = T;
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<T>> {
-        let data: Arc<Vec<T>> = tc
-            .env
-            .blocks
-            .get(BlockId::ParallelSlice {
-                rdd: self.id,
-                slice: split,
-            })
-            .ok_or_else(|| {
-                FlintError::InvalidArgument(format!(
-                    "slice {split} of parallelized collection {} is not on this executor (executors cannot fetch parallelized data from the driver yet: on a cluster, read inputs from files with text_file)",
-                    self.id
-                ))
-            })?;
+        let block = BlockId::ParallelSlice {
+            rdd: self.id,
+            slice: split,
+        };
+        let data: Arc<Vec<T>> = match tc.env.blocks.get(block) {
+            Some(d) => d,
+            // On a cluster executor: from the driver, then kept for later tasks.
+            None => match tc.env.shuffle_client.get() {
+                Some(client) => {
+                    let bytes = client.slice(self.id, split)?;
+                    let d: Arc<Vec<T>> =
+                        Arc::new(crate::codec::decode("a parallelized slice", &bytes)?);
+                    tc.env.blocks.put(block, d.clone());
+                    d
+                }
+                None => {
+                    return Err(FlintError::InvalidArgument(format!(
+                        "slice {split} of parallelized collection {} is not on this executor",
+                        self.id
+                    )));
+                }
+            },
+        };
         Ok(Box::new((0..data.len()).map(move |i| data[i].clone())))
     }
     shippable!();
