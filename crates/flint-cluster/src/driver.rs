@@ -302,6 +302,7 @@ struct AppClient {
     app_id: Arc<Mutex<Option<String>>>,
     /// Only the masters this client dialed speak for the cluster.
     masters: Vec<RpcAddress>,
+    scheduler: Arc<TaskScheduler>,
 }
 
 impl Endpoint for AppClient {
@@ -354,6 +355,9 @@ impl Endpoint for AppClient {
             }
             AppClientMsg::ApplicationRemoved { message } => {
                 tracing::error!("Application has been killed. Reason: {message}");
+                // No executor will come: fail the jobs rather than wait forever.
+                self.scheduler
+                    .abort_all(&format!("Master removed our application: {message}"));
             }
         }
     }
@@ -402,6 +406,24 @@ impl SchedulerBackend for ClusterBackend {
         self.app_env.shutdown();
         self.master_env.shutdown();
         rt.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// The cluster's secret for the connection to the Master, from
+/// `flint.authenticate.secret` or the file `flint.authenticate.secret.file`.
+fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
+    match (
+        conf.get("flint.authenticate.secret"),
+        conf.get("flint.authenticate.secret.file"),
+    ) {
+        (Some(_), Some(_)) => Err(FlintError::Config(
+            "set flint.authenticate.secret or flint.authenticate.secret.file, not both".into(),
+        )),
+        (Some(s), None) => Ok(Some(s.to_string())),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map(|t| Some(t.trim_end_matches(['\n', '\r']).to_string()))
+            .map_err(|e| FlintError::io("cannot read flint.authenticate.secret.file", f, e)),
+        (None, None) => Ok(None),
     }
 }
 
@@ -480,7 +502,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             0,
             &host,
             RpcConf {
-                secret: s.conf.get("flint.authenticate.secret").map(str::to_string),
+                secret: cluster_secret(&s.conf)?,
                 ..RpcConf::default()
             },
         )
@@ -510,6 +532,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 driver: driver.clone(),
                 app_id: app_id.clone(),
                 masters: masters.clone(),
+                scheduler: s.scheduler.clone(),
             },
         );
     });
@@ -596,4 +619,40 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     });
     s.scheduler.set_backend(backend.clone());
     Ok(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flint_core::FlintConf;
+
+    #[test]
+    fn the_master_connection_reads_the_secret_or_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let file = f.to_str().unwrap();
+        let from_file = FlintConf::new().set("flint.authenticate.secret.file", file);
+        assert_eq!(
+            cluster_secret(&from_file).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        let inline = FlintConf::new().set("flint.authenticate.secret", "abc");
+        assert_eq!(cluster_secret(&inline).unwrap().as_deref(), Some("abc"));
+        assert_eq!(cluster_secret(&FlintConf::new()).unwrap(), None);
+        let both = inline.set("flint.authenticate.secret.file", file);
+        assert!(
+            cluster_secret(&both)
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
+        let missing = FlintConf::new().set("flint.authenticate.secret.file", "/nonexistent/x");
+        assert!(
+            cluster_secret(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("flint.authenticate.secret.file")
+        );
+    }
 }

@@ -65,6 +65,11 @@ pub enum DagEvent {
     CancelJobGroup {
         group: String,
     },
+    /// The application is dead (its cluster manager removed it): every job,
+    /// running or later, fails with `reason` (Spark stops its context then).
+    AbortAll {
+        reason: String,
+    },
     /// An executor died: the map outputs it held are gone.
     ExecutorLost {
         executor: String,
@@ -118,6 +123,8 @@ pub struct DagScheduler {
     max_consecutive_attempts: usize,
     /// `flint.driver.maxResultSize` in bytes (0 = unlimited).
     max_result_size: u64,
+    /// Set by `AbortAll`: why no job can run any more.
+    dead: Option<String>,
     tracker: Arc<MapOutputTracker>,
     accums: Arc<AccumRegistry>,
     bus: ListenerBus,
@@ -144,6 +151,7 @@ impl DagScheduler {
             ts,
             max_consecutive_attempts: max_consecutive_attempts.max(1),
             max_result_size: 1 << 30,
+            dead: None,
             tracker,
             accums,
             bus,
@@ -176,6 +184,10 @@ impl DagScheduler {
 
     fn handle(&mut self, ev: DagEvent) {
         match ev {
+            DagEvent::JobSubmitted { job_id, reply, .. } if self.dead.is_some() => {
+                let reason = self.dead.clone().unwrap_or_default();
+                let _ = reply.send(Err(FlintError::JobCancelled { job_id, reason }));
+            }
             DagEvent::JobSubmitted {
                 job_id,
                 rdd,
@@ -185,6 +197,20 @@ impl DagScheduler {
                 pool,
                 reply,
             } => self.job_submitted(job_id, rdd, binary, partitions, group, pool, reply),
+            DagEvent::AbortAll { reason } => {
+                tracing::error!("aborting every job: {reason}");
+                let ids: Vec<usize> = self.jobs.keys().copied().collect();
+                for job_id in ids {
+                    self.fail_job(
+                        job_id,
+                        FlintError::JobCancelled {
+                            job_id,
+                            reason: reason.clone(),
+                        },
+                    );
+                }
+                self.dead = Some(reason);
+            }
             DagEvent::TaskSucceeded {
                 stage_id,
                 stage_attempt,

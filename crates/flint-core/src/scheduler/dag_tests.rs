@@ -524,3 +524,24 @@ fn a_lost_executor_takes_its_map_outputs_and_finished_parents_rerun() {
     h.result_done(result_stage, 0, 0);
     assert!(h.reply(0).unwrap().is_ok());
 }
+
+#[test]
+fn abort_all_fails_running_jobs_and_every_later_one() {
+    let mut h = Harness::new(4);
+    one_shuffle(&mut h, 2, 2);
+    assert!(h.reply(0).is_none(), "the job is running");
+    h.dag.handle(DagEvent::AbortAll {
+        reason: "Master removed our application: KILLED".into(),
+    });
+    let err = h.reply(0).unwrap().unwrap_err().to_string();
+    assert!(err.contains("Master removed our application"), "{err}");
+    assert!(
+        h.ts.cancelled.lock().contains(&0),
+        "its stages are cancelled"
+    );
+    let sets = h.sets().len();
+    h.submit(1, rdd(9, 2, Vec::new()), vec![0, 1]);
+    let err = h.reply(1).unwrap().unwrap_err().to_string();
+    assert!(err.contains("Master removed our application"), "{err}");
+    assert_eq!(h.sets().len(), sets, "a job after the abort runs nothing");
+}

@@ -642,6 +642,13 @@ impl TaskScheduler {
     /// An executor died (its process, not a task's fault): its running tasks
     /// are queued again without counting as failures, and the DAG scheduler
     /// forgets the map outputs it held (Spark's executorLost).
+    /// The application is dead: fail every job now and later with `reason`.
+    pub fn abort_all(&self, reason: &str) {
+        let _ = self.dag.send(DagEvent::AbortAll {
+            reason: reason.to_string(),
+        });
+    }
+
     pub fn executor_lost(&self, executor: &str, reason: &str) {
         {
             let mut st = self.state.lock();
