@@ -20,7 +20,10 @@ use crate::messages::{
 };
 
 /// Longest segment chunk another executor may ask for at once.
-const MAX_FETCH: u64 = 16 << 20;
+const MAX_FETCH: u64 = 4 << 20;
+/// Segment reads served at once; the rest wait (the asker's timeout bounds
+/// the wait), so peers cannot make this executor hold many buffers.
+const MAX_CONCURRENT_READS: usize = 8;
 const ASK: Duration = Duration::from_secs(60);
 
 type Outputs = Arc<Mutex<HashMap<(usize, usize), MapStatus>>>;
@@ -160,6 +163,7 @@ fn serve() -> Result<()> {
                 kills,
                 outputs,
                 done: done_tx,
+                reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
             },
         );
     });
@@ -205,6 +209,7 @@ struct ExecutorEndpoint {
     kills: KillFlags,
     outputs: Outputs,
     done: crossbeam_channel::Sender<String>,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -244,8 +249,17 @@ impl Endpoint for ExecutorEndpoint {
             } => {
                 let status = self.outputs.lock().get(&(shuffle_id, map_id)).cloned();
                 let Some(rp) = reply else { return };
-                tokio::task::spawn_blocking(move || {
-                    rp.reply(&read_segment(status, reduce, offset, len));
+                let reads = self.reads.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = reads.acquire_owned().await else {
+                        return;
+                    };
+                    let r = tokio::task::spawn_blocking(move || {
+                        read_segment(status, reduce, offset, len)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("segment read failed: {e}")));
+                    rp.reply(&r);
                 });
             }
             other => tracing::warn!("refusing {other:?} from {from}: only the driver may send it"),
