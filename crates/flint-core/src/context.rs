@@ -550,7 +550,7 @@ impl FlintContext {
     /// application (Spark's `setCheckpointDir`). Checkpoint files outlive the
     /// application; delete them when no longer needed.
     pub fn set_checkpoint_dir(&self, dir: impl AsRef<std::path::Path>) -> Result<()> {
-        let dir = dir.as_ref();
+        let dir = &crate::rdd::sources::absolute(dir.as_ref())?;
         std::fs::create_dir_all(dir)
             .map_err(|e| FlintError::io("cannot create checkpoint directory", dir, e))?;
         let own = tempfile::Builder::new()

@@ -13,6 +13,9 @@ struct Args {
 }
 
 fn main() {
+    // First: in an executor process started by a cluster worker this runs the
+    // executor and never returns.
+    flint::init();
     if let Err(e) = run() {
         eprintln!("pagerank: {e:#}");
         std::process::exit(1);

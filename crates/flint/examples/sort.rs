@@ -28,6 +28,9 @@ fn sort_key(rec: &[u8]) -> u128 {
 }
 
 fn main() {
+    // First: in an executor process started by a cluster worker this runs the
+    // executor and never returns.
+    flint::init();
     if let Err(e) = run() {
         eprintln!("sort: {e:#}");
         std::process::exit(1);

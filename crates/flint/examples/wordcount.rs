@@ -17,6 +17,9 @@ struct Args {
 }
 
 fn main() {
+    // First: in an executor process started by a cluster worker this runs the
+    // executor and never returns.
+    flint::init();
     if let Err(e) = run() {
         eprintln!("wordcount: {e:#}");
         std::process::exit(1);

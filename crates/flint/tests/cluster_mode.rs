@@ -127,7 +127,10 @@ fn main() {
         .map(|i| format!("w{} w{} common\n", i % 97, i % 13))
         .collect();
     std::fs::write(&input, text).unwrap();
-    let input = input.to_str().unwrap();
+    // A relative path means the driver's working directory, though executors
+    // run elsewhere (their work dirs).
+    std::env::set_current_dir(dir.path()).unwrap();
+    let input = "in.txt";
     if only("a_dead_executor_does_not_lose_the_job") {
         let marker = dir.path().join("died").to_str().unwrap().to_owned();
         // A hang is a failure too.

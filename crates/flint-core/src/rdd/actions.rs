@@ -610,7 +610,7 @@ impl<T: Data> Rdd<T> {
     where
         T: std::fmt::Display,
     {
-        let dir = dir.into();
+        let dir = super::sources::absolute(&dir.into())?;
         prepare_output(&dir)?;
         self.run_job(SaveTextFn { dir: dir.clone() }, None)?;
         finish_output(&dir)
@@ -621,7 +621,7 @@ impl<T: Data> Rdd<T> {
     where
         T: AsRef<[u8]>,
     {
-        let dir = dir.into();
+        let dir = super::sources::absolute(&dir.into())?;
         prepare_output(&dir)?;
         self.run_job(SaveBytesFn { dir: dir.clone() }, None)?;
         finish_output(&dir)

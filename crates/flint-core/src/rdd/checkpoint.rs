@@ -169,7 +169,7 @@ impl<T: Data> Rdd<T> {
     /// Writes the elements, one file per partition (`part-00000`, ...), in
     /// Flint's binary record format, read back by `FlintContext::object_file`.
     pub fn save_as_object_file(&self, dir: impl Into<PathBuf>) -> Result<()> {
-        let dir = dir.into();
+        let dir = super::sources::absolute(&dir.into())?;
         if dir.exists() {
             return Err(FlintError::OutputExists(dir));
         }
@@ -238,7 +238,7 @@ impl FlintContext {
     /// Reads a directory written by `save_as_object_file`: one partition per
     /// part file.
     pub fn object_file<T: Data>(&self, path: impl AsRef<Path>) -> Result<Rdd<T>> {
-        let path = path.as_ref();
+        let path = &super::sources::absolute(path.as_ref())?;
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| FlintError::io("cannot list directory", path, e))?
             .flatten()

@@ -15,7 +15,7 @@ mod narrow;
 mod numeric;
 mod pair;
 mod shuffled;
-mod sources;
+pub(crate) mod sources;
 
 use std::any::Any;
 use std::marker::PhantomData;

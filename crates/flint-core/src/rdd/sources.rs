@@ -174,7 +174,14 @@ pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
         )));
     }
     out.sort();
-    Ok(out)
+    // Executors run in other directories: a relative path means the driver's.
+    out.into_iter().map(|f| absolute(&f)).collect()
+}
+
+/// `path` resolved against the driver's working directory (as Hadoop qualifies
+/// paths on the driver), so tasks on executors elsewhere read the same file.
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| FlintError::io("cannot resolve path", path, e))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
