@@ -308,37 +308,27 @@ struct Client {
     peers: Mutex<HashMap<String, RpcAddress>>,
 }
 
-impl ShuffleClient for Client {
-    fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>> {
+impl Client {
+    /// A block the driver keeps encoded for executors.
+    fn encoded(&self, ask: DriverMsg, what: &str) -> Result<Vec<u8>> {
         let r: std::result::Result<Vec<u8>, String> = self
             .rt
-            .block_on(self.env.ask(
-                &self.driver,
-                DRIVER_ENDPOINT,
-                &DriverMsg::GetSlice { rdd, slice },
-                ASK,
-            ))
-            .map_err(|e| {
-                FlintError::User(format!(
-                    "cannot get slice {slice} of parallelized collection {rdd} from the driver: {e}"
-                ))
-            })?;
+            .block_on(self.env.ask(&self.driver, DRIVER_ENDPOINT, &ask, ASK))
+            .map_err(|e| FlintError::User(format!("cannot get {what} from the driver: {e}")))?;
         r.map_err(FlintError::User)
+    }
+}
+
+impl ShuffleClient for Client {
+    fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>> {
+        self.encoded(
+            DriverMsg::GetSlice { rdd, slice },
+            &format!("slice {slice} of parallelized collection {rdd}"),
+        )
     }
 
     fn broadcast(&self, id: usize) -> Result<Vec<u8>> {
-        let r: std::result::Result<Vec<u8>, String> = self
-            .rt
-            .block_on(self.env.ask(
-                &self.driver,
-                DRIVER_ENDPOINT,
-                &DriverMsg::GetBroadcast { id },
-                ASK,
-            ))
-            .map_err(|e| {
-                FlintError::User(format!("cannot get broadcast {id} from the driver: {e}"))
-            })?;
-        r.map_err(FlintError::User)
+        self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))
     }
 
     fn statuses(&self, shuffle_id: usize) -> Result<Vec<Option<MapStatus>>> {

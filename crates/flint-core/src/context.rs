@@ -377,21 +377,7 @@ impl FlintContext {
         let slices = slices.max(1);
         let id = self.new_rdd_id();
         for (i, s) in slice_vec(data, slices).into_iter().enumerate() {
-            let block = BlockId::ParallelSlice { rdd: id, slice: i };
-            if self.inner.cluster {
-                // Executors fetch it by (rdd, slice). A value that cannot be
-                // encoded fails the tasks that need it, with the reason.
-                match crate::codec::encode("a parallelized slice", &s) {
-                    Ok(bytes) => self
-                        .inner
-                        .env
-                        .blocks
-                        .put(block, Arc::new(crate::env::EncodedBlock(bytes))),
-                    Err(e) => tracing::warn!("slice {i} of RDD {id} cannot be shipped: {e}"),
-                }
-            } else {
-                self.inner.env.blocks.put(block, Arc::new(s));
-            }
+            self.put_shared(BlockId::ParallelSlice { rdd: id, slice: i }, Arc::new(s));
         }
         Rdd::from_node(
             self,
@@ -498,25 +484,32 @@ impl FlintContext {
     pub fn broadcast<T: Data>(&self, value: T) -> Broadcast<T> {
         let id = self.inner.next_shared_id.fetch_add(1, Ordering::Relaxed);
         let value = Arc::new(value);
-        let block = BlockId::Broadcast { id };
-        if self.inner.cluster {
-            // Executors fetch it by id, once each.
-            match crate::codec::encode("a broadcast value", &*value) {
-                Ok(bytes) => self
-                    .inner
-                    .env
-                    .blocks
-                    .put(block, Arc::new(crate::env::EncodedBlock(bytes))),
-                Err(e) => tracing::warn!("broadcast {id} cannot be shipped: {e}"),
-            }
-        } else {
-            self.inner.env.blocks.put(block, value.clone());
-        }
+        self.put_shared(BlockId::Broadcast { id }, value.clone());
         let guard = self
             .inner
             .cleaner
             .guard(crate::cleaner::CleanupTask::Broadcast(id));
         Broadcast::new(id, value, guard)
+    }
+
+    /// Keeps a driver value that tasks read by id (a parallelized slice, a
+    /// broadcast): as is in local mode; encoded on a cluster, where executors
+    /// fetch it by id. A value that cannot be encoded fails, with the reason,
+    /// the tasks that need it.
+    fn put_shared<V: serde::Serialize + Send + Sync + 'static>(
+        &self,
+        block: BlockId,
+        value: Arc<V>,
+    ) {
+        let blocks = &self.inner.env.blocks;
+        if !self.inner.cluster {
+            blocks.put(block, value);
+            return;
+        }
+        match crate::codec::encode("a value shipped to executors", &*value) {
+            Ok(bytes) => blocks.put(block, Arc::new(crate::env::EncodedBlock(bytes))),
+            Err(e) => tracing::warn!("{block:?} cannot be shipped to executors: {e}"),
+        }
     }
 
     /// Removes a broadcast's copies; tasks that use it afterwards fail.
