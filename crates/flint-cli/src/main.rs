@@ -349,42 +349,7 @@ fn rpc_conf(p: &HashMap<String, String>) -> anyhow::Result<RpcConf> {
 /// The cluster's shared secret, from the properties file or a file it names
 /// (never from the command line, which every local user can read in /proc).
 fn secret(p: &HashMap<String, String>) -> anyhow::Result<Option<String>> {
-    let s = match (
-        p.get("flint.authenticate.secret"),
-        p.get("flint.authenticate.secret.file"),
-    ) {
-        (Some(_), Some(_)) => {
-            bail!("set flint.authenticate.secret or flint.authenticate.secret.file, not both")
-        }
-        (Some(s), None) => s.clone(),
-        (None, Some(f)) => {
-            let path = std::path::Path::new(f);
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "cannot read flint.authenticate.secret.file {}",
-                    path.display()
-                )
-            })?;
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(md) = std::fs::metadata(path)
-                && md.permissions().mode() & 0o077 != 0
-            {
-                tracing::warn!(
-                    "{} is readable by other users; chmod 600 it",
-                    path.display()
-                );
-            }
-            text.trim_end_matches(['\n', '\r']).to_string()
-        }
-        (None, None) => return Ok(None),
-    };
-    if s.is_empty() {
-        bail!("the shared secret is empty; set a long random one (e.g. openssl rand -hex 32)");
-    }
-    if s.len() < 16 {
-        tracing::warn!("the shared secret is shorter than 16 characters; use a long random one");
-    }
-    Ok(Some(s))
+    flint_deploy::resolve_secret(|k| p.get(k).map(String::as_str)).map_err(anyhow::Error::msg)
 }
 
 /// Whether `host` names only loopback addresses.

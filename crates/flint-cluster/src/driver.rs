@@ -412,19 +412,7 @@ impl SchedulerBackend for ClusterBackend {
 /// The cluster's secret for the connection to the Master, from
 /// `flint.authenticate.secret` or the file `flint.authenticate.secret.file`.
 fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
-    match (
-        conf.get("flint.authenticate.secret"),
-        conf.get("flint.authenticate.secret.file"),
-    ) {
-        (Some(_), Some(_)) => Err(FlintError::Config(
-            "set flint.authenticate.secret or flint.authenticate.secret.file, not both".into(),
-        )),
-        (Some(s), None) => Ok(Some(s.to_string())),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .map(|t| Some(t.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| FlintError::io("cannot read flint.authenticate.secret.file", f, e)),
-        (None, None) => Ok(None),
-    }
+    flint_deploy::resolve_secret(|k| conf.get(k)).map_err(FlintError::Config)
 }
 
 /// Parses `flint://h:p[,h:p...]`.
