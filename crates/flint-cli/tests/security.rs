@@ -462,3 +462,87 @@ fn idle_web_ui_clients_cannot_starve_the_daemon_of_file_descriptors() {
     poll("the web UI answers again", DEADLINE, || get_json(web));
     drop(d);
 }
+
+/// The `sleep` processes running with a working directory under `dir`.
+fn sleepers_under(dir: &std::path::Path) -> Vec<i32> {
+    processes_under(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })
+        .collect()
+}
+
+#[test]
+fn only_an_application_s_driver_kills_its_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let w = start_worker(dir.path(), "w1", &m.url, 0, &[]);
+    poll("worker ALIVE", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    let rt = runtime();
+    let master = RpcAddress::new("127.0.0.1", m.port);
+    let (driver, stranger) = rt.block_on(async {
+        (
+            RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+                .await
+                .unwrap(),
+            RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+                .await
+                .unwrap(),
+        )
+    });
+    let mut desc = app_that_touches(&dir.path().join("unused"));
+    desc.name = "sleeper".into();
+    desc.command = Command {
+        program: "/bin/sleep".into(),
+        args: vec!["600".into()],
+        env: vec![],
+    };
+    driver
+        .send(&master, "Master", &MasterMsg::RegisterApplication { desc })
+        .unwrap();
+    let app_id = poll("the application registered", DEADLINE, || {
+        Some(
+            get_json(m.web)?["activeapps"]
+                .as_array()?
+                .first()?
+                .get("id")?
+                .as_str()?
+                .to_string(),
+        )
+    });
+    let pid = poll("its executor running", DEADLINE, || {
+        sleepers_under(dir.path()).first().copied()
+    });
+    let kill = MasterMsg::KillExecutors {
+        app_id: app_id.clone(),
+        executor_ids: vec![0],
+    };
+    // Knowing the application's id does not make a peer its driver.
+    stranger.send(&master, "Master", &kill).unwrap();
+    poll("the refusal in the master's log", DEADLINE, || {
+        log_has(&m.d, "refusing to kill executors")
+    });
+    assert!(
+        sleepers_under(dir.path()).contains(&pid),
+        "a stranger's KillExecutors ended the executor"
+    );
+    // Its driver may: the executor ends, and the Master grants a new one.
+    driver.send(&master, "Master", &kill).unwrap();
+    poll(
+        "the executor ended at its driver's request",
+        DEADLINE,
+        || (!sleepers_under(dir.path()).contains(&pid)).then_some(()),
+    );
+    poll("the master logged why", DEADLINE, || {
+        log_has(
+            &m.d,
+            &format!("Killing executor {app_id}/0 at its driver's request"),
+        )
+    });
+    poll("a replacement executor", DEADLINE, || {
+        sleepers_under(dir.path()).into_iter().find(|p| *p != pid)
+    });
+}

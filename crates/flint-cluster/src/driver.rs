@@ -20,14 +20,19 @@ use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Peer, Replier, RpcAddress, RpcC
 use parking_lot::Mutex;
 
 use crate::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, MapOutputs, WireTask,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireFetchFailure,
+    WireSegment, WireTask,
 };
 
 struct Exec {
     addr: RpcAddress,
     cores: usize,
     free: usize,
+    last_heartbeat: Instant,
 }
+
+/// Asks the Master to end executors of this application.
+type KillExecutors = Arc<dyn Fn(Vec<u32>) + Send + Sync>;
 
 /// The driver endpoint (Spark's DriverEndpoint): executors' registrations,
 /// free cores and task ends.
@@ -42,6 +47,9 @@ struct DriverEndpoint {
     cpus: usize,
     /// Largest slice sent in one reply (the frame limit, less the envelope).
     max_reply: usize,
+    /// An executor silent this long is lost (`flint.network.timeout`).
+    timeout: Duration,
+    kill_executors: KillExecutors,
 }
 
 /// More cores than any machine has: a claim above it is refused.
@@ -117,10 +125,15 @@ impl DriverEndpoint {
         let Some(e) = self.executors.remove(executor_id) else {
             return;
         };
-        // If it still runs (the Master lost sight of it), it must not linger.
+        // If it still runs (hung, or the Master lost sight of it), it must
+        // not linger: tell it, and have its Worker end it (a hung process
+        // does not read).
         let _ = ctx
             .env
             .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
+        if let Ok(n) = executor_id.parse::<u32>() {
+            (self.kill_executors)(vec![n]);
+        }
         self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
         self.running.retain(|_, ex| ex != executor_id);
         tracing::warn!("lost executor {executor_id} at {}: {reason}", e.addr);
@@ -166,6 +179,7 @@ impl Endpoint for DriverEndpoint {
                                 addr: from.addr.clone(),
                                 cores,
                                 free: cores,
+                                last_heartbeat: Instant::now(),
                             });
                             self.total_cores.fetch_add(cores, Ordering::SeqCst);
                             self.registered.fetch_add(1, Ordering::SeqCst);
@@ -220,19 +234,52 @@ impl Endpoint for DriverEndpoint {
                     .status_update(task_id, end, Duration::from_millis(duration_ms));
                 self.make_offers(ctx);
             }
-            DriverMsg::GetMapOutputs { shuffle_id } => {
-                let out = MapOutputs {
-                    // None: not registered here, which the reader must not
-                    // take for "no records".
-                    statuses: self.env.map_outputs.snapshot(shuffle_id),
-                    executors: self
-                        .executors
-                        .iter()
-                        .map(|(id, e)| (id.clone(), e.addr.clone()))
-                        .collect(),
+            DriverMsg::GetSegments { shuffle_id, reduce } => {
+                let segments = match self.env.map_outputs.segments(shuffle_id, reduce) {
+                    Ok(v) => Ok(v
+                        .into_iter()
+                        .map(|s| WireSegment {
+                            map_id: s.map_id,
+                            executor_id: s.executor_id,
+                            start: s.start,
+                            len: s.len,
+                        })
+                        .collect::<Vec<_>>()),
+                    Err(FlintError::FetchFailed {
+                        map_id,
+                        executor,
+                        reason,
+                        ..
+                    }) => Err(WireFetchFailure {
+                        map_id,
+                        executor,
+                        reason,
+                    }),
+                    Err(e) => Err(WireFetchFailure {
+                        map_id: 0,
+                        executor: None,
+                        reason: e.to_string(),
+                    }),
                 };
+                let mut named: Vec<&str> = match &segments {
+                    Ok(v) => v.iter().map(|s| s.executor_id.as_str()).collect(),
+                    Err(_) => Vec::new(),
+                };
+                named.sort_unstable();
+                named.dedup();
+                let executors = named
+                    .into_iter()
+                    .filter_map(|id| {
+                        self.executors
+                            .get(id)
+                            .map(|e| (id.to_string(), e.addr.clone()))
+                    })
+                    .collect();
                 if let Some(rp) = reply {
-                    rp.reply(&out);
+                    rp.reply(&ReduceSegments {
+                        segments,
+                        executors,
+                    });
                 }
             }
             DriverMsg::GetSlice { rdd, slice } => {
@@ -251,6 +298,37 @@ impl Endpoint for DriverEndpoint {
                         &format!("broadcast {id}"),
                         "broadcast a smaller value",
                     ));
+                }
+            }
+            DriverMsg::Heartbeat { executor_id } => {
+                let known = match self.executors.get_mut(&executor_id) {
+                    Some(e) if e.addr == from.addr => {
+                        e.last_heartbeat = Instant::now();
+                        true
+                    }
+                    _ => false,
+                };
+                if let Some(rp) = reply {
+                    rp.reply(&known);
+                }
+            }
+            DriverMsg::ExpireDeadExecutors => {
+                let now = Instant::now();
+                let dead: Vec<(String, Duration)> = self
+                    .executors
+                    .iter()
+                    .map(|(id, e)| (id.clone(), now.duration_since(e.last_heartbeat)))
+                    .filter(|(_, silent)| *silent > self.timeout)
+                    .collect();
+                for (id, silent) in dead {
+                    self.lost(
+                        &id,
+                        &format!(
+                            "Executor heartbeat timed out after {} ms (flint.network.timeout)",
+                            silent.as_millis()
+                        ),
+                        ctx,
+                    );
                 }
             }
             DriverMsg::Revive => self.make_offers(ctx),
@@ -280,6 +358,13 @@ impl Endpoint for DriverEndpoint {
                 executor_id,
                 reason,
             } => self.lost(&executor_id, &reason, ctx),
+            DriverMsg::Cleanup(task) => {
+                for e in self.executors.values() {
+                    let _ = ctx
+                        .env
+                        .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::Cleanup(task));
+                }
+            }
         }
     }
 
@@ -384,6 +469,9 @@ impl SchedulerBackend for ClusterBackend {
     fn default_parallelism(&self) -> usize {
         self.total_cores.load(Ordering::SeqCst).max(2)
     }
+    fn cleanup(&self, task: flint_core::cleaner::CleanupTask) {
+        self.driver.send(DriverMsg::Cleanup(task));
+    }
     fn stop(&self) {
         self.driver.send(DriverMsg::StopExecutors);
         let Some(rt) = self.rt.lock().take() else {
@@ -413,6 +501,22 @@ impl SchedulerBackend for ClusterBackend {
 /// `flint.authenticate.secret` or the file `flint.authenticate.secret.file`.
 fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
     flint_deploy::resolve_secret(|k| conf.get(k)).map_err(FlintError::Config)
+}
+
+/// `flint.network.timeout` (120s) and `flint.executor.heartbeatInterval`
+/// (10s); the interval must be shorter, as Spark requires.
+fn heartbeat_settings(conf: &FlintConf) -> Result<(Duration, Duration)> {
+    let timeout = conf.get_duration("flint.network.timeout", Duration::from_secs(120))?;
+    let interval =
+        conf.get_duration("flint.executor.heartbeatInterval", Duration::from_secs(10))?;
+    if interval.is_zero() || interval >= timeout {
+        return Err(FlintError::Config(format!(
+            "The value of flint.network.timeout={}ms must be greater than the value of flint.executor.heartbeatInterval={}ms (and the interval above zero)",
+            timeout.as_millis(),
+            interval.as_millis()
+        )));
+    }
+    Ok((timeout, interval))
 }
 
 /// Parses `flint://h:p[,h:p...]`.
@@ -473,6 +577,12 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         } else {
             (None, masters_of(&s.master)?, 1, None)
         };
+    let (network_timeout, heartbeat) = heartbeat_settings(&s.conf)?;
+    exec_conf.set_mut(
+        "flint.executor.heartbeatInterval",
+        format!("{}ms", heartbeat.as_millis()),
+    );
+    let app_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let (app_env, master_env, driver) = rt.block_on(async {
         let app_env = RpcEnv::server(
             &host,
@@ -496,6 +606,24 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         )
         .await
         .map_err(|e| FlintError::Config(e.to_string()))?;
+        let kill_executors: KillExecutors = {
+            let (env, masters, app_id) = (master_env.clone(), masters.clone(), app_id.clone());
+            Arc::new(move |executor_ids: Vec<u32>| {
+                let Some(app_id) = app_id.lock().clone() else {
+                    return;
+                };
+                for m in &masters {
+                    let _ = env.send(
+                        m,
+                        MASTER_ENDPOINT,
+                        &MasterMsg::KillExecutors {
+                            app_id: app_id.clone(),
+                            executor_ids: executor_ids.clone(),
+                        },
+                    );
+                }
+            })
+        };
         let driver = app_env.setup_endpoint(
             DRIVER_ENDPOINT,
             DriverEndpoint {
@@ -508,11 +636,24 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 registered: registered.clone(),
                 cpus,
                 max_reply: RpcConf::default().max_message_size - 4096,
+                timeout: network_timeout,
+                kill_executors,
             },
         );
+        // Spark's HeartbeatReceiver checks at an interval of its own.
+        let (tick, d) = (
+            (network_timeout / 4).min(Duration::from_secs(60)),
+            driver.clone(),
+        );
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            loop {
+                every.tick().await;
+                d.send(DriverMsg::ExpireDeadExecutors);
+            }
+        });
         Ok::<_, FlintError>((app_env, master_env, driver))
     })?;
-    let app_id = Arc::new(Mutex::new(None));
     rt.block_on(async {
         master_env.setup_endpoint(
             APP_CLIENT_ENDPOINT,
@@ -613,6 +754,28 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
 mod tests {
     use super::*;
     use flint_core::FlintConf;
+
+    #[test]
+    fn the_heartbeat_interval_must_be_shorter_than_the_network_timeout() {
+        assert_eq!(
+            heartbeat_settings(&FlintConf::new()).unwrap(),
+            (Duration::from_secs(120), Duration::from_secs(10))
+        );
+        let short = FlintConf::new()
+            .set("flint.network.timeout", "2s")
+            .set("flint.executor.heartbeatInterval", "100ms");
+        assert_eq!(
+            heartbeat_settings(&short).unwrap(),
+            (Duration::from_secs(2), Duration::from_millis(100))
+        );
+        let bad = FlintConf::new().set("flint.network.timeout", "5s");
+        let e = heartbeat_settings(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("flint.network.timeout=5000ms must be greater than")
+                && e.contains("flint.executor.heartbeatInterval=10000ms"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_master_connection_reads_the_secret_or_its_file() {

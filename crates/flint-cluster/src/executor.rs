@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use flint_core::conf::FlintConf;
 use flint_core::env::{ShuffleClient, TaskEnv};
 use flint_core::error::{FlintError, Result};
-use flint_core::shuffle::{MapOutputTracker, MapStatus};
+use flint_core::shuffle::{MapOutputTracker, MapStatus, SegmentLocation};
 use flint_core::storage::BlockStore;
 use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
 use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv, Via};
 use parking_lot::Mutex;
 
 use crate::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, MapOutputs, WireTaskEnd,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireTaskEnd,
 };
 
 /// Longest segment chunk another executor may ask for at once.
@@ -101,15 +101,17 @@ fn serve() -> Result<()> {
         )),
         cores,
     )?);
+    let outputs: Outputs = Arc::default();
     let client = Arc::new(Client {
         rt: rt.handle().clone(),
         env: env.clone(),
         driver: driver.clone(),
+        id: id.clone(),
+        outputs: outputs.clone(),
         peers: Mutex::new(HashMap::new()),
     });
     let _ = task_env.shuffle_client.set(client);
     // 3. Task threads.
-    let outputs: Outputs = Arc::default();
     let kills: KillFlags = Arc::default();
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(TaskDescription, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
@@ -154,6 +156,7 @@ fn serve() -> Result<()> {
     }
     // 4. The endpoint, then registration.
     let (done_tx, done_rx) = crossbeam_channel::bounded::<String>(1);
+    let heartbeat_done = done_tx.clone();
     rt.block_on(async {
         env.setup_endpoint(
             EXECUTOR_ENDPOINT,
@@ -164,6 +167,7 @@ fn serve() -> Result<()> {
                 outputs,
                 done: done_tx,
                 reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
+                task_env: task_env.clone(),
             },
         );
     });
@@ -183,12 +187,82 @@ fn serve() -> Result<()> {
         .map_err(|e| FlintError::Config(format!("cannot register with the driver: {e}")))?;
     r.map_err(|e| FlintError::Config(format!("the driver refused executor {id}: {e}")))?;
     tracing::info!("executor {id} registered with the driver at {driver}");
+    heartbeats(
+        &conf,
+        rt.handle().clone(),
+        env.clone(),
+        driver,
+        id.clone(),
+        heartbeat_done,
+    )?;
     let why = done_rx
         .recv()
         .unwrap_or_else(|_| "its endpoint stopped".into());
     tracing::info!("executor {id} exits: {why}");
     env.shutdown();
     drop(local);
+    Ok(())
+}
+
+/// Tells the driver every `flint.executor.heartbeatInterval` that this
+/// executor lives (a hung one stops, and the driver declares it lost). Exits
+/// when the driver no longer counts it as its own, or after
+/// `flint.executor.heartbeat.maxFailures` (60) unanswered heartbeats in a row.
+fn heartbeats(
+    conf: &FlintConf,
+    rt: tokio::runtime::Handle,
+    env: RpcEnv,
+    driver: RpcAddress,
+    id: String,
+    done: crossbeam_channel::Sender<String>,
+) -> Result<()> {
+    let interval =
+        conf.get_duration("flint.executor.heartbeatInterval", Duration::from_secs(10))?;
+    let max_failures: u32 = match conf.get("flint.executor.heartbeat.maxFailures") {
+        Some(v) => v.parse().map_err(|_| {
+            FlintError::Config(format!(
+                "flint.executor.heartbeat.maxFailures={v} is not a whole number"
+            ))
+        })?,
+        None => 60,
+    };
+    let msg = DriverMsg::Heartbeat { executor_id: id };
+    std::thread::Builder::new()
+        .name("flint-heartbeat".into())
+        .spawn(move || {
+            let mut failures = 0u32;
+            loop {
+                // A timer, not synchronisation: the period is the setting.
+                std::thread::sleep(interval);
+                let r: std::result::Result<bool, flint_rpc::RpcError> = rt.block_on(env.ask(
+                    &driver,
+                    DRIVER_ENDPOINT,
+                    &msg,
+                    interval.max(Duration::from_secs(1)),
+                ));
+                match r {
+                    Ok(true) => failures = 0,
+                    Ok(false) => {
+                        let _ = done.try_send(
+                            "the driver no longer counts this executor as its own (declared lost)"
+                                .into(),
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!("heartbeat to the driver failed ({failures} in a row): {e}");
+                        if failures >= max_failures {
+                            let _ = done.try_send(format!(
+                                "{failures} heartbeats to the driver failed in a row"
+                            ));
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(|e| FlintError::io("cannot start thread", "heartbeat", e))?;
     Ok(())
 }
 
@@ -210,6 +284,7 @@ struct ExecutorEndpoint {
     outputs: Outputs,
     done: crossbeam_channel::Sender<String>,
     reads: Arc<tokio::sync::Semaphore>,
+    task_env: Arc<TaskEnv>,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -236,6 +311,14 @@ impl Endpoint for ExecutorEndpoint {
                 if let Some(f) = self.kills.lock().get(&task_id) {
                     f.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
+            }
+            ExecutorMsg::Cleanup(task) if from_driver => {
+                if let flint_core::cleaner::CleanupTask::Shuffle(id) = task {
+                    self.outputs.lock().retain(|(s, _), _| *s != id);
+                }
+                let env = self.task_env.clone();
+                // File removal blocks: off the RPC threads.
+                tokio::task::spawn_blocking(move || flint_core::cleaner::clean(&env, task));
             }
             ExecutorMsg::StopExecutor if from_driver => {
                 let _ = self.done.try_send("the driver said stop".into());
@@ -305,6 +388,9 @@ struct Client {
     rt: tokio::runtime::Handle,
     env: RpcEnv,
     driver: RpcAddress,
+    id: String,
+    /// The map outputs this executor wrote.
+    outputs: Outputs,
     peers: Mutex<HashMap<String, RpcAddress>>,
 }
 
@@ -331,28 +417,55 @@ impl ShuffleClient for Client {
         self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))
     }
 
-    fn statuses(&self, shuffle_id: usize) -> Result<Vec<Option<MapStatus>>> {
-        let out: MapOutputs = self
+    fn segments(&self, shuffle_id: usize, reduce: usize) -> Result<Vec<SegmentLocation>> {
+        let fail = |map_id, executor, reason| FlintError::FetchFailed {
+            shuffle_id,
+            map_id,
+            executor,
+            reason,
+        };
+        let out: ReduceSegments = self
             .rt
             .block_on(self.env.ask(
                 &self.driver,
                 DRIVER_ENDPOINT,
-                &DriverMsg::GetMapOutputs { shuffle_id },
+                &DriverMsg::GetSegments { shuffle_id, reduce },
                 ASK,
             ))
-            .map_err(|e| FlintError::FetchFailed {
-                shuffle_id,
-                map_id: 0,
-                executor: None,
-                reason: format!("cannot get map outputs from the driver: {e}"),
-            })?;
+            .map_err(|e| fail(0, None, format!("cannot ask the driver where it is: {e}")))?;
         self.peers.lock().extend(out.executors);
-        out.statuses.ok_or_else(|| FlintError::FetchFailed {
-            shuffle_id,
-            map_id: 0,
-            executor: None,
-            reason: "the driver has no map outputs registered for this shuffle".into(),
-        })
+        let segments = out
+            .segments
+            .map_err(|f| fail(f.map_id, f.executor, f.reason))?;
+        let mine = self.outputs.lock();
+        segments
+            .into_iter()
+            .map(|s| {
+                // A segment of this executor's own is read from its file;
+                // the path is never taken from a message.
+                let data_file = if s.executor_id == self.id {
+                    match mine.get(&(shuffle_id, s.map_id)) {
+                        Some(st) => st.data_file.clone(),
+                        None => {
+                            return Err(fail(
+                                s.map_id,
+                                Some(s.executor_id),
+                                "this executor has no such map output".into(),
+                            ));
+                        }
+                    }
+                } else {
+                    std::path::PathBuf::new()
+                };
+                Ok(SegmentLocation {
+                    map_id: s.map_id,
+                    executor_id: s.executor_id,
+                    data_file,
+                    start: s.start,
+                    len: s.len,
+                })
+            })
+            .collect()
     }
 
     fn fetch(

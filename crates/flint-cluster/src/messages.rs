@@ -1,6 +1,7 @@
 //! The driver ↔ executor protocol.
 
 use flint_core::FlintError;
+use flint_core::cleaner::CleanupTask;
 use flint_core::ship::Shipped;
 use flint_core::shuffle::MapStatus;
 use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
@@ -28,12 +29,17 @@ pub enum DriverMsg {
         end: WireTaskEnd,
         duration_ms: u64,
     },
-    /// Ask; answered with `MapOutputs`.
-    GetMapOutputs { shuffle_id: usize },
+    /// Ask; answered with `ReduceSegments`: where one reduce partition's
+    /// input is.
+    GetSegments { shuffle_id: usize, reduce: usize },
     /// Ask; answered with `Result<Vec<u8>, String>`: an encoded parallelized slice.
     GetSlice { rdd: usize, slice: usize },
     /// Ask; answered with `Result<Vec<u8>, String>`: an encoded broadcast value.
     GetBroadcast { id: usize },
+    /// Ask, every `flint.executor.heartbeatInterval`; answered with `true`
+    /// while the driver still counts the executor as its own (`false`: it
+    /// was declared lost and must exit).
+    Heartbeat { executor_id: String },
     // Internal variants stay last (see flint-deploy's messages).
     /// Internal: make offers now.
     #[serde(skip_deserializing)]
@@ -47,14 +53,38 @@ pub enum DriverMsg {
     /// Internal: the Master says an executor is gone.
     #[serde(skip_deserializing)]
     Lost { executor_id: String, reason: String },
+    /// Internal timer: declare executors silent past `flint.network.timeout` lost.
+    #[serde(skip_deserializing)]
+    ExpireDeadExecutors,
+    /// Internal: the context cleaner removed something; every executor must too.
+    #[serde(skip_deserializing)]
+    Cleanup(CleanupTask),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct MapOutputs {
-    /// None when the driver has no such shuffle registered.
-    pub statuses: Option<Vec<Option<MapStatus>>>,
-    /// Where each executor that wrote one serves it.
+pub struct ReduceSegments {
+    /// The non-empty segments in map order, or why the partition cannot be
+    /// read (a map output is missing: the fetch failure to report).
+    pub segments: std::result::Result<Vec<WireSegment>, WireFetchFailure>,
+    /// Where each executor named in `segments` serves them.
     pub executors: Vec<(String, RpcAddress)>,
+}
+
+/// One map output's segment of a reduce partition (no path: the executor
+/// that wrote it resolves its own file).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireSegment {
+    pub map_id: usize,
+    pub executor_id: String,
+    pub start: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireFetchFailure {
+    pub map_id: usize,
+    pub executor: Option<String>,
+    pub reason: String,
 }
 
 /// What an executor receives.
@@ -73,6 +103,9 @@ pub enum ExecutorMsg {
         offset: u64,
         len: u64,
     },
+    /// Remove a shuffle's files, an RDD's cached blocks or a broadcast's copy
+    /// (the driver's context cleaner dropped them).
+    Cleanup(CleanupTask),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,10 +13,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::env::TaskEnv;
+use crate::scheduler::backend::SchedulerBackend;
 use crate::storage::BlockId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CleanupTask {
+/// What to remove; a cluster backend sends the same to every executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CleanupTask {
     Rdd(usize),
     Shuffle(usize),
     Broadcast(usize),
@@ -49,13 +51,16 @@ impl Drop for CleanupOnDrop {
 }
 
 impl Cleaner {
-    /// Starts the cleaner thread over `env` (the driver's executor environment;
-    /// on a cluster the same tasks will also go to every executor).
-    pub(crate) fn start(env: Arc<TaskEnv>) -> std::io::Result<(Self, JoinHandle<()>)> {
+    /// Starts the cleaner thread over `env` (the driver's executor
+    /// environment); the backend passes each task on to its executors.
+    pub(crate) fn start(
+        env: Arc<TaskEnv>,
+        backend: Arc<dyn SchedulerBackend>,
+    ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = unbounded();
         let h = std::thread::Builder::new()
             .name("flint-context-cleaner".into())
-            .spawn(move || run(&env, rx))?;
+            .spawn(move || run(&env, &*backend, rx))?;
         Ok((Cleaner { tx }, h))
     }
 
@@ -79,10 +84,13 @@ impl Cleaner {
     }
 }
 
-fn run(env: &TaskEnv, rx: Receiver<Msg>) {
+fn run(env: &TaskEnv, backend: &dyn SchedulerBackend, rx: Receiver<Msg>) {
     while let Ok(msg) = rx.recv() {
         match msg {
-            Msg::Clean(task) => clean(env, task),
+            Msg::Clean(task) => {
+                clean(env, task);
+                backend.cleanup(task);
+            }
             Msg::Flush(done) => {
                 let _ = done.send(());
             }
@@ -91,7 +99,8 @@ fn run(env: &TaskEnv, rx: Receiver<Msg>) {
     }
 }
 
-fn clean(env: &TaskEnv, task: CleanupTask) {
+/// Removes what `task` names from one executor's environment.
+pub fn clean(env: &TaskEnv, task: CleanupTask) {
     tracing::debug!("cleaning {task:?}");
     match task {
         CleanupTask::Rdd(id) => env.blocks.remove_where(|b| match b {

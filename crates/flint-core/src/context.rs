@@ -237,8 +237,9 @@ impl FlintContext {
                 .spawn(move || dag.run(dag_rx))
                 .map_err(|e| FlintError::io("cannot start thread", "dag-scheduler", e))?,
         ];
-        let (cleaner, cleaner_thread) = crate::cleaner::Cleaner::start(env.clone())
-            .map_err(|e| FlintError::io("cannot start thread", "context-cleaner", e))?;
+        let (cleaner, cleaner_thread) =
+            crate::cleaner::Cleaner::start(env.clone(), backend.clone())
+                .map_err(|e| FlintError::io("cannot start thread", "context-cleaner", e))?;
         handles.push(cleaner_thread);
         let stopped = Arc::new(AtomicBool::new(false));
         if speculation.enabled {

@@ -40,8 +40,15 @@ pub struct TaskEnv {
 
 /// The remote half of shuffle reading, implemented by the cluster crate.
 pub trait ShuffleClient: Send + Sync {
-    /// The driver's current map outputs of a shuffle.
-    fn statuses(&self, shuffle_id: usize) -> Result<Vec<Option<crate::shuffle::MapStatus>>>;
+    /// Where reduce partition `reduce` of a shuffle is, one non-empty segment
+    /// per map output in map order, as the driver knows it now (a recomputed
+    /// output moves, so this is asked afresh for each task). Only the
+    /// segments of one partition cross the wire: O(maps) per reduce task.
+    fn segments(
+        &self,
+        shuffle_id: usize,
+        reduce: usize,
+    ) -> Result<Vec<crate::shuffle::SegmentLocation>>;
     /// `len` bytes at `offset` of the segment for `reduce` that map `map_id` of
     /// `shuffle_id` wrote on executor `executor`.
     fn fetch(

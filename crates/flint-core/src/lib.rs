@@ -17,7 +17,7 @@
 #![allow(clippy::type_complexity)]
 
 pub mod bytes;
-mod cleaner;
+pub mod cleaner;
 pub mod codec;
 pub mod conf;
 pub mod context;

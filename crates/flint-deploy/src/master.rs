@@ -429,6 +429,49 @@ impl Master {
         self.schedule(ctx);
     }
 
+    /// An application's driver ends executors of its own (only over the
+    /// connection it registered from); the freed cores go to scheduling.
+    fn kill_executors(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        from: &RpcAddress,
+        app_id: &str,
+        executor_ids: Vec<u32>,
+    ) {
+        let Some(app) = self.apps.get_mut(app_id) else {
+            return;
+        };
+        if &app.driver != from {
+            tracing::warn!("refusing to kill executors of {app_id} for {from}: not its driver");
+            return;
+        }
+        let mut kills = Vec::new();
+        for exec_id in executor_ids {
+            let Some(e) = app.executors.remove(&exec_id) else {
+                continue;
+            };
+            app.cores_granted = app.cores_granted.saturating_sub(e.cores);
+            tracing::info!("Killing executor {app_id}/{exec_id} at its driver's request");
+            if let Some(w) = self.workers.get_mut(&e.worker_id) {
+                w.executors.remove(&(app_id.to_string(), exec_id));
+                w.release(e.cores, e.memory_mb);
+                kills.push((w.addr.clone(), exec_id));
+            }
+        }
+        for (addr, exec_id) in kills {
+            self.send_worker(
+                ctx,
+                &addr,
+                &WorkerMsg::KillExecutor {
+                    master_url: self.url.clone(),
+                    app_id: app_id.to_string(),
+                    exec_id,
+                },
+            );
+        }
+        self.schedule(ctx);
+    }
+
     fn remove_application(
         &mut self,
         ctx: &EndpointCtx<MasterMsg>,
@@ -1030,6 +1073,10 @@ impl Endpoint for Master {
             MasterMsg::KillApplication { app_id } => {
                 self.remove_application(ctx, &app_id, ApplicationState::Killed)
             }
+            MasterMsg::KillExecutors {
+                app_id,
+                executor_ids,
+            } => self.kill_executors(ctx, &from, &app_id, executor_ids),
             MasterMsg::RequestMasterState => {
                 if let Some(r) = reply {
                     r.reply(&self.state_response());

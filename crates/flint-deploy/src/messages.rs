@@ -211,6 +211,12 @@ pub enum MasterMsg {
         state: DriverState,
         exception: Option<String>,
     },
+    /// From an application's driver: end these executors of its own (say,
+    /// ones that stopped heartbeating); the Master may grant replacements.
+    KillExecutors {
+        app_id: String,
+        executor_ids: Vec<u32>,
+    },
     // Internal variants stay last: serde numbers the variants it can
     // deserialize consecutively, so a skipped one in the middle would shift
     // the wire index of every variant after it.

@@ -998,6 +998,9 @@ async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
     let pid = child.id();
     if let Some(p) = pid {
         kill_group(p, nix::sys::signal::Signal::SIGTERM);
+        // A stopped (hung, SIGSTOPped) process acts on SIGTERM only once
+        // continued; without this it would take the whole grace period.
+        kill_group(p, nix::sys::signal::Signal::SIGCONT);
     }
     let status = match tokio::time::timeout(EXECUTOR_TERMINATE_TIMEOUT, child.wait()).await {
         Ok(s) => s.ok(),

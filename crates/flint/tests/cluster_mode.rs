@@ -102,6 +102,184 @@ fn a_dead_executor_does_not_lose_the_job(input: &str, marker: String) {
     println!("cluster_mode: the job survived a dead executor");
 }
 
+/// Expected word counts of the test input: (distinct words, count of "common").
+fn check_counts(counts: &[(String, u64)], what: &str) {
+    assert_eq!(
+        counts.iter().find(|(w, _)| w == "common").map(|x| x.1),
+        Some(20_000),
+        "{what}"
+    );
+    assert_eq!(counts.len(), 98, "{what}");
+}
+
+fn cluster_conf(name: &str) -> FlintConf {
+    FlintConf::new()
+        .app_name(name)
+        .master("local-cluster[2,1,512]")
+        .set("flint.ui.showConsoleProgress", "false")
+}
+
+/// Whether a process is gone (or a zombie waiting to be reaped).
+fn is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// An executor hangs (SIGSTOP: its connection stays open, only its heartbeats
+/// stop) in the middle of the reduce stage. The driver declares it lost after
+/// `flint.network.timeout`, reruns its task elsewhere, and has its Worker end
+/// the hung process through the Master.
+fn a_hung_executor_is_declared_lost(input: &str, dir: &std::path::Path) {
+    let marker = dir.join("hung").to_str().unwrap().to_owned();
+    let sc = FlintContext::new(
+        cluster_conf("cluster-hung-executor")
+            .set("flint.network.timeout", "3s")
+            .set("flint.executor.heartbeatInterval", "200ms"),
+    )
+    .unwrap();
+    let m = marker.clone();
+    let mut counts = sc
+        .text_file(input, 4)
+        .unwrap()
+        .flat_map(Fn!(|l: String| words(l)))
+        .map(Fn!(|w: String| (w, 1u64)))
+        .reduce_by_key_with(3, Fn!(|a: u64, b: u64| a + b))
+        .map(Fn!(move |wc: (String, u64)| {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&m)
+            {
+                let me = std::process::id();
+                let _ = write!(f, "{me}");
+                drop(f);
+                let _ = std::process::Command::new("kill")
+                    .args(["-STOP", &me.to_string()])
+                    .status();
+            }
+            wc
+        }))
+        .collect()
+        .unwrap();
+    counts.sort();
+    check_counts(&counts, "after a hung executor");
+    let pid: u32 = std::fs::read_to_string(&marker).unwrap().parse().unwrap();
+    // Ended by its Worker at the driver's request, while the application runs.
+    wait_until("the hung executor is ended", 30, || is_gone(pid));
+    sc.stop();
+}
+
+/// An executor that wrote map outputs is killed with SIGKILL between two jobs
+/// over the same shuffle: the second job must recompute the lost outputs (from
+/// the lost connection, or from the fetch failure of a reducer that tried
+/// first) and still count right.
+fn a_killed_executor_s_map_outputs_are_recomputed(input: &str, dir: &std::path::Path) {
+    let maps = dir.join("map-pids");
+    std::fs::create_dir_all(&maps).unwrap();
+    let sc = FlintContext::new(cluster_conf("cluster-kill-9")).unwrap();
+    let m = maps.to_str().unwrap().to_owned();
+    let counts = sc
+        .text_file(input, 4)
+        .unwrap()
+        .flat_map(Fn!(|l: String| words(l)))
+        .map(Fn!(move |w: String| {
+            let _ = std::fs::write(format!("{}/{}", m, std::process::id()), "");
+            (w, 1u64)
+        }))
+        .reduce_by_key_with(3, Fn!(|a: u64, b: u64| a + b));
+    assert_eq!(counts.count().unwrap(), 98);
+    let pids: Vec<u32> = std::fs::read_dir(&maps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty() && !pids.contains(&std::process::id()));
+    signal(pids[0], "-KILL");
+    let mut got = counts.collect().unwrap();
+    got.sort();
+    check_counts(&got, "after kill -9 of a map-side executor");
+    sc.stop();
+}
+
+/// What the driver's context cleaner removes (a dropped shuffle's files) is
+/// removed on the executors too, not only in the driver's own directory.
+fn cleanup_reaches_the_executors(input: &str) {
+    let sc = FlintContext::new(cluster_conf("cluster-cleanup")).unwrap();
+    // Each executor's work dir (its local dirs live inside).
+    let dirs: Vec<std::path::PathBuf> = sc
+        .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+        .map(Fn!(|_x: u32| std::env::current_dir()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()))
+        .distinct()
+        .collect()
+        .unwrap()
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    fn shuffle_files(dir: &std::path::Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    shuffle_files(&p)
+                } else {
+                    usize::from(e.file_name().to_string_lossy().starts_with("shuffle_"))
+                }
+            })
+            .sum()
+    }
+    let total = |dirs: &[std::path::PathBuf]| dirs.iter().map(|d| shuffle_files(d)).sum::<usize>();
+    for _ in 0..3 {
+        let counts = sc
+            .text_file(input, 4)
+            .unwrap()
+            .flat_map(Fn!(|l: String| words(l)))
+            .map(Fn!(|w: String| (w, 1u64)))
+            .reduce_by_key_with(3, Fn!(|a: u64, b: u64| a + b));
+        assert_eq!(counts.count().unwrap(), 98);
+        assert!(total(&dirs) > 0, "the executors wrote shuffle files");
+        drop(counts);
+        sc.wait_for_cleanup();
+        wait_until("the executors removed the shuffle's files", 30, || {
+            total(&dirs) == 0
+        });
+    }
+    sc.stop();
+}
+
+type Test = (&'static str, Box<dyn FnOnce() + Send>);
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     let _ = tracing_subscriber::fmt()
@@ -113,13 +291,6 @@ fn main() {
         .try_init();
     flint::init();
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            println!("wordcount_on_a_local_cluster_matches_local_mode: test");
-            println!("a_dead_executor_does_not_lose_the_job: test");
-        }
-        return;
-    }
     let only = |name: &str| !args.iter().any(|a| a == "--exact") || args.iter().any(|a| a == name);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
@@ -130,40 +301,71 @@ fn main() {
     // A relative path means the driver's working directory, though executors
     // run elsewhere (their work dirs).
     std::env::set_current_dir(dir.path()).unwrap();
-    let input = "in.txt";
-    if only("a_dead_executor_does_not_lose_the_job") {
-        let marker = dir.path().join("died").to_str().unwrap().to_owned();
-        // A hang is a failure too.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let inp = input.to_owned();
-        std::thread::spawn(move || {
-            a_dead_executor_does_not_lose_the_job(&inp, marker);
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(std::time::Duration::from_secs(120))
-            .expect("the job finished within 2 minutes after losing an executor");
-        assert!(dir.path().join("died").exists(), "an executor really died");
-    }
-    if !only("wordcount_on_a_local_cluster_matches_local_mode") {
+    let input: &'static str = "in.txt";
+    let d = dir.path().to_path_buf();
+    let tests: Vec<Test> = vec![
+        (
+            "wordcount_on_a_local_cluster_matches_local_mode",
+            Box::new(move || {
+                let (local, _) = wordcount("local[2]", input);
+                let (cluster, pids) = wordcount("local-cluster[2,1,512]", input);
+                assert!(
+                    !pids.contains(&std::process::id()),
+                    "tasks ran in executor processes, not in the driver: {pids:?}"
+                );
+                assert_eq!(pids.len(), 2, "both executors ran tasks: {pids:?}");
+                assert_eq!(
+                    cluster, local,
+                    "the cluster computes what local mode computes"
+                );
+                check_counts(&local, "local mode");
+            }),
+        ),
+        ("a_dead_executor_does_not_lose_the_job", {
+            let d = d.clone();
+            Box::new(move || {
+                let marker = d.join("died");
+                a_dead_executor_does_not_lose_the_job(input, marker.to_str().unwrap().into());
+                assert!(marker.exists(), "an executor really died");
+            })
+        }),
+        ("a_hung_executor_is_declared_lost", {
+            let d = d.clone();
+            Box::new(move || a_hung_executor_is_declared_lost(input, &d))
+        }),
+        ("a_killed_executor_s_map_outputs_are_recomputed", {
+            let d = d.clone();
+            Box::new(move || a_killed_executor_s_map_outputs_are_recomputed(input, &d))
+        }),
+        (
+            "cleanup_reaches_the_executors",
+            Box::new(move || cleanup_reaches_the_executors(input)),
+        ),
+    ];
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            for (name, _) in &tests {
+                println!("{name}: test");
+            }
+        }
         return;
     }
-    let (local, _) = wordcount("local[2]", input);
-    let (cluster, pids) = wordcount("local-cluster[2,1,512]", input);
-    assert!(
-        !pids.contains(&std::process::id()),
-        "tasks ran in executor processes, not in the driver: {pids:?}"
-    );
-    assert_eq!(pids.len(), 2, "both executors ran tasks: {pids:?}");
-    assert_eq!(
-        cluster, local,
-        "the cluster computes what local mode computes"
-    );
-    assert_eq!(
-        local.iter().find(|(w, _)| w == "common").map(|x| x.1),
-        Some(20_000)
-    );
-    println!(
-        "cluster_mode: {} words counted on a 2-worker local cluster match local mode",
-        cluster.len()
-    );
+    for (name, test) in tests {
+        if !only(name) {
+            continue;
+        }
+        // A hang is a failure too.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            test();
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(180)) {
+            Ok(()) => println!("cluster_mode: {name} ok"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{name} did not finish within 3 minutes")
+            }
+            Err(_) => panic!("{name} failed"),
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub trait SchedulerBackend: Send + Sync {
     fn kill_task(&self, task_id: u64);
     fn default_parallelism(&self) -> usize;
     fn stop(&self);
+    /// Removes what the driver's cleaner removed from the executors too
+    /// (local mode's executor is the driver's environment: nothing to do).
+    fn cleanup(&self, _task: crate::cleaner::CleanupTask) {}
 }
 
 enum Msg {

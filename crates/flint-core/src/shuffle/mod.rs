@@ -16,5 +16,5 @@ pub use partitioner::{Partitioner, stable_hash};
 pub(crate) use reader::read_partition;
 pub(crate) use spill::SpillFile;
 pub use spill::{Aggregator, ExternalAggregator, ExternalSorter};
-pub use tracker::{MapOutputTracker, MapStatus};
+pub use tracker::{MapOutputTracker, MapStatus, SegmentLocation};
 pub(crate) use writer::write_map_output;

@@ -30,20 +30,18 @@ pub(crate) fn read_partition<T: Data>(
 ) -> Result<ResIter<T>> {
     let compression = tc.env.compression;
     let client = tc.env.shuffle_client.get().cloned();
-    if let Some(c) = &client {
-        // An executor learns the map outputs from the driver, afresh for each
-        // task (a recomputed output moves).
-        tc.env
-            .map_outputs
-            .replace(shuffle_id, c.statuses(shuffle_id)?);
-    }
     let me = tc.env.executor_id.clone();
     let chunk = tc
         .env
         .conf
         .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
         .clamp(64 << 10, FETCH_CHUNK);
-    let mut segments = tc.env.map_outputs.segments(shuffle_id, reduce)?.into_iter();
+    // An executor asks the driver; the driver (and local mode) knows.
+    let mut segments = match &client {
+        Some(c) => c.segments(shuffle_id, reduce)?,
+        None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
+    }
+    .into_iter();
     type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
     let mut current: Option<Current<T>> = None;
     let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {

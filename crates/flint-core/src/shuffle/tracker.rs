@@ -138,28 +138,6 @@ impl MapOutputTracker {
         Ok(out)
     }
 
-    /// Every map output of a shuffle (None where missing), for executors that
-    /// ask the driver.
-    pub fn snapshot(&self, shuffle_id: usize) -> Option<Vec<Option<MapStatus>>> {
-        self.shuffles.read().get(&shuffle_id).map(|v| {
-            v.iter()
-                .map(|s| s.as_ref().map(|r| r.status.clone()))
-                .collect()
-        })
-    }
-
-    /// Replaces what this tracker knows of a shuffle (an executor, with the
-    /// driver's answer).
-    pub fn replace(&self, shuffle_id: usize, statuses: Vec<Option<MapStatus>>) {
-        self.shuffles.write().insert(
-            shuffle_id,
-            statuses
-                .into_iter()
-                .map(|s| s.map(Registered::new))
-                .collect(),
-        );
-    }
-
     /// Forgets a shuffle entirely (its dependency is gone).
     pub fn unregister_shuffle(&self, shuffle_id: usize) {
         self.shuffles.write().remove(&shuffle_id);
