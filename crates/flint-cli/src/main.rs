@@ -20,6 +20,14 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Run an application: `flint submit [--master URL] [--deploy-mode
+    /// client|cluster] [--supervise] [--conf K=V]... BINARY [ARGS...]`
+    /// (`flint submit --help` lists every option).
+    #[command(disable_help_flag = true)]
+    Submit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run a standalone master.
     Master {
         #[arg(long, default_value = "127.0.0.1")]
@@ -73,6 +81,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Submit { args }) => {
+            let code = match flint_cluster::submit::main(args) {
+                Ok(code) => code,
+                // clap's own help and usage text come through here too.
+                Err(flint_core_error) => {
+                    eprintln!("{flint_core_error}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
         Some(Command::Version) | None => {
             println!("flint {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -222,18 +241,10 @@ fn load_properties(path: Option<&std::path::Path>) -> anyhow::Result<HashMap<Str
 /// Spark's spark-defaults.conf format: `key value` (or `key=value`) lines,
 /// `#` comments, blank lines.
 fn parse_properties(text: &str, origin: &str) -> anyhow::Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = line
-            .split_once(|c: char| c == '=' || c.is_whitespace())
-            .with_context(|| format!("{origin}: line '{line}' is not 'key value'"))?;
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(out)
+    Ok(flint_deploy::parse_properties(text, origin)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .collect())
 }
 
 fn number<T: std::str::FromStr>(

@@ -49,6 +49,7 @@ impl Client {
     fn submit(&self, script: &Path, args: &[&str], supervise: bool) -> String {
         let desc = DriverDescription {
             binary_url: format!("file://{}", script.display()),
+            binary_sha256: None,
             memory_mb: 256,
             cores: 1,
             supervise,
@@ -239,6 +240,7 @@ fn a_driver_too_big_for_every_worker_waits_with_a_warning() {
     let c = Client::new(m.port);
     let desc = DriverDescription {
         binary_url: format!("file://{}", app.display()),
+        binary_sha256: None,
         memory_mb: 256,
         cores: 64,
         supervise: false,

@@ -499,8 +499,11 @@ impl SchedulerBackend for ClusterBackend {
 
 /// The cluster's secret for the connection to the Master, from
 /// `flint.authenticate.secret` or the file `flint.authenticate.secret.file`.
+/// A driver launched by a Worker (cluster deploy mode) gets it in its
+/// environment instead.
 fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
-    flint_deploy::resolve_secret(|k| conf.get(k)).map_err(FlintError::Config)
+    let s = flint_deploy::resolve_secret(|k| conf.get(k)).map_err(FlintError::Config)?;
+    Ok(s.or_else(|| std::env::var(flint_deploy::SECRET_ENV).ok()))
 }
 
 /// `flint.network.timeout` (120s) and `flint.executor.heartbeatInterval`
@@ -520,7 +523,7 @@ fn heartbeat_settings(conf: &FlintConf) -> Result<(Duration, Duration)> {
 }
 
 /// Parses `flint://h:p[,h:p...]`.
-fn masters_of(url: &str) -> Result<Vec<RpcAddress>> {
+pub(crate) fn masters_of(url: &str) -> Result<Vec<RpcAddress>> {
     let rest = url
         .strip_prefix("flint://")
         .ok_or_else(|| FlintError::MasterUrl {

@@ -10,6 +10,7 @@
 //!   threads, reports their ends, and serves the shuffle segments it wrote to
 //!   the other executors.
 //! - [`messages`]: what the two say to each other.
+//! - [`submit`]: `flint submit`, in client and cluster deploy modes.
 //!
 //! Security: each application has its own secret (flint-core makes one per
 //! context). Executors' and the driver's application-facing RPC use it, so
@@ -21,6 +22,7 @@
 pub mod driver;
 pub mod executor;
 pub mod messages;
+pub mod submit;
 
 /// Installs the cluster backend in flint-core (`flint::init()` calls this).
 pub fn register() {

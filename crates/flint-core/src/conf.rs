@@ -12,10 +12,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FlintError, Result};
 
+/// Environment variable through which `flint submit` hands its settings
+/// (`--master`, `--conf`, ...) to the application: one `key=value` per line.
+/// They fill in only keys the application does not set itself (a value set
+/// in code wins, as in Spark).
+pub const SUBMIT_CONF_VAR: &str = "FLINT_SUBMIT_CONF";
+
 /// Key/value configuration of one application.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FlintConf {
     entries: BTreeMap<String, String>,
+}
+
+/// Encodes settings for [`SUBMIT_CONF_VAR`]; refuses what would not
+/// round-trip (a newline in a key or value, `=` in a key).
+pub fn encode_submitted<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<String> {
+    let mut out = String::new();
+    for (k, v) in entries {
+        if k.is_empty() || k.contains(['=', '\n', '\r']) || v.contains(['\n', '\r']) {
+            return Err(FlintError::Config(format!(
+                "setting {k:?}={v:?} cannot be passed on: keys need no '=' and neither may hold a line break"
+            )));
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn parse_submitted(text: &str) -> Result<Vec<(String, String)>> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    FlintError::Config(format!(
+                        "{SUBMIT_CONF_VAR} has a line that is not key=value: {l:?}"
+                    ))
+                })
+        })
+        .collect()
 }
 
 impl FlintConf {
@@ -30,6 +72,17 @@ impl FlintConf {
 
     pub fn set_mut(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.entries.insert(key.into(), value.into());
+    }
+
+    /// Fills keys not set here from `flint submit`'s settings, if any.
+    pub fn with_submitted_defaults(mut self) -> Result<Self> {
+        let Ok(text) = std::env::var(SUBMIT_CONF_VAR) else {
+            return Ok(self);
+        };
+        for (k, v) in parse_submitted(&text)? {
+            self.entries.entry(k).or_insert(v);
+        }
+        Ok(self)
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
@@ -208,6 +261,28 @@ pub fn available_cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn submitted_settings_round_trip_and_refuse_line_breaks() {
+        let text = encode_submitted([
+            ("flint.master", "flint://h:7077"),
+            ("flint.x", "a=b c"),
+            ("flint.empty", ""),
+        ])
+        .unwrap();
+        assert_eq!(
+            parse_submitted(&text).unwrap(),
+            vec![
+                ("flint.master".to_string(), "flint://h:7077".to_string()),
+                ("flint.x".into(), "a=b c".into()),
+                ("flint.empty".into(), "".into()),
+            ]
+        );
+        assert!(encode_submitted([("k", "two\nlines")]).is_err());
+        assert!(encode_submitted([("k=v", "x")]).is_err());
+        let e = parse_submitted("flint.a=1\nnonsense\n").unwrap_err();
+        assert!(e.to_string().contains("FLINT_SUBMIT_CONF"), "{e}");
+    }
 
     #[test]
     fn master_urls() {

@@ -68,7 +68,7 @@ struct Inner {
 
 impl FlintContext {
     pub fn new(conf: FlintConf) -> Result<Self> {
-        let mut conf = conf;
+        let mut conf = conf.with_submitted_defaults()?;
         let master = match conf.get("flint.master") {
             Some(m) => m.to_string(),
             None => std::env::var("FLINT_MASTER").unwrap_or_else(|_| "local[*]".into()),

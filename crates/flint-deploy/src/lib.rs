@@ -17,6 +17,45 @@ pub use local_cluster::{LocalCluster, parse_local_cluster};
 pub use master::{Master, MasterConf, MasterHandle};
 pub use worker::{Worker, WorkerConf, WorkerHandle};
 
+/// Environment variable through which a Worker hands the cluster secret to a
+/// driver it launches (cluster deploy mode: the driver must reach the Master).
+/// Never passed to executors.
+pub const SECRET_ENV: &str = "FLINT_AUTHENTICATE_SECRET";
+
+/// Spark's spark-defaults.conf format: `key value` (or `key=value`) lines,
+/// `#` comments, blank lines. `origin` names the source in errors.
+pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once(|c: char| c == '=' || c.is_whitespace())
+            .ok_or_else(|| format!("{origin}: line '{line}' is not 'key value'"))?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// SHA-256 of a file, in hex.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The cluster's shared secret from `flint.authenticate.secret` or the file
 /// `flint.authenticate.secret.file` names, looked up with `get` (a properties
 /// file for the daemons, the application's conf for a driver).

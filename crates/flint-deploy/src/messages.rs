@@ -82,6 +82,8 @@ impl DriverState {
 pub struct DriverDescription {
     /// Where the application binary is: a local path or `file://` URL.
     pub binary_url: String,
+    /// Its SHA-256 (hex) when submitted: a worker runs only that content.
+    pub binary_sha256: Option<String>,
     pub memory_mb: u64,
     pub cores: u32,
     pub supervise: bool,
@@ -569,6 +571,7 @@ mod tests {
             postcard::to_stdvec(&MasterMsg::RequestSubmitDriver {
                 desc: DriverDescription {
                     binary_url: "file:///x".into(),
+                    binary_sha256: None,
                     memory_mb: 1,
                     cores: 1,
                     supervise: true,

@@ -536,6 +536,7 @@ impl Worker {
         );
         tokio::spawn(run_driver(DriverSpec {
             me: ctx.this().clone(),
+            secret: self.conf.rpc.secret.clone(),
             dir: self.conf.work_dir.join(&driver_id),
             worker_url: format!("flint://{}", self.address),
             driver_id,
@@ -978,6 +979,8 @@ impl Launch<'_> {
         )?;
         writeln!(err, "{}\n", "=".repeat(40))?;
         let mut cmd = tokio::process::Command::new(self.program);
+        // Only a driver gets the cluster secret, and only from its Worker.
+        cmd.env_remove(crate::SECRET_ENV);
         cmd.args(self.args)
             .envs(self.env.iter().cloned())
             .current_dir(self.dir)
@@ -1082,6 +1085,8 @@ fn cleanup_work_dir(
 
 struct DriverSpec {
     me: LocalRef<WorkerMsg>,
+    /// The cluster secret, for the driver to reach the Master.
+    secret: Option<String>,
     dir: PathBuf,
     worker_url: String,
     driver_id: String,
@@ -1105,7 +1110,11 @@ async fn run_driver(spec: DriverSpec) {
             exception,
         })
     };
-    let binary = match fetch_binary(&spec.desc.binary_url, &spec.dir) {
+    let binary = match fetch_binary(
+        &spec.desc.binary_url,
+        spec.desc.binary_sha256.as_deref(),
+        &spec.dir,
+    ) {
         Ok(p) => p,
         Err(e) => {
             report(DriverState::Error, Some(e));
@@ -1118,13 +1127,16 @@ async fn run_driver(spec: DriverSpec) {
     };
     let program = subst(&spec.desc.command.program);
     let args: Vec<String> = spec.desc.command.args.iter().map(|a| subst(a)).collect();
-    let env: Vec<(String, String)> = spec
+    let mut env: Vec<(String, String)> = spec
         .desc
         .command
         .env
         .iter()
         .map(|(k, v)| (k.clone(), subst(v)))
         .collect();
+    if let Some(s) = &spec.secret {
+        env.push((crate::SECRET_ENV.into(), s.clone()));
+    }
     let mut kill = spec.kill;
     let mut wait = Duration::from_secs(1);
     loop {
@@ -1196,7 +1208,7 @@ async fn run_driver(spec: DriverSpec) {
 }
 
 /// Copies the application binary (local path or `file://` URL) into `dir`.
-fn fetch_binary(url: &str, dir: &std::path::Path) -> Result<PathBuf, String> {
+fn fetch_binary(url: &str, sha256: Option<&str>, dir: &std::path::Path) -> Result<PathBuf, String> {
     let src = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
     let name = src
         .file_name()
@@ -1209,6 +1221,18 @@ fn fetch_binary(url: &str, dir: &std::path::Path) -> Result<PathBuf, String> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("cannot make {} executable: {e}", dst.display()))?;
+    }
+    // Checked on every (re)launch: the copy runs only if it is what was
+    // submitted.
+    if let Some(want) = sha256 {
+        let got =
+            crate::sha256_file(&dst).map_err(|e| format!("cannot read {}: {e}", dst.display()))?;
+        if !got.eq_ignore_ascii_case(want) {
+            let _ = std::fs::remove_file(&dst);
+            return Err(format!(
+                "application binary {url} has SHA-256 {got}, not {want} as submitted: it changed after submission; submit it again"
+            ));
+        }
     }
     Ok(dst)
 }
@@ -1230,6 +1254,27 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_runs_only_with_the_submitted_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("app");
+        std::fs::write(&src, b"#!/bin/sh\necho v1\n").unwrap();
+        let sha = crate::sha256_file(&src).unwrap();
+        let url = format!("file://{}", src.display());
+        let run1 = dir.path().join("driver-1");
+        let got = fetch_binary(&url, Some(&sha), &run1).unwrap();
+        assert_eq!(std::fs::read(&got).unwrap(), b"#!/bin/sh\necho v1\n");
+        // Changed after submission: refused, and no copy is left to run.
+        std::fs::write(&src, b"#!/bin/sh\necho v2\n").unwrap();
+        let run2 = dir.path().join("driver-2");
+        let e = fetch_binary(&url, Some(&sha), &run2).unwrap_err();
+        assert!(e.contains("changed after submission"), "{e}");
+        assert!(!run2.join("app").exists());
+        // A copy tampered with between supervised relaunches is refused too.
+        std::fs::write(&got, b"tampered").unwrap();
+        assert!(fetch_binary(&url, Some(&sha), &run1).is_err());
+    }
 
     #[test]
     fn finished_lists_lose_their_oldest_tenth() {

@@ -32,6 +32,9 @@ pub fn init() {
     flint_core::init();
 }
 
+/// `flint submit` as a library call (the `flint` command's `submit`).
+pub use flint_cluster::submit;
+
 pub mod prelude {
     pub use flint_core::rdd::{BoxIter, Rdd};
     pub use flint_core::{

@@ -3,6 +3,8 @@
 //! (map outputs fetched from other executors). Its own `main` because the
 //! executors are this very executable.
 
+mod harness;
+
 use flint::prelude::*;
 
 fn words(line: String) -> Vec<String> {
@@ -278,20 +280,11 @@ fn cleanup_reaches_the_executors(input: &str) {
     sc.stop();
 }
 
-type Test = (&'static str, Box<dyn FnOnce() + Send>);
-
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    harness::init_logging();
     flint::init();
     let args: Vec<String> = std::env::args().collect();
-    let only = |name: &str| !args.iter().any(|a| a == "--exact") || args.iter().any(|a| a == name);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     let text: String = (0..20_000)
@@ -303,7 +296,7 @@ fn main() {
     std::env::set_current_dir(dir.path()).unwrap();
     let input: &'static str = "in.txt";
     let d = dir.path().to_path_buf();
-    let tests: Vec<Test> = vec![
+    let tests: Vec<harness::Test> = vec![
         (
             "wordcount_on_a_local_cluster_matches_local_mode",
             Box::new(move || {
@@ -342,30 +335,5 @@ fn main() {
             Box::new(move || cleanup_reaches_the_executors(input)),
         ),
     ];
-    if args.iter().any(|a| a == "--list") {
-        if !args.iter().any(|a| a == "--ignored") {
-            for (name, _) in &tests {
-                println!("{name}: test");
-            }
-        }
-        return;
-    }
-    for (name, test) in tests {
-        if !only(name) {
-            continue;
-        }
-        // A hang is a failure too.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            test();
-            let _ = tx.send(());
-        });
-        match rx.recv_timeout(std::time::Duration::from_secs(180)) {
-            Ok(()) => println!("cluster_mode: {name} ok"),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                panic!("{name} did not finish within 3 minutes")
-            }
-            Err(_) => panic!("{name} failed"),
-        }
-    }
+    harness::run("cluster_mode", &args, tests);
 }

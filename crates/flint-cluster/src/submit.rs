@@ -1,0 +1,425 @@
+//! `flint submit` (Spark's spark-submit and standalone `Client`): runs an
+//! application binary with the submitted settings, either here (client deploy
+//! mode: the driver is a child of this command) or on a Worker the Master picks
+//! (cluster deploy mode: the Master is asked to launch the driver, supervised
+//! if `--supervise`). Also `--kill` and `--status` of a submitted driver.
+//!
+//! Settings reach the application through [`SUBMIT_CONF_VAR`]; a value the
+//! application sets in code wins, as in Spark. In cluster mode the binary is
+//! named by an absolute path every Worker can read (as Spark's `file://` jars)
+//! together with its SHA-256: a Worker runs it only if the content matches.
+//! The cluster secret never travels in the submission; the Worker hands its
+//! own to the driver it launches.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use flint_core::conf::{SUBMIT_CONF_VAR, encode_submitted};
+use flint_core::error::{FlintError, Result};
+use flint_deploy::messages::{
+    Command, DriverDescription, DriverState, DriverStatusResponse, KillDriverResponse,
+    MASTER_ENDPOINT, MasterMsg, SubmitDriverResponse,
+};
+use flint_rpc::{RpcAddress, RpcConf, RpcEnv};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeployMode {
+    Client,
+    Cluster,
+}
+
+/// `flint submit [options] BINARY [ARGS...]`
+#[derive(Parser, Debug)]
+#[command(
+    name = "flint submit",
+    about = "Run an application on a cluster or locally"
+)]
+pub struct SubmitArgs {
+    /// flint://host:port[,host:port], local[N] or local-cluster[N,C,M].
+    #[arg(long)]
+    pub master: Option<String>,
+    /// Where the driver runs: here (client) or on a Worker (cluster).
+    #[arg(long, value_enum, default_value = "client")]
+    pub deploy_mode: DeployMode,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A setting for the application, KEY=VALUE (repeatable).
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    pub conf: Vec<String>,
+    /// Settings in spark-defaults.conf format (`key value` lines).
+    #[arg(long)]
+    pub properties_file: Option<PathBuf>,
+    /// Memory of the driver in cluster mode, e.g. 1g (flint.driver.memory).
+    #[arg(long)]
+    pub driver_memory: Option<String>,
+    /// Cores of the driver in cluster mode (flint.driver.cores).
+    #[arg(long)]
+    pub driver_cores: Option<u32>,
+    #[arg(long)]
+    pub executor_memory: Option<String>,
+    #[arg(long)]
+    pub executor_cores: Option<u32>,
+    #[arg(long)]
+    pub total_executor_cores: Option<u32>,
+    /// Restart the driver when it fails (cluster mode).
+    #[arg(long)]
+    pub supervise: bool,
+    /// Kill a driver submitted in cluster mode.
+    #[arg(long, value_name = "DRIVER_ID", conflicts_with = "status")]
+    pub kill: Option<String>,
+    /// Show the state of a driver submitted in cluster mode.
+    #[arg(long, value_name = "DRIVER_ID")]
+    pub status: Option<String>,
+    /// The application binary, then its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub app: Vec<String>,
+}
+
+fn bad(msg: impl Into<String>) -> FlintError {
+    FlintError::Config(msg.into())
+}
+
+/// Runs `flint submit` with `args` (without the program name); returns the
+/// exit code for the command.
+pub fn main(args: impl IntoIterator<Item = String>) -> Result<i32> {
+    let a =
+        match SubmitArgs::try_parse_from(std::iter::once("flint submit".to_string()).chain(args)) {
+            Ok(a) => a,
+            Err(e) if !e.use_stderr() => {
+                // --help: print it, succeed.
+                print!("{e}");
+                return Ok(0);
+            }
+            Err(e) => return Err(bad(e.to_string())),
+        };
+    run(a)
+}
+
+pub fn run(a: SubmitArgs) -> Result<i32> {
+    let conf = settings(&a)?;
+    let master = conf.get("flint.master").cloned();
+    if let Some(id) = a.kill.as_deref().or(a.status.as_deref()) {
+        let master = master.ok_or_else(|| bad("--kill and --status need --master flint://..."))?;
+        let client = MasterClient::new(&master, &conf)?;
+        return if a.kill.is_some() {
+            let r: KillDriverResponse = client.ask_any(&MasterMsg::RequestKillDriver {
+                driver_id: id.to_string(),
+            })?;
+            println!("{}", r.message);
+            Ok(if r.success { 0 } else { 1 })
+        } else {
+            let r: DriverStatusResponse = client.ask_any(&MasterMsg::RequestDriverStatus {
+                driver_id: id.to_string(),
+            })?;
+            report_status(id, &r);
+            Ok(if r.found { 0 } else { 1 })
+        };
+    }
+    let (binary, args) = a.app.split_first().ok_or_else(|| {
+        bad("name the application binary to run: flint submit [options] BINARY [ARGS...]")
+    })?;
+    match a.deploy_mode {
+        DeployMode::Client => {
+            if a.supervise {
+                return Err(bad(
+                    "--supervise restarts a driver a Worker runs: use it with --deploy-mode cluster",
+                ));
+            }
+            client_mode(binary, args, &conf)
+        }
+        DeployMode::Cluster => {
+            let master = master.ok_or_else(|| {
+                bad("cluster deploy mode needs --master flint://host:port (the driver runs on a Worker)")
+            })?;
+            if !master.starts_with("flint://") && !master.starts_with("spark://") {
+                return Err(bad(format!(
+                    "Cluster deploy mode is not compatible with master \"{master}\": use flint://host:port"
+                )));
+            }
+            cluster_mode(&a, &master, binary, args, conf)
+        }
+    }
+}
+
+/// The application's settings: the properties file, then `--conf`, then the
+/// named flags (each overriding the one before).
+fn settings(a: &SubmitArgs) -> Result<BTreeMap<String, String>> {
+    let mut conf = BTreeMap::new();
+    if let Some(p) = &a.properties_file {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| FlintError::io("cannot read properties file", p, e))?;
+        conf.extend(flint_deploy::parse_properties(&text, &p.display().to_string()).map_err(bad)?);
+    }
+    for kv in &a.conf {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| bad(format!("--conf {kv}: expected KEY=VALUE")))?;
+        conf.insert(k.to_string(), v.to_string());
+    }
+    let flags = [
+        ("flint.master", a.master.clone()),
+        ("flint.app.name", a.name.clone()),
+        ("flint.driver.memory", a.driver_memory.clone()),
+        ("flint.driver.cores", a.driver_cores.map(|c| c.to_string())),
+        ("flint.executor.memory", a.executor_memory.clone()),
+        (
+            "flint.executor.cores",
+            a.executor_cores.map(|c| c.to_string()),
+        ),
+        (
+            "flint.cores.max",
+            a.total_executor_cores.map(|c| c.to_string()),
+        ),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            conf.insert(k.to_string(), v);
+        }
+    }
+    Ok(conf)
+}
+
+fn encode(conf: &BTreeMap<String, String>) -> Result<String> {
+    encode_submitted(conf.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The driver runs here, as a child of this command; its exit code is ours.
+fn client_mode(binary: &str, args: &[String], conf: &BTreeMap<String, String>) -> Result<i32> {
+    let status = std::process::Command::new(binary)
+        .args(args)
+        .env(SUBMIT_CONF_VAR, encode(conf)?)
+        .status()
+        .map_err(|e| FlintError::io("cannot run application binary", binary, e))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn cluster_mode(
+    a: &SubmitArgs,
+    master: &str,
+    binary: &str,
+    args: &[String],
+    mut conf: BTreeMap<String, String>,
+) -> Result<i32> {
+    let path = std::fs::canonicalize(binary)
+        .map_err(|e| FlintError::io("cannot find application binary", binary, e))?;
+    let sha256 = flint_deploy::sha256_file(&path)
+        .map_err(|e| FlintError::io("cannot read application binary", &path, e))?;
+    let client = MasterClient::new(master, &conf)?;
+    // The secret stays here: the Worker gives the driver its own.
+    conf.remove("flint.authenticate.secret");
+    conf.remove("flint.authenticate.secret.file");
+    let memory_mb = match conf.get("flint.driver.memory") {
+        Some(m) => parse_mb(m)?,
+        None => 1024,
+    };
+    let cores = match conf.get("flint.driver.cores") {
+        Some(c) => c
+            .parse()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| bad(format!("flint.driver.cores={c} is not a positive number")))?,
+        None => 1,
+    };
+    let wait = conf
+        .get("flint.standalone.submit.waitAppCompletion")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let desc = DriverDescription {
+        binary_url: format!("file://{}", path.display()),
+        binary_sha256: Some(sha256),
+        memory_mb,
+        cores,
+        supervise: a.supervise,
+        command: Command {
+            program: "{{USER_JAR}}".into(),
+            args: args.to_vec(),
+            env: vec![(SUBMIT_CONF_VAR.into(), encode(&conf)?)],
+        },
+    };
+    let r: SubmitDriverResponse = client.ask_any(&MasterMsg::RequestSubmitDriver { desc })?;
+    println!("{}", r.message);
+    let Some(id) = r.driver_id.filter(|_| r.success) else {
+        return Ok(1);
+    };
+    // Spark's Client reports the driver's state once it leaves SUBMITTED;
+    // with waitAppCompletion it waits for the end.
+    let started = Instant::now();
+    loop {
+        let st: DriverStatusResponse = client.ask_any(&MasterMsg::RequestDriverStatus {
+            driver_id: id.clone(),
+        })?;
+        let state = st.state;
+        let finished = matches!(
+            state,
+            Some(
+                DriverState::Finished
+                    | DriverState::Failed
+                    | DriverState::Error
+                    | DriverState::Killed
+            )
+        );
+        let placed = !matches!(state, None | Some(DriverState::Submitted));
+        if finished || (!wait && (placed || started.elapsed() > Duration::from_secs(10))) {
+            report_status(&id, &st);
+            return Ok(match state {
+                Some(DriverState::Failed | DriverState::Error | DriverState::Killed) => 1,
+                _ => 0,
+            });
+        }
+        // Polling the Master at a modest rate: a status request, not a sync.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn report_status(id: &str, st: &DriverStatusResponse) {
+    if !st.found {
+        println!("ERROR: Cluster master did not recognize {id}");
+        return;
+    }
+    if let Some(s) = st.state {
+        println!("State of {id} is {}", format!("{s:?}").to_uppercase());
+    }
+    if let (Some(w), Some(hp)) = (&st.worker_id, &st.worker_host_port) {
+        println!("Driver running on {hp} ({w})");
+    }
+    if let Some(e) = &st.exception {
+        println!("Exception from cluster was: {e}");
+    }
+}
+
+fn parse_mb(v: &str) -> Result<u64> {
+    let t = v.trim().to_ascii_lowercase();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t.as_str(), 1),
+        Some((i, _)) => (
+            &t[..i],
+            match t[i..].trim_end_matches('b') {
+                "m" => 1,
+                "g" => 1024,
+                "t" => 1024 * 1024,
+                _ => return Err(bad(format!("driver memory {v}: use e.g. 1g or 512m"))),
+            },
+        ),
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n * mult)
+        .ok_or_else(|| bad(format!("driver memory {v}: use e.g. 1g or 512m")))
+}
+
+/// Talks to the masters of a `flint://` URL with the cluster secret.
+struct MasterClient {
+    rt: tokio::runtime::Runtime,
+    env: RpcEnv,
+    masters: Vec<RpcAddress>,
+}
+
+impl MasterClient {
+    fn new(url: &str, conf: &BTreeMap<String, String>) -> Result<Self> {
+        let masters = crate::driver::masters_of(&url.replacen("spark://", "flint://", 1))?;
+        let secret = flint_deploy::resolve_secret(|k| conf.get(k).map(String::as_str))
+            .map_err(bad)?
+            .or_else(|| std::env::var(flint_deploy::SECRET_ENV).ok());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| FlintError::io("cannot start", "an RPC runtime", e))?;
+        let env = rt.block_on(async {
+            RpcEnv::client(RpcConf {
+                secret,
+                ..RpcConf::default()
+            })
+        });
+        Ok(MasterClient { rt, env, masters })
+    }
+
+    /// The first master that answers (a standby one answers with a refusal,
+    /// which is an answer too; the caller reports it).
+    fn ask_any<R: serde::de::DeserializeOwned>(&self, msg: &MasterMsg) -> Result<R> {
+        let mut errors = Vec::new();
+        for m in &self.masters {
+            match self.rt.block_on(self.env.ask::<_, R>(
+                m,
+                MASTER_ENDPOINT,
+                msg,
+                Duration::from_secs(30),
+            )) {
+                Ok(r) => return Ok(r),
+                Err(e) => errors.push(format!("{m}: {e}")),
+            }
+        }
+        Err(bad(format!(
+            "All masters are unresponsive! Giving up. ({})",
+            errors.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> SubmitArgs {
+        SubmitArgs::try_parse_from(std::iter::once("flint submit").chain(v.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn flags_override_conf_which_overrides_the_properties_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("defaults.conf");
+        std::fs::write(&p, "flint.app.name from-file\nflint.x 1\nflint.y 2\n").unwrap();
+        let a = args(&[
+            "--properties-file",
+            p.to_str().unwrap(),
+            "--conf",
+            "flint.x=3",
+            "--conf",
+            "flint.app.name=from-conf",
+            "--name",
+            "from-flag",
+            "--executor-memory",
+            "2g",
+            "--master",
+            "local[2]",
+            "app",
+            "--flag-of-the-app",
+            "x",
+        ]);
+        let c = settings(&a).unwrap();
+        assert_eq!(c["flint.app.name"], "from-flag");
+        assert_eq!(c["flint.x"], "3");
+        assert_eq!(c["flint.y"], "2");
+        assert_eq!(c["flint.executor.memory"], "2g");
+        assert_eq!(c["flint.master"], "local[2]");
+        assert_eq!(a.app, vec!["app", "--flag-of-the-app", "x"]);
+    }
+
+    #[test]
+    fn bad_submissions_say_what_to_do() {
+        let e = |v: &[&str]| run(args(v)).unwrap_err().to_string();
+        assert!(e(&["--conf", "novalue", "app"]).contains("expected KEY=VALUE"));
+        assert!(e(&[]).contains("name the application binary"));
+        assert!(e(&["--supervise", "app"]).contains("--deploy-mode cluster"));
+        assert!(
+            e(&["--deploy-mode", "cluster", "--master", "local[2]", "app"])
+                .contains("Cluster deploy mode is not compatible with master \"local[2]\"")
+        );
+        assert!(
+            e(&[
+                "--deploy-mode",
+                "cluster",
+                "--master",
+                "flint://127.0.0.1:1",
+                "/nonexistent/app"
+            ])
+            .contains("/nonexistent/app")
+        );
+        assert_eq!(parse_mb("1g").unwrap(), 1024);
+        assert_eq!(parse_mb("512m").unwrap(), 512);
+        assert!(parse_mb("lots").is_err());
+    }
+}

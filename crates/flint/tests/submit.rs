@@ -1,0 +1,171 @@
+//! `flint submit` end to end. This test binary is also the submitted
+//! application (`--app OUT INPUT`): it counts words with whatever master and
+//! settings `flint submit` handed it and writes what it saw to OUT. In client
+//! mode it runs as a child of the submitting call; in cluster mode a Worker of
+//! an in-process standalone cluster launches it as the driver, and its
+//! executors are the same binary again.
+
+mod harness;
+
+use flint::prelude::*;
+
+fn app(out: &str, input: &str) {
+    // No master or name in code: they come from flint submit.
+    let sc =
+        FlintContext::new(FlintConf::new().set("flint.ui.showConsoleProgress", "false")).unwrap();
+    let counts = sc
+        .text_file(input, 4)
+        .unwrap()
+        .flat_map(Fn!(|l: String| l
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()))
+        .map(Fn!(|w: String| (w, 1u64)))
+        .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
+        .collect()
+        .unwrap();
+    let common = counts
+        .iter()
+        .find(|(w, _)| w == "common")
+        .map_or(0, |x| x.1);
+    let conf = sc.conf();
+    let line = [
+        conf.get("flint.app.name").unwrap_or("").to_string(),
+        conf.get("flint.master").unwrap_or("").to_string(),
+        conf.get("flint.test.marker").unwrap_or("").to_string(),
+        counts.len().to_string(),
+        common.to_string(),
+        std::process::id().to_string(),
+    ]
+    .join("\t");
+    sc.stop();
+    std::fs::write(out, line).unwrap();
+}
+
+fn fields(out: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_else(|e| panic!("the application wrote no {}: {e}", out.display()))
+        .split('\t')
+        .map(str::to_owned)
+        .collect()
+}
+
+fn submit(args: &[&str]) -> i32 {
+    flint::submit::main(args.iter().map(|s| s.to_string())).unwrap()
+}
+
+fn client_mode_runs_the_app_here_with_the_submitted_settings(dir: &std::path::Path, input: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let out = dir.join("client.out");
+    let code = submit(&[
+        "--master",
+        "local-cluster[2,1,512]",
+        "--name",
+        "submitted-in-client-mode",
+        "--conf",
+        "flint.test.marker=from-conf",
+        exe.to_str().unwrap(),
+        "--app",
+        out.to_str().unwrap(),
+        input,
+    ]);
+    assert_eq!(code, 0);
+    let f = fields(&out);
+    assert_eq!(f[0], "submitted-in-client-mode");
+    assert_eq!(f[1], "local-cluster[2,1,512]");
+    assert_eq!(f[2], "from-conf");
+    assert_eq!((f[3].as_str(), f[4].as_str()), ("98", "20000"));
+    assert_ne!(
+        f[5],
+        std::process::id().to_string(),
+        "a child process ran it"
+    );
+    // A failing application's exit code comes back.
+    let code = submit(&[
+        "--master",
+        "local[1]",
+        exe.to_str().unwrap(),
+        "--app",
+        out.to_str().unwrap(),
+        "/nonexistent/input",
+    ]);
+    assert_ne!(code, 0);
+}
+
+fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let work = dir.join("cluster");
+    // One worker: 3 cores for the driver (1) and an executor (2).
+    let cluster = rt
+        .block_on(flint_deploy::LocalCluster::start(1, 3, 2048, &work))
+        .unwrap();
+    let url = format!("flint://{}", cluster.master.address);
+    let exe = std::env::current_exe().unwrap();
+    let out = dir.join("cluster.out");
+    let code = submit(&[
+        "--deploy-mode",
+        "cluster",
+        "--master",
+        &url,
+        "--name",
+        "submitted-in-cluster-mode",
+        "--driver-memory",
+        "256m",
+        "--executor-memory",
+        "256m",
+        "--conf",
+        "flint.standalone.submit.waitAppCompletion=true",
+        "--conf",
+        "flint.test.marker=on-a-worker",
+        exe.to_str().unwrap(),
+        "--app",
+        out.to_str().unwrap(),
+        input,
+    ]);
+    let f = fields(&out);
+    assert_eq!(code, 0, "the driver finished");
+    assert_eq!(f[0], "submitted-in-cluster-mode");
+    assert_eq!(f[1], url);
+    assert_eq!(f[2], "on-a-worker");
+    assert_eq!((f[3].as_str(), f[4].as_str()), ("98", "20000"));
+    // The Worker ran a copy of the submitted binary in the driver's dir.
+    let copies: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .flat_map(|w| std::fs::read_dir(w.path()).into_iter().flatten().flatten())
+        .filter(|d| d.file_name().to_string_lossy().starts_with("driver-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one driver dir: {copies:?}");
+    assert!(copies[0].path().join(exe.file_name().unwrap()).exists());
+    rt.block_on(cluster.stop());
+}
+
+fn main() {
+    harness::init_logging();
+    flint::init();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--app") {
+        app(&args[2], &args[3]);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text: String = (0..20_000)
+        .map(|i| format!("w{} w{} common\n", i % 97, i % 13))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let input = input.to_str().unwrap().to_owned();
+    let d = dir.path().to_path_buf();
+    let (i1, i2, d2) = (input.clone(), input, d.clone());
+    let tests: Vec<harness::Test> = vec![
+        (
+            "client_mode_runs_the_app_here_with_the_submitted_settings",
+            Box::new(move || client_mode_runs_the_app_here_with_the_submitted_settings(&d, &i1)),
+        ),
+        (
+            "cluster_mode_runs_the_driver_on_a_worker",
+            Box::new(move || cluster_mode_runs_the_driver_on_a_worker(&d2, &i2)),
+        ),
+    ];
+    harness::run("submit", &args, tests);
+}
