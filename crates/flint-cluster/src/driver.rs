@@ -49,6 +49,8 @@ struct DriverEndpoint {
     max_reply: usize,
     /// An executor silent this long is lost (`flint.network.timeout`).
     timeout: Duration,
+    /// `flint.driver.maxResultSize` (0: no limit).
+    max_result_size: u64,
     kill_executors: KillExecutors,
 }
 
@@ -119,6 +121,82 @@ impl DriverEndpoint {
             )),
             Some(b) => Ok(b.0.clone()),
         }
+    }
+
+    /// A result too large for one frame: fetched from its executor in parts
+    /// off the endpoint's thread, then reported as the task's end.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_result(
+        &self,
+        ctx: &EndpointCtx<DriverMsg>,
+        executor_id: String,
+        addr: RpcAddress,
+        task_id: u64,
+        size: u64,
+        acc: Vec<(usize, Vec<u8>)>,
+        duration_ms: u64,
+    ) {
+        if self.max_result_size > 0 && size > self.max_result_size {
+            let _ = ctx.env.send(
+                &addr,
+                EXECUTOR_ENDPOINT,
+                &ExecutorMsg::DropResult { task_id },
+            );
+            self.scheduler.status_update(
+                task_id,
+                flint_core::task::TaskEnd::Failed(FlintError::ResultTooLarge(format!(
+                    "Total size of serialized results of task {task_id} ({size} bytes) is bigger than flint.driver.maxResultSize ({} bytes); collect less (reduce, take, or write the output to files) or raise the limit",
+                    self.max_result_size
+                ))),
+                Duration::from_millis(duration_ms),
+            );
+            return;
+        }
+        let (env, me) = (ctx.env.clone(), ctx.this().clone());
+        // Parts fit in a frame with room for the reply's envelope.
+        let chunk = crate::RESULT_CHUNK.min(self.max_reply as u64 / 2).max(1);
+        tokio::spawn(async move {
+            let mut bytes = Vec::with_capacity(size as usize);
+            let mut result = Ok(());
+            while (bytes.len() as u64) < size {
+                let offset = bytes.len() as u64;
+                let len = (size - offset).min(chunk);
+                let part: std::result::Result<std::result::Result<Vec<u8>, String>, _> = env
+                    .ask(
+                        &addr,
+                        EXECUTOR_ENDPOINT,
+                        &ExecutorMsg::FetchResult {
+                            task_id,
+                            offset,
+                            len,
+                        },
+                        Duration::from_secs(120),
+                    )
+                    .await;
+                match part {
+                    Ok(Ok(p)) if p.len() as u64 == len => bytes.extend_from_slice(&p),
+                    Ok(Ok(p)) => {
+                        result = Err(format!("sent {} bytes of the {len} asked for", p.len()));
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(e.to_string());
+                        break;
+                    }
+                }
+            }
+            me.send(DriverMsg::ResultFetched {
+                executor_id,
+                task_id,
+                result: result.map(|()| bytes),
+                acc,
+                duration_ms,
+            });
+        });
     }
 
     fn lost(&mut self, executor_id: &str, reason: &str, ctx: &EndpointCtx<DriverMsg>) {
@@ -215,8 +293,15 @@ impl Endpoint for DriverEndpoint {
                     return;
                 }
                 self.running.remove(&task_id);
-                if let Some(e) = self.executors.get_mut(&executor_id) {
-                    e.free += self.cpus;
+                let Some(e) = self.executors.get_mut(&executor_id) else {
+                    return;
+                };
+                e.free += self.cpus;
+                if let crate::messages::WireTaskEnd::Indirect { size, acc } = end {
+                    let addr = e.addr.clone();
+                    self.fetch_result(ctx, executor_id, addr, task_id, size, acc, duration_ms);
+                    self.make_offers(ctx);
+                    return;
                 }
                 let end = match end.into_end() {
                     // An executor reports only outputs it wrote itself.
@@ -358,6 +443,25 @@ impl Endpoint for DriverEndpoint {
                 executor_id,
                 reason,
             } => self.lost(&executor_id, &reason, ctx),
+            DriverMsg::ResultFetched {
+                executor_id,
+                task_id,
+                result,
+                acc,
+                duration_ms,
+            } => {
+                let end = match result {
+                    Ok(bytes) => flint_core::task::TaskEnd::Success(
+                        flint_core::task::TaskOutput::Value(bytes),
+                        acc,
+                    ),
+                    Err(e) => flint_core::task::TaskEnd::Failed(FlintError::User(format!(
+                        "cannot fetch the result of task {task_id} from executor {executor_id}: {e}"
+                    ))),
+                };
+                self.scheduler
+                    .status_update(task_id, end, Duration::from_millis(duration_ms));
+            }
             DriverMsg::Cleanup(task) => {
                 for e in self.executors.values() {
                     let _ = ctx
@@ -581,6 +685,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             (None, masters_of(&s.master)?, 1, None)
         };
     let (network_timeout, heartbeat) = heartbeat_settings(&s.conf)?;
+    let max_message_size = s.conf.rpc_max_message_size()?;
     exec_conf.set_mut(
         "flint.executor.heartbeatInterval",
         format!("{}ms", heartbeat.as_millis()),
@@ -593,6 +698,10 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             &host,
             RpcConf {
                 secret: Some(secret.clone()),
+                max_message_size,
+                max_queued_bytes: RpcConf::default()
+                    .max_queued_bytes
+                    .max(2 * max_message_size),
                 ..RpcConf::default()
             },
         )
@@ -638,7 +747,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 total_cores: total_cores.clone(),
                 registered: registered.clone(),
                 cpus,
-                max_reply: RpcConf::default().max_message_size - 4096,
+                max_reply: max_message_size - 4096,
+                max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,
                 kill_executors,
             },
@@ -709,6 +819,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 // The environment of a process is readable only by its user
                 // (argv is readable by all).
                 (crate::APP_SECRET_VAR.into(), secret),
+                (crate::MAX_MESSAGE_VAR.into(), max_message_size.to_string()),
             ],
         },
         app_ui_url: String::new(),

@@ -28,6 +28,8 @@ const ASK: Duration = Duration::from_secs(60);
 
 type Outputs = Arc<Mutex<HashMap<(usize, usize), MapStatus>>>;
 type KillFlags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
+/// Results too large for one frame, until the driver has fetched them.
+type Results = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
 
 /// Runs the executor until its driver goes away; never returns.
 pub fn run() -> ! {
@@ -53,6 +55,12 @@ fn serve() -> Result<()> {
         .map_err(|_| FlintError::Config("bad executor core count".into()))?;
     let host = var(crate::EXECUTOR_HOST_VAR).unwrap_or_else(|_| "127.0.0.1".into());
     let secret_hex = var(crate::APP_SECRET_VAR)?;
+    let max_message_size: usize = match std::env::var(crate::MAX_MESSAGE_VAR) {
+        Ok(v) => v.parse().ok().filter(|n| *n >= 64 << 10).ok_or_else(|| {
+            FlintError::Config(format!("{} is malformed", crate::MAX_MESSAGE_VAR))
+        })?,
+        Err(_) => RpcConf::default().max_message_size,
+    };
     let secret = crate::unhex(&secret_hex)
         .filter(|k| k.len() >= 16)
         .ok_or_else(|| FlintError::Config("the application secret is malformed".into()))?;
@@ -71,6 +79,10 @@ fn serve() -> Result<()> {
             &host,
             RpcConf {
                 secret: Some(secret_hex),
+                max_message_size,
+                max_queued_bytes: RpcConf::default()
+                    .max_queued_bytes
+                    .max(2 * max_message_size),
                 ..RpcConf::default()
             },
         ))
@@ -113,8 +125,12 @@ fn serve() -> Result<()> {
     let _ = task_env.shuffle_client.set(client);
     // 3. Task threads.
     let kills: KillFlags = Arc::default();
+    let results: Results = Arc::default();
+    // Room for the status update's own fields and accumulator updates.
+    let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(TaskDescription, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
+        let results = results.clone();
         let (rx, task_env, env, driver, outputs, kills, id) = (
             work_rx.clone(),
             task_env.clone(),
@@ -140,16 +156,34 @@ fn serve() -> Result<()> {
                         tracing::warn!("refused task {}: {e}", desc.task_id);
                     }
                     kills.lock().remove(&desc.task_id);
-                    let _ = env.send(
-                        &driver,
-                        DRIVER_ENDPOINT,
-                        &DriverMsg::StatusUpdate {
+                    let end = match end {
+                        TaskEnd::Success(TaskOutput::Value(v), acc) if v.len() > direct_limit => {
+                            let size = v.len() as u64;
+                            results.lock().insert(desc.task_id, Arc::new(v));
+                            WireTaskEnd::Indirect { size, acc }
+                        }
+                        end => WireTaskEnd::from_end(end),
+                    };
+                    let update = DriverMsg::StatusUpdate {
+                        executor_id: id.clone(),
+                        task_id: desc.task_id,
+                        end,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    };
+                    if let Err(e) = env.send(&driver, DRIVER_ENDPOINT, &update) {
+                        // Never silent: the driver would wait for this task
+                        // forever.
+                        tracing::error!("cannot report task {}: {e}", desc.task_id);
+                        let failed = DriverMsg::StatusUpdate {
                             executor_id: id.clone(),
                             task_id: desc.task_id,
-                            end: WireTaskEnd::from_end(end),
+                            end: WireTaskEnd::Failed(format!(
+                                "executor {id} could not send the task's end to the driver: {e}"
+                            )),
                             duration_ms: started.elapsed().as_millis() as u64,
-                        },
-                    );
+                        };
+                        let _ = env.send(&driver, DRIVER_ENDPOINT, &failed);
+                    }
                 }
             })
             .map_err(|e| FlintError::io("cannot start thread", "task thread", e))?;
@@ -168,6 +202,7 @@ fn serve() -> Result<()> {
                 done: done_tx,
                 reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
                 task_env: task_env.clone(),
+                results,
             },
         );
     });
@@ -285,6 +320,7 @@ struct ExecutorEndpoint {
     done: crossbeam_channel::Sender<String>,
     reads: Arc<tokio::sync::Semaphore>,
     task_env: Arc<TaskEnv>,
+    results: Results,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -319,6 +355,39 @@ impl Endpoint for ExecutorEndpoint {
                 let env = self.task_env.clone();
                 // File removal blocks: off the RPC threads.
                 tokio::task::spawn_blocking(move || flint_core::cleaner::clean(&env, task));
+            }
+            ExecutorMsg::FetchResult {
+                task_id,
+                offset,
+                len,
+            } if from_driver => {
+                let r = {
+                    let mut results = self.results.lock();
+                    match results.get(&task_id).cloned() {
+                        None => Err(format!("no result of task {task_id} is kept here")),
+                        Some(v) => {
+                            let size = v.len() as u64;
+                            match offset.checked_add(len) {
+                                Some(end) if len <= crate::RESULT_CHUNK && end <= size => {
+                                    if end == size {
+                                        results.remove(&task_id);
+                                    }
+                                    Ok(v[offset as usize..end as usize].to_vec())
+                                }
+                                _ => Err(format!(
+                                    "asked for {len} bytes at {offset} of a {size}-byte result (at most {} at once)",
+                                    crate::RESULT_CHUNK
+                                )),
+                            }
+                        }
+                    }
+                };
+                if let Some(rp) = reply {
+                    rp.reply(&r);
+                }
+            }
+            ExecutorMsg::DropResult { task_id } if from_driver => {
+                self.results.lock().remove(&task_id);
             }
             ExecutorMsg::StopExecutor if from_driver => {
                 let _ = self.done.try_send("the driver said stop".into());

@@ -35,6 +35,12 @@ pub const EXECUTOR_ID_VAR: &str = "FLINT_EXECUTOR_ID";
 pub const EXECUTOR_CORES_VAR: &str = "FLINT_EXECUTOR_CORES";
 pub const EXECUTOR_HOST_VAR: &str = "FLINT_EXECUTOR_HOST";
 pub const APP_SECRET_VAR: &str = "FLINT_APP_SECRET";
+/// The application's RPC frame limit in bytes (`flint.rpc.message.maxSize`):
+/// the executor's connections must agree with the driver's.
+pub const MAX_MESSAGE_VAR: &str = "FLINT_RPC_MAX_MESSAGE_SIZE";
+
+/// Largest part of an indirect result asked for at once.
+pub(crate) const RESULT_CHUNK: u64 = 16 << 20;
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

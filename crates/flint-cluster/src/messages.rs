@@ -56,6 +56,15 @@ pub enum DriverMsg {
     /// Internal timer: declare executors silent past `flint.network.timeout` lost.
     #[serde(skip_deserializing)]
     ExpireDeadExecutors,
+    /// Internal: the bytes of an indirect result arrived (or could not).
+    #[serde(skip_deserializing)]
+    ResultFetched {
+        executor_id: String,
+        task_id: u64,
+        result: std::result::Result<Vec<u8>, String>,
+        acc: Vec<(usize, Vec<u8>)>,
+        duration_ms: u64,
+    },
     /// Internal: the context cleaner removed something; every executor must too.
     #[serde(skip_deserializing)]
     Cleanup(CleanupTask),
@@ -106,6 +115,17 @@ pub enum ExecutorMsg {
     /// Remove a shuffle's files, an RDD's cached blocks or a broadcast's copy
     /// (the driver's context cleaner dropped them).
     Cleanup(CleanupTask),
+    /// Ask (from the driver); answered with `Result<Vec<u8>, String>`: part of
+    /// a result too large for one frame. The last part frees it.
+    FetchResult {
+        task_id: u64,
+        offset: u64,
+        len: u64,
+    },
+    /// The driver will not fetch this result.
+    DropResult {
+        task_id: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,6 +179,12 @@ pub enum WireTaskEnd {
     },
     Failed(String),
     Killed,
+    /// A value too large for one frame: it stays on the executor, which
+    /// serves it to the driver in parts (Spark's IndirectTaskResult).
+    Indirect {
+        size: u64,
+        acc: Vec<(usize, Vec<u8>)>,
+    },
 }
 
 impl WireTaskEnd {
@@ -199,6 +225,10 @@ impl WireTaskEnd {
             }),
             WireTaskEnd::Failed(m) => TaskEnd::Failed(FlintError::User(m)),
             WireTaskEnd::Killed => TaskEnd::Killed,
+            // The driver fetches the bytes first; reaching here is a bug.
+            WireTaskEnd::Indirect { size, .. } => TaskEnd::Failed(FlintError::User(format!(
+                "an indirect result of {size} bytes was not fetched"
+            ))),
         }
     }
 }

@@ -131,6 +131,18 @@ impl FlintConf {
         }
     }
 
+    /// `flint.rpc.message.maxSize` in bytes: the largest RPC frame (given in
+    /// MiB, as Spark's spark.rpc.message.maxSize; 128 by default, 1 to 2047).
+    pub fn rpc_max_message_size(&self) -> Result<usize> {
+        let mib = self.get_usize("flint.rpc.message.maxSize", 128)?;
+        if mib == 0 || mib > 2047 {
+            return Err(FlintError::Config(format!(
+                "flint.rpc.message.maxSize={mib} must be between 1 and 2047 (MiB)"
+            )));
+        }
+        Ok(mib << 20)
+    }
+
     pub fn get_f64(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),

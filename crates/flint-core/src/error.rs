@@ -42,6 +42,11 @@ pub enum FlintError {
     #[error("{0}")]
     User(String),
 
+    /// A task's result is over `flint.driver.maxResultSize` on its own:
+    /// running it again cannot help, so its task set is aborted at once.
+    #[error("{0}")]
+    ResultTooLarge(String),
+
     #[error(
         "Job {job_id} aborted due to stage failure: Task {partition} in stage {stage_id}.{stage_attempt} failed {attempts} times, most recent failure: {message}"
     )]

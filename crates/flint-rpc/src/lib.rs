@@ -471,7 +471,17 @@ impl Replier {
     fn finish(self, result: Result<Vec<u8>, String>) {
         match self.kind {
             ReplyKind::Remote { conn, id } => {
-                let _ = conn.send(&Wire::Reply { id, result });
+                if let Err(RpcError::TooLarge { size, max }) =
+                    conn.send(&Wire::Reply { id, result })
+                {
+                    // The asker hears why instead of waiting for its timeout.
+                    let _ = conn.send(&Wire::Reply {
+                        id,
+                        result: Err(format!(
+                            "the reply is {size} bytes, over the frame limit (flint.rpc.message.maxSize, {max} bytes)"
+                        )),
+                    });
+                }
             }
             ReplyKind::Local(tx) => {
                 let _ = tx.send(result);
@@ -612,16 +622,19 @@ struct ConnTx {
     tx: mpsc::UnboundedSender<bytes::Bytes>,
     queued: Arc<AtomicUsize>,
     limit: usize,
+    /// The largest frame the codec will write (`max_message_size`).
+    max_frame: usize,
     close: tokio_util::sync::CancellationToken,
 }
 
 impl ConnTx {
-    fn new(limit: usize) -> (Self, mpsc::UnboundedReceiver<bytes::Bytes>) {
+    fn new(limit: usize, max_frame: usize) -> (Self, mpsc::UnboundedReceiver<bytes::Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let c = ConnTx {
             tx,
             queued: Arc::new(AtomicUsize::new(0)),
             limit,
+            max_frame,
             close: tokio_util::sync::CancellationToken::new(),
         };
         (c, rx)
@@ -630,6 +643,14 @@ impl ConnTx {
     /// Queues a frame; a peer that has let too much pile up is disconnected.
     fn send(&self, w: &Wire) -> Result<(), RpcError> {
         let b = encode(w)?;
+        // The codec would refuse it and end the connection: refuse it here,
+        // so only this message fails.
+        if b.len() > self.max_frame {
+            return Err(RpcError::TooLarge {
+                size: b.len(),
+                max: self.max_frame,
+            });
+        }
         // Counted with what a queued frame costs in memory, not just its bytes.
         let n = b.len() + FRAME_OVERHEAD;
         let before = self.queued.fetch_add(n, Ordering::SeqCst);
@@ -907,7 +928,10 @@ impl RpcEnv {
             return (c.id, c.tx.clone());
         }
         lock(&self.inner.dialed_before).insert(to.clone());
-        let (tx, rx) = ConnTx::new(self.inner.conf.max_queued_bytes);
+        let (tx, rx) = ConnTx::new(
+            self.inner.conf.max_queued_bytes,
+            self.inner.conf.max_message_size,
+        );
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         conns.entry(to.clone()).or_default().push(Conn {
             id,
@@ -1119,7 +1143,7 @@ impl RpcEnv {
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
         let addr = sender.unwrap_or_else(|| RpcAddress::new(peer.ip().to_string(), peer.port()));
-        let (tx, rx) = ConnTx::new(conf.max_queued_bytes);
+        let (tx, rx) = ConnTx::new(conf.max_queued_bytes, conf.max_message_size);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.conns)
             .entry(addr.clone())
@@ -1873,6 +1897,41 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "messages were lost");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Answers an ask for N bytes with N bytes.
+    struct Sized;
+    impl Endpoint for Sized {
+        type Msg = usize;
+        fn receive(&mut self, _: &EndpointCtx<usize>, _: Peer, n: usize, r: Option<Replier>) {
+            if let Some(r) = r {
+                r.reply(&vec![1u8; n]);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_over_the_frame_limit_fails_that_ask_not_the_connection() {
+        let conf = RpcConf {
+            max_message_size: 64 << 10,
+            ..RpcConf::default()
+        };
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf.clone())
+            .await
+            .unwrap();
+        srv.setup_endpoint("sized", Sized);
+        let addr = srv.address().unwrap().clone();
+        let cli = RpcEnv::client(conf);
+        let t = Duration::from_secs(20);
+        let err = cli
+            .ask::<_, Vec<u8>>(&addr, "sized", &(100usize << 10), t)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the frame limit"), "{err}");
+        // The same connection still answers.
+        let ok: Vec<u8> = cli.ask(&addr, "sized", &1000usize, t).await.unwrap();
+        assert_eq!(ok.len(), 1000);
     }
 
     /// A man in the middle who has no secret takes a dialer's Hello and

@@ -280,6 +280,65 @@ fn cleanup_reaches_the_executors(input: &str) {
     sc.stop();
 }
 
+/// With 1 MiB frames: results larger than a frame come back whole (fetched
+/// in parts from the executor); one over `flint.driver.maxResultSize` fails
+/// the job at once, without retries; a task larger than a frame fails with
+/// Spark's advice.
+fn results_and_tasks_larger_than_a_frame(dir: &std::path::Path) {
+    let sc = FlintContext::new(
+        cluster_conf("cluster-large-results")
+            .set("flint.rpc.message.maxSize", "1")
+            .set("flint.driver.maxResultSize", "8m"),
+    )
+    .unwrap();
+    let big = sc
+        .parallelize(vec![1u8, 2], 2)
+        .map(Fn!(
+            |b: u8| std::iter::repeat_n(b, 3_000_000).collect::<Vec<u8>>()
+        ))
+        .collect()
+        .unwrap();
+    assert_eq!(big.len(), 2);
+    for (i, v) in big.iter().enumerate() {
+        assert_eq!(v.len(), 3_000_000);
+        assert!(v.iter().all(|x| *x as usize == i + 1));
+    }
+    let attempts = dir.join("too-big-attempts");
+    std::fs::create_dir_all(&attempts).unwrap();
+    let a = attempts.to_str().unwrap().to_owned();
+    let err = sc
+        .parallelize(vec![9u8], 1)
+        .map(Fn!(move |b: u8| {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let _ = std::fs::write(format!("{}/{}-{}", a, std::process::id(), n), "");
+            std::iter::repeat_n(b, 9_000_000).collect::<Vec<u8>>()
+        }))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("flint.driver.maxResultSize"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&attempts).unwrap().count(),
+        1,
+        "a result over maxResultSize is not retried"
+    );
+    let captured = vec![7u8; 2 << 20];
+    let err = sc
+        .parallelize(vec![0usize], 1)
+        .map(Fn!(move |i: usize| captured[i]))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds max allowed: flint.rpc.message.maxSize") && err.contains("broadcast"),
+        "{err}"
+    );
+    sc.stop();
+}
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     harness::init_logging();
@@ -329,6 +388,10 @@ fn main() {
         ("a_killed_executor_s_map_outputs_are_recomputed", {
             let d = d.clone();
             Box::new(move || a_killed_executor_s_map_outputs_are_recomputed(input, &d))
+        }),
+        ("results_and_tasks_larger_than_a_frame", {
+            let d = d.clone();
+            Box::new(move || results_and_tasks_larger_than_a_frame(&d))
         }),
         (
             "cleanup_reaches_the_executors",

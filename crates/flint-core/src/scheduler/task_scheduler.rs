@@ -598,6 +598,9 @@ impl TaskScheduler {
                 TaskEnd::Failed(e) => {
                     if !tsm.successful[i] && !tsm.zombie {
                         tsm.failures[i] += 1;
+                        if matches!(e, FlintError::ResultTooLarge(_)) {
+                            tsm.failures[i] = tsm.failures[i].max(self.max_failures);
+                        }
                         tracing::warn!(
                             "lost task {}.{} in stage {stage_id}.{stage_attempt} (TID {tid}): {e}",
                             partition,

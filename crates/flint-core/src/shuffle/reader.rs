@@ -35,7 +35,9 @@ pub(crate) fn read_partition<T: Data>(
         .env
         .conf
         .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
-        .clamp(64 << 10, FETCH_CHUNK);
+        .clamp(64 << 10, FETCH_CHUNK)
+        // A reply must fit in one RPC frame.
+        .min(tc.env.conf.rpc_max_message_size()? as u64 / 2);
     // An executor asks the driver; the driver (and local mode) knows.
     let mut segments = match &client {
         Some(c) => c.segments(shuffle_id, reduce)?,
