@@ -51,6 +51,10 @@ struct DriverEndpoint {
     timeout: Duration,
     /// `flint.driver.maxResultSize` (0: no limit).
     max_result_size: u64,
+    /// When a task was last sent to an executor.
+    last_launch: Option<Instant>,
+    /// `flint.starvation.timeout` (15 s).
+    starvation: Duration,
     kill_executors: KillExecutors,
 }
 
@@ -78,6 +82,7 @@ impl DriverEndpoint {
             };
             e.free = e.free.saturating_sub(self.cpus);
             self.running.insert(desc.task_id, exec_id.clone());
+            self.last_launch = Some(Instant::now());
             let task = WireTask::from_desc(&desc);
             if let Err(err) =
                 ctx.env
@@ -416,6 +421,18 @@ impl Endpoint for DriverEndpoint {
                     );
                 }
             }
+            DriverMsg::CheckStarvation => {
+                let starving = self.running.is_empty()
+                    && self
+                        .last_launch
+                        .is_none_or(|t| t.elapsed() >= self.starvation)
+                    && self.scheduler.has_active_task_sets();
+                if starving {
+                    tracing::warn!(
+                        "Initial job has not accepted any resources; check your cluster UI to ensure that workers are registered and have sufficient resources"
+                    );
+                }
+            }
             DriverMsg::Revive => self.make_offers(ctx),
             DriverMsg::Kill { task_id } => {
                 if let Some(e) = self
@@ -610,6 +627,18 @@ fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
     Ok(s.or_else(|| std::env::var(flint_deploy::SECRET_ENV).ok()))
 }
 
+/// Registrations sent before the application gives up (Spark's
+/// REGISTRATION_RETRIES).
+const REGISTRATION_RETRIES: u32 = 3;
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
 /// `flint.network.timeout` (120s) and `flint.executor.heartbeatInterval`
 /// (10s); the interval must be shorter, as Spark requires.
 fn heartbeat_settings(conf: &FlintConf) -> Result<(Duration, Duration)> {
@@ -686,6 +715,10 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         };
     let (network_timeout, heartbeat) = heartbeat_settings(&s.conf)?;
     let max_message_size = s.conf.rpc_max_message_size()?;
+    let starvation = s
+        .conf
+        .get_duration("flint.starvation.timeout", Duration::from_secs(15))?
+        .max(Duration::from_millis(10));
     exec_conf.set_mut(
         "flint.executor.heartbeatInterval",
         format!("{}ms", heartbeat.as_millis()),
@@ -751,8 +784,19 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,
                 kill_executors,
+                last_launch: None,
+                starvation,
             },
         );
+        let d = driver.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(starvation);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                d.send(DriverMsg::CheckStarvation);
+            }
+        });
         // Spark's HeartbeatReceiver checks at an interval of its own.
         let (tick, d) = (
             (network_timeout / 4).min(Duration::from_secs(60)),
@@ -826,23 +870,61 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         event_log_dir: None,
         user: std::env::var("USER").unwrap_or_default(),
     };
-    for m in &masters {
-        if let Err(e) = master_env.send(
-            m,
-            MASTER_ENDPOINT,
-            &MasterMsg::RegisterApplication { desc: desc.clone() },
-        ) {
-            tracing::warn!("cannot register with master {m}: {e}");
+    let register = || {
+        for m in &masters {
+            if let Err(e) = master_env.send(
+                m,
+                MASTER_ENDPOINT,
+                &MasterMsg::RegisterApplication { desc: desc.clone() },
+            ) {
+                tracing::warn!("cannot register with master {m}: {e}");
+            }
         }
-    }
+    };
+    register();
+    // Spark's registration rule: 3 attempts, 20 s apart, then give up.
+    let registration_timeout = s.conf.get_duration(
+        "flint.standalone.registrationTimeout",
+        Duration::from_secs(20),
+    )?;
     // Wait for executors before the first job (Spark's
     // minRegisteredResourcesRatio / maxRegisteredResourcesWaitingTime).
     let wait = s.conf.get_duration(
         "flint.scheduler.maxRegisteredResourcesWaitingTime",
         Duration::from_secs(30),
     )?;
-    let deadline = Instant::now() + wait;
-    while registered.load(Ordering::SeqCst) < expected && Instant::now() < deadline {
+    let started = Instant::now();
+    let (mut attempts, mut attempted) = (1, started);
+    while registered.load(Ordering::SeqCst) < expected {
+        if app_id.lock().is_some() {
+            if started.elapsed() >= wait {
+                break;
+            }
+        } else if attempted.elapsed() >= registration_timeout {
+            if attempts >= REGISTRATION_RETRIES {
+                tracing::error!("All masters are unresponsive! Giving up.");
+                app_env.shutdown();
+                master_env.shutdown();
+                if let Some((cluster, _dir)) = local {
+                    rt.block_on(cluster.stop());
+                }
+                rt.shutdown_timeout(Duration::from_secs(2));
+                return Err(FlintError::Config(format!(
+                    "All masters are unresponsive! Giving up. (no answer from {} to {attempts} registrations, {} apart; is the master running, and is flint.authenticate.secret the cluster's?)",
+                    masters
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    humantime(registration_timeout)
+                )));
+            }
+            tracing::warn!("no master answered; registering again");
+            register();
+            attempts += 1;
+            attempted = Instant::now();
+        }
+        // Polls local atomics: a bounded wait, not synchronisation.
         std::thread::sleep(Duration::from_millis(5));
     }
     if registered.load(Ordering::SeqCst) == 0 {

@@ -56,6 +56,10 @@ pub enum DriverMsg {
     /// Internal timer: declare executors silent past `flint.network.timeout` lost.
     #[serde(skip_deserializing)]
     ExpireDeadExecutors,
+    /// Internal timer (`flint.starvation.timeout`): warn while tasks wait
+    /// and none has been launched for that long.
+    #[serde(skip_deserializing)]
+    CheckStarvation,
     /// Internal: the bytes of an indirect result arrived (or could not).
     #[serde(skip_deserializing)]
     ResultFetched {

@@ -339,6 +339,72 @@ fn results_and_tasks_larger_than_a_frame(dir: &std::path::Path) {
     sc.stop();
 }
 
+/// A cluster with no workers: jobs wait, and the driver warns every
+/// `flint.starvation.timeout` as Spark does; a master that never answers is
+/// given up after 3 registrations with Spark's message.
+fn no_resources_warn_and_a_dead_master_is_given_up(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt
+        .block_on(flint_deploy::LocalCluster::start(
+            0,
+            1,
+            512,
+            &dir.join("empty"),
+        ))
+        .unwrap();
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .app_name("starved")
+            .master(format!("flint://{}", cluster.master.address))
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.scheduler.maxRegisteredResourcesWaitingTime", "50ms")
+            .set("flint.starvation.timeout", "200ms"),
+    )
+    .unwrap();
+    let before = harness::logs()
+        .matches("Initial job has not accepted any resources")
+        .count();
+    let job = {
+        let sc = sc.clone();
+        std::thread::spawn(move || sc.parallelize(vec![1u32, 2], 2).count())
+    };
+    wait_until("the starvation warning, twice", 30, || {
+        harness::logs()
+            .matches("Initial job has not accepted any resources")
+            .count()
+            >= before + 2
+    });
+    sc.stop();
+    assert!(
+        job.join().unwrap().is_err(),
+        "a starved job ends when the context stops"
+    );
+    rt.block_on(cluster.stop());
+    // Nothing listens on this port: three registrations, then a clear error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = std::time::Instant::now();
+    let err = FlintContext::new(
+        FlintConf::new()
+            .master(format!("flint://127.0.0.1:{port}"))
+            .set("flint.standalone.registrationTimeout", "200ms"),
+    )
+    .err()
+    .expect("a context without a master")
+    .to_string();
+    assert!(
+        err.contains("All masters are unresponsive! Giving up."),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "3 attempts, 200 ms apart"
+    );
+}
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     harness::init_logging();
@@ -388,6 +454,10 @@ fn main() {
         ("a_killed_executor_s_map_outputs_are_recomputed", {
             let d = d.clone();
             Box::new(move || a_killed_executor_s_map_outputs_are_recomputed(input, &d))
+        }),
+        ("no_resources_warn_and_a_dead_master_is_given_up", {
+            let d = d.clone();
+            Box::new(move || no_resources_warn_and_a_dead_master_is_given_up(&d))
         }),
         ("results_and_tasks_larger_than_a_frame", {
             let d = d.clone();

@@ -645,6 +645,11 @@ impl TaskScheduler {
     /// An executor died (its process, not a task's fault): its running tasks
     /// are queued again without counting as failures, and the DAG scheduler
     /// forgets the map outputs it held (Spark's executorLost).
+    /// Whether any task set still has tasks to run or running.
+    pub fn has_active_task_sets(&self) -> bool {
+        !self.state.lock().sets.is_empty()
+    }
+
     /// The application is dead: fail every job now and later with `reason`.
     pub fn abort_all(&self, reason: &str) {
         let _ = self.dag.send(DagEvent::AbortAll {

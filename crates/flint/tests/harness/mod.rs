@@ -5,6 +5,23 @@
 
 pub type Test = (&'static str, Box<dyn FnOnce() + Send>);
 
+static LOGS: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Writes to stderr and keeps a copy for [`logs`].
+struct Tee;
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_str(&String::from_utf8_lossy(buf));
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Logs to stderr (`RUST_LOG`, default warn); executors' go to their files.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -12,8 +29,15 @@ pub fn init_logging() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_writer(|| Tee)
         .try_init();
+}
+
+/// What this process has logged so far (at the level `init_logging` set).
+#[allow(dead_code)]
+pub fn logs() -> String {
+    LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 pub fn run(suite: &str, args: &[String], tests: Vec<Test>) {
