@@ -36,6 +36,10 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 8080)]
         webui_port: u16,
+        /// Where binaries uploaded by `flint submit` are kept, by hash
+        /// (default: a temporary directory removed when the master stops).
+        #[arg(long)]
+        binaries_dir: Option<PathBuf>,
         /// Properties in Spark's spark-defaults.conf format (`key value` lines).
         #[arg(long)]
         properties_file: Option<PathBuf>,
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             host,
             port,
             webui_port,
+            binaries_dir,
             properties_file,
             insecure_no_auth,
         }) => {
@@ -117,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                 retained_applications: number(&props, "flint.deploy.retainedApplications", 200)?,
                 default_cores: number(&props, "flint.deploy.defaultCores", u32::MAX)?,
                 rpc,
+                binaries_dir,
             };
             runtime()?.block_on(async move {
                 let m = Master::start(conf).await.map_err(anyhow::Error::msg)?;

@@ -106,6 +106,7 @@ fn register_app(
         env.setup_endpoint("AppClient", AppClient(log.clone()));
         let desc = ApplicationDescription {
             name: "test-app".into(),
+            binary: None,
             max_cores: None,
             memory_per_executor_mb: 512,
             cores_per_executor: None,

@@ -50,6 +50,7 @@ impl Client {
         let desc = DriverDescription {
             binary_url: format!("file://{}", script.display()),
             binary_sha256: None,
+            binary: None,
             memory_mb: 256,
             cores: 1,
             supervise,
@@ -241,6 +242,7 @@ fn a_driver_too_big_for_every_worker_waits_with_a_warning() {
     let desc = DriverDescription {
         binary_url: format!("file://{}", app.display()),
         binary_sha256: None,
+        binary: None,
         memory_mb: 256,
         cores: 64,
         supervise: false,

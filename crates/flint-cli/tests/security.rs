@@ -38,6 +38,7 @@ fn d_log(d: &Daemon) -> std::path::PathBuf {
 fn app_that_touches(marker: &std::path::Path) -> ApplicationDescription {
     ApplicationDescription {
         name: "intruder".into(),
+        binary: None,
         max_cores: Some(1),
         memory_per_executor_mb: 64,
         cores_per_executor: Some(1),

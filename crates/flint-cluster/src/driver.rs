@@ -166,7 +166,10 @@ impl DriverEndpoint {
             while (bytes.len() as u64) < size {
                 let offset = bytes.len() as u64;
                 let len = (size - offset).min(chunk);
-                let part: std::result::Result<std::result::Result<Vec<u8>, String>, _> = env
+                let part: std::result::Result<
+                    std::result::Result<serde_bytes::ByteBuf, String>,
+                    _,
+                > = env
                     .ask(
                         &addr,
                         EXECUTOR_ENDPOINT,
@@ -202,6 +205,16 @@ impl DriverEndpoint {
                 duration_ms,
             });
         });
+    }
+
+    fn encoded_blob(
+        &self,
+        id: flint_core::storage::BlockId,
+        what: &str,
+        advice: &str,
+    ) -> std::result::Result<serde_bytes::ByteBuf, String> {
+        self.encoded(id, what, advice)
+            .map(serde_bytes::ByteBuf::from)
     }
 
     fn lost(&mut self, executor_id: &str, reason: &str, ctx: &EndpointCtx<DriverMsg>) {
@@ -374,7 +387,7 @@ impl Endpoint for DriverEndpoint {
             }
             DriverMsg::GetSlice { rdd, slice } => {
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded(
+                    rp.reply(&self.encoded_blob(
                         flint_core::storage::BlockId::ParallelSlice { rdd, slice },
                         &format!("slice {slice} of parallelized collection {rdd}"),
                         "parallelize into more slices",
@@ -383,7 +396,7 @@ impl Endpoint for DriverEndpoint {
             }
             DriverMsg::GetBroadcast { id } => {
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded(
+                    rp.reply(&self.encoded_blob(
                         flint_core::storage::BlockId::Broadcast { id },
                         &format!("broadcast {id}"),
                         "broadcast a smaller value",
@@ -823,6 +836,34 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         );
     });
     let exe = std::env::current_exe().map_err(io("the application binary"))?;
+    // On a real cluster, Workers fetch this binary from the driver by its
+    // hash (they may not share its file system) and cache it; a
+    // local-cluster's Workers run it where it is.
+    let binary = if local.is_none() {
+        let sha256 = flint_deploy::sha256_file(&exe).map_err(io("the application binary"))?;
+        let size = std::fs::metadata(&exe)
+            .map_err(io("the application binary"))?
+            .len();
+        let served = flint_deploy::binaries::Served::default();
+        served.insert(sha256.clone(), exe.clone());
+        rt.block_on(async {
+            master_env.setup_endpoint(
+                flint_deploy::binaries::BINARY_ENDPOINT,
+                flint_deploy::binaries::BinaryServer(served),
+            );
+        });
+        let source = master_env
+            .address()
+            .cloned()
+            .ok_or_else(|| FlintError::Config("the driver's RPC address is unknown".into()))?;
+        Some(flint_deploy::messages::BinaryRef {
+            sha256,
+            size,
+            source,
+        })
+    } else {
+        None
+    };
     let driver_url = app_env
         .address()
         .map(ToString::to_string)
@@ -841,8 +882,14 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             .and_then(|c| c.trim().parse().ok()),
         None => None,
     };
+    let program = if binary.is_some() {
+        "{{APP_BINARY}}".into()
+    } else {
+        exe.to_string_lossy().into_owned()
+    };
     let desc = ApplicationDescription {
         name: s.app_name.clone(),
+        binary,
         max_cores: match s.conf.get("flint.cores.max") {
             Some(v) => Some(v.parse().map_err(|_| {
                 FlintError::Config(format!("flint.cores.max={v} is not a whole number"))
@@ -852,7 +899,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         memory_per_executor_mb: memory_mb.max(1),
         cores_per_executor,
         command: Command {
-            program: exe.to_string_lossy().into_owned(),
+            program,
             args: Vec::new(),
             env: vec![
                 (flint_core::executor::ROLE_VAR.into(), "executor".into()),

@@ -372,7 +372,9 @@ impl Endpoint for ExecutorEndpoint {
                                     if end == size {
                                         results.remove(&task_id);
                                     }
-                                    Ok(v[offset as usize..end as usize].to_vec())
+                                    Ok(serde_bytes::ByteBuf::from(
+                                        v[offset as usize..end as usize].to_vec(),
+                                    ))
                                 }
                                 _ => Err(format!(
                                     "asked for {len} bytes at {offset} of a {size}-byte result (at most {} at once)",
@@ -407,7 +409,7 @@ impl Endpoint for ExecutorEndpoint {
                         return;
                     };
                     let r = tokio::task::spawn_blocking(move || {
-                        read_segment(status, reduce, offset, len)
+                        read_segment(status, reduce, offset, len).map(serde_bytes::ByteBuf::from)
                     })
                     .await
                     .unwrap_or_else(|e| Err(format!("segment read failed: {e}")));
@@ -466,11 +468,12 @@ struct Client {
 impl Client {
     /// A block the driver keeps encoded for executors.
     fn encoded(&self, ask: DriverMsg, what: &str) -> Result<Vec<u8>> {
-        let r: std::result::Result<Vec<u8>, String> = self
+        let r: std::result::Result<serde_bytes::ByteBuf, String> = self
             .rt
             .block_on(self.env.ask(&self.driver, DRIVER_ENDPOINT, &ask, ASK))
             .map_err(|e| FlintError::User(format!("cannot get {what} from the driver: {e}")))?;
-        r.map_err(FlintError::User)
+        r.map(serde_bytes::ByteBuf::into_vec)
+            .map_err(FlintError::User)
     }
 }
 
@@ -558,7 +561,7 @@ impl ShuffleClient for Client {
             .get(executor)
             .cloned()
             .ok_or_else(|| fail(format!("executor {executor} is not known (lost?)")))?;
-        let r: std::result::Result<Vec<u8>, String> = self
+        let r: std::result::Result<serde_bytes::ByteBuf, String> = self
             .rt
             .block_on(self.env.ask(
                 &addr,
@@ -573,6 +576,6 @@ impl ShuffleClient for Client {
                 ASK,
             ))
             .map_err(|e| fail(e.to_string()))?;
-        r.map_err(fail)
+        r.map(serde_bytes::ByteBuf::into_vec).map_err(fail)
     }
 }

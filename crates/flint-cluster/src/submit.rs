@@ -120,15 +120,13 @@ pub fn run(a: SubmitArgs) -> Result<i32> {
     let (binary, args) = a.app.split_first().ok_or_else(|| {
         bad("name the application binary to run: flint submit [options] BINARY [ARGS...]")
     })?;
-    match a.deploy_mode {
-        DeployMode::Client => {
-            if a.supervise {
-                return Err(bad(
-                    "--supervise restarts a driver a Worker runs: use it with --deploy-mode cluster",
-                ));
-            }
-            client_mode(binary, args, &conf)
-        }
+    if a.deploy_mode == DeployMode::Client && a.supervise {
+        return Err(bad(
+            "--supervise restarts a driver a Worker runs: use it with --deploy-mode cluster",
+        ));
+    }
+    let cluster_master = match a.deploy_mode {
+        DeployMode::Client => None,
         DeployMode::Cluster => {
             let master = master.ok_or_else(|| {
                 bad("cluster deploy mode needs --master flint://host:port (the driver runs on a Worker)")
@@ -138,8 +136,15 @@ pub fn run(a: SubmitArgs) -> Result<i32> {
                     "Cluster deploy mode is not compatible with master \"{master}\": use flint://host:port"
                 )));
             }
-            cluster_mode(&a, &master, binary, args, conf)
+            Some(master)
         }
+    };
+    let resolved = resolve(binary)?;
+    check_binary(&resolved)?;
+    let binary = &resolved.to_string_lossy().into_owned();
+    match cluster_master {
+        None => client_mode(binary, args, &conf),
+        Some(master) => cluster_mode(&a, &master, binary, args, conf),
     }
 }
 
@@ -186,6 +191,115 @@ fn encode(conf: &BTreeMap<String, String>) -> Result<String> {
     encode_submitted(conf.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
+/// The bytes `flint::init` keeps in a binary, stored here XOR 0x5a so that
+/// this code (linked into every application) does not itself contain them.
+const MARKER_XOR: [u8; 31] = {
+    let plain = *b"\0flint-application-calls-init\0\0";
+    let mut out = [0u8; 31];
+    let mut i = 0;
+    while i < 31 {
+        out[i] = plain[i] ^ 0x5a;
+        i += 1;
+    }
+    out
+};
+
+/// Whether the binary at `path` calls `flint::init()` (carries its marker).
+pub fn is_flint_application(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let marker: Vec<u8> = MARKER_XOR.iter().map(|b| b ^ 0x5a).collect();
+    let finder = memchr::memmem::Finder::new(&marker);
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; (4 << 20) + marker.len()];
+    let mut keep = 0;
+    loop {
+        let n = f.read(&mut buf[keep..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let end = keep + n;
+        if finder.find(&buf[..end]).is_some() {
+            return Ok(true);
+        }
+        // Keep a tail so a marker across two reads is still found.
+        keep = end.min(marker.len() - 1);
+        buf.copy_within(end - keep..end, 0);
+    }
+}
+
+/// ELF machine of this build (e_machine).
+const fn this_machine() -> Option<u16> {
+    if cfg!(target_arch = "x86_64") {
+        Some(62)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(183)
+    } else {
+        None
+    }
+}
+
+/// Refuses, before anything is launched, what cannot run as a Flint
+/// application here: a missing or non-executable file, another
+/// architecture's binary, or a program that never calls `flint::init()`.
+pub fn check_binary(path: &std::path::Path) -> Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let md = std::fs::metadata(path)
+        .map_err(|e| FlintError::io("cannot find application binary", path, e))?;
+    if !md.is_file() {
+        return Err(bad(format!("{shown} is not a file")));
+    }
+    if md.permissions().mode() & 0o111 == 0 {
+        return Err(bad(format!(
+            "{shown} is not executable (chmod +x it, or build it with cargo)"
+        )));
+    }
+    let mut head = [0u8; 20];
+    let elf = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head[..4] == *b"\x7fELF";
+    if !elf {
+        return Err(bad(format!(
+            "{shown} is not a compiled program (no ELF header): submit the binary cargo built, not a script"
+        )));
+    }
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    if let Some(want) = this_machine()
+        && head[5] == 1
+        && machine != want
+    {
+        return Err(bad(format!(
+            "{shown} is built for another architecture (ELF machine {machine}, this machine's is {want}): build it for {}",
+            std::env::consts::ARCH
+        )));
+    }
+    if !is_flint_application(path).map_err(|e| FlintError::io("cannot read", path, e))? {
+        return Err(bad(format!(
+            "{shown} is not a Flint application: its main must call flint::init() first"
+        )));
+    }
+    Ok(())
+}
+
+/// A binary named without a slash is looked up in PATH, as a shell would.
+fn resolve(binary: &str) -> Result<PathBuf> {
+    if binary.contains('/') {
+        return Ok(PathBuf::from(binary));
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            bad(format!(
+                "application binary {binary} is not in PATH; give its path"
+            ))
+        })
+}
+
 /// The driver runs here, as a child of this command; its exit code is ours.
 fn client_mode(binary: &str, args: &[String], conf: &BTreeMap<String, String>) -> Result<i32> {
     let status = std::process::Command::new(binary)
@@ -207,6 +321,9 @@ fn cluster_mode(
         .map_err(|e| FlintError::io("cannot find application binary", binary, e))?;
     let sha256 = flint_deploy::sha256_file(&path)
         .map_err(|e| FlintError::io("cannot read application binary", &path, e))?;
+    let size = std::fs::metadata(&path)
+        .map_err(|e| FlintError::io("cannot read application binary", &path, e))?
+        .len();
     let client = MasterClient::new(master, &conf)?;
     // The secret stays here: the Worker gives the driver its own.
     conf.remove("flint.authenticate.secret");
@@ -226,9 +343,10 @@ fn cluster_mode(
     let wait = conf
         .get("flint.standalone.submit.waitAppCompletion")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let desc = DriverDescription {
-        binary_url: format!("file://{}", path.display()),
-        binary_sha256: Some(sha256),
+    let mut desc = DriverDescription {
+        binary_url: String::new(),
+        binary_sha256: Some(sha256.clone()),
+        binary: None,
         memory_mb,
         cores,
         supervise: a.supervise,
@@ -238,7 +356,31 @@ fn cluster_mode(
             env: vec![(SUBMIT_CONF_VAR.into(), encode(&conf)?)],
         },
     };
-    let r: SubmitDriverResponse = client.ask_any(&MasterMsg::RequestSubmitDriver { desc })?;
+    // The binary goes to a Master (content-addressed), which Workers fetch it
+    // from; a standby Master refuses the driver, so the next one is tried.
+    let mut last = None;
+    for m in &client.masters {
+        if let Err(e) = client.upload(m, &path, &sha256, size) {
+            eprintln!("cannot upload the application binary to {m}: {e}");
+            continue;
+        }
+        desc.binary = Some(flint_deploy::messages::BinaryRef {
+            sha256: sha256.clone(),
+            size,
+            source: m.clone(),
+        });
+        match client
+            .ask::<SubmitDriverResponse>(m, &MasterMsg::RequestSubmitDriver { desc: desc.clone() })
+        {
+            Ok(r) if r.success => {
+                last = Some(r);
+                break;
+            }
+            Ok(r) => last = Some(r),
+            Err(e) => eprintln!("master {m}: {e}"),
+        }
+    }
+    let r = last.ok_or_else(|| bad("All masters are unresponsive! Giving up."))?;
     println!("{}", r.message);
     let Some(id) = r.driver_id.filter(|_| r.success) else {
         return Ok(1);
@@ -336,6 +478,49 @@ impl MasterClient {
         Ok(MasterClient { rt, env, masters })
     }
 
+    fn ask<R: serde::de::DeserializeOwned>(&self, m: &RpcAddress, msg: &MasterMsg) -> Result<R> {
+        self.rt
+            .block_on(
+                self.env
+                    .ask::<_, R>(m, MASTER_ENDPOINT, msg, Duration::from_secs(30)),
+            )
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Sends the binary to master `m` in parts (nothing if it has it).
+    fn upload(
+        &self,
+        m: &RpcAddress,
+        path: &std::path::Path,
+        sha256: &str,
+        size: u64,
+    ) -> Result<()> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| FlintError::io("cannot read application binary", path, e))?;
+        let mut offset = 0u64;
+        let mut buf = vec![0u8; flint_deploy::binaries::CHUNK as usize];
+        while offset < size {
+            let want = (size - offset).min(flint_deploy::binaries::CHUNK) as usize;
+            f.read_exact(&mut buf[..want])
+                .map_err(|e| FlintError::io("cannot read application binary", path, e))?;
+            let done: std::result::Result<bool, String> = self.ask(
+                m,
+                &MasterMsg::UploadBinary {
+                    sha256: sha256.to_string(),
+                    size,
+                    offset,
+                    data: buf[..want].to_vec(),
+                },
+            )?;
+            if done.map_err(bad)? {
+                return Ok(());
+            }
+            offset += want as u64;
+        }
+        Err(bad("the master did not confirm the upload"))
+    }
+
     /// The first master that answers (a standby one answers with a refusal,
     /// which is an answer too; the caller reports it).
     fn ask_any<R: serde::de::DeserializeOwned>(&self, msg: &MasterMsg) -> Result<R> {
@@ -396,6 +581,46 @@ mod tests {
         assert_eq!(c["flint.executor.memory"], "2g");
         assert_eq!(c["flint.master"], "local[2]");
         assert_eq!(a.app, vec!["app", "--flag-of-the-app", "x"]);
+    }
+
+    #[test]
+    fn only_flint_applications_for_this_machine_are_submitted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8], mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let e = |p: &std::path::Path| check_binary(p).unwrap_err().to_string();
+        assert!(e(&dir.path().join("missing")).contains("cannot find"));
+        assert!(e(&write("data", b"\x7fELF", 0o644)).contains("not executable"));
+        assert!(
+            e(&write("script", b"#!/bin/sh\necho hi\n", 0o755)).contains("not a compiled program")
+        );
+        // An ELF header for another machine (62 = x86-64, 183 = aarch64).
+        let mut other = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+        other.resize(18, 0);
+        let foreign = if this_machine() == Some(62) {
+            183u16
+        } else {
+            62
+        };
+        other.extend_from_slice(&foreign.to_le_bytes());
+        other.resize(64, 0);
+        assert!(e(&write("foreign", &other, 0o755)).contains("another architecture"));
+        // A real program of this machine that is not a Flint application.
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        assert!(e(&sh).contains("not a Flint application"));
+        // This test binary links flint-cluster, not the flint facade's init:
+        // the searched-for bytes are not in it by accident.
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_flint_application(&me).unwrap());
+        // The marker found across a read boundary.
+        let mut big = vec![0u8; (4 << 20) - 5];
+        big.extend(MARKER_XOR.iter().map(|b| b ^ 0x5a));
+        assert!(is_flint_application(&write("marked", &big, 0o755)).unwrap());
     }
 
     #[test]

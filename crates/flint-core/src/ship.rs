@@ -126,6 +126,7 @@ pub struct Shipped {
     pub build_id: u128,
     pub type_name: String,
     pub offset: i64,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// HMAC-SHA256 of everything above under the application's task key, when
     /// the application has one (see [`set_task_key`]).

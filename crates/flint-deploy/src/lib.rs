@@ -6,6 +6,7 @@
 //! functions over plain data (`scheduling`); all daemon state lives inside
 //! endpoint actors, so handlers need no locks.
 
+pub mod binaries;
 pub mod local_cluster;
 pub mod master;
 pub mod messages;

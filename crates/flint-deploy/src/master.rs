@@ -29,6 +29,9 @@ pub struct MasterConf {
     /// `flint.deploy.defaultCores`: cores for apps that set no maximum.
     pub default_cores: u32,
     pub rpc: RpcConf,
+    /// Where uploaded application binaries are kept (by hash); None: a
+    /// temporary directory removed when the master stops.
+    pub binaries_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MasterConf {
@@ -44,6 +47,7 @@ impl Default for MasterConf {
             retained_applications: 200,
             default_cores: u32::MAX,
             rpc: RpcConf::default(),
+            binaries_dir: None,
         }
     }
 }
@@ -169,6 +173,11 @@ pub struct Master {
     completed_drivers: Vec<DriverInfo>,
     next_driver_number: u32,
     shuffle_seed: u64,
+    binaries_dir: std::path::PathBuf,
+    /// Keeps a temporary `binaries_dir` alive until the master stops.
+    _binaries_tmp: Option<tempfile::TempDir>,
+    served: crate::binaries::Served,
+    uploads: crate::binaries::Uploads,
 }
 
 /// A running master: its RPC environment, its actor and its bound ports.
@@ -198,7 +207,26 @@ impl Master {
                 )
             })?;
         let webui_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let (binaries_dir, binaries_tmp) = match &conf.binaries_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("flint-master-binaries-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot create a directory for binaries: {e}"))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let served = crate::binaries::Served::default();
+        env.setup_endpoint(
+            crate::binaries::BINARY_ENDPOINT,
+            crate::binaries::BinaryServer(served.clone()),
+        );
         let master = Master {
+            binaries_dir,
+            _binaries_tmp: binaries_tmp,
+            served,
+            uploads: crate::binaries::Uploads::default(),
             url: url.clone(),
             address: address.clone(),
             webui_url: format!("http://{}:{webui_port}", conf.host),
@@ -1077,6 +1105,28 @@ impl Endpoint for Master {
                 app_id,
                 executor_ids,
             } => self.kill_executors(ctx, &from, &app_id, executor_ids),
+            MasterMsg::UploadBinary {
+                sha256,
+                size,
+                offset,
+                data,
+            } => {
+                let r = self.uploads.part(
+                    &self.binaries_dir,
+                    &self.served,
+                    &from,
+                    &sha256,
+                    size,
+                    offset,
+                    &data,
+                );
+                if let Err(e) = &r {
+                    tracing::warn!("refusing an upload from {from}: {e}");
+                }
+                if let Some(rp) = reply {
+                    rp.reply(&r);
+                }
+            }
             MasterMsg::RequestMasterState => {
                 if let Some(r) = reply {
                     r.reply(&self.state_response());
@@ -1192,6 +1242,7 @@ impl Endpoint for Master {
     }
 
     fn on_disconnected(&mut self, ctx: &EndpointCtx<MasterMsg>, peer: &RpcAddress) {
+        self.uploads.forget(peer);
         if let Some(id) = self.address_to_worker.get(peer).cloned() {
             self.remove_worker(ctx, &id, &format!("{peer} got disassociated"));
         }

@@ -84,6 +84,9 @@ pub struct DriverDescription {
     pub binary_url: String,
     /// Its SHA-256 (hex) when submitted: a worker runs only that content.
     pub binary_sha256: Option<String>,
+    /// The binary by content, fetched from the Master (`flint submit`
+    /// uploaded it); when set, `binary_url` is not read.
+    pub binary: Option<BinaryRef>,
     pub memory_mb: u64,
     pub cores: u32,
     pub supervise: bool,
@@ -146,6 +149,10 @@ pub struct Command {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApplicationDescription {
     pub name: String,
+    /// The application binary by content; `{{APP_BINARY}}` in the command
+    /// becomes the Worker's verified local copy. None: the command names a
+    /// program on the Worker's machine (local-cluster, tests).
+    pub binary: Option<BinaryRef>,
     /// `flint.cores.max`; `None` = as many as the cluster offers.
     pub max_cores: Option<u32>,
     pub memory_per_executor_mb: u64,
@@ -155,6 +162,15 @@ pub struct ApplicationDescription {
     pub app_ui_url: String,
     pub event_log_dir: Option<String>,
     pub user: String,
+}
+
+/// An application binary by content: its SHA-256, size, and who serves it
+/// (the `Binaries` endpoint of a driver or the Master).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryRef {
+    pub sha256: String,
+    pub size: u64,
+    pub source: RpcAddress,
 }
 
 /// Messages the Master receives.
@@ -212,6 +228,16 @@ pub enum MasterMsg {
         driver_id: String,
         state: DriverState,
         exception: Option<String>,
+    },
+    /// Ask; answered with `Result<bool, String>` (true: the Master has the
+    /// whole binary): a part of an application binary `flint submit` uploads,
+    /// in order, at most `binaries::CHUNK` bytes each.
+    UploadBinary {
+        sha256: String,
+        size: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
     },
     /// From an application's driver: end these executors of its own (say,
     /// ones that stopped heartbeating); the Master may grant replacements.
@@ -549,6 +575,7 @@ mod tests {
         };
         let desc = ApplicationDescription {
             name: "n".into(),
+            binary: None,
             max_cores: Some(2),
             memory_per_executor_mb: 512,
             cores_per_executor: None,
@@ -572,6 +599,7 @@ mod tests {
                 desc: DriverDescription {
                     binary_url: "file:///x".into(),
                     binary_sha256: None,
+                    binary: None,
                     memory_mb: 1,
                     cores: 1,
                     supervise: true,

@@ -433,8 +433,14 @@ impl Worker {
             .map(|(k, v)| (k.clone(), subst(v)))
             .collect();
         let me = ctx.this().clone();
+        let binary = desc.binary.clone().map(|b| Fetch {
+            binary: b,
+            env: ctx.env.clone(),
+            cache: crate::binaries::cache_dir(&self.conf.work_dir),
+        });
         tokio::spawn(run_executor(RunSpec {
             me,
+            binary,
             app_id,
             exec_id,
             program,
@@ -534,8 +540,14 @@ impl Worker {
                 start_ms: chrono::Utc::now().timestamp_millis(),
             },
         );
+        let fetch = desc.binary.clone().map(|b| Fetch {
+            binary: b,
+            env: ctx.env.clone(),
+            cache: crate::binaries::cache_dir(&self.conf.work_dir),
+        });
         tokio::spawn(run_driver(DriverSpec {
             me: ctx.this().clone(),
+            fetch,
             secret: self.conf.rpc.secret.clone(),
             dir: self.conf.work_dir.join(&driver_id),
             worker_url: format!("flint://{}", self.address),
@@ -870,8 +882,22 @@ impl Endpoint for Worker {
     }
 }
 
+/// A binary to fetch by hash into the Worker's cache before launching.
+struct Fetch {
+    binary: crate::messages::BinaryRef,
+    env: flint_rpc::RpcEnv,
+    cache: PathBuf,
+}
+
+impl Fetch {
+    async fn local_copy(&self) -> Result<PathBuf, String> {
+        crate::binaries::ensure(&self.env, &self.cache, &self.binary).await
+    }
+}
+
 struct RunSpec {
     me: LocalRef<WorkerMsg>,
+    binary: Option<Fetch>,
     app_id: String,
     exec_id: u32,
     program: String,
@@ -903,8 +929,22 @@ async fn run_executor(spec: RunSpec) {
             spec.local_dir.to_string_lossy().into_owned(),
         )])
         .collect();
+    let mut program = spec.program.clone();
+    if let Some(f) = &spec.binary {
+        match f.local_copy().await {
+            Ok(p) => program = program.replace("{{APP_BINARY}}", &p.to_string_lossy()),
+            Err(e) => {
+                report(
+                    ExecutorState::Failed,
+                    Some(format!("cannot get the application binary: {e}")),
+                    None,
+                );
+                return;
+            }
+        }
+    }
     let launch = Launch {
-        program: &spec.program,
+        program: &program,
         args: &spec.args,
         env: &env,
         dir: &spec.exec_dir,
@@ -1085,6 +1125,8 @@ fn cleanup_work_dir(
 
 struct DriverSpec {
     me: LocalRef<WorkerMsg>,
+    /// The binary by hash (else `desc.binary_url`).
+    fetch: Option<Fetch>,
     /// The cluster secret, for the driver to reach the Master.
     secret: Option<String>,
     dir: PathBuf,
@@ -1110,11 +1152,18 @@ async fn run_driver(spec: DriverSpec) {
             exception,
         })
     };
-    let binary = match fetch_binary(
-        &spec.desc.binary_url,
-        spec.desc.binary_sha256.as_deref(),
-        &spec.dir,
-    ) {
+    let binary = match &spec.fetch {
+        Some(f) => match std::fs::create_dir_all(&spec.dir) {
+            Ok(()) => f.local_copy().await,
+            Err(e) => Err(format!("cannot create {}: {e}", spec.dir.display())),
+        },
+        None => fetch_binary(
+            &spec.desc.binary_url,
+            spec.desc.binary_sha256.as_deref(),
+            &spec.dir,
+        ),
+    };
+    let binary = match binary {
         Ok(p) => p,
         Err(e) => {
             report(DriverState::Error, Some(e));

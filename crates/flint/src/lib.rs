@@ -18,11 +18,17 @@
 
 pub use flint_core::*;
 
+/// See `flint_cluster::submit::is_flint_application`.
+static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
+
 /// Call first in `main`. In a driver it installs the cluster backend (so
 /// `flint://` and `local-cluster[...]` masters work) and returns; started by a
 /// Worker as an executor (`FLINT_ROLE=executor`), the same binary runs the
 /// executor and exits instead of returning to user code.
 pub fn init() {
+    // Kept in every binary that calls init: `flint submit` looks for it to
+    // tell a Flint application from any other program.
+    std::hint::black_box(&APPLICATION_MARKER);
     flint_cluster::register();
     if std::env::var(flint_core::executor::ROLE_VAR).as_deref() == Ok("executor")
         && std::env::var(flint_cluster::DRIVER_URL_VAR).is_ok()

@@ -128,15 +128,23 @@ fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) 
     assert_eq!(f[1], url);
     assert_eq!(f[2], "on-a-worker");
     assert_eq!((f[3].as_str(), f[4].as_str()), ("98", "20000"));
-    // The Worker ran a copy of the submitted binary in the driver's dir.
-    let copies: Vec<_> = std::fs::read_dir(&work)
+    // The Worker ran the binary it fetched from the Master, by hash, from its
+    // cache (the driver's executors reused that copy); the driver's dir
+    // holds its output.
+    let sha = flint_deploy::sha256_file(&exe).unwrap();
+    let cached = work.join("worker-0").join("binaries").join(&sha);
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        std::fs::read(&exe).unwrap(),
+        "the worker's cached binary is the submitted one"
+    );
+    let drivers: Vec<_> = std::fs::read_dir(work.join("worker-0"))
         .unwrap()
         .flatten()
-        .flat_map(|w| std::fs::read_dir(w.path()).into_iter().flatten().flatten())
         .filter(|d| d.file_name().to_string_lossy().starts_with("driver-"))
         .collect();
-    assert_eq!(copies.len(), 1, "one driver dir: {copies:?}");
-    assert!(copies[0].path().join(exe.file_name().unwrap()).exists());
+    assert_eq!(drivers.len(), 1, "one driver dir: {drivers:?}");
+    assert!(drivers[0].path().join("stderr").exists());
     rt.block_on(cluster.stop());
 }
 

@@ -1,0 +1,351 @@
+//! Application binaries by content. A binary is named by its SHA-256, never
+//! by a path from a message: the driver serves its own executable, the Master
+//! the binaries `flint submit` uploaded; a Worker fetches one in bounded parts
+//! into `work_dir/binaries/<sha256>`, checks the hash before the file becomes
+//! visible under that name, and reuses it for every later executor or driver
+//! of the same build (so a second application costs no copy).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcEnv};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::messages::BinaryRef;
+
+pub const BINARY_ENDPOINT: &str = "Binaries";
+/// Bytes asked for at once (well under the default frame limit).
+pub const CHUNK: u64 = 8 << 20;
+/// No application binary is larger.
+pub const MAX_BINARY_SIZE: u64 = 4 << 30;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum BinaryMsg {
+    /// Ask; answered with `Result<Vec<u8>, String>`.
+    Fetch {
+        sha256: String,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// 64 lower-case hex digits.
+pub fn valid_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The files one process serves, by hash.
+#[derive(Clone, Default)]
+pub struct Served(Arc<Mutex<HashMap<String, PathBuf>>>);
+
+impl Served {
+    pub fn insert(&self, sha256: String, path: PathBuf) {
+        self.0.lock().insert(sha256, path);
+    }
+
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.0.lock().contains_key(sha256)
+    }
+}
+
+/// Serves [`Served`] files in parts to whoever holds the RPC secret.
+pub struct BinaryServer(pub Served);
+
+impl Endpoint for BinaryServer {
+    type Msg = BinaryMsg;
+
+    fn receive(
+        &mut self,
+        _: &EndpointCtx<BinaryMsg>,
+        _: Peer,
+        msg: BinaryMsg,
+        reply: Option<Replier>,
+    ) {
+        let BinaryMsg::Fetch {
+            sha256,
+            offset,
+            len,
+        } = msg;
+        let Some(rp) = reply else { return };
+        let path = self.0.0.lock().get(&sha256).cloned();
+        tokio::task::spawn_blocking(move || {
+            let r = match path {
+                None => Err(format!("no binary {sha256} is served here")),
+                Some(_) if len > CHUNK => Err(format!("at most {CHUNK} bytes at once")),
+                Some(p) => read_at(&p, offset, len)
+                    .map(serde_bytes::ByteBuf::from)
+                    .map_err(|e| e.to_string()),
+            };
+            rp.reply(&r);
+        });
+    }
+}
+
+fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(std::io::Error::other(format!(
+            "asked for {len} bytes at {offset}, the file has {}",
+            buf.len()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Where a worker keeps binaries.
+pub fn cache_dir(work_dir: &Path) -> PathBuf {
+    work_dir.join("binaries")
+}
+
+/// The local copy of `r` in `dir`, fetched from `r.source` if missing, its
+/// hash checked before it gets its name.
+pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, String> {
+    if !valid_sha256(&r.sha256) {
+        return Err(format!("'{}' is not a SHA-256", r.sha256));
+    }
+    if r.size > MAX_BINARY_SIZE {
+        return Err(format!(
+            "an application binary of {} bytes is over the limit ({MAX_BINARY_SIZE})",
+            r.size
+        ));
+    }
+    let dst = dir.join(&r.sha256);
+    if std::fs::metadata(&dst).is_ok_and(|m| m.len() == r.size) {
+        return Ok(dst);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // A unique part file: fetches of the same binary at once do not collide.
+    let part = tempfile::Builder::new()
+        .prefix(&format!("{}.part", r.sha256))
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+    let (mut file, part_path) = part.into_parts();
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut offset = 0u64;
+    while offset < r.size {
+        let len = (r.size - offset).min(CHUNK);
+        let got: Result<serde_bytes::ByteBuf, String> = env
+            .ask(
+                &r.source,
+                BINARY_ENDPOINT,
+                &BinaryMsg::Fetch {
+                    sha256: r.sha256.clone(),
+                    offset,
+                    len,
+                },
+                Duration::from_secs(120),
+            )
+            .await
+            .map_err(|e| format!("cannot fetch binary {} from {}: {e}", r.sha256, r.source))?;
+        let bytes = got.map_err(|e| format!("{} refused binary {}: {e}", r.source, r.sha256))?;
+        if bytes.len() as u64 != len {
+            return Err(format!(
+                "{} sent {} bytes of the {len} asked for",
+                r.source,
+                bytes.len()
+            ));
+        }
+        hash.update(&bytes);
+        file.write_all(&bytes)
+            .map_err(|e| format!("cannot write {}: {e}", part_path.display()))?;
+        offset += len;
+    }
+    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if got != r.sha256 {
+        return Err(format!(
+            "the binary fetched from {} has SHA-256 {got}, not {}",
+            r.source, r.sha256
+        ));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot make {} executable: {e}", part_path.display()))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot write {}: {e}", part_path.display()))?;
+    drop(file);
+    part_path
+        .persist(&dst)
+        .map_err(|e| format!("cannot store {}: {e}", dst.display()))?;
+    Ok(dst)
+}
+
+/// Uploads in progress at the Master: each sha from one uploader at a time,
+/// written in order, checked before it is served.
+#[derive(Default)]
+pub struct Uploads {
+    active: HashMap<String, Upload>,
+}
+
+struct Upload {
+    from: flint_rpc::RpcAddress,
+    size: u64,
+    written: u64,
+    file: tempfile::NamedTempFile,
+    hash: sha2::Sha256,
+}
+
+/// Uploads accepted at once.
+const MAX_UPLOADS: usize = 4;
+
+impl Uploads {
+    /// Takes the part at `offset`; `Ok(true)` once the whole binary is stored
+    /// (and served) under its hash in `dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn part(
+        &mut self,
+        dir: &Path,
+        served: &Served,
+        from: &flint_rpc::RpcAddress,
+        sha256: &str,
+        size: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, String> {
+        use sha2::Digest;
+        if !valid_sha256(sha256) {
+            return Err(format!("'{sha256}' is not a SHA-256 in lower-case hex"));
+        }
+        if served.contains(sha256) {
+            return Ok(true);
+        }
+        if size == 0 || size > MAX_BINARY_SIZE {
+            return Err(format!(
+                "a binary of {size} bytes: must be 1 to {MAX_BINARY_SIZE}"
+            ));
+        }
+        if offset == 0 && !self.active.contains_key(sha256) {
+            if self.active.len() >= MAX_UPLOADS {
+                return Err("too many uploads in progress; try again shortly".into());
+            }
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let file = tempfile::Builder::new()
+                .prefix(&format!("{sha256}.part"))
+                .tempfile_in(dir)
+                .map_err(|e| format!("cannot store an upload: {e}"))?;
+            self.active.insert(
+                sha256.to_string(),
+                Upload {
+                    from: from.clone(),
+                    size,
+                    written: 0,
+                    file,
+                    hash: sha2::Sha256::new(),
+                },
+            );
+        }
+        let Some(u) = self.active.get_mut(sha256) else {
+            return Err(format!(
+                "no upload of {sha256} in progress: start at offset 0"
+            ));
+        };
+        if &u.from != from || u.size != size || u.written != offset {
+            return Err(format!(
+                "out-of-order part: {} bytes of {} written, part at {offset}",
+                u.written, u.size
+            ));
+        }
+        if data.is_empty() || data.len() as u64 > CHUNK || offset + data.len() as u64 > size {
+            return Err(format!(
+                "a part of {} bytes at {offset} does not fit",
+                data.len()
+            ));
+        }
+        if let Err(e) = u.file.write_all(data) {
+            self.active.remove(sha256);
+            return Err(format!("cannot store an upload: {e}"));
+        }
+        u.hash.update(data);
+        u.written += data.len() as u64;
+        if u.written < u.size {
+            return Ok(false);
+        }
+        let Some(u) = self.active.remove(sha256) else {
+            return Err("upload vanished".into());
+        };
+        let got: String = u
+            .hash
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if got != sha256 {
+            return Err(format!("the upload has SHA-256 {got}, not {sha256}"));
+        }
+        let dst = dir.join(sha256);
+        u.file
+            .persist(&dst)
+            .map_err(|e| format!("cannot store {}: {e}", dst.display()))?;
+        served.insert(sha256.to_string(), dst);
+        Ok(true)
+    }
+
+    /// Forgets uploads from a peer that went away.
+    pub fn forget(&mut self, from: &flint_rpc::RpcAddress) {
+        self.active.retain(|_, u| &u.from != from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(data: &[u8]) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn uploads_are_checked_in_order_and_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let served = Served::default();
+        let mut up = Uploads::default();
+        let a = flint_rpc::RpcAddress::new("127.0.0.1", 1);
+        let b = flint_rpc::RpcAddress::new("127.0.0.1", 2);
+        let data = b"0123456789".to_vec();
+        let h = sha(&data);
+        assert!(
+            !up.part(dir.path(), &served, &a, &h, 10, 0, &data[..4])
+                .unwrap()
+        );
+        // Another peer cannot interleave; a gap is refused.
+        assert!(
+            up.part(dir.path(), &served, &b, &h, 10, 4, &data[4..])
+                .is_err()
+        );
+        assert!(
+            up.part(dir.path(), &served, &a, &h, 10, 6, &data[6..])
+                .is_err()
+        );
+        assert!(
+            up.part(dir.path(), &served, &a, &h, 10, 4, &data[4..])
+                .unwrap()
+        );
+        assert_eq!(std::fs::read(dir.path().join(&h)).unwrap(), data);
+        assert!(served.contains(&h));
+        // Wrong content for a hash: refused, nothing served.
+        let other = sha(b"something else");
+        let e = up
+            .part(dir.path(), &served, &a, &other, 10, 0, &data)
+            .unwrap_err();
+        assert!(e.contains("not"), "{e}");
+        assert!(!served.contains(&other));
+        assert!(!dir.path().join(&other).exists());
+        // A name that is not a hash never becomes a path.
+        assert!(
+            up.part(dir.path(), &served, &a, "../../etc/x", 10, 0, &data)
+                .is_err()
+        );
+    }
+}
