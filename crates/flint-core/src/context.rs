@@ -68,6 +68,13 @@ struct Inner {
 
 impl FlintContext {
     pub fn new(conf: FlintConf) -> Result<Self> {
+        if std::env::var(crate::executor::ROLE_VAR).as_deref() == Ok("executor") {
+            // Else a Worker's executor would run the application's main as a
+            // second driver.
+            return Err(FlintError::Config(
+                "this process was started as a Flint executor, but its main did not call flint::init() first: call it first thing in main".into(),
+            ));
+        }
         let mut conf = conf.with_submitted_defaults()?;
         let master = match conf.get("flint.master") {
             Some(m) => m.to_string(),
@@ -663,4 +670,39 @@ fn check_job_partitions(partitions: &[usize], total: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run in a child process with FLINT_ROLE=executor (the parent test
+    /// below): a context there is refused with the fix, not created.
+    #[test]
+    fn a_context_in_an_executor_process_is_refused() {
+        if std::env::var("FLINT_TEST_ROLE_CHILD").is_ok() {
+            let err = FlintContext::new(FlintConf::new().master("local[1]"))
+                .err()
+                .expect("a context in executor mode")
+                .to_string();
+            assert!(err.contains("did not call flint::init()"), "{err}");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "context::tests::a_context_in_an_executor_process_is_refused",
+                "--nocapture",
+            ])
+            .env(crate::executor::ROLE_VAR, "executor")
+            .env("FLINT_TEST_ROLE_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
