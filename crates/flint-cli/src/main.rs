@@ -86,7 +86,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Submit { args }) => {
-            let code = match flint_cluster::submit::main(args) {
+            let code = match flint_cluster::submit::main_with(
+                args,
+                flint_cluster::submit::ClientLaunch::Exec,
+            ) {
                 Ok(code) => code,
                 // clap's own help and usage text come through here too.
                 Err(flint_core_error) => {

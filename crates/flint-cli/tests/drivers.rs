@@ -47,9 +47,19 @@ impl Client {
     }
 
     fn submit(&self, script: &Path, args: &[&str], supervise: bool) -> String {
+        self.submit_checked(script, args, supervise, None)
+    }
+
+    fn submit_checked(
+        &self,
+        script: &Path,
+        args: &[&str],
+        supervise: bool,
+        sha256: Option<String>,
+    ) -> String {
         let desc = DriverDescription {
             binary_url: format!("file://{}", script.display()),
-            binary_sha256: None,
+            binary_sha256: sha256,
             binary: None,
             memory_mb: 256,
             cores: 1,
@@ -157,6 +167,30 @@ fn supervised_driver_restarts_with_backoff_until_it_succeeds() {
     std::fs::remove_file(&counter).unwrap();
     let id = c.submit(&app, &[counter.to_str().unwrap()], false);
     c.wait_state(&id, DriverState::Failed);
+}
+
+/// A supervised driver that replaces its own copy and fails is not run
+/// again from the tampered copy: the hash is checked before every launch.
+#[test]
+fn a_supervised_relaunch_runs_only_the_submitted_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _ws) = cluster(dir.path(), 1);
+    let runs = dir.path().join("runs");
+    let app = script(
+        dir.path(),
+        "selfmod.sh",
+        "echo run >> \"$1\"; printf '#!/bin/sh\\necho TAMPERED >> \"$1\"\\n' > \"$0\"; exit 1",
+    );
+    let sha = flint_deploy::sha256_file(&app).unwrap();
+    let c = Client::new(m.port);
+    let id = c.submit_checked(&app, &[runs.to_str().unwrap()], true, Some(sha));
+    let st = c.wait_state(&id, DriverState::Error);
+    assert!(
+        st.exception.as_deref().unwrap_or("").contains("SHA-256"),
+        "{st:?}"
+    );
+    let text = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(text, "run\n", "ran once, never the tampered copy: {text:?}");
 }
 
 #[test]

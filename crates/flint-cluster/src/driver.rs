@@ -758,7 +758,12 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             0,
             &host,
             RpcConf {
-                secret: cluster_secret(&s.conf)?,
+                // An in-process local-cluster has no secret of its own.
+                secret: if local.is_some() {
+                    None
+                } else {
+                    cluster_secret(&s.conf)?
+                },
                 ..RpcConf::default()
             },
         )
@@ -997,6 +1002,14 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
 mod tests {
     use super::*;
     use flint_core::FlintConf;
+
+    #[test]
+    fn flint_deploy_and_flint_core_name_the_same_submit_variable() {
+        assert_eq!(
+            flint_deploy::SUBMIT_CONF_VAR,
+            flint_core::conf::SUBMIT_CONF_VAR
+        );
+    }
 
     #[test]
     fn the_heartbeat_interval_must_be_shorter_than_the_network_timeout() {

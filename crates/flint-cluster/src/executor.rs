@@ -27,6 +27,9 @@ const MAX_CONCURRENT_READS: usize = 8;
 const ASK: Duration = Duration::from_secs(60);
 
 type Outputs = Arc<Mutex<HashMap<(usize, usize), MapStatus>>>;
+/// Shuffles the driver has cleaned up: a map task of one that ends later
+/// (a zombie or speculative attempt) must not leave its files behind.
+type Cleaned = Arc<Mutex<std::collections::HashSet<usize>>>;
 type KillFlags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
 /// Results too large for one frame, until the driver has fetched them.
 type Results = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
@@ -125,12 +128,14 @@ fn serve() -> Result<()> {
     let _ = task_env.shuffle_client.set(client);
     // 3. Task threads.
     let kills: KillFlags = Arc::default();
+    let cleaned: Cleaned = Arc::default();
     let results: Results = Arc::default();
     // Room for the status update's own fields and accumulator updates.
     let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(TaskDescription, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
         let results = results.clone();
+        let cleaned = cleaned.clone();
         let (rx, task_env, env, driver, outputs, kills, id) = (
             work_rx.clone(),
             task_env.clone(),
@@ -149,7 +154,19 @@ fn serve() -> Result<()> {
                     if let TaskEnd::Success(TaskOutput::Map(st), _) = &end {
                         let shuffle = shuffle_of(&st.data_file);
                         if let Some(s) = shuffle {
-                            outputs.lock().insert((s, desc.partition), st.clone());
+                            // Checked under the outputs lock, which Cleanup
+                            // also takes: either the entry is removed by it or
+                            // never inserted.
+                            let mut outs = outputs.lock();
+                            if cleaned.lock().contains(&s) {
+                                drop(outs);
+                                flint_core::cleaner::clean(
+                                    &task_env,
+                                    flint_core::cleaner::CleanupTask::Shuffle(s),
+                                );
+                            } else {
+                                outs.insert((s, desc.partition), st.clone());
+                            }
                         }
                     }
                     if let TaskEnd::Failed(e @ FlintError::BadTask(_)) = &end {
@@ -203,6 +220,7 @@ fn serve() -> Result<()> {
                 reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
                 task_env: task_env.clone(),
                 results,
+                cleaned,
             },
         );
     });
@@ -321,6 +339,7 @@ struct ExecutorEndpoint {
     reads: Arc<tokio::sync::Semaphore>,
     task_env: Arc<TaskEnv>,
     results: Results,
+    cleaned: Cleaned,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -350,7 +369,9 @@ impl Endpoint for ExecutorEndpoint {
             }
             ExecutorMsg::Cleanup(task) if from_driver => {
                 if let flint_core::cleaner::CleanupTask::Shuffle(id) = task {
-                    self.outputs.lock().retain(|(s, _), _| *s != id);
+                    let mut outs = self.outputs.lock();
+                    self.cleaned.lock().insert(id);
+                    outs.retain(|(s, _), _| *s != id);
                 }
                 let env = self.task_env.clone();
                 // File removal blocks: off the RPC threads.

@@ -73,7 +73,8 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "DRIVER_ID")]
     pub status: Option<String>,
     /// The application binary, then its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    // The first value ends the options: the binary's own flags follow it.
+    #[arg(trailing_var_arg = true)]
     pub app: Vec<String>,
 }
 
@@ -81,25 +82,52 @@ fn bad(msg: impl Into<String>) -> FlintError {
     FlintError::Config(msg.into())
 }
 
+/// How client deploy mode starts the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientLaunch {
+    /// As a child; its exit status becomes ours (library callers, tests).
+    Child,
+    /// In place of this process (the `flint` command, as spark-submit runs
+    /// the driver in its own JVM): signals reach the driver directly.
+    Exec,
+}
+
 /// Runs `flint submit` with `args` (without the program name); returns the
 /// exit code for the command.
 pub fn main(args: impl IntoIterator<Item = String>) -> Result<i32> {
+    main_with(args, ClientLaunch::Child)
+}
+
+pub fn main_with(args: impl IntoIterator<Item = String>, launch: ClientLaunch) -> Result<i32> {
     let a =
         match SubmitArgs::try_parse_from(std::iter::once("flint submit".to_string()).chain(args)) {
             Ok(a) => a,
             Err(e) if !e.use_stderr() => {
-                // --help: print it, succeed.
-                print!("{e}");
+                // --help: print it, succeed (a closed pipe is no error).
+                use std::io::Write;
+                let _ = write!(std::io::stdout(), "{e}");
                 return Ok(0);
             }
             Err(e) => return Err(bad(e.to_string())),
         };
-    run(a)
+    run_with(a, launch)
 }
 
 pub fn run(a: SubmitArgs) -> Result<i32> {
+    run_with(a, ClientLaunch::Child)
+}
+
+pub fn run_with(a: SubmitArgs, launch: ClientLaunch) -> Result<i32> {
     let conf = settings(&a)?;
     let master = conf.get("flint.master").cloned();
+    if a.conf.iter().any(|kv| {
+        kv.split_once('=')
+            .is_some_and(|(k, _)| k == "flint.authenticate.secret")
+    }) {
+        return Err(bad(
+            "--conf flint.authenticate.secret=...: a secret on the command line is visible to every user (ps); put it in the file --properties-file names, or use flint.authenticate.secret.file",
+        ));
+    }
     if let Some(id) = a.kill.as_deref().or(a.status.as_deref()) {
         let master = master.ok_or_else(|| bad("--kill and --status need --master flint://..."))?;
         let client = MasterClient::new(&master, &conf)?;
@@ -143,7 +171,7 @@ pub fn run(a: SubmitArgs) -> Result<i32> {
     check_binary(&resolved)?;
     let binary = &resolved.to_string_lossy().into_owned();
     match cluster_master {
-        None => client_mode(binary, args, &conf),
+        None => client_mode(binary, args, &conf, launch),
         Some(master) => cluster_mode(&a, &master, binary, args, conf),
     }
 }
@@ -285,7 +313,9 @@ pub fn check_binary(path: &std::path::Path) -> Result<()> {
 
 /// A binary named without a slash is looked up in PATH, as a shell would.
 fn resolve(binary: &str) -> Result<PathBuf> {
-    if binary.contains('/') {
+    // A path, or a file in this directory (as spark-submit takes its jar),
+    // else a command in PATH.
+    if binary.contains('/') || std::path::Path::new(binary).is_file() {
         return Ok(PathBuf::from(binary));
     }
     std::env::var_os("PATH")
@@ -300,14 +330,29 @@ fn resolve(binary: &str) -> Result<PathBuf> {
         })
 }
 
-/// The driver runs here, as a child of this command; its exit code is ours.
-fn client_mode(binary: &str, args: &[String], conf: &BTreeMap<String, String>) -> Result<i32> {
-    let status = std::process::Command::new(binary)
-        .args(args)
-        .env(SUBMIT_CONF_VAR, encode(conf)?)
+/// The driver runs here: in place of this process, or as a child whose exit
+/// status is ours (128 + the signal that killed it, as a shell reports).
+fn client_mode(
+    binary: &str,
+    args: &[String],
+    conf: &BTreeMap<String, String>,
+    launch: ClientLaunch,
+) -> Result<i32> {
+    let mut cmd = std::process::Command::new(binary);
+    cmd.args(args).env(SUBMIT_CONF_VAR, encode(conf)?);
+    if launch == ClientLaunch::Exec {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        return Err(FlintError::io("cannot run application binary", binary, e));
+    }
+    let status = cmd
         .status()
         .map_err(|e| FlintError::io("cannot run application binary", binary, e))?;
-    Ok(status.code().unwrap_or(1))
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1))
 }
 
 fn cluster_mode(
@@ -392,6 +437,12 @@ fn cluster_mode(
         let st: DriverStatusResponse = client.ask_any(&MasterMsg::RequestDriverStatus {
             driver_id: id.clone(),
         })?;
+        if !st.found {
+            // Forgotten (say, a master that failed over): waiting would
+            // never end.
+            report_status(&id, &st);
+            return Ok(1);
+        }
         let state = st.state;
         let finished = matches!(
             state,
@@ -448,7 +499,7 @@ fn parse_mb(v: &str) -> Result<u64> {
     num.parse::<u64>()
         .ok()
         .filter(|n| *n > 0)
-        .map(|n| n * mult)
+        .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| bad(format!("driver memory {v}: use e.g. 1g or 512m")))
 }
 
@@ -646,5 +697,18 @@ mod tests {
         assert_eq!(parse_mb("1g").unwrap(), 1024);
         assert_eq!(parse_mb("512m").unwrap(), 512);
         assert!(parse_mb("lots").is_err());
+        assert!(parse_mb("20000000000000t").is_err(), "overflow is an error");
+        assert!(
+            e(&["--conf", "flint.authenticate.secret=s3cret", "app"])
+                .contains("visible to every user")
+        );
+        // Options end at the binary; a mistyped option is not taken for it.
+        assert!(
+            SubmitArgs::try_parse_from(["flint submit", "--maser", "x", "app"]).is_err(),
+            "an unknown option is an error"
+        );
+        let a = args(&["--master", "local[1]", "app", "--master", "mine", "-v"]);
+        assert_eq!(a.master.as_deref(), Some("local[1]"));
+        assert_eq!(a.app, vec!["app", "--master", "mine", "-v"]);
     }
 }

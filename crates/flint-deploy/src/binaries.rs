@@ -117,8 +117,22 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
         ));
     }
     let dst = dir.join(&r.sha256);
-    if std::fs::metadata(&dst).is_ok_and(|m| m.len() == r.size) {
-        return Ok(dst);
+    if dst.exists() {
+        // Checked at every use: what runs is what the hash names, even if
+        // the cache was tampered with since.
+        let (d, want) = (dst.clone(), r.sha256.clone());
+        let same = tokio::task::spawn_blocking(move || crate::sha256_file(&d))
+            .await
+            .map_err(|e| e.to_string())?
+            .is_ok_and(|got| got == want);
+        if same {
+            return Ok(dst);
+        }
+        tracing::warn!(
+            "{} does not match its hash; fetching it again",
+            dst.display()
+        );
+        let _ = std::fs::remove_file(&dst);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // A unique part file: fetches of the same binary at once do not collide.

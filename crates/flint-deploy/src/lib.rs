@@ -40,6 +40,10 @@ pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)
     Ok(out)
 }
 
+/// How `flint submit` passes settings to a driver (flint-core reads it as
+/// `flint_core::conf::SUBMIT_CONF_VAR`); never inherited by executors.
+pub const SUBMIT_CONF_VAR: &str = "FLINT_SUBMIT_CONF";
+
 /// SHA-256 of a file, in hex.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;

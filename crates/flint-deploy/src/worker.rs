@@ -930,6 +930,14 @@ async fn run_executor(spec: RunSpec) {
         )])
         .collect();
     let mut program = spec.program.clone();
+    if spec.binary.is_some() && program != "{{APP_BINARY}}" {
+        report(
+            ExecutorState::Failed,
+            Some("an application sent by hash must run {{APP_BINARY}}".into()),
+            None,
+        );
+        return;
+    }
     if let Some(f) = &spec.binary {
         match f.local_copy().await {
             Ok(p) => program = program.replace("{{APP_BINARY}}", &p.to_string_lossy()),
@@ -1019,8 +1027,10 @@ impl Launch<'_> {
         )?;
         writeln!(err, "{}\n", "=".repeat(40))?;
         let mut cmd = tokio::process::Command::new(self.program);
-        // Only a driver gets the cluster secret, and only from its Worker.
+        // Only a driver gets the cluster secret, and only from its Worker;
+        // settings flint submit gave a driver are not its executors'.
         cmd.env_remove(crate::SECRET_ENV);
+        cmd.env_remove(crate::SUBMIT_CONF_VAR);
         cmd.args(self.args)
             .envs(self.env.iter().cloned())
             .current_dir(self.dir)
@@ -1152,43 +1162,54 @@ async fn run_driver(spec: DriverSpec) {
             exception,
         })
     };
-    let binary = match &spec.fetch {
-        Some(f) => match std::fs::create_dir_all(&spec.dir) {
-            Ok(()) => f.local_copy().await,
-            Err(e) => Err(format!("cannot create {}: {e}", spec.dir.display())),
-        },
-        None => fetch_binary(
-            &spec.desc.binary_url,
-            spec.desc.binary_sha256.as_deref(),
-            &spec.dir,
-        ),
-    };
-    let binary = match binary {
-        Ok(p) => p,
-        Err(e) => {
-            report(DriverState::Error, Some(e));
-            return;
-        }
-    };
-    let subst = |s: &str| {
-        s.replace("{{WORKER_URL}}", &spec.worker_url)
-            .replace("{{USER_JAR}}", &binary.to_string_lossy())
-    };
-    let program = subst(&spec.desc.command.program);
-    let args: Vec<String> = spec.desc.command.args.iter().map(|a| subst(a)).collect();
-    let mut env: Vec<(String, String)> = spec
-        .desc
-        .command
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), subst(v)))
-        .collect();
-    if let Some(s) = &spec.secret {
-        env.push((crate::SECRET_ENV.into(), s.clone()));
+    let by_hash = spec.fetch.is_some() || spec.desc.binary_sha256.is_some();
+    if by_hash && spec.desc.command.program != "{{USER_JAR}}" {
+        // The hash vouches for the binary only if the binary is what runs.
+        report(
+            DriverState::Error,
+            Some("a driver submitted by hash must run {{USER_JAR}}".into()),
+        );
+        return;
     }
     let mut kill = spec.kill;
     let mut wait = Duration::from_secs(1);
     loop {
+        // Fetched and checked before every launch, relaunches included: the
+        // copy that runs is the one that was submitted.
+        let binary = match &spec.fetch {
+            Some(f) => match std::fs::create_dir_all(&spec.dir) {
+                Ok(()) => f.local_copy().await,
+                Err(e) => Err(format!("cannot create {}: {e}", spec.dir.display())),
+            },
+            None => fetch_binary(
+                &spec.desc.binary_url,
+                spec.desc.binary_sha256.as_deref(),
+                &spec.dir,
+            ),
+        };
+        let binary = match binary {
+            Ok(p) => p,
+            Err(e) => {
+                report(DriverState::Error, Some(e));
+                return;
+            }
+        };
+        let subst = |s: &str| {
+            s.replace("{{WORKER_URL}}", &spec.worker_url)
+                .replace("{{USER_JAR}}", &binary.to_string_lossy())
+        };
+        let program = subst(&spec.desc.command.program);
+        let args: Vec<String> = spec.desc.command.args.iter().map(|a| subst(a)).collect();
+        let mut env: Vec<(String, String)> = spec
+            .desc
+            .command
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), subst(v)))
+            .collect();
+        if let Some(s) = &spec.secret {
+            env.push((crate::SECRET_ENV.into(), s.clone()));
+        }
         let launch = Launch {
             program: &program,
             args: &args,

@@ -11,8 +11,12 @@ use flint::prelude::*;
 
 fn app(out: &str, input: &str) {
     // No master or name in code: they come from flint submit.
-    let sc =
-        FlintContext::new(FlintConf::new().set("flint.ui.showConsoleProgress", "false")).unwrap();
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.test.set-in-code", "code"),
+    )
+    .unwrap();
     let counts = sc
         .text_file(input, 4)
         .unwrap()
@@ -36,6 +40,7 @@ fn app(out: &str, input: &str) {
         counts.len().to_string(),
         common.to_string(),
         std::process::id().to_string(),
+        conf.get("flint.test.set-in-code").unwrap_or("").to_string(),
     ]
     .join("\t");
     sc.stop();
@@ -64,6 +69,8 @@ fn client_mode_runs_the_app_here_with_the_submitted_settings(dir: &std::path::Pa
         "submitted-in-client-mode",
         "--conf",
         "flint.test.marker=from-conf",
+        "--conf",
+        "flint.test.set-in-code=from-submit",
         exe.to_str().unwrap(),
         "--app",
         out.to_str().unwrap(),
@@ -80,6 +87,7 @@ fn client_mode_runs_the_app_here_with_the_submitted_settings(dir: &std::path::Pa
         std::process::id().to_string(),
         "a child process ran it"
     );
+    assert_eq!(f[6], "code", "a value the application sets in code wins");
     // A failing application's exit code comes back.
     let code = submit(&[
         "--master",
