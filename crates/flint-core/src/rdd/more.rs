@@ -228,7 +228,25 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
         if let Some(e) = tc.take_error() {
             return Err(e);
         }
-        let spawned = Command::new(&self.command[0])
+        if tc.is_killed() {
+            return Err(FlintError::User(
+                "task killed before its pipe command started".into(),
+            ));
+        }
+        let mut cmd = Command::new(&self.command[0]);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl(PR_SET_PDEATHSIG), one async-signal-safe system call;
+        // it allocates nothing. A piped program must not outlive the task's
+        // process (a driver that exits while a killed task is still starting
+        // its command would otherwise leave it running).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        let spawned = cmd
             .args(&self.command[1..])
             // The application's secrets are not the piped program's business.
             .env_remove("FLINT_APP_SECRET")
