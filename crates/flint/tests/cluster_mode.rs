@@ -407,11 +407,160 @@ fn no_resources_warn_and_a_dead_master_is_given_up(dir: &std::path::Path) {
     );
 }
 
+/// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
+/// process (one core), so a test can kill -9 a whole Worker.
+fn worker_process(master: &str, work: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut conf = flint_deploy::WorkerConf::new(vec![flint_rpc_address(master)]);
+        conf.port = 0;
+        conf.webui_port = 0;
+        conf.cores = 1;
+        conf.memory_mb = 1024;
+        conf.work_dir = work.into();
+        conf.registration_base = std::time::Duration::from_millis(100);
+        let _w = flint_deploy::Worker::start(conf).await.unwrap();
+        println!("worker ready");
+        // Runs until killed.
+        std::future::pending::<()>().await;
+    });
+}
+
+fn flint_rpc_address(hp: &str) -> flint_rpc::RpcAddress {
+    flint_rpc::RpcAddress::parse(hp).unwrap()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A Worker process is killed with SIGKILL while reduce tasks run: its
+/// executor dies with it, the Master reports the Worker's executors lost, and
+/// the job finishes on the other Worker with the right counts.
+fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt
+        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
+            port: 0,
+            webui_port: 0,
+            ..flint_deploy::MasterConf::default()
+        }))
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    /// Killed by PID when dropped, so a failing test leaves no worker behind.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut workers: Vec<Reaped> = (0..2)
+        .map(|i| {
+            let mut c = std::process::Command::new(&exe)
+                .args([
+                    "--worker",
+                    &master.address.to_string(),
+                    dir.join(format!("w{i}")).to_str().unwrap(),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            assert_eq!(line.trim(), "worker ready");
+            Reaped(c)
+        })
+        .collect();
+    let gate = dir.join("reduce-gate");
+    let started = dir.join("reduce-started");
+    std::fs::create_dir_all(&started).unwrap();
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .app_name("cluster-kill-worker")
+            .master(format!("flint://{}", master.address))
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.executor.memory", "256m"),
+    )
+    .unwrap();
+    let (g, st) = (
+        gate.to_str().unwrap().to_owned(),
+        started.to_str().unwrap().to_owned(),
+    );
+    let job = {
+        let sc = sc.clone();
+        let input = input.to_owned();
+        std::thread::spawn(move || {
+            sc.text_file(&input, 4)
+                .unwrap()
+                .flat_map(Fn!(|l: String| words(l)))
+                .map(Fn!(|w: String| (w, 1u64)))
+                .reduce_by_key_with(4, Fn!(|a: u64, b: u64| a + b))
+                .map_partitions(Fn!(move |it: Box<dyn Iterator<Item = (String, u64)>>| {
+                    // Reduce tasks say where they run, then wait for the gate.
+                    let _ = std::fs::write(format!("{}/{}", st, std::process::id()), "");
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    while !std::path::Path::new(&g).exists() && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    it
+                }))
+                .collect()
+        })
+    };
+    let executors = || -> Vec<u32> {
+        std::fs::read_dir(&started)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    wait_until("reduce tasks run on both executors", 60, || {
+        executors().len() >= 2
+    });
+    let victim_exec = executors()[0];
+    let victim = workers
+        .iter_mut()
+        .find(|w| parent_of(victim_exec) == Some(w.0.id()))
+        .expect("an executor is the child of a worker process");
+    signal(victim.0.id(), "-KILL");
+    let _ = victim.0.wait();
+    wait_until("the worker's executor died with it", 30, || {
+        is_gone(victim_exec)
+    });
+    std::fs::write(&gate, "").unwrap();
+    let mut counts = job.join().unwrap().unwrap();
+    counts.sort();
+    check_counts(&counts, "after kill -9 of a worker");
+    assert!(
+        harness::logs().contains("lost executor"),
+        "the driver saw the executor lost"
+    );
+    sc.stop();
+    drop(workers);
+    rt.block_on(async { master.env.shutdown() });
+}
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     harness::init_logging();
     flint::init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--worker") {
+        worker_process(&args[2], &args[3]);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     let text: String = (0..20_000)
@@ -460,6 +609,10 @@ fn main() {
         ("no_resources_warn_and_a_dead_master_is_given_up", {
             let d = d.clone();
             Box::new(move || no_resources_warn_and_a_dead_master_is_given_up(&d))
+        }),
+        ("a_killed_worker_s_job_finishes_on_the_other", {
+            let d = d.clone();
+            Box::new(move || a_killed_worker_s_job_finishes_on_the_other(input, &d))
         }),
         ("results_and_tasks_larger_than_a_frame", {
             let d = d.clone();
