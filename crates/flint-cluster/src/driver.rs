@@ -51,6 +51,8 @@ struct DriverEndpoint {
     timeout: Duration,
     /// `flint.driver.maxResultSize` (0: no limit).
     max_result_size: u64,
+    /// The application's key: every task sent is signed with it.
+    task_key: Vec<u8>,
     /// When a task was last sent to an executor.
     last_launch: Option<Instant>,
     /// `flint.starvation.timeout` (15 s).
@@ -83,7 +85,8 @@ impl DriverEndpoint {
             e.free = e.free.saturating_sub(self.cpus);
             self.running.insert(desc.task_id, exec_id.clone());
             self.last_launch = Some(Instant::now());
-            let task = WireTask::from_desc(&desc);
+            let mut task = WireTask::from_desc(&desc);
+            task.binary.sign(&self.task_key);
             if let Err(err) =
                 ctx.env
                     .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
@@ -804,6 +807,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 kill_executors,
                 last_launch: None,
                 starvation,
+                task_key: s.app_secret.clone(),
             },
         );
         let d = driver.clone();

@@ -201,9 +201,9 @@ impl FlintContext {
                 ))
             })?;
             // The application's secret: its executors authenticate with it and
-            // every task is signed with it.
+            // the backend signs every task it sends with it (per context, so
+            // two applications in one process do not sign with each other's).
             let app_secret = crate::ship::generate_task_key()?;
-            crate::ship::set_task_key(Some(app_secret.clone()));
             factory(crate::scheduler::backend::ClusterStart {
                 conf: conf.clone(),
                 master: master.clone(),

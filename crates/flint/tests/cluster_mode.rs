@@ -286,7 +286,7 @@ fn cleanup_reaches_the_executors(input: &str) {
 /// in parts from the executor); one over `flint.driver.maxResultSize` fails
 /// the job at once, without retries; a task larger than a frame fails with
 /// Spark's advice.
-fn results_and_tasks_larger_than_a_frame(dir: &std::path::Path) {
+fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
     let sc = FlintContext::new(
         cluster_conf("cluster-large-results")
             .set("flint.rpc.message.maxSize", "1")
@@ -327,6 +327,32 @@ fn results_and_tasks_larger_than_a_frame(dir: &std::path::Path) {
         1,
         "a result over maxResultSize is not retried"
     );
+    // A task that panics on every attempt: the job fails with the panic's
+    // message after flint.task.maxFailures (4 on a cluster) attempts.
+    let tries = dir.join("panic-attempts");
+    std::fs::create_dir_all(&tries).unwrap();
+    let t = tries.to_str().unwrap().to_owned();
+    let err = sc
+        .parallelize(vec![1u32, 2, 3], 3)
+        .map(Fn!(move |x: u32| {
+            if x == 2 {
+                let n = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                let _ = std::fs::write(format!("{}/{}-{}", t, std::process::id(), n), "");
+                panic!("boom on element {x}");
+            }
+            x
+        }))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("boom on element 2") && err.contains("failed 4 times"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&tries).unwrap().count(), 4);
     let captured = vec![7u8; 2 << 20];
     let err = sc
         .parallelize(vec![0usize], 1)
@@ -405,6 +431,75 @@ fn no_resources_warn_and_a_dead_master_is_given_up(dir: &std::path::Path) {
         started.elapsed() >= std::time::Duration::from_millis(600),
         "3 attempts, 200 ms apart"
     );
+}
+
+/// Two applications share a two-core cluster by the Master's rules
+/// (`flint.cores.max`, Spark's --total-executor-cores); a third that finds no
+/// free core waits, warned about, and runs once one of the others ends.
+fn applications_share_the_cluster(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rt
+        .block_on(flint_deploy::LocalCluster::start(
+            2,
+            1,
+            1024,
+            &dir.join("shared"),
+        ))
+        .unwrap();
+    let url = format!("flint://{}", cluster.master.address);
+    let app = |name: &str, max: Option<&str>| {
+        let mut c = FlintConf::new()
+            .app_name(name)
+            .master(url.clone())
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.executor.memory", "256m")
+            .set("flint.scheduler.maxRegisteredResourcesWaitingTime", "50ms")
+            .set("flint.starvation.timeout", "200ms");
+        if let Some(m) = max {
+            c = c.set("flint.cores.max", m);
+        }
+        FlintContext::new(c).unwrap()
+    };
+    let sum = |sc: &FlintContext| {
+        sc.parallelize((1..=100u64).collect::<Vec<_>>(), 4)
+            .map(Fn!(|x: u64| (std::process::id(), x)))
+            .collect()
+            .unwrap()
+    };
+    let (a, b) = (app("share-a", Some("1")), app("share-b", Some("1")));
+    let (ra, rb) = (sum(&a), sum(&b));
+    let pids = |r: &[(u32, u64)]| {
+        let mut p: Vec<u32> = r.iter().map(|x| x.0).collect();
+        p.sort();
+        p.dedup();
+        p
+    };
+    assert_eq!(ra.iter().map(|x| x.1).sum::<u64>(), 5050);
+    assert_eq!(rb.iter().map(|x| x.1).sum::<u64>(), 5050);
+    // One executor each, on different workers: different processes.
+    assert_eq!(pids(&ra).len(), 1, "{:?}", pids(&ra));
+    assert_eq!(pids(&rb).len(), 1, "{:?}", pids(&rb));
+    assert_ne!(pids(&ra), pids(&rb));
+    let before = harness::logs()
+        .matches("Initial job has not accepted any resources")
+        .count();
+    let c = app("share-c", None);
+    let job = {
+        let c = c.clone();
+        std::thread::spawn(move || sum(&c))
+    };
+    wait_until("the third application's starvation warning", 30, || {
+        harness::logs()
+            .matches("Initial job has not accepted any resources")
+            .count()
+            > before
+    });
+    a.stop();
+    let rc = job.join().unwrap();
+    assert_eq!(rc.iter().map(|x| x.1).sum::<u64>(), 5050);
+    b.stop();
+    c.stop();
+    rt.block_on(cluster.stop());
 }
 
 /// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
@@ -610,13 +705,17 @@ fn main() {
             let d = d.clone();
             Box::new(move || no_resources_warn_and_a_dead_master_is_given_up(&d))
         }),
+        ("applications_share_the_cluster", {
+            let d = d.clone();
+            Box::new(move || applications_share_the_cluster(&d))
+        }),
         ("a_killed_worker_s_job_finishes_on_the_other", {
             let d = d.clone();
             Box::new(move || a_killed_worker_s_job_finishes_on_the_other(input, &d))
         }),
-        ("results_and_tasks_larger_than_a_frame", {
+        ("large_results_large_tasks_and_failing_tasks", {
             let d = d.clone();
-            Box::new(move || results_and_tasks_larger_than_a_frame(&d))
+            Box::new(move || large_results_large_tasks_and_failing_tasks(&d))
         }),
         (
             "cleanup_reaches_the_executors",

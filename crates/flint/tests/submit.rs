@@ -153,6 +153,49 @@ fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) 
         .collect();
     assert_eq!(drivers.len(), 1, "one driver dir: {drivers:?}");
     assert!(drivers[0].path().join("stderr").exists());
+    // A driver that crashes on its first run: supervised, the Worker runs it
+    // again and it finishes; unsupervised, it ends FAILED and submit says so
+    // with a non-zero exit.
+    let crash = |supervise: bool, tag: &str| {
+        let out = dir.join(format!("{tag}.out"));
+        let marker = dir.join(format!("{tag}.crashed"));
+        let mut args = vec![
+            "--deploy-mode",
+            "cluster",
+            "--master",
+            &url,
+            "--driver-memory",
+            "256m",
+            "--executor-memory",
+            "256m",
+            "--conf",
+            "flint.standalone.submit.waitAppCompletion=true",
+        ];
+        if supervise {
+            args.push("--supervise");
+        }
+        let (exe, out_s, marker_s) = (
+            exe.to_str().unwrap().to_owned(),
+            out.to_str().unwrap().to_owned(),
+            marker.to_str().unwrap().to_owned(),
+        );
+        args.extend([
+            exe.as_str(),
+            "--app",
+            out_s.as_str(),
+            input,
+            marker_s.as_str(),
+        ]);
+        let code = submit(&args);
+        assert!(marker.exists(), "the first run crashed");
+        (code, out)
+    };
+    let (code, out) = crash(true, "supervised");
+    assert_eq!(code, 0, "a supervised driver is restarted and finishes");
+    assert_eq!(fields(&out)[4], "20000");
+    let (code, out) = crash(false, "unsupervised");
+    assert_ne!(code, 0, "an unsupervised crash ends FAILED");
+    assert!(!out.exists());
     rt.block_on(cluster.stop());
 }
 
@@ -161,6 +204,17 @@ fn main() {
     flint::init();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--app") {
+        // A crash marker: the first run (cluster-wide) creates it and fails.
+        if let Some(marker) = args.get(4)
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(marker)
+                .is_ok()
+        {
+            eprintln!("crashing on purpose (first run)");
+            std::process::exit(3);
+        }
         app(&args[2], &args[3]);
         return;
     }
