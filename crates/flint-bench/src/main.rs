@@ -35,7 +35,7 @@ enum Cmd {
         /// Run Spark's suite now (about 8 minutes) instead of reading the reference.
         #[arg(long)]
         spark_run: bool,
-        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, skew, throughput).
+        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, skew, throughput, cluster).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where to write the JSON results.
@@ -49,6 +49,8 @@ enum Cmd {
     Latency {
         #[arg(long, default_value_t = 200)]
         jobs: usize,
+        #[arg(long, default_value = "local[2]")]
+        master: String,
     },
     /// Task throughput: `parallelize(1M ints, P partitions).count()`.
     Throughput {
@@ -56,6 +58,8 @@ enum Cmd {
         partitions: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        #[arg(long, default_value = "local[2]")]
+        master: String,
     },
     /// Hot keys: groupByKey of N values on one key, reduceByKey of the same,
     /// and a join of one key with S values on each side (counted).
@@ -83,9 +87,15 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
+    // On a cluster this binary is also its executors.
+    flint::init();
     match Cli::parse().cmd {
-        Cmd::Latency { jobs } => latency(jobs),
-        Cmd::Throughput { partitions, runs } => throughput(partitions, runs),
+        Cmd::Latency { jobs, master } => latency(jobs, &master),
+        Cmd::Throughput {
+            partitions,
+            runs,
+            master,
+        } => throughput(partitions, runs, &master),
         Cmd::Measure { cmd } => measure(&cmd),
         Cmd::Skew { values, side } => skew(values, side),
         Cmd::Run {
@@ -99,8 +109,30 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn latency(jobs: usize) -> anyhow::Result<()> {
-    let sc = FlintContext::new(FlintConf::new().app_name("latency").master("local[2]"))?;
+/// The largest resident set among the executor processes, in MiB, read by
+/// tasks while the executors are otherwise idle (cluster masters only).
+fn executor_rss_mib(sc: &FlintContext) -> anyhow::Result<f64> {
+    let per_task = sc
+        .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+        .map(Fn!(|_x: u32| {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                })
+                .unwrap_or(0.0)
+                / 1024.0
+        }))
+        .collect()?;
+    Ok(per_task.into_iter().fold(0.0, f64::max))
+}
+
+fn latency(jobs: usize, master: &str) -> anyhow::Result<()> {
+    let t_ctx = Instant::now();
+    let sc = FlintContext::new(FlintConf::new().app_name("latency").master(master))?;
+    let ctx_ms = ms(t_ctx.elapsed());
     let data: Vec<i32> = (1..=100).collect();
     let t0 = Instant::now();
     sc.parallelize(data.clone(), 2).count()?;
@@ -137,11 +169,17 @@ fn latency(jobs: usize) -> anyhow::Result<()> {
         drop(task);
     }
     let open_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let exec_rss = if master.starts_with("flint://") {
+        executor_rss_mib(&sc)?
+    } else {
+        0.0
+    };
     println!(
         "{}",
         serde_json::json!({
             "median_ms": ms(pct(0.5)), "p99_ms": ms(pct(0.99)), "min_ms": ms(times[0]),
-            "first_ms": ms(first), "jobs": jobs,
+            "first_ms": ms(first), "jobs": jobs, "context_ms": ctx_ms,
+            "executor_rss_mib": exec_rss,
             "stage_encode_us": encode.as_secs_f64() * 1e6, "task_open_us": open_us,
             "task_bytes": binary.payload.len(),
         })
@@ -149,8 +187,8 @@ fn latency(jobs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn throughput(partitions: usize, runs: usize) -> anyhow::Result<()> {
-    let sc = FlintContext::new(FlintConf::new().app_name("throughput").master("local[2]"))?;
+fn throughput(partitions: usize, runs: usize, master: &str) -> anyhow::Result<()> {
+    let sc = FlintContext::new(FlintConf::new().app_name("throughput").master(master))?;
     let data: Vec<i32> = (0..1_000_000).collect();
     let mut rates = Vec::new();
     let mut times = Vec::new();
@@ -348,14 +386,21 @@ fn examples_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn spark_reference(run_now: bool) -> anyhow::Result<serde_json::Value> {
+fn spark_reference(
+    run_now: bool,
+    standalone: bool,
+    local: bool,
+    quick: bool,
+) -> anyhow::Result<serde_json::Value> {
     let spark = shared_bench()?.join("spark");
     let path = if run_now {
         // Tell run.sh where to put its results rather than guessing its default.
         let out = cache_dir()?.join("results");
         let st = Command::new("bash")
             .arg(spark.join("run.sh"))
-            .env("SKIP_STANDALONE", "1")
+            .env("SKIP_STANDALONE", if standalone { "0" } else { "1" })
+            .env("SKIP_LOCAL", if local { "0" } else { "1" })
+            .env("QUICK", if quick { "1" } else { "0" })
             .env("RESULTS_DIR", &out)
             .status()
             .context("cannot run Spark's run.sh (bash)")?;
@@ -393,10 +438,29 @@ fn spark_metric_mode(v: &serde_json::Value, label: &str, field: &str) -> Option<
     })
 }
 
-/// Starts a master and two workers (release binaries, ephemeral ports), returns
-/// seconds until both are ALIVE and the idle RSS (MiB) of the three daemons.
-fn standalone() -> anyhow::Result<(f64, Vec<f64>)> {
-    use std::io::{BufRead, Read, Write};
+/// Kills its processes by PID when dropped.
+struct Kill(Vec<std::process::Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A master and two one-core workers started from the release `flint` binary
+/// on ephemeral ports.
+struct Standalone {
+    procs: Kill,
+    url: String,
+    flint: PathBuf,
+    /// Seconds from starting the master until both workers are ALIVE.
+    alive_s: f64,
+}
+
+fn flint_cli() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let flint = me.parent().context("no parent")?.join("flint");
     if !flint.exists() {
@@ -405,18 +469,15 @@ fn standalone() -> anyhow::Result<(f64, Vec<f64>)> {
             flint.display()
         );
     }
-    let dir = cache_dir()?.join("standalone");
+    Ok(flint)
+}
+
+fn start_standalone(name: &str) -> anyhow::Result<Standalone> {
+    use std::io::{BufRead, Read, Write};
+    let flint = flint_cli()?;
+    let dir = cache_dir()?.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    struct Kill(Vec<std::process::Child>);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let mut procs = Kill(Vec::new());
     let banner = |c: &mut std::process::Child| -> anyhow::Result<String> {
         let out = c.stdout.take().context("stdout")?;
@@ -487,26 +548,185 @@ fn standalone() -> anyhow::Result<(f64, Vec<f64>)> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let alive = t0.elapsed().as_secs_f64();
+    Ok(Standalone {
+        procs,
+        url,
+        flint,
+        alive_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Starts a master and two workers (release binaries, ephemeral ports), returns
+/// seconds until both are ALIVE and the idle RSS (MiB) of the three daemons.
+fn standalone() -> anyhow::Result<(f64, Vec<f64>)> {
+    let sa = start_standalone("standalone")?;
     std::thread::sleep(Duration::from_secs(2));
-    let rss = procs
-        .0
-        .iter()
-        .map(|c| {
-            std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-                .ok()
-                .and_then(|s| {
-                    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                        l.split_whitespace()
-                            .nth(1)
-                            .and_then(|v| v.parse::<f64>().ok())
-                    })
-                })
-                .unwrap_or(0.0)
-                / 1024.0
+    let rss = sa.procs.0.iter().map(|c| rss_mib(c.id())).collect();
+    Ok((sa.alive_s, rss))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
-        .collect();
-    Ok((alive, rss))
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// The cluster section: the same jobs through a standalone master and two
+/// one-core workers, against `local[2]` in the same run.
+#[allow(clippy::too_many_arguments)]
+fn cluster_section(
+    rows: &mut Vec<Row>,
+    ex: &Path,
+    text: &Path,
+    text_name: &str,
+    sort: &Path,
+    sort_name: &str,
+    repeat: usize,
+    spark_ref: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let sa = start_standalone("cluster")?;
+    let me = std::env::current_exe()?;
+    let me = me.to_str().unwrap_or_default();
+    let url = sa.url.as_str();
+    let sa_metric =
+        |label: &str, field: &str| spark_ref.and_then(|r| spark_metric_mode(r, label, field));
+    let (_, rss, out) = measured(&[me, "latency", "--master", url])?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    rows.push(Row {
+        name: "cluster: tiny job median (200 x parallelize(1..=100,2).count())".into(),
+        dataset: "-".into(),
+        seconds: v["median_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        peak_rss_mib: rss,
+        detail: format!(
+            "p99 {:.3} ms; context with 2 executors ready in {:.0} ms; executor RSS {:.1} MiB",
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["context_ms"].as_f64().unwrap_or(0.0),
+            v["executor_rss_mib"].as_f64().unwrap_or(0.0),
+        ),
+        spark: sa_metric("tiny_jobs_sa", "median_ms").map(|m| m / 1000.0),
+    });
+    let (_, rss, out) = measured(&[me, "throughput", "--master", url])?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    let rate = v["median_tasks_per_s"].as_f64().unwrap_or(0.0);
+    rows.push(Row {
+        name: "cluster: task throughput, 10,000-partition count (s per 10k tasks)".into(),
+        dataset: "-".into(),
+        seconds: 10_000.0 / rate.max(1e-9),
+        peak_rss_mib: rss,
+        detail: format!("{rate:.0} tasks/s"),
+        spark: None,
+    });
+    // The same job on the cluster and in local[2], alternating; medians.
+    let mut pair =
+        |name: &str, dataset: &str, cmd: &[String], spark: Option<f64>| -> anyhow::Result<()> {
+            let (mut on_cluster, mut local) = (Vec::new(), Vec::new());
+            for _ in 0..repeat.max(1) {
+                for (master, runs) in [(url, &mut on_cluster), ("local[2]", &mut local)] {
+                    let mut c: Vec<String> = cmd.to_vec();
+                    c.push(format!("--master={master}"));
+                    let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+                    let (s, rss, _) = measured(&refs)?;
+                    runs.push((s, rss));
+                }
+            }
+            let (s, rss) = median_run(&on_cluster);
+            let (l, _) = median_run(&local);
+            rows.push(Row {
+                name: format!("cluster: {name}"),
+                dataset: dataset.into(),
+                seconds: s,
+                peak_rss_mib: rss,
+                detail: format!(
+                    "local[2] {} (cluster / local {:.2}x, medians); {}",
+                    secs(l),
+                    s / l,
+                    runs_note(&on_cluster)
+                ),
+                spark,
+            });
+            Ok(())
+        };
+    let s = |p: &Path| p.to_str().unwrap_or_default().to_string();
+    pair(
+        "WordCount (wordcount example, whole process)",
+        text_name,
+        &[s(&ex.join("wordcount")), s(text)],
+        // Spark's standalone WordCount is measured on 100 MiB only.
+        sa_metric("wc_rdd_100m_sa", "count_job_ms")
+            .filter(|_| text_name == "text-100MiB")
+            .map(|m| m / 1000.0),
+    )?;
+    let out_dir = cache_dir()?.join("sort-out-cluster");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    // sort refuses an existing output directory: a fresh one per run.
+    let sort_cmd = [
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "rm -rf {o} && exec {b} {i} {o} --executor-memory=512m \"$@\"",
+            o = s(&out_dir),
+            b = s(&ex.join("sort")),
+            i = s(sort)
+        ),
+        "sort".to_string(),
+    ];
+    pair("Sort (sort example, 512m)", sort_name, &sort_cmd, None)?;
+    let _ = std::fs::remove_dir_all(&out_dir);
+    // Cluster deploy mode: submit to FINISHED (Spark's one_count_sa_cluster).
+    let t = Instant::now();
+    let st = Command::new(&sa.flint)
+        .args([
+            "submit",
+            "--master",
+            url,
+            "--deploy-mode",
+            "cluster",
+            "--driver-memory",
+            "256m",
+            "--executor-memory",
+            "256m",
+            "--conf",
+            "flint.standalone.submit.waitAppCompletion=true",
+        ])
+        .arg(ex.join("pi"))
+        .arg("1")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let hello = t.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("cluster-mode submission of pi failed: {st}");
+    }
+    rows.push(Row {
+        name: "cluster deploy mode: flint submit of pi to FINISHED".into(),
+        dataset: "-".into(),
+        seconds: hello,
+        peak_rss_mib: 0.0,
+        detail: format!(
+            "daemon RSS after the jobs: master {:.1}, workers {:.1} / {:.1} MiB",
+            rss_mib(sa.procs.0[0].id()),
+            rss_mib(sa.procs.0[1].id()),
+            rss_mib(sa.procs.0[2].id())
+        ),
+        // Spark's is the wall time of its spark-submit, as here.
+        spark: spark_ref.and_then(|r| {
+            r["runs"].as_array()?.iter().find_map(|x| {
+                (x["label"] == "one_count_sa_cluster")
+                    .then(|| x["wall_ms"].as_f64().map(|m| m / 1000.0))
+                    .flatten()
+            })
+        }),
+    });
+    drop(sa);
+    Ok(())
 }
 
 fn run(
@@ -520,7 +740,8 @@ fn run(
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let ex = examples_dir()?;
     let spark_ref = if spark {
-        Some(spark_reference(spark_run)?)
+        let local = only.is_empty() || only.iter().any(|o| o != "cluster");
+        Some(spark_reference(spark_run, want("cluster"), local, quick)?)
     } else {
         None
     };
@@ -711,7 +932,21 @@ fn run(
             spark: sp.map(|r| 10_000.0 / r),
         });
     }
-    println!("| benchmark | dataset | Flint | peak RSS | Spark local[2] | Spark / Flint | notes |");
+    if want("cluster") {
+        let text = dataset("text", &format!("{text_name}.txt"), text_bytes)?;
+        let sort = dataset("sort", &format!("{sort_name}.bin"), sort_n)?;
+        cluster_section(
+            &mut rows,
+            &ex,
+            &text,
+            text_name,
+            &sort,
+            sort_name,
+            repeat,
+            spark_ref.as_ref(),
+        )?;
+    }
+    println!("| benchmark | dataset | Flint | peak RSS | Spark | Spark / Flint | notes |");
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         let (sp, ratio) = match r.spark {
