@@ -739,7 +739,8 @@ fn run(
 ) -> anyhow::Result<()> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let ex = examples_dir()?;
-    let spark_ref = if spark {
+    // Running Spark now implies comparing with it.
+    let spark_ref = if spark || spark_run {
         let local = only.is_empty() || only.iter().any(|o| o != "cluster");
         Some(spark_reference(spark_run, want("cluster"), local, quick)?)
     } else {

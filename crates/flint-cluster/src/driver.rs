@@ -60,6 +60,9 @@ struct DriverEndpoint {
     kill_executors: KillExecutors,
 }
 
+/// Bytes of parallelized slices shipped inside one task at most.
+const ATTACH_LIMIT: usize = 1 << 20;
+
 /// More cores than any machine has: a claim above it is refused.
 const MAX_EXECUTOR_CORES: usize = 1 << 16;
 
@@ -87,6 +90,18 @@ impl DriverEndpoint {
             self.last_launch = Some(Instant::now());
             let mut task = WireTask::from_desc(&desc);
             task.binary.sign(&self.task_key);
+            // Small slices travel with the task: no round trip to fetch them.
+            let mut room = ATTACH_LIMIT.min(self.max_reply / 2);
+            for id in &desc.driver_blocks {
+                if let flint_core::storage::BlockId::ParallelSlice { rdd, slice } = *id
+                    && let Some(b) = self.env.blocks.get::<flint_core::env::EncodedBlock>(*id)
+                    && b.0.len() <= room
+                {
+                    room -= b.0.len();
+                    task.slices
+                        .push((rdd, slice, serde_bytes::ByteBuf::from(b.0.clone())));
+                }
+            }
             if let Err(err) =
                 ctx.env
                     .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))

@@ -124,8 +124,9 @@ fn serve() -> Result<()> {
         id: id.clone(),
         outputs: outputs.clone(),
         peers: Mutex::new(HashMap::new()),
+        attached: Mutex::new(HashMap::new()),
     });
-    let _ = task_env.shuffle_client.set(client);
+    let _ = task_env.shuffle_client.set(client.clone());
     // 3. Task threads.
     let kills: KillFlags = Arc::default();
     let cleaned: Cleaned = Arc::default();
@@ -221,6 +222,7 @@ fn serve() -> Result<()> {
                 task_env: task_env.clone(),
                 results,
                 cleaned,
+                client: client.clone(),
             },
         );
     });
@@ -340,6 +342,7 @@ struct ExecutorEndpoint {
     task_env: Arc<TaskEnv>,
     results: Results,
     cleaned: Cleaned,
+    client: Arc<Client>,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -356,7 +359,13 @@ impl Endpoint for ExecutorEndpoint {
         // opened to it; other executors may only fetch shuffle segments.
         let from_driver = from.via == Via::Dialed && from.addr == self.driver;
         match msg {
-            ExecutorMsg::LaunchTask(t) if from_driver => {
+            ExecutorMsg::LaunchTask(mut t) if from_driver => {
+                if !t.slices.is_empty() {
+                    let mut attached = self.client.attached.lock();
+                    for (rdd, slice, bytes) in std::mem::take(&mut t.slices) {
+                        attached.insert((rdd, slice), bytes.into_vec());
+                    }
+                }
                 let desc = t.into_desc();
                 let flag = Arc::new(AtomicBool::new(false));
                 self.kills.lock().insert(desc.task_id, flag.clone());
@@ -372,6 +381,9 @@ impl Endpoint for ExecutorEndpoint {
                     let mut outs = self.outputs.lock();
                     self.cleaned.lock().insert(id);
                     outs.retain(|(s, _), _| *s != id);
+                }
+                if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
+                    self.client.attached.lock().retain(|(r, _), _| *r != id);
                 }
                 let env = self.task_env.clone();
                 // File removal blocks: off the RPC threads.
@@ -484,6 +496,8 @@ struct Client {
     /// The map outputs this executor wrote.
     outputs: Outputs,
     peers: Mutex<HashMap<String, RpcAddress>>,
+    /// Slices that came with their tasks, taken by the first reader.
+    attached: Mutex<HashMap<(usize, usize), Vec<u8>>>,
 }
 
 impl Client {
@@ -500,6 +514,9 @@ impl Client {
 
 impl ShuffleClient for Client {
     fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.attached.lock().remove(&(rdd, slice)) {
+            return Ok(bytes);
+        }
         self.encoded(
             DriverMsg::GetSlice { rdd, slice },
             &format!("slice {slice} of parallelized collection {rdd}"),

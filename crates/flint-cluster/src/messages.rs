@@ -141,6 +141,9 @@ pub struct WireTask {
     pub index: usize,
     pub attempt: usize,
     pub binary: Shipped,
+    /// Parallelized slices the task reads, shipped with it when small
+    /// (rdd, slice, encoded values); others the executor fetches.
+    pub slices: Vec<(usize, usize, serde_bytes::ByteBuf)>,
 }
 
 impl WireTask {
@@ -153,6 +156,7 @@ impl WireTask {
             index: d.index,
             attempt: d.attempt,
             binary: (*d.binary).clone(),
+            slices: Vec::new(),
         }
     }
 
@@ -165,6 +169,7 @@ impl WireTask {
             index: self.index,
             attempt: self.attempt,
             binary: std::sync::Arc::new(self.binary),
+            driver_blocks: Vec::new(),
         }
     }
 }

@@ -119,6 +119,7 @@ fn serve_pipe(input: &mut impl Read, output: &mut impl Write) -> Result<()> {
         index: 0,
         attempt: 0,
         binary: Arc::new(req.binary),
+        driver_blocks: Vec::new(),
     };
     let end = run_task(&desc, &env, Arc::new(AtomicBool::new(false)));
     if let TaskEnd::Failed(e @ FlintError::BadTask(_)) = &end {

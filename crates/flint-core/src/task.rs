@@ -57,6 +57,8 @@ pub struct TaskDescription {
     pub index: usize,
     pub attempt: usize,
     pub binary: Arc<Shipped>,
+    /// Driver-held blocks this task reads (see `RddBase::driver_blocks`).
+    pub driver_blocks: Vec<crate::storage::BlockId>,
 }
 
 /// How a task attempt ended.

@@ -19,7 +19,7 @@ use crate::messages::BinaryRef;
 
 pub const BINARY_ENDPOINT: &str = "Binaries";
 /// Bytes asked for at once (well under the default frame limit).
-pub const CHUNK: u64 = 8 << 20;
+pub const CHUNK: u64 = 1 << 20;
 /// No application binary is larger.
 pub const MAX_BINARY_SIZE: u64 = 4 << 30;
 

@@ -47,6 +47,12 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .map(|k| (k, (0..10_000u64).filter(|x| x % 3 == k).sum()))
         .collect();
     assert_eq!(sums, want, "parallelize and broadcast on {master}");
+    // Slices over the 1 MiB a task carries are fetched from the driver.
+    let big: u64 = sc
+        .parallelize((0..400_000u64).collect::<Vec<_>>(), 2)
+        .reduce(Fn!(|a: u64, b: u64| a + b))
+        .unwrap();
+    assert_eq!(big, 400_000 * 399_999 / 2);
     // A destroyed broadcast fails the job with a message, no hang.
     let gone = sc.broadcast(7u64);
     sc.destroy_broadcast(&gone);

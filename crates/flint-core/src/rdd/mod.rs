@@ -119,6 +119,12 @@ pub trait RddBase: Send + Sync + 'static {
     fn preferred_hosts(&self, _split: usize) -> Vec<String> {
         Vec::new()
     }
+    /// Blocks only the driver holds that this partition reads (a
+    /// parallelized slice): a cluster backend ships them with the task, as
+    /// Spark ships a ParallelCollectionPartition inside its task.
+    fn driver_blocks(&self, _split: usize) -> Vec<crate::storage::BlockId> {
+        Vec::new()
+    }
     /// How the records are partitioned by key, if known (Spark's
     /// `RDD.partitioner`): a `Partitioner<K>` for pair RDDs, type-erased here
     /// and downcast by typed code. Known on the driver only.

@@ -38,6 +38,12 @@ impl<T: Data> RddBase for ParallelCollectionRdd<T> {
     fn dependencies(&self) -> Vec<Dependency> {
         Vec::new()
     }
+    fn driver_blocks(&self, split: usize) -> Vec<BlockId> {
+        vec![BlockId::ParallelSlice {
+            rdd: self.id,
+            slice: split,
+        }]
+    }
 }
 
 impl<T: Data> RddNode for ParallelCollectionRdd<T> {

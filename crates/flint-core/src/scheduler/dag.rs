@@ -563,6 +563,14 @@ impl DagScheduler {
             .iter()
             .map(|&p| self.preferred_locations(&rdd, p, 0, &mut parents))
             .collect();
+        let driver_blocks = partitions
+            .iter()
+            .map(|&p| {
+                let mut out = Vec::new();
+                driver_blocks_of(&rdd, p, 0, &mut parents, &mut out);
+                out
+            })
+            .collect();
         let Some(stage) = self.stages.get(&stage_id) else {
             return;
         };
@@ -574,6 +582,7 @@ impl DagScheduler {
             partitions,
             locations,
             binary,
+            driver_blocks,
         };
         self.running.insert(stage_id);
         self.bus.post(Event::StageSubmitted {
@@ -849,6 +858,40 @@ fn human(b: u64) -> String {
 /// Where a cached block is (executor and host), as the block manager master knows.
 pub type BlockLocator = Arc<dyn Fn(BlockId) -> Vec<TaskLocation> + Send + Sync>;
 
+/// The driver-held blocks partition `split` of `rdd` reads, through its
+/// narrow parents (within the stage).
+fn driver_blocks_of(
+    rdd: &Arc<dyn RddBase>,
+    split: usize,
+    depth: usize,
+    parents: &mut HashMap<usize, Vec<Arc<dyn RddBase>>>,
+    out: &mut Vec<BlockId>,
+) {
+    out.extend(rdd.driver_blocks(split));
+    if depth > 64 {
+        return;
+    }
+    let narrow = parents
+        .entry(rdd.id())
+        .or_insert_with(|| narrow_deps(rdd))
+        .clone();
+    for (dep, p) in rdd.narrow_parents(split) {
+        if let Some(parent) = narrow.get(dep) {
+            driver_blocks_of(parent, p, depth + 1, parents, out);
+        }
+    }
+}
+
+fn narrow_deps(rdd: &Arc<dyn RddBase>) -> Vec<Arc<dyn RddBase>> {
+    rdd.dependencies()
+        .into_iter()
+        .filter_map(|d| match d {
+            Dependency::Narrow(p) => Some(p),
+            Dependency::Shuffle(_) => None,
+        })
+        .collect()
+}
+
 impl DagScheduler {
     /// Spark's getPreferredLocs: a cached partition's executors, else the RDD's own
     /// preferred hosts, else those of the first narrow parent that has any.
@@ -881,15 +924,7 @@ impl DagScheduler {
         }
         let narrow = parents
             .entry(rdd.id())
-            .or_insert_with(|| {
-                rdd.dependencies()
-                    .into_iter()
-                    .filter_map(|d| match d {
-                        Dependency::Narrow(p) => Some(p),
-                        Dependency::Shuffle(_) => None,
-                    })
-                    .collect()
-            })
+            .or_insert_with(|| narrow_deps(rdd))
             .clone();
         if narrow.is_empty() {
             return Vec::new();

@@ -28,6 +28,8 @@ pub struct TaskSet {
     /// Preferred locations per task (empty: no preference).
     pub locations: Vec<Vec<TaskLocation>>,
     pub binary: Arc<Shipped>,
+    /// Driver-held blocks each task reads (empty: none).
+    pub driver_blocks: Vec<Vec<crate::storage::BlockId>>,
 }
 
 /// Where a task would rather run: on an executor holding its cached input
@@ -492,6 +494,12 @@ impl TaskScheduler {
                         index,
                         attempt,
                         binary: tsm.set.binary.clone(),
+                        driver_blocks: tsm
+                            .set
+                            .driver_blocks
+                            .get(index)
+                            .cloned()
+                            .unwrap_or_default(),
                     };
                     let pool = tsm.set.pool.clone();
                     if speculative {
@@ -806,6 +814,7 @@ mod tests {
             partitions: (0..n).collect(),
             locations: vec![Vec::new(); n],
             binary: binary(),
+            driver_blocks: Vec::new(),
         }
     }
 
@@ -1034,6 +1043,7 @@ mod tests {
             partitions: vec![0, 1],
             locations: vec![on_a.clone(), on_a],
             binary: binary(),
+            driver_blocks: Vec::new(),
         });
         let t0 = Instant::now();
         assert!(
@@ -1073,6 +1083,7 @@ mod tests {
             partitions: vec![0, 1, 2],
             locations: vec![Vec::new(); 3],
             binary: binary(),
+            driver_blocks: Vec::new(),
         });
         let mut offers = offer("B", "hB");
         offers[0].cores = 3;
