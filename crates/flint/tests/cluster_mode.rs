@@ -4,6 +4,7 @@
 //! executors are this very executable.
 
 mod harness;
+mod op_model;
 
 use flint::prelude::*;
 
@@ -508,6 +509,45 @@ fn applications_share_the_cluster(dir: &std::path::Path) {
     rt.block_on(cluster.stop());
 }
 
+/// The operation model suite (every core operation against a plain Rust
+/// model, random data and partitionings) on a local cluster, at fewer cases
+/// than local mode runs it.
+fn the_operation_model_holds_on_a_local_cluster() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let sc = FlintContext::new(
+        cluster_conf("cluster-op-model").set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let cases = std::env::var("FLINT_CLUSTER_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(prop::collection::vec(-1000i32..1000, 0..300), 1usize..9),
+            |(data, parts)| op_model::narrow_ops(&sc, data, parts),
+        )
+        .unwrap();
+    runner
+        .run(
+            &(
+                op_model::pairs(),
+                op_model::pairs(),
+                1usize..6,
+                1usize..6,
+                1usize..7,
+            ),
+            |(a, b, pa, pb, np)| op_model::pair_ops(&sc, a, b, pa, pb, np),
+        )
+        .unwrap();
+    sc.stop();
+}
+
 /// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
 /// process (one core), so a test can kill -9 a whole Worker.
 fn worker_process(master: &str, work: &str) {
@@ -711,6 +751,10 @@ fn main() {
             let d = d.clone();
             Box::new(move || no_resources_warn_and_a_dead_master_is_given_up(&d))
         }),
+        (
+            "the_operation_model_holds_on_a_local_cluster",
+            Box::new(the_operation_model_holds_on_a_local_cluster),
+        ),
         ("applications_share_the_cluster", {
             let d = d.clone();
             Box::new(move || applications_share_the_cluster(&d))
