@@ -34,6 +34,10 @@ struct Exec {
 /// Asks the Master to end executors of this application.
 type KillExecutors = Arc<dyn Fn(Vec<u32>) + Send + Sync>;
 
+/// Which executors (id, host) cache each RDD partition: Spark's
+/// BlockManagerMaster, as far as locality needs it.
+type BlockMap = Arc<parking_lot::RwLock<HashMap<(usize, usize), Vec<(String, String)>>>>;
+
 /// The driver endpoint (Spark's DriverEndpoint): executors' registrations,
 /// free cores and task ends.
 struct DriverEndpoint {
@@ -53,6 +57,7 @@ struct DriverEndpoint {
     max_result_size: u64,
     /// The application's key: every task sent is signed with it.
     task_key: Vec<u8>,
+    blocks: BlockMap,
     /// When a task was last sent to an executor.
     last_launch: Option<Instant>,
     /// `flint.starvation.timeout` (15 s).
@@ -250,6 +255,11 @@ impl DriverEndpoint {
         }
         self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
         self.running.retain(|_, ex| ex != executor_id);
+        // Its cached blocks are gone with it.
+        self.blocks.write().retain(|_, v| {
+            v.retain(|(id, _)| id != executor_id);
+            !v.is_empty()
+        });
         tracing::warn!("lost executor {executor_id} at {}: {reason}", e.addr);
         self.scheduler.executor_lost(executor_id, reason);
     }
@@ -433,6 +443,35 @@ impl Endpoint for DriverEndpoint {
                     rp.reply(&known);
                 }
             }
+            DriverMsg::BlocksUpdated {
+                executor_id,
+                added,
+                removed,
+            } => {
+                let Some(e) = self
+                    .executors
+                    .get(&executor_id)
+                    .filter(|e| e.addr == from.addr)
+                else {
+                    return;
+                };
+                let host = e.addr.host.clone();
+                let mut map = self.blocks.write();
+                for b in removed {
+                    if let Some(v) = map.get_mut(&b) {
+                        v.retain(|(id, _)| id != &executor_id);
+                        if v.is_empty() {
+                            map.remove(&b);
+                        }
+                    }
+                }
+                for b in added {
+                    let v = map.entry(b).or_default();
+                    if !v.iter().any(|(id, _)| id == &executor_id) {
+                        v.push((executor_id.clone(), host.clone()));
+                    }
+                }
+            }
             DriverMsg::ExpireDeadExecutors => {
                 let now = Instant::now();
                 let dead: Vec<(String, Duration)> = self
@@ -511,6 +550,9 @@ impl Endpoint for DriverEndpoint {
                     .status_update(task_id, end, Duration::from_millis(duration_ms));
             }
             DriverMsg::Cleanup(task) => {
+                if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
+                    self.blocks.write().retain(|(r, _), _| *r != id);
+                }
                 for e in self.executors.values() {
                     let _ = ctx
                         .env
@@ -609,6 +651,7 @@ struct ClusterBackend {
     app_id: Arc<Mutex<Option<String>>>,
     local: Mutex<Option<(LocalCluster, tempfile::TempDir)>>,
     total_cores: Arc<AtomicUsize>,
+    blocks: BlockMap,
 }
 
 impl SchedulerBackend for ClusterBackend {
@@ -623,6 +666,26 @@ impl SchedulerBackend for ClusterBackend {
     }
     fn cleanup(&self, task: flint_core::cleaner::CleanupTask) {
         self.driver.send(DriverMsg::Cleanup(task));
+    }
+    fn block_locations(
+        &self,
+        id: flint_core::storage::BlockId,
+    ) -> Vec<flint_core::scheduler::TaskLocation> {
+        let flint_core::storage::BlockId::Rdd { rdd, split } = id else {
+            return Vec::new();
+        };
+        self.blocks
+            .read()
+            .get(&(rdd, split))
+            .map(|v| {
+                v.iter()
+                    .map(|(exec, host)| flint_core::scheduler::TaskLocation {
+                        host: host.clone(),
+                        executor: Some(exec.clone()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     fn stop(&self) {
         self.driver.send(DriverMsg::StopExecutors);
@@ -755,6 +818,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         format!("{}ms", heartbeat.as_millis()),
     );
     let app_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let blocks: BlockMap = Arc::default();
     let (app_env, master_env, driver) = rt.block_on(async {
         let app_env = RpcEnv::server(
             &host,
@@ -823,6 +887,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 last_launch: None,
                 starvation,
                 task_key: s.app_secret.clone(),
+                blocks: blocks.clone(),
             },
         );
         let d = driver.clone();
@@ -1012,6 +1077,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         app_id,
         local: Mutex::new(local),
         total_cores,
+        blocks,
     });
     s.scheduler.set_backend(backend.clone());
     Ok(backend)

@@ -27,6 +27,51 @@ const MAX_CONCURRENT_READS: usize = 8;
 const ASK: Duration = Duration::from_secs(60);
 
 type Outputs = Arc<Mutex<HashMap<(usize, usize), MapStatus>>>;
+/// The cached blocks last reported to the driver, with the store's
+/// generation then.
+type Reported = Arc<Mutex<(u64, Vec<(usize, usize)>)>>;
+
+/// Tells the driver which RDD partitions this executor started or stopped
+/// caching since the last report (only when the store changed), so tasks on
+/// cached partitions are offered to this executor first.
+fn report_blocks(
+    task_env: &TaskEnv,
+    reported: &Reported,
+    env: &RpcEnv,
+    driver: &RpcAddress,
+    id: &str,
+) {
+    let mut last = reported.lock();
+    if task_env.blocks.generation() == last.0 {
+        return;
+    }
+    let (generation, now) = task_env.blocks.cached_rdd_blocks();
+    let added: Vec<(usize, usize)> = now
+        .iter()
+        .filter(|b| last.1.binary_search(b).is_err())
+        .copied()
+        .collect();
+    let removed: Vec<(usize, usize)> = last
+        .1
+        .iter()
+        .filter(|b| now.binary_search(b).is_err())
+        .copied()
+        .collect();
+    *last = (generation, now);
+    if added.is_empty() && removed.is_empty() {
+        return;
+    }
+    let _ = env.send(
+        driver,
+        DRIVER_ENDPOINT,
+        &DriverMsg::BlocksUpdated {
+            executor_id: id.to_string(),
+            added,
+            removed,
+        },
+    );
+}
+
 /// Shuffles the driver has cleaned up: a map task of one that ends later
 /// (a zombie or speculative attempt) must not leave its files behind.
 type Cleaned = Arc<Mutex<std::collections::HashSet<usize>>>;
@@ -130,6 +175,7 @@ fn serve() -> Result<()> {
     // 3. Task threads.
     let kills: KillFlags = Arc::default();
     let cleaned: Cleaned = Arc::default();
+    let reported: Reported = Arc::new(Mutex::new((u64::MAX, Vec::new())));
     let results: Results = Arc::default();
     // Room for the status update's own fields and accumulator updates.
     let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
@@ -137,6 +183,7 @@ fn serve() -> Result<()> {
     for i in 0..cores.max(1) {
         let results = results.clone();
         let cleaned = cleaned.clone();
+        let reported = reported.clone();
         let (rx, task_env, env, driver, outputs, kills, id) = (
             work_rx.clone(),
             task_env.clone(),
@@ -182,6 +229,7 @@ fn serve() -> Result<()> {
                         }
                         end => WireTaskEnd::from_end(end),
                     };
+                    report_blocks(&task_env, &reported, &env, &driver, &id);
                     let update = DriverMsg::StatusUpdate {
                         executor_id: id.clone(),
                         task_id: desc.task_id,

@@ -40,6 +40,12 @@ pub enum DriverMsg {
     /// while the driver still counts the executor as its own (`false`: it
     /// was declared lost and must exit).
     Heartbeat { executor_id: String },
+    /// The RDD partitions an executor started or stopped caching (rdd, split).
+    BlocksUpdated {
+        executor_id: String,
+        added: Vec<(usize, usize)>,
+        removed: Vec<(usize, usize)>,
+    },
     // Internal variants stay last (see flint-deploy's messages).
     /// Internal: make offers now.
     #[serde(skip_deserializing)]

@@ -217,10 +217,13 @@ impl FlintContext {
         };
         let accums = Arc::new(AccumRegistry::default());
         let blocks = env.blocks.clone();
-        // Local mode has one executor: a cached block is on it. (On a cluster
-        // the block manager master that would know is not built yet.)
+        // Local mode has one executor: a cached block is on it. On a cluster
+        // the backend knows what each executor reported.
+        let located = backend.clone();
         let locate: BlockLocator = Arc::new(move |id| {
-            if !cluster && blocks.contains(id) {
+            if cluster {
+                located.block_locations(id)
+            } else if blocks.contains(id) {
                 vec![TaskLocation {
                     host: "localhost".into(),
                     executor: Some("driver".into()),

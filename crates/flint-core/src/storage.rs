@@ -125,6 +125,9 @@ pub struct BlockStore {
     compression: Compression,
     clock: AtomicU64,
     evictions: AtomicU64,
+    /// Bumped whenever the set of cached blocks may have changed, so a cluster
+    /// executor reports its blocks to the driver only after a change.
+    generation: AtomicU64,
 }
 
 impl Default for BlockStore {
@@ -145,6 +148,7 @@ impl BlockStore {
             compression,
             clock: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -175,6 +179,36 @@ impl BlockStore {
             }
             !drop_it
         });
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cached RDD partitions (memory or disk), with the generation they
+    /// were read at (see `generation`).
+    pub fn cached_rdd_blocks(&self) -> (u64, Vec<(usize, usize)>) {
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut out: Vec<(usize, usize)> = self
+            .memory
+            .lock()
+            .entries
+            .keys()
+            .chain(self.disk.lock().keys())
+            .filter_map(|b| match b {
+                BlockId::Rdd { rdd, split } => Some((*rdd, *split)),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        (generation, out)
+    }
+
+    /// Changes whenever the cached set may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> StorageStats {
@@ -239,6 +273,7 @@ impl BlockStore {
                 {
                     disk.remove(&id);
                     let _ = std::fs::remove_file(&block.path);
+                    self.changed();
                 }
                 Ok(None)
             }
@@ -339,6 +374,7 @@ impl BlockStore {
                 let block = DiskBlock { path, len };
                 let mut r = open_block::<T>(&block, self.compression)?;
                 self.disk.lock().insert(id, block);
+                self.changed();
                 Ok(Box::new(std::iter::from_fn(move || {
                     r.next_record().transpose()
                 })))
@@ -422,6 +458,7 @@ impl BlockStore {
                 self.disk.lock().insert(vid, DiskBlock { path, len });
             }
         }
+        self.changed();
         Ok(())
     }
 
@@ -440,6 +477,7 @@ impl BlockStore {
         };
         if let Some(len) = write_records(values.iter(), &path, self.compression, &|| true)? {
             self.disk.lock().insert(id, DiskBlock { path, len });
+            self.changed();
         }
         Ok(())
     }

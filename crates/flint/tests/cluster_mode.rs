@@ -548,6 +548,52 @@ fn the_operation_model_holds_on_a_local_cluster() {
     sc.stop();
 }
 
+/// Executors report the partitions they cache; the driver then offers each
+/// task on a cached partition to the executor holding it, so a second job
+/// over a cached RDD computes nothing again.
+fn cached_partitions_are_read_where_they_are_cached(dir: &std::path::Path) {
+    let computed = dir.join("computed");
+    std::fs::create_dir_all(&computed).unwrap();
+    let sc = FlintContext::new(cluster_conf("cluster-cache-locality")).unwrap();
+    let c = computed.to_str().unwrap().to_owned();
+    let cached = sc
+        .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+        .map(Fn!(move |x: u32| {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let _ = std::fs::write(format!("{}/{}-{}", c, x, n), "");
+            (x, std::process::id())
+        }))
+        .cache();
+    let first = cached.collect().unwrap();
+    let pids: std::collections::BTreeSet<u32> = first.iter().map(|x| x.1).collect();
+    assert_eq!(pids.len(), 2, "both executors cached partitions: {first:?}");
+    let count = || std::fs::read_dir(&computed).unwrap().count();
+    assert_eq!(count(), 8);
+    for round in 0..3 {
+        // Each partition is read where it was cached: the same process, and
+        // no computation again.
+        let again = cached
+            .map(Fn!(|(x, pid): (u32, u32)| (x, pid, std::process::id())))
+            .collect()
+            .unwrap();
+        for (x, cached_on, read_on) in &again {
+            assert_eq!(
+                cached_on, read_on,
+                "round {round}: partition {x} read away from its cache"
+            );
+        }
+        assert_eq!(
+            count(),
+            8,
+            "round {round}: a cached partition was computed again"
+        );
+    }
+    sc.stop();
+}
+
 /// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
 /// process (one core), so a test can kill -9 a whole Worker.
 fn worker_process(master: &str, work: &str) {
@@ -755,6 +801,10 @@ fn main() {
             "the_operation_model_holds_on_a_local_cluster",
             Box::new(the_operation_model_holds_on_a_local_cluster),
         ),
+        ("cached_partitions_are_read_where_they_are_cached", {
+            let d = d.clone();
+            Box::new(move || cached_partitions_are_read_where_they_are_cached(&d))
+        }),
         ("applications_share_the_cluster", {
             let d = d.clone();
             Box::new(move || applications_share_the_cluster(&d))

@@ -32,6 +32,14 @@ pub trait SchedulerBackend: Send + Sync {
     /// Removes what the driver's cleaner removed from the executors too
     /// (local mode's executor is the driver's environment: nothing to do).
     fn cleanup(&self, _task: crate::cleaner::CleanupTask) {}
+    /// Where a cached block is (Spark's BlockManagerMaster), for locality;
+    /// local mode answers from its one store instead.
+    fn block_locations(
+        &self,
+        _id: crate::storage::BlockId,
+    ) -> Vec<super::task_scheduler::TaskLocation> {
+        Vec::new()
+    }
 }
 
 enum Msg {

@@ -11,4 +11,4 @@ pub mod task_scheduler;
 pub use backend::{LocalBackend, SchedulerBackend, WorkerOffer};
 pub use dag::{DagEvent, DagScheduler};
 pub use pool::SchedulingMode;
-pub use task_scheduler::{TaskScheduler, TaskScheduling, TaskSet};
+pub use task_scheduler::{TaskLocation, TaskScheduler, TaskScheduling, TaskSet};
