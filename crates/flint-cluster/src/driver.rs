@@ -57,6 +57,10 @@ struct DriverEndpoint {
     max_result_size: u64,
     /// The application's key: every task sent is signed with it.
     task_key: Vec<u8>,
+    /// The last stage binary signed, with its signature.
+    signed: Option<(Arc<flint_core::ship::Shipped>, Option<[u8; 32]>)>,
+    /// Slices already shipped to each executor (it keeps them).
+    shipped: std::collections::HashSet<(String, usize, usize)>,
     blocks: BlockMap,
     /// When a task was last sent to an executor.
     last_launch: Option<Instant>,
@@ -94,15 +98,27 @@ impl DriverEndpoint {
             self.running.insert(desc.task_id, exec_id.clone());
             self.last_launch = Some(Instant::now());
             let mut task = WireTask::from_desc(&desc);
-            task.binary.sign(&self.task_key);
-            // Small slices travel with the task: no round trip to fetch them.
-            let mut room = ATTACH_LIMIT.min(self.max_reply / 2);
+            // One signature per stage binary (tasks of a stage share it).
+            task.binary.mac = match &self.signed {
+                Some((b, mac)) if Arc::ptr_eq(b, &desc.binary) => *mac,
+                _ => {
+                    task.binary.sign(&self.task_key);
+                    self.signed = Some((desc.binary.clone(), task.binary.mac));
+                    task.binary.mac
+                }
+            };
+            // Small slices travel with the task (no round trip to fetch
+            // them), once per executor, leaving room for the task itself.
+            let mut room =
+                ATTACH_LIMIT.min((self.max_reply / 2).saturating_sub(desc.binary.payload.len()));
             for id in &desc.driver_blocks {
                 if let flint_core::storage::BlockId::ParallelSlice { rdd, slice } = *id
+                    && !self.shipped.contains(&(exec_id.clone(), rdd, slice))
                     && let Some(b) = self.env.blocks.get::<flint_core::env::EncodedBlock>(*id)
                     && b.0.len() <= room
                 {
                     room -= b.0.len();
+                    self.shipped.insert((exec_id.clone(), rdd, slice));
                     task.slices
                         .push((rdd, slice, serde_bytes::ByteBuf::from(b.0.clone())));
                 }
@@ -220,6 +236,14 @@ impl DriverEndpoint {
                     }
                 }
             }
+            if result.is_err() {
+                // It may still hold the rest: let it go.
+                let _ = env.send(
+                    &addr,
+                    EXECUTOR_ENDPOINT,
+                    &ExecutorMsg::DropResult { task_id },
+                );
+            }
             me.send(DriverMsg::ResultFetched {
                 executor_id,
                 task_id,
@@ -255,6 +279,7 @@ impl DriverEndpoint {
         }
         self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
         self.running.retain(|_, ex| ex != executor_id);
+        self.shipped.retain(|(e, _, _)| e != executor_id);
         // Its cached blocks are gone with it.
         self.blocks.write().retain(|_, v| {
             v.retain(|(id, _)| id != executor_id);
@@ -414,6 +439,7 @@ impl Endpoint for DriverEndpoint {
                 }
             }
             DriverMsg::GetSlice { rdd, slice } => {
+                crate::metrics::SLICES_SERVED.fetch_add(1, Ordering::Relaxed);
                 if let Some(rp) = reply {
                     rp.reply(&self.encoded_blob(
                         flint_core::storage::BlockId::ParallelSlice { rdd, slice },
@@ -552,6 +578,7 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::Cleanup(task) => {
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
                     self.blocks.write().retain(|(r, _), _| *r != id);
+                    self.shipped.retain(|(_, r, _)| *r != id);
                 }
                 for e in self.executors.values() {
                     let _ = ctx
@@ -887,6 +914,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 last_launch: None,
                 starvation,
                 task_key: s.app_secret.clone(),
+                signed: None,
+                shipped: Default::default(),
                 blocks: blocks.clone(),
             },
         );
@@ -929,12 +958,14 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     // hash (they may not share its file system) and cache it; a
     // local-cluster's Workers run it where it is.
     let binary = if local.is_none() {
-        let sha256 = flint_deploy::sha256_file(&exe).map_err(io("the application binary"))?;
-        let size = std::fs::metadata(&exe)
+        let running = std::path::Path::new("/proc/self/exe");
+        let sha256 = flint_deploy::sha256_file(running).map_err(io("the application binary"))?;
+        let size = std::fs::metadata(running)
             .map_err(io("the application binary"))?
             .len();
         let served = flint_deploy::binaries::Served::default();
-        served.insert(sha256.clone(), exe.clone());
+        // The running file, even if a rebuild replaced the path since.
+        served.insert(sha256.clone(), std::path::PathBuf::from("/proc/self/exe"));
         rt.block_on(async {
             master_env.setup_endpoint(
                 flint_deploy::binaries::BINARY_ENDPOINT,
@@ -1065,7 +1096,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     }
     if registered.load(Ordering::SeqCst) == 0 {
         tracing::warn!(
-            "Initial job has not accepted any resources; check your cluster UI to ensure that workers are registered and have sufficient resources"
+            "no executor registered within flint.scheduler.maxRegisteredResourcesWaitingTime; jobs will wait for one (check that workers are registered and have free cores and memory)"
         );
     }
     let backend: Arc<dyn SchedulerBackend> = Arc::new(ClusterBackend {

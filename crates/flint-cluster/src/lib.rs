@@ -20,6 +20,19 @@
 //! argv.
 
 pub mod driver;
+
+/// Counters of this process's cluster drivers (for tests and tools).
+pub mod metrics {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(crate) static SLICES_SERVED: AtomicU64 = AtomicU64::new(0);
+
+    /// Parallelized slices executors had to fetch from the driver (those not
+    /// shipped inside their tasks).
+    pub fn slices_served() -> u64 {
+        SLICES_SERVED.load(Ordering::Relaxed)
+    }
+}
 pub mod executor;
 pub mod messages;
 pub mod submit;

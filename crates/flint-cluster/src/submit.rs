@@ -550,10 +550,13 @@ impl MasterClient {
         let mut f = std::fs::File::open(path)
             .map_err(|e| FlintError::io("cannot read application binary", path, e))?;
         let mut offset = 0u64;
+        let mut busy = 0;
         let mut buf = vec![0u8; flint_deploy::binaries::CHUNK as usize];
         while offset < size {
             let want = (size - offset).min(flint_deploy::binaries::CHUNK) as usize;
-            f.read_exact(&mut buf[..want])
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(offset))
+                .and_then(|_| f.read_exact(&mut buf[..want]))
                 .map_err(|e| FlintError::io("cannot read application binary", path, e))?;
             let done: std::result::Result<bool, String> = self.ask(
                 m,
@@ -564,10 +567,16 @@ impl MasterClient {
                     data: buf[..want].to_vec(),
                 },
             )?;
-            if done.map_err(bad)? {
-                return Ok(());
+            match done {
+                Ok(true) => return Ok(()),
+                Ok(false) => offset += want as u64,
+                // The Master's upload slots are busy: wait for one (bounded).
+                Err(e) if offset == 0 && e.contains("try again") && busy < 30 => {
+                    busy += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => return Err(bad(e)),
             }
-            offset += want as u64;
         }
         Err(bad("the master did not confirm the upload"))
     }

@@ -575,6 +575,13 @@ impl FlintContext {
         self.inner.checkpoint_dir.lock().clone()
     }
 
+    /// Drops an RDD's cached blocks on every executor (`unpersist`).
+    pub(crate) fn unpersist_on_executors(&self, rdd: usize) {
+        self.inner
+            .backend
+            .cleanup(crate::cleaner::CleanupTask::Rdd(rdd));
+    }
+
     pub(crate) fn cleaner(&self) -> &crate::cleaner::Cleaner {
         &self.inner.cleaner
     }

@@ -195,11 +195,12 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
 /// written in order, checked before it is served.
 #[derive(Default)]
 pub struct Uploads {
-    active: HashMap<String, Upload>,
+    /// By (hash, uploader): two uploaders of one binary do not collide.
+    active: HashMap<(String, flint_rpc::RpcAddress), Upload>,
 }
 
 struct Upload {
-    from: flint_rpc::RpcAddress,
+    last_part: std::time::Instant,
     size: u64,
     written: u64,
     file: tempfile::NamedTempFile,
@@ -208,6 +209,9 @@ struct Upload {
 
 /// Uploads accepted at once.
 const MAX_UPLOADS: usize = 4;
+/// An upload without a part for this long is abandoned (its slot and file
+/// freed), so a peer cannot hold a slot by going quiet.
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Uploads {
     /// Takes the part at `offset`; `Ok(true)` once the whole binary is stored
@@ -235,7 +239,19 @@ impl Uploads {
                 "a binary of {size} bytes: must be 1 to {MAX_BINARY_SIZE}"
             ));
         }
-        if offset == 0 && !self.active.contains_key(sha256) {
+        if data.is_empty() || data.len() as u64 > CHUNK || offset + data.len() as u64 > size {
+            return Err(format!(
+                "a part of {} bytes at {offset} does not fit",
+                data.len()
+            ));
+        }
+        let now = std::time::Instant::now();
+        self.active
+            .retain(|_, u| now.duration_since(u.last_part) < UPLOAD_IDLE);
+        let key = (sha256.to_string(), from.clone());
+        if offset == 0 {
+            // A peer uploads one binary at a time: a new one replaces the last.
+            self.active.retain(|(_, f), _| f != from);
             if self.active.len() >= MAX_UPLOADS {
                 return Err("too many uploads in progress; try again shortly".into());
             }
@@ -246,9 +262,9 @@ impl Uploads {
                 .tempfile_in(dir)
                 .map_err(|e| format!("cannot store an upload: {e}"))?;
             self.active.insert(
-                sha256.to_string(),
+                key.clone(),
                 Upload {
-                    from: from.clone(),
+                    last_part: now,
                     size,
                     written: 0,
                     file,
@@ -256,25 +272,20 @@ impl Uploads {
                 },
             );
         }
-        let Some(u) = self.active.get_mut(sha256) else {
+        let Some(u) = self.active.get_mut(&key) else {
             return Err(format!(
                 "no upload of {sha256} in progress: start at offset 0"
             ));
         };
-        if &u.from != from || u.size != size || u.written != offset {
+        if u.size != size || u.written != offset {
             return Err(format!(
                 "out-of-order part: {} bytes of {} written, part at {offset}",
                 u.written, u.size
             ));
         }
-        if data.is_empty() || data.len() as u64 > CHUNK || offset + data.len() as u64 > size {
-            return Err(format!(
-                "a part of {} bytes at {offset} does not fit",
-                data.len()
-            ));
-        }
+        u.last_part = now;
         if let Err(e) = u.file.write_all(data) {
-            self.active.remove(sha256);
+            self.active.remove(&key);
             return Err(format!("cannot store an upload: {e}"));
         }
         u.hash.update(data);
@@ -282,7 +293,7 @@ impl Uploads {
         if u.written < u.size {
             return Ok(false);
         }
-        let Some(u) = self.active.remove(sha256) else {
+        let Some(u) = self.active.remove(&key) else {
             return Err("upload vanished".into());
         };
         let got: String = u
@@ -304,7 +315,7 @@ impl Uploads {
 
     /// Forgets uploads from a peer that went away.
     pub fn forget(&mut self, from: &flint_rpc::RpcAddress) {
-        self.active.retain(|_, u| &u.from != from);
+        self.active.retain(|(_, f), _| f != from);
     }
 }
 
@@ -356,6 +367,32 @@ mod tests {
         assert!(e.contains("not"), "{e}");
         assert!(!served.contains(&other));
         assert!(!dir.path().join(&other).exists());
+        // Two uploaders of one binary do not collide, and one peer holds
+        // one slot however many uploads it starts.
+        let two = b"two uploaders".to_vec();
+        let h2 = sha(&two);
+        assert!(
+            !up.part(dir.path(), &served, &a, &h2, 13, 0, &two[..5])
+                .unwrap()
+        );
+        assert!(
+            !up.part(dir.path(), &served, &b, &h2, 13, 0, &two[..5])
+                .unwrap()
+        );
+        assert!(
+            up.part(dir.path(), &served, &b, &h2, 13, 5, &two[5..])
+                .unwrap()
+        );
+        assert!(served.contains(&h2));
+        let mallory = flint_rpc::RpcAddress::new("127.0.0.1", 9);
+        for i in 0..10u8 {
+            let fake = format!("{:064x}", i);
+            assert!(
+                !up.part(dir.path(), &served, &mallory, &fake, 100, 0, &[i; 5])
+                    .unwrap()
+            );
+        }
+        assert!(up.active.len() <= 2, "{} slots held", up.active.len());
         // A name that is not a hash never becomes a path.
         assert!(
             up.part(dir.path(), &served, &a, "../../etc/x", 10, 0, &data)

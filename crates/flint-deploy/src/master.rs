@@ -1111,6 +1111,15 @@ impl Endpoint for Master {
                 offset,
                 data,
             } => {
+                if self.state != RecoveryState::Alive {
+                    if let Some(rp) = reply {
+                        rp.reply(&Err::<bool, String>(format!(
+                            "this master is {:?}, not ALIVE: upload to the active master",
+                            self.state
+                        )));
+                    }
+                    return;
+                }
                 let r = self.uploads.part(
                     &self.binaries_dir,
                     &self.served,

@@ -1118,7 +1118,9 @@ fn cleanup_work_dir(
     let now = std::time::SystemTime::now();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if live.contains(&name) || !e.path().is_dir() {
+        // The binary cache is not an application's directory.
+        if live.contains(&name) || !e.path().is_dir() || e.path() == crate::binaries::cache_dir(dir)
+        {
             continue;
         }
         // No file at all counts as old.

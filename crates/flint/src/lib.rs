@@ -18,6 +18,14 @@
 
 pub use flint_core::*;
 
+/// Every application linking Flint allocates through mimalloc (the default
+/// `mimalloc` feature): a WordCount's per-word `String`s and the engine's
+/// per-record boxes are small, short-lived allocations it serves much faster
+/// than the system allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// See `flint_cluster::submit::is_flint_application`.
 static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
 
@@ -40,6 +48,9 @@ pub fn init() {
 
 /// `flint submit` as a library call (the `flint` command's `submit`).
 pub use flint_cluster::submit;
+
+/// Counters of the cluster backend in this process.
+pub use flint_cluster::metrics as cluster_metrics;
 
 pub mod prelude {
     pub use flint_core::rdd::{BoxIter, Rdd};

@@ -35,7 +35,9 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .collect()
         .unwrap();
     counts.sort();
-    // Parallelized data and a broadcast: executors fetch them from the driver.
+    // Parallelized data and a broadcast: small slices travel inside their
+    // tasks, the broadcast is fetched from the driver.
+    let served = flint::cluster_metrics::slices_served();
     let table = sc.broadcast((0..10_000u64).map(|x| x * 2).collect::<Vec<_>>());
     let mut sums = sc
         .parallelize((0..10_000u64).collect::<Vec<_>>(), 5)
@@ -48,12 +50,24 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .map(|k| (k, (0..10_000u64).filter(|x| x % 3 == k).sum()))
         .collect();
     assert_eq!(sums, want, "parallelize and broadcast on {master}");
+    assert_eq!(
+        flint::cluster_metrics::slices_served(),
+        served,
+        "small slices came with their tasks, not fetched"
+    );
     // Slices over the 1 MiB a task carries are fetched from the driver.
     let big: u64 = sc
-        .parallelize((0..400_000u64).collect::<Vec<_>>(), 2)
+        .parallelize((0..1_000_000u64).collect::<Vec<_>>(), 2)
         .reduce(Fn!(|a: u64, b: u64| a + b))
         .unwrap();
-    assert_eq!(big, 400_000 * 399_999 / 2);
+    assert_eq!(big, 1_000_000 * 999_999 / 2);
+    if master.starts_with("local-cluster") {
+        assert_eq!(
+            flint::cluster_metrics::slices_served(),
+            served + 2,
+            "the two large slices were fetched"
+        );
+    }
     // A destroyed broadcast fails the job with a message, no hang.
     let gone = sc.broadcast(7u64);
     sc.destroy_broadcast(&gone);

@@ -56,7 +56,31 @@ fn answer(case: &Case, stdout: &[u8]) -> Vec<u8> {
     }
 }
 
-fn run_direct(case: &Case, env: &[(&str, String)], extra: &[&str]) -> Vec<u8> {
+/// The last lines of every executor's and driver's stderr under `work`, for
+/// failure messages.
+fn logs_under(work: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![work.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "stderr") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(6).collect();
+                out.push_str(&format!("== {}\n", p.display()));
+                for l in tail.iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_direct(case: &Case, env: &[(&str, String)], extra: &[&str], work: &Path) -> Vec<u8> {
     let out = Command::new(example(case.name))
         .args(&case.args)
         .args(extra)
@@ -65,9 +89,10 @@ fn run_direct(case: &Case, env: &[(&str, String)], extra: &[&str]) -> Vec<u8> {
         .unwrap();
     assert!(
         out.status.success(),
-        "{} failed: {}",
+        "{} failed: {}\n{}",
         case.name,
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        logs_under(work)
     );
     answer(case, &out.stdout)
 }
@@ -201,9 +226,9 @@ fn every_example_gives_the_same_output_in_every_mode() {
         all.push(sort_case(tag));
         for case in all {
             let got = match i {
-                0 => run_direct(&case, &[], &["--master", "local[2]"]),
-                1 => run_direct(&case, &[], &["--master", "local-cluster[2,1,1024]"]),
-                2 => run_direct(&case, &client_env, &[]),
+                0 => run_direct(&case, &[], &["--master", "local[2]"], &work),
+                1 => run_direct(&case, &[], &["--master", "local-cluster[2,1,1024]"], &work),
+                2 => run_direct(&case, &client_env, &[], &work),
                 _ => run_cluster_mode(&case, &url, &work),
             };
             match cases.iter_mut().find(|(n, _)| n == case.name) {

@@ -408,6 +408,8 @@ impl<T: Data> Rdd<T> {
             sc.env()
                 .blocks
                 .remove_where(|b| matches!(b, BlockId::Rdd { rdd, .. } if *rdd == id));
+            // On a cluster the executors hold the copies.
+            sc.unpersist_on_executors(id);
         }
         self.clone()
     }

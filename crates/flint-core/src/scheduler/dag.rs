@@ -567,7 +567,8 @@ impl DagScheduler {
             .iter()
             .map(|&p| {
                 let mut out = Vec::new();
-                driver_blocks_of(&rdd, p, 0, &mut parents, &mut out);
+                let mut seen = std::collections::HashSet::new();
+                driver_blocks_of(&rdd, p, 0, &mut parents, &mut seen, &mut out);
                 out
             })
             .collect();
@@ -859,25 +860,28 @@ fn human(b: u64) -> String {
 pub type BlockLocator = Arc<dyn Fn(BlockId) -> Vec<TaskLocation> + Send + Sync>;
 
 /// The driver-held blocks partition `split` of `rdd` reads, through its
-/// narrow parents (within the stage).
+/// narrow parents (within the stage), each (RDD, partition) visited once so
+/// a lineage that reuses an RDD (`x.zip(x)`) is not walked exponentially.
 fn driver_blocks_of(
     rdd: &Arc<dyn RddBase>,
     split: usize,
     depth: usize,
     parents: &mut HashMap<usize, Vec<Arc<dyn RddBase>>>,
+    seen: &mut std::collections::HashSet<(usize, usize)>,
     out: &mut Vec<BlockId>,
 ) {
-    out.extend(rdd.driver_blocks(split));
-    if depth > 64 {
+    // Deeper than this, a task fetches what it needs (the stack stays small).
+    if depth > 256 || !seen.insert((rdd.id(), split)) {
         return;
     }
+    out.extend(rdd.driver_blocks(split));
     let narrow = parents
         .entry(rdd.id())
         .or_insert_with(|| narrow_deps(rdd))
         .clone();
     for (dep, p) in rdd.narrow_parents(split) {
         if let Some(parent) = narrow.get(dep) {
-            driver_blocks_of(parent, p, depth + 1, parents, out);
+            driver_blocks_of(parent, p, depth + 1, parents, seen, out);
         }
     }
 }
