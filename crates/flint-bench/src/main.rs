@@ -758,6 +758,9 @@ fn run(
         let text_s = text.to_str().unwrap_or_default();
         let wc_bin = ex.join("wordcount");
         let wc = [wc_bin.to_str().unwrap_or_default(), text_s, local];
+        // The README's code (String words, a Vec per line), as users write it.
+        let simple_bin = ex.join("wordcount_simple");
+        let simple = [simple_bin.to_str().unwrap_or_default(), text_s, local];
         let base_bin = if want("baseline") {
             Some(build_tool("baseline", "wc-baseline")?)
         } else {
@@ -768,13 +771,18 @@ fn run(
             .map(|b| [b.to_str().unwrap_or_default(), text_s, "2", "flat"]);
         // This machine's speed drifts by tens of percent over minutes, so the
         // two run alternately, `repeat` times each, and the medians are reported.
-        let (mut wc_runs, mut base_runs) = (Vec::new(), Vec::new());
+        let (mut wc_runs, mut base_runs, mut simple_runs) = (Vec::new(), Vec::new(), Vec::new());
         let mut distinct = String::new();
         for _ in 0..repeat.max(1) {
             if want("wordcount") {
                 let (s, rss, out) = measured(&wc)?;
                 distinct = out.lines().last().unwrap_or("").to_string();
                 wc_runs.push((s, rss));
+                let (s, rss, out2) = measured(&simple)?;
+                if out2 != out {
+                    bail!("wordcount_simple and wordcount disagree");
+                }
+                simple_runs.push((s, rss));
             }
             if let Some(cmd) = &base {
                 let (s, rss, _) = measured(cmd)?;
@@ -793,6 +801,19 @@ fn run(
                 seconds: s,
                 peak_rss_mib: rss,
                 detail: format!("{distinct}; {}", runs_note(&wc_runs)),
+                spark: sp,
+            });
+            let (ss, srss) = median_run(&simple_runs);
+            rows.push(Row {
+                name: "WordCount, the README's code (String words, split_whitespace)".into(),
+                dataset: text_name.into(),
+                seconds: ss,
+                peak_rss_mib: srss,
+                detail: format!(
+                    "{:.2}x the tuned example (medians); {}",
+                    ss / s,
+                    runs_note(&simple_runs)
+                ),
                 spark: sp,
             });
         }
