@@ -608,6 +608,114 @@ fn cached_partitions_are_read_where_they_are_cached(dir: &std::path::Path) {
     sc.stop();
 }
 
+/// Workers on distinct loopback addresses (127.0.0.2 with two one-core
+/// executors, 127.0.0.3 with one: all of 127.0.0.0/8 is local) are distinct
+/// hosts to the scheduler, so host rules run for real. Partitions 0-2
+/// straggle on every attempt that runs on 127.0.0.2: their speculative
+/// copies must go to the other host (a copy on the second executor of
+/// 127.0.0.2 would straggle too), and the job ends when the copies do.
+fn speculation_runs_copies_on_another_host(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (master, workers) = rt.block_on(async {
+        let master = flint_deploy::Master::start(flint_deploy::MasterConf {
+            port: 0,
+            webui_port: 0,
+            ..flint_deploy::MasterConf::default()
+        })
+        .await
+        .unwrap();
+        let mut workers = Vec::new();
+        for (i, (host, cores)) in [("127.0.0.2", 2), ("127.0.0.3", 1)].iter().enumerate() {
+            let mut conf = flint_deploy::WorkerConf::new(vec![master.address.clone()]);
+            conf.host = host.to_string();
+            conf.port = 0;
+            conf.webui_port = 0;
+            conf.cores = *cores;
+            conf.memory_mb = 1024;
+            conf.work_dir = dir.join(format!("host-{i}"));
+            conf.registration_base = std::time::Duration::from_millis(100);
+            workers.push(flint_deploy::Worker::start(conf).await.unwrap());
+        }
+        (master, workers)
+    });
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .app_name("cluster-speculation")
+            .master(format!("flint://{}", master.address))
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.executor.memory", "256m")
+            .set("flint.executor.cores", "1")
+            .set("flint.speculation", "true")
+            .set("flint.speculation.interval", "50ms")
+            .set("flint.speculation.quantile", "0.5")
+            .set("flint.speculation.multiplier", "2"),
+    )
+    .unwrap();
+    // All three executors, before the job.
+    let executors = || {
+        sc.parallelize((0..30u32).collect::<Vec<_>>(), 30)
+            .map(Fn!(|_x: u32| std::process::id()))
+            .distinct()
+            .count()
+            .unwrap()
+    };
+    wait_until("three executors", 30, || executors() == 3);
+    // Three rounds: partition 0 straggles whenever it runs on 127.0.0.2,
+    // whose other executor is then free; only the host rule keeps its copy
+    // off that executor (where it would straggle too).
+    let mut straggled = 0;
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let mark = dir.join(format!("straggled-{round}"));
+        let m = mark.to_str().unwrap().to_owned();
+        let got = sc
+            .parallelize((0..6u32).collect::<Vec<_>>(), 6)
+            .map(Fn!(move |x: u32| {
+                let host = std::env::var("FLINT_EXECUTOR_HOST").unwrap_or_default();
+                if x == 0 && host == "127.0.0.2" {
+                    let _ = std::fs::write(&m, "");
+                    std::thread::sleep(std::time::Duration::from_secs(20));
+                }
+                (x, host)
+            }))
+            .collect()
+            .unwrap();
+        let elapsed = started.elapsed();
+        for (x, host) in &got {
+            assert!(
+                ["127.0.0.2", "127.0.0.3"].contains(&host.as_str()),
+                "{x}: {host}"
+            );
+        }
+        assert_eq!(
+            got[0].1, "127.0.0.3",
+            "round {round}: partition 0 finished on the other host"
+        );
+        assert!(
+            elapsed < std::time::Duration::from_secs(15),
+            "round {round}: a straggler's copy ran on its own host, or none ran: {elapsed:?}"
+        );
+        if mark.exists() {
+            straggled += 1;
+        }
+    }
+    println!("speculation: {straggled} of 3 rounds had a straggler on 127.0.0.2");
+    sc.stop();
+    rt.block_on(async {
+        for w in workers {
+            let _ = w
+                .worker
+                .ask::<bool>(
+                    flint_deploy::messages::WorkerMsg::Shutdown,
+                    std::time::Duration::from_secs(5),
+                )
+                .await;
+            w.env.shutdown();
+        }
+        master.env.shutdown();
+    });
+}
+
 /// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
 /// process (one core), so a test can kill -9 a whole Worker.
 fn worker_process(master: &str, work: &str) {
@@ -815,6 +923,10 @@ fn main() {
             "the_operation_model_holds_on_a_local_cluster",
             Box::new(the_operation_model_holds_on_a_local_cluster),
         ),
+        ("speculation_runs_copies_on_another_host", {
+            let d = d.clone();
+            Box::new(move || speculation_runs_copies_on_another_host(&d))
+        }),
         ("cached_partitions_are_read_where_they_are_cached", {
             let d = d.clone();
             Box::new(move || cached_partitions_are_read_where_they_are_cached(&d))
