@@ -469,6 +469,19 @@ impl Endpoint for DriverEndpoint {
                     rp.reply(&known);
                 }
             }
+            DriverMsg::GetBlockLocation { rdd, split } => {
+                let at = self.blocks.read().get(&(rdd, split)).and_then(|v| {
+                    v.iter().find_map(|(id, _)| {
+                        self.executors
+                            .get(id)
+                            .filter(|e| e.addr != from.addr)
+                            .map(|e| (id.clone(), e.addr.clone()))
+                    })
+                });
+                if let Some(rp) = reply {
+                    rp.reply(&at);
+                }
+            }
             DriverMsg::BlocksUpdated {
                 executor_id,
                 added,

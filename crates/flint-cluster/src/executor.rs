@@ -271,6 +271,7 @@ fn serve() -> Result<()> {
                 results,
                 cleaned,
                 client: client.clone(),
+                max_reply: max_message_size.saturating_sub(4096),
             },
         );
     });
@@ -391,6 +392,8 @@ struct ExecutorEndpoint {
     results: Results,
     cleaned: Cleaned,
     client: Arc<Client>,
+    /// Largest block served in one reply.
+    max_reply: usize,
 }
 
 impl Endpoint for ExecutorEndpoint {
@@ -468,6 +471,33 @@ impl Endpoint for ExecutorEndpoint {
                 if let Some(rp) = reply {
                     rp.reply(&r);
                 }
+            }
+            ExecutorMsg::FetchBlock { rdd, split } => {
+                let Some(rp) = reply else { return };
+                let (env, max) = (self.task_env.clone(), self.max_reply);
+                let reads = self.reads.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = reads.acquire_owned().await else {
+                        return;
+                    };
+                    let r = tokio::task::spawn_blocking(move || {
+                        match env
+                            .blocks
+                            .encoded_block(flint_core::storage::BlockId::Rdd { rdd, split })
+                        {
+                            None => Err("not cached here".to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            Some(Ok(b)) if b.len() > max => Err(format!(
+                                "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
+                                b.len()
+                            )),
+                            Some(Ok(b)) => Ok(serde_bytes::ByteBuf::from(b)),
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("block read failed: {e}")));
+                    rp.reply(&r);
+                });
             }
             ExecutorMsg::DropResult { task_id } if from_driver => {
                 self.results.lock().remove(&task_id);
@@ -569,6 +599,41 @@ impl ShuffleClient for Client {
             DriverMsg::GetSlice { rdd, slice },
             &format!("slice {slice} of parallelized collection {rdd}"),
         )
+    }
+
+    fn cached_block(&self, rdd: usize, split: usize) -> Option<Vec<u8>> {
+        let at: Option<(String, RpcAddress)> = self
+            .rt
+            .block_on(self.env.ask(
+                &self.driver,
+                DRIVER_ENDPOINT,
+                &DriverMsg::GetBlockLocation { rdd, split },
+                ASK,
+            ))
+            .ok()?;
+        let (exec, addr) = at?;
+        let got: std::result::Result<std::result::Result<serde_bytes::ByteBuf, String>, _> =
+            self.rt.block_on(self.env.ask(
+                &addr,
+                EXECUTOR_ENDPOINT,
+                &ExecutorMsg::FetchBlock { rdd, split },
+                ASK,
+            ));
+        match got {
+            Ok(Ok(b)) => Some(b.into_vec()),
+            Ok(Err(e)) => {
+                tracing::info!(
+                    "executor {exec} did not serve rdd_{rdd}_{split} ({e}); computing it"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::info!(
+                    "cannot fetch rdd_{rdd}_{split} from executor {exec}: {e}; computing it"
+                );
+                None
+            }
+        }
     }
 
     fn broadcast(&self, id: usize) -> Result<Vec<u8>> {

@@ -40,6 +40,9 @@ pub enum DriverMsg {
     /// while the driver still counts the executor as its own (`false`: it
     /// was declared lost and must exit).
     Heartbeat { executor_id: String },
+    /// Ask; answered with `Option<(String, RpcAddress)>`: another executor
+    /// that caches partition `split` of RDD `rdd`.
+    GetBlockLocation { rdd: usize, split: usize },
     /// The RDD partitions an executor started or stopped caching (rdd, split).
     BlocksUpdated {
         executor_id: String,
@@ -135,6 +138,12 @@ pub enum ExecutorMsg {
     /// The driver will not fetch this result.
     DropResult {
         task_id: u64,
+    },
+    /// Ask (from another executor of the application); answered with
+    /// `Result<Vec<u8>, String>`: a cached partition as frames.
+    FetchBlock {
+        rdd: usize,
+        split: usize,
     },
 }
 

@@ -65,6 +65,12 @@ pub trait ShuffleClient: Send + Sync {
     fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>>;
     /// The encoded value of broadcast `id`, from the driver.
     fn broadcast(&self, id: usize) -> Result<Vec<u8>>;
+    /// Partition `split` of RDD `rdd` as frames, from another executor that
+    /// caches it (None: nobody does, or it could not be fetched; the caller
+    /// computes it instead).
+    fn cached_block(&self, _rdd: usize, _split: usize) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A parallelized slice or a broadcast value as the driver keeps it on a

@@ -41,7 +41,12 @@ pub fn offset_of(f: DeserFn) -> i64 {
 fn code_ranges() -> &'static [Range<usize>] {
     static RANGES: OnceLock<Vec<Range<usize>>> = OnceLock::new();
     RANGES.get_or_init(|| {
-        let exe = std::fs::read_link("/proc/self/exe").ok();
+        // A binary replaced on disk since it started reads "PATH (deleted)"
+        // here, and its maps lines end in the same word after the path.
+        let exe = std::fs::read_link("/proc/self/exe").ok().map(|p| {
+            let s = p.to_string_lossy();
+            std::path::PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
+        });
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
         let mut out = Vec::new();
         for line in maps.lines() {

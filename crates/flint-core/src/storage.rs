@@ -97,7 +97,11 @@ struct MemEntry {
     size: u64,
     last_use: u64,
     to_disk: Option<ToDisk>,
+    /// Encodes the records as frames, to serve them to another executor.
+    encode: Option<EncodeFn>,
 }
+
+type EncodeFn = Arc<dyn Fn(&Block, Compression) -> Result<Vec<u8>> + Send + Sync>;
 
 #[derive(Default)]
 struct MemoryStore {
@@ -204,6 +208,39 @@ impl BlockStore {
         out.sort_unstable();
         out.dedup();
         (generation, out)
+    }
+
+    /// A cached partition as frames (what a `FrameReader` reads back), to
+    /// serve it to another executor: None if it is not cached here.
+    pub fn encoded_block(&self, id: BlockId) -> Option<Result<Vec<u8>>> {
+        let mem = self
+            .memory
+            .lock()
+            .entries
+            .get(&id)
+            .map(|e| (e.value.clone(), e.encode.clone()));
+        if let Some((value, Some(encode))) = mem {
+            return Some(encode(&value, self.compression));
+        }
+        let disk = self.disk.lock().get(&id).cloned()?;
+        Some(
+            std::fs::read(&disk.path)
+                .map_err(|e| FlintError::io("cannot read block file", &disk.path, e))
+                .and_then(|b| {
+                    if b.len() as u64 == disk.len {
+                        Ok(b)
+                    } else {
+                        Err(FlintError::Codec {
+                            what: "cached block",
+                            reason: format!("{} is short", disk.path.display()),
+                        })
+                    }
+                }),
+        )
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Changes whenever the cached set may have changed.
@@ -403,7 +440,22 @@ impl BlockStore {
                         }
                     }) as ToDisk
                 });
-                self.insert_memory(id, values, size, to_disk)?;
+                let encode: EncodeFn = Arc::new(|b: &Block, c: Compression| {
+                    let v = b
+                        .clone()
+                        .downcast::<Vec<T>>()
+                        .map_err(|_| FlintError::Codec {
+                            what: "cached block",
+                            reason: "not of the RDD's type".into(),
+                        })?;
+                    let mut w = crate::shuffle::FrameWriter::new(Vec::new(), c);
+                    for x in v.iter() {
+                        w.write(x)?;
+                    }
+                    w.finish_segment()?;
+                    w.into_inner()
+                });
+                self.insert_memory(id, values, size, to_disk, Some(encode))?;
                 return Ok(());
             }
         }
@@ -419,6 +471,7 @@ impl BlockStore {
         value: Block,
         size: u64,
         to_disk: Option<ToDisk>,
+        encode: Option<EncodeFn>,
     ) -> Result<()> {
         let mut evicted = Vec::new();
         {
@@ -446,6 +499,7 @@ impl BlockStore {
                     size,
                     last_use: tick,
                     to_disk,
+                    encode,
                 },
             );
             mem.used += size;

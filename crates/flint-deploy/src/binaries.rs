@@ -185,10 +185,20 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
     file.sync_all()
         .map_err(|e| format!("cannot write {}: {e}", part_path.display()))?;
     drop(file);
-    part_path
-        .persist(&dst)
-        .map_err(|e| format!("cannot store {}: {e}", dst.display()))?;
-    Ok(dst)
+    // Never replace a copy another launch just stored (and may be running:
+    // its process would then see its own executable as deleted).
+    match part_path.persist_noclobber(&dst) {
+        Ok(()) => Ok(dst),
+        Err(e) if dst.exists() => {
+            drop(e);
+            // Stored by another launch meanwhile: checked like any copy.
+            match crate::sha256_file(&dst) {
+                Ok(h) if h == r.sha256 => Ok(dst),
+                _ => Err(format!("{} does not match its hash", dst.display())),
+            }
+        }
+        Err(e) => Err(format!("cannot store {}: {e}", dst.display())),
+    }
 }
 
 /// Uploads in progress at the Master: each sha from one uploader at a time,

@@ -605,6 +605,19 @@ fn cached_partitions_are_read_where_they_are_cached(dir: &std::path::Path) {
             "round {round}: a cached partition was computed again"
         );
     }
+    // One task reading every partition (coalesce to 1) runs on one
+    // executor: the partitions cached on the other are fetched from it, not
+    // computed again.
+    let mut all = cached.coalesce(1).collect().unwrap();
+    all.sort();
+    let mut want = first.clone();
+    want.sort();
+    assert_eq!(all, want);
+    assert_eq!(
+        count(),
+        8,
+        "partitions cached elsewhere were fetched, not computed"
+    );
     sc.stop();
 }
 

@@ -429,3 +429,52 @@ fn cartesian_with_a_right_side_larger_than_memory_spills_and_stays_exact() {
     assert_eq!(small.len(), 10);
     assert!(small.contains(&(4, 'b')));
 }
+
+/// A cached partition fetched from another executor that arrives damaged is
+/// computed instead, never returned short (a stand-in client serves garbage).
+#[test]
+fn a_damaged_remote_copy_of_a_cached_partition_is_recomputed() {
+    struct Garbage;
+    impl flint::env::ShuffleClient for Garbage {
+        fn segments(
+            &self,
+            _: usize,
+            _: usize,
+        ) -> flint::error::Result<Vec<flint::shuffle::SegmentLocation>> {
+            unreachable!("no shuffle in this test")
+        }
+        fn fetch(
+            &self,
+            _: &str,
+            _: usize,
+            _: usize,
+            _: usize,
+            _: u64,
+            _: u64,
+        ) -> flint::error::Result<Vec<u8>> {
+            unreachable!("no shuffle in this test")
+        }
+        fn slice(&self, _: usize, _: usize) -> flint::error::Result<Vec<u8>> {
+            unreachable!("slices are on the driver")
+        }
+        fn broadcast(&self, _: usize) -> flint::error::Result<Vec<u8>> {
+            unreachable!("no broadcast in this test")
+        }
+        fn cached_block(&self, _: usize, _: usize) -> Option<Vec<u8>> {
+            Some(b"definitely not frames of records".to_vec())
+        }
+    }
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let _ = sc.env().shuffle_client.set(std::sync::Arc::new(Garbage));
+    let rdd = sc
+        .parallelize((0..100u32).collect::<Vec<_>>(), 4)
+        .map(Fn!(|x: u32| x * 2))
+        .cache();
+    assert_eq!(
+        rdd.collect().unwrap(),
+        (0..100u32).map(|x| x * 2).collect::<Vec<_>>()
+    );
+    // Now cached here: read locally, same answer.
+    assert_eq!(rdd.count().unwrap(), 100);
+    sc.stop();
+}

@@ -355,6 +355,33 @@ impl<T: Data> Rdd<T> {
             rdd: self.id(),
             split,
         };
+        // On a cluster, another executor may cache it: read it from there
+        // rather than compute it again (Spark's getRemoteValues).
+        if !tc.env.blocks.contains(id)
+            && let Some(client) = tc.env.shuffle_client.get()
+            && let Some(bytes) = client.cached_block(self.id(), split)
+        {
+            let len = bytes.len() as u64;
+            let mut r = crate::shuffle::FrameReader::<_, T>::new(
+                std::io::Cursor::new(bytes),
+                tc.env.blocks.compression(),
+                len,
+            );
+            let mut values = Vec::new();
+            let complete = loop {
+                match r.next_record() {
+                    Ok(Some(x)) => values.push(x),
+                    Ok(None) => break true,
+                    Err(e) => {
+                        tracing::warn!("a fetched copy of {id:?} is damaged ({e}); computing it");
+                        break false;
+                    }
+                }
+            };
+            if complete {
+                return Ok(Box::new(values.into_iter()));
+            }
+        }
         // A partial partition (an iterator recorded an error) is never cached.
         let records = tc.env.blocks.get_or_compute(
             id,
