@@ -69,6 +69,9 @@ struct DriverEndpoint {
     kill_executors: KillExecutors,
 }
 
+/// Cached partitions the driver tracks for locality at most.
+const MAX_CACHED_BLOCKS: usize = 1 << 20;
+
 /// Bytes of parallelized slices shipped inside one task at most.
 const ATTACH_LIMIT: usize = 1 << 20;
 
@@ -503,6 +506,16 @@ impl Endpoint for DriverEndpoint {
                             map.remove(&b);
                         }
                     }
+                }
+                // Executors cannot make the driver's map grow without bound
+                // (it only steers locality: past the bound, new blocks are
+                // simply not located).
+                if added.len() > MAX_CACHED_BLOCKS.saturating_sub(map.len()) {
+                    tracing::warn!(
+                        "executor {executor_id} reports {} more cached blocks, over the {MAX_CACHED_BLOCKS} tracked; not tracking them",
+                        added.len()
+                    );
+                    return;
                 }
                 for b in added {
                     let v = map.entry(b).or_default();

@@ -551,9 +551,10 @@ impl MasterClient {
             .map_err(|e| FlintError::io("cannot read application binary", path, e))?;
         let mut offset = 0u64;
         let mut busy = 0;
-        let mut buf = vec![0u8; flint_deploy::binaries::CHUNK as usize];
+        let chunk = flint_deploy::binaries::chunk_for(&self.env);
+        let mut buf = vec![0u8; chunk as usize];
         while offset < size {
-            let want = (size - offset).min(flint_deploy::binaries::CHUNK) as usize;
+            let want = (size - offset).min(chunk) as usize;
             use std::io::Seek;
             f.seek(std::io::SeekFrom::Start(offset))
                 .and_then(|_| f.read_exact(&mut buf[..want]))

@@ -99,6 +99,12 @@ fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The largest part to ask for or send over `env`: `CHUNK`, or less when
+/// frames are smaller (`flint.rpc.message.maxSize` of 1 MiB).
+pub fn chunk_for(env: &RpcEnv) -> u64 {
+    CHUNK.min((env.conf().max_message_size as u64 / 2).max(4096))
+}
+
 /// Where a worker keeps binaries.
 pub fn cache_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("binaries")
@@ -144,8 +150,9 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     let mut offset = 0u64;
+    let chunk = chunk_for(env);
     while offset < r.size {
-        let len = (r.size - offset).min(CHUNK);
+        let len = (r.size - offset).min(chunk);
         let got: Result<serde_bytes::ByteBuf, String> = env
             .ask(
                 &r.source,
@@ -339,6 +346,17 @@ mod tests {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn parts_fit_the_frame_limit() {
+        let small = RpcEnv::client(flint_rpc::RpcConf {
+            max_message_size: 1 << 20,
+            ..flint_rpc::RpcConf::default()
+        });
+        assert_eq!(chunk_for(&small), 512 << 10);
+        let default = RpcEnv::client(flint_rpc::RpcConf::default());
+        assert_eq!(chunk_for(&default), CHUNK);
     }
 
     #[test]
