@@ -31,6 +31,16 @@ struct Exec {
     last_heartbeat: Instant,
 }
 
+/// An indirect result waiting for room under maxResultSize.
+struct PendingFetch {
+    executor_id: String,
+    addr: RpcAddress,
+    task_id: u64,
+    size: u64,
+    acc: Vec<(usize, Vec<u8>)>,
+    duration_ms: u64,
+}
+
 /// Asks the Master to end executors of this application.
 type KillExecutors = Arc<dyn Fn(Vec<u32>) + Send + Sync>;
 
@@ -59,6 +69,9 @@ struct DriverEndpoint {
     task_key: Vec<u8>,
     /// The last stage binary signed, with its signature.
     signed: Option<(Arc<flint_core::ship::Shipped>, Option<[u8; 32]>)>,
+    /// Bytes of indirect results being fetched, and those waiting to be.
+    in_flight: u64,
+    waiting: std::collections::VecDeque<PendingFetch>,
     /// Slices already shipped to each executor (it keeps them).
     shipped: std::collections::HashSet<(String, usize, usize)>,
     blocks: BlockMap,
@@ -174,7 +187,7 @@ impl DriverEndpoint {
     /// off the endpoint's thread, then reported as the task's end.
     #[allow(clippy::too_many_arguments)]
     fn fetch_result(
-        &self,
+        &mut self,
         ctx: &EndpointCtx<DriverMsg>,
         executor_id: String,
         addr: RpcAddress,
@@ -199,6 +212,24 @@ impl DriverEndpoint {
             );
             return;
         }
+        // Results being fetched stay within maxResultSize together; the rest
+        // wait their turn (the driver's memory stays bounded).
+        if self.max_result_size > 0
+            && self.in_flight > 0
+            && self.in_flight + size > self.max_result_size
+        {
+            crate::metrics::RESULTS_DEFERRED.fetch_add(1, Ordering::Relaxed);
+            self.waiting.push_back(PendingFetch {
+                executor_id,
+                addr,
+                task_id,
+                size,
+                acc,
+                duration_ms,
+            });
+            return;
+        }
+        self.in_flight += size;
         let (env, me) = (ctx.env.clone(), ctx.this().clone());
         // Parts fit in a frame with room for the reply's envelope.
         let chunk = crate::RESULT_CHUNK.min(self.max_reply as u64 / 2).max(1);
@@ -250,6 +281,7 @@ impl DriverEndpoint {
             me.send(DriverMsg::ResultFetched {
                 executor_id,
                 task_id,
+                size,
                 result: result.map(|()| bytes),
                 acc,
                 duration_ms,
@@ -585,6 +617,7 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::ResultFetched {
                 executor_id,
                 task_id,
+                size,
                 result,
                 acc,
                 duration_ms,
@@ -600,6 +633,24 @@ impl Endpoint for DriverEndpoint {
                 };
                 self.scheduler
                     .status_update(task_id, end, Duration::from_millis(duration_ms));
+                self.in_flight = self.in_flight.saturating_sub(size);
+                while let Some(next) = self.waiting.front() {
+                    if self.in_flight > 0 && self.in_flight + next.size > self.max_result_size {
+                        break;
+                    }
+                    let Some(p) = self.waiting.pop_front() else {
+                        break;
+                    };
+                    self.fetch_result(
+                        ctx,
+                        p.executor_id,
+                        p.addr,
+                        p.task_id,
+                        p.size,
+                        p.acc,
+                        p.duration_ms,
+                    );
+                }
             }
             DriverMsg::Cleanup(task) => {
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
@@ -941,6 +992,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 starvation,
                 task_key: s.app_secret.clone(),
                 signed: None,
+                in_flight: 0,
+                waiting: Default::default(),
                 shipped: Default::default(),
                 blocks: blocks.clone(),
             },

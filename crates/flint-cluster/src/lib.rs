@@ -32,6 +32,14 @@ pub mod metrics {
     pub fn slices_served() -> u64 {
         SLICES_SERVED.load(Ordering::Relaxed)
     }
+
+    pub(crate) static RESULTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
+
+    /// Indirect results whose fetch waited for others to finish, to keep the
+    /// bytes being fetched within `flint.driver.maxResultSize`.
+    pub fn results_deferred() -> u64 {
+        RESULTS_DEFERRED.load(Ordering::Relaxed)
+    }
 }
 pub mod executor;
 pub mod messages;

@@ -74,6 +74,7 @@ pub enum DriverMsg {
     ResultFetched {
         executor_id: String,
         task_id: u64,
+        size: u64,
         result: std::result::Result<Vec<u8>, String>,
         acc: Vec<(usize, Vec<u8>)>,
         duration_ms: u64,

@@ -326,6 +326,36 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
         assert_eq!(v.len(), 3_000_000);
         assert!(v.iter().all(|x| *x as usize == i + 1));
     }
+    // Two jobs at once whose results together pass maxResultSize (each job
+    // alone does not): a fetch waits for the other, and both jobs complete.
+    let deferred = flint::cluster_metrics::results_deferred();
+    for _ in 0..20 {
+        let jobs: Vec<_> = (0..2u8)
+            .map(|j| {
+                let sc = sc.clone();
+                std::thread::spawn(move || {
+                    sc.parallelize(vec![j], 1)
+                        .map(Fn!(
+                            |b: u8| std::iter::repeat_n(b, 5_000_000).collect::<Vec<u8>>()
+                        ))
+                        .collect()
+                        .unwrap()
+                })
+            })
+            .collect();
+        for (j, h) in jobs.into_iter().enumerate() {
+            let got = h.join().unwrap();
+            assert_eq!(got.len(), 1);
+            assert!(got[0].len() == 5_000_000 && got[0].iter().all(|x| *x as usize == j));
+        }
+        if flint::cluster_metrics::results_deferred() > deferred {
+            break;
+        }
+    }
+    assert!(
+        flint::cluster_metrics::results_deferred() > deferred,
+        "no fetch ever had to wait: the limit was not exercised"
+    );
     let attempts = dir.join("too-big-attempts");
     std::fs::create_dir_all(&attempts).unwrap();
     let a = attempts.to_str().unwrap().to_owned();
