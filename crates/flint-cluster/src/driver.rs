@@ -169,7 +169,7 @@ impl DriverEndpoint {
         id: flint_core::storage::BlockId,
         what: &str,
         advice: &str,
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<serde_bytes::ByteBuf, String> {
         match self.env.blocks.get::<flint_core::env::EncodedBlock>(id) {
             None => Err(format!(
                 "{what} is not on the driver (destroyed, cleaned up, or not encodable)"
@@ -179,7 +179,7 @@ impl DriverEndpoint {
                 b.0.len(),
                 self.max_reply
             )),
-            Some(b) => Ok(b.0.clone()),
+            Some(b) => Ok(serde_bytes::ByteBuf::from(b.0.clone())),
         }
     }
 
@@ -287,16 +287,6 @@ impl DriverEndpoint {
                 duration_ms,
             });
         });
-    }
-
-    fn encoded_blob(
-        &self,
-        id: flint_core::storage::BlockId,
-        what: &str,
-        advice: &str,
-    ) -> std::result::Result<serde_bytes::ByteBuf, String> {
-        self.encoded(id, what, advice)
-            .map(serde_bytes::ByteBuf::from)
     }
 
     fn lost(&mut self, executor_id: &str, reason: &str, ctx: &EndpointCtx<DriverMsg>) {
@@ -476,7 +466,7 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::GetSlice { rdd, slice } => {
                 crate::metrics::SLICES_SERVED.fetch_add(1, Ordering::Relaxed);
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded_blob(
+                    rp.reply(&self.encoded(
                         flint_core::storage::BlockId::ParallelSlice { rdd, slice },
                         &format!("slice {slice} of parallelized collection {rdd}"),
                         "parallelize into more slices",
@@ -485,7 +475,7 @@ impl Endpoint for DriverEndpoint {
             }
             DriverMsg::GetBroadcast { id } => {
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded_blob(
+                    rp.reply(&self.encoded(
                         flint_core::storage::BlockId::Broadcast { id },
                         &format!("broadcast {id}"),
                         "broadcast a smaller value",
@@ -825,6 +815,19 @@ fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
     Ok(s.or_else(|| std::env::var(flint_deploy::SECRET_ENV).ok()))
 }
 
+/// Posts `msg()` to the driver endpoint every `period` (its timers), from
+/// the driver's runtime; the first tick comes after one period.
+fn every(period: Duration, driver: LocalRef<DriverMsg>, msg: fn() -> DriverMsg) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            driver.send(msg());
+        }
+    });
+}
+
 /// Registrations sent before the application gives up (Spark's
 /// REGISTRATION_RETRIES).
 const REGISTRATION_RETRIES: u32 = 3;
@@ -883,7 +886,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         .build()
         .map_err(io("the driver's RPC runtime"))?;
     let host = s.conf.get_or("flint.driver.host", "127.0.0.1").to_string();
-    let secret = crate::hex(&s.app_secret);
+    let secret = flint_deploy::hex(&s.app_secret);
     let cpus = s.scheduler.cpus_per_task();
     let total_cores = Arc::new(AtomicUsize::new(0));
     let registered = Arc::new(AtomicUsize::new(0));
@@ -998,27 +1001,13 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 blocks: blocks.clone(),
             },
         );
-        let d = driver.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(starvation);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                d.send(DriverMsg::CheckStarvation);
-            }
-        });
+        every(starvation, driver.clone(), || DriverMsg::CheckStarvation);
         // Spark's HeartbeatReceiver checks at an interval of its own.
-        let (tick, d) = (
+        every(
             (network_timeout / 4).min(Duration::from_secs(60)),
             driver.clone(),
+            || DriverMsg::ExpireDeadExecutors,
         );
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(tick);
-            loop {
-                every.tick().await;
-                d.send(DriverMsg::ExpireDeadExecutors);
-            }
-        });
         Ok::<_, FlintError>((app_env, master_env, driver))
     })?;
     rt.block_on(async {

@@ -63,10 +63,6 @@ pub const MAX_MESSAGE_VAR: &str = "FLINT_RPC_MAX_MESSAGE_SIZE";
 /// Largest part of an indirect result asked for at once.
 pub(crate) const RESULT_CHUNK: u64 = 16 << 20;
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;

@@ -530,12 +530,18 @@ impl MasterClient {
     }
 
     fn ask<R: serde::de::DeserializeOwned>(&self, m: &RpcAddress, msg: &MasterMsg) -> Result<R> {
-        self.rt
-            .block_on(
-                self.env
-                    .ask::<_, R>(m, MASTER_ENDPOINT, msg, Duration::from_secs(30)),
-            )
-            .map_err(|e| bad(e.to_string()))
+        self.ask_raw(m, msg).map_err(|e| bad(e.to_string()))
+    }
+
+    fn ask_raw<R: serde::de::DeserializeOwned>(
+        &self,
+        m: &RpcAddress,
+        msg: &MasterMsg,
+    ) -> std::result::Result<R, flint_rpc::RpcError> {
+        self.rt.block_on(
+            self.env
+                .ask::<_, R>(m, MASTER_ENDPOINT, msg, Duration::from_secs(30)),
+        )
     }
 
     /// Sends the binary to master `m` in parts (nothing if it has it).
@@ -587,12 +593,7 @@ impl MasterClient {
     fn ask_any<R: serde::de::DeserializeOwned>(&self, msg: &MasterMsg) -> Result<R> {
         let mut errors = Vec::new();
         for m in &self.masters {
-            match self.rt.block_on(self.env.ask::<_, R>(
-                m,
-                MASTER_ENDPOINT,
-                msg,
-                Duration::from_secs(30),
-            )) {
+            match self.ask_raw::<R>(m, msg) {
                 Ok(r) => return Ok(r),
                 Err(e) => errors.push(format!("{m}: {e}")),
             }

@@ -105,6 +105,11 @@ pub fn chunk_for(env: &RpcEnv) -> u64 {
     CHUNK.min((env.conf().max_message_size as u64 / 2).max(4096))
 }
 
+/// Whether the file at `path` has SHA-256 `sha256`.
+fn holds(path: &Path, sha256: &str) -> bool {
+    crate::sha256_file(path).is_ok_and(|got| got == sha256)
+}
+
 /// Where a worker keeps binaries.
 pub fn cache_dir(work_dir: &Path) -> PathBuf {
     work_dir.join("binaries")
@@ -127,10 +132,9 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
         // Checked at every use: what runs is what the hash names, even if
         // the cache was tampered with since.
         let (d, want) = (dst.clone(), r.sha256.clone());
-        let same = tokio::task::spawn_blocking(move || crate::sha256_file(&d))
+        let same = tokio::task::spawn_blocking(move || holds(&d, &want))
             .await
-            .map_err(|e| e.to_string())?
-            .is_ok_and(|got| got == want);
+            .map_err(|e| e.to_string())?;
         if same {
             return Ok(dst);
         }
@@ -179,7 +183,7 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
             .map_err(|e| format!("cannot write {}: {e}", part_path.display()))?;
         offset += len;
     }
-    let got: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got = crate::hex(&hash.finalize());
     if got != r.sha256 {
         return Err(format!(
             "the binary fetched from {} has SHA-256 {got}, not {}",
@@ -199,9 +203,10 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
         Err(e) if dst.exists() => {
             drop(e);
             // Stored by another launch meanwhile: checked like any copy.
-            match crate::sha256_file(&dst) {
-                Ok(h) if h == r.sha256 => Ok(dst),
-                _ => Err(format!("{} does not match its hash", dst.display())),
+            if holds(&dst, &r.sha256) {
+                Ok(dst)
+            } else {
+                Err(format!("{} does not match its hash", dst.display()))
             }
         }
         Err(e) => Err(format!("cannot store {}: {e}", dst.display())),
@@ -313,12 +318,7 @@ impl Uploads {
         let Some(u) = self.active.remove(&key) else {
             return Err("upload vanished".into());
         };
-        let got: String = u
-            .hash
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = crate::hex(&u.hash.finalize());
         if got != sha256 {
             return Err(format!("the upload has SHA-256 {got}, not {sha256}"));
         }
@@ -342,10 +342,7 @@ mod tests {
 
     fn sha(data: &[u8]) -> String {
         use sha2::Digest;
-        sha2::Sha256::digest(data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::hex(&sha2::Sha256::digest(data))
     }
 
     #[tokio::test]

@@ -44,6 +44,11 @@ pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)
 /// `flint_core::conf::SUBMIT_CONF_VAR`); never inherited by executors.
 pub const SUBMIT_CONF_VAR: &str = "FLINT_SUBMIT_CONF";
 
+/// Bytes as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of a file, in hex.
 pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
@@ -58,7 +63,7 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
 
 /// The cluster's shared secret from `flint.authenticate.secret` or the file

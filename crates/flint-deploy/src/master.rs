@@ -473,31 +473,45 @@ impl Master {
             tracing::warn!("refusing to kill executors of {app_id} for {from}: not its driver");
             return;
         }
-        let mut kills = Vec::new();
+        let mut removed = Vec::new();
         for exec_id in executor_ids {
             let Some(e) = app.executors.remove(&exec_id) else {
                 continue;
             };
             app.cores_granted = app.cores_granted.saturating_sub(e.cores);
             tracing::info!("Killing executor {app_id}/{exec_id} at its driver's request");
-            if let Some(w) = self.workers.get_mut(&e.worker_id) {
-                w.executors.remove(&(app_id.to_string(), exec_id));
-                w.release(e.cores, e.memory_mb);
-                kills.push((w.addr.clone(), exec_id));
-            }
+            removed.push((exec_id, e));
         }
-        for (addr, exec_id) in kills {
-            self.send_worker(
-                ctx,
-                &addr,
-                &WorkerMsg::KillExecutor {
-                    master_url: self.url.clone(),
-                    app_id: app_id.to_string(),
-                    exec_id,
-                },
-            );
+        for (exec_id, e) in removed {
+            self.kill_on_worker(ctx, app_id, exec_id, &e);
         }
         self.schedule(ctx);
+    }
+
+    /// Frees an executor's resources on its worker and tells the worker to
+    /// end it.
+    fn kill_on_worker(
+        &mut self,
+        ctx: &EndpointCtx<MasterMsg>,
+        app_id: &str,
+        exec_id: u32,
+        e: &ExecInfo,
+    ) {
+        let Some(w) = self.workers.get_mut(&e.worker_id) else {
+            return;
+        };
+        w.executors.remove(&(app_id.to_string(), exec_id));
+        w.release(e.cores, e.memory_mb);
+        let addr = w.addr.clone();
+        self.send_worker(
+            ctx,
+            &addr,
+            &WorkerMsg::KillExecutor {
+                master_url: self.url.clone(),
+                app_id: app_id.to_string(),
+                exec_id,
+            },
+        );
     }
 
     fn remove_application(
@@ -514,20 +528,7 @@ impl Master {
         self.address_to_app.remove(&app.driver);
         let execs: Vec<(u32, ExecInfo)> = std::mem::take(&mut app.executors).into_iter().collect();
         for (exec_id, e) in execs {
-            if let Some(w) = self.workers.get_mut(&e.worker_id) {
-                w.executors.remove(&(app_id.to_string(), exec_id));
-                w.release(e.cores, e.memory_mb);
-                let addr = w.addr.clone();
-                self.send_worker(
-                    ctx,
-                    &addr,
-                    &WorkerMsg::KillExecutor {
-                        master_url: self.url.clone(),
-                        app_id: app_id.to_string(),
-                        exec_id,
-                    },
-                );
-            }
+            self.kill_on_worker(ctx, app_id, exec_id, &e);
         }
         app.state = state;
         app.end_ms = Some(now_ms());

@@ -164,6 +164,16 @@ fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Leaves one file in `dir` per call (named by `tag` and the time), so a
+/// test can count how often a task body ran, across executor processes.
+fn record_run(dir: &str, tag: u32) {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let _ = std::fs::write(format!("{dir}/{tag}-{n}"), "");
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -362,11 +372,7 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
     let err = sc
         .parallelize(vec![9u8], 1)
         .map(Fn!(move |b: u8| {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let _ = std::fs::write(format!("{}/{}-{}", a, std::process::id(), n), "");
+            record_run(&a, std::process::id());
             std::iter::repeat_n(b, 9_000_000).collect::<Vec<u8>>()
         }))
         .collect()
@@ -387,11 +393,7 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
         .parallelize(vec![1u32, 2, 3], 3)
         .map(Fn!(move |x: u32| {
             if x == 2 {
-                let n = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos();
-                let _ = std::fs::write(format!("{}/{}-{}", t, std::process::id(), n), "");
+                record_run(&t, std::process::id());
                 panic!("boom on element {x}");
             }
             x
@@ -603,11 +605,7 @@ fn cached_partitions_are_read_where_they_are_cached(dir: &std::path::Path) {
     let cached = sc
         .parallelize((0..8u32).collect::<Vec<_>>(), 8)
         .map(Fn!(move |x: u32| {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let _ = std::fs::write(format!("{}/{}-{}", c, x, n), "");
+            record_run(&c, x);
             (x, std::process::id())
         }))
         .cache();
