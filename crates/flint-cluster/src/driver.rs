@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flint_core::conf::FlintConf;
 use flint_core::env::TaskEnv;
 use flint_core::error::{FlintError, Result};
+use flint_core::metrics::TaskMetrics;
 use flint_core::scheduler::TaskScheduler;
 use flint_core::scheduler::backend::{ClusterStart, SchedulerBackend, WorkerOffer};
 use flint_deploy::LocalCluster;
@@ -39,6 +40,7 @@ struct PendingFetch {
     size: u64,
     acc: Vec<(usize, Vec<u8>)>,
     duration_ms: u64,
+    metrics: TaskMetrics,
 }
 
 /// Asks the Master to end executors of this application.
@@ -185,30 +187,30 @@ impl DriverEndpoint {
 
     /// A result too large for one frame: fetched from its executor in parts
     /// off the endpoint's thread, then reported as the task's end.
-    #[allow(clippy::too_many_arguments)]
-    fn fetch_result(
-        &mut self,
-        ctx: &EndpointCtx<DriverMsg>,
-        executor_id: String,
-        addr: RpcAddress,
-        task_id: u64,
-        size: u64,
-        acc: Vec<(usize, Vec<u8>)>,
-        duration_ms: u64,
-    ) {
+    fn fetch_result(&mut self, ctx: &EndpointCtx<DriverMsg>, p: PendingFetch) {
+        let PendingFetch {
+            executor_id,
+            addr,
+            task_id,
+            size,
+            acc,
+            duration_ms,
+            metrics,
+        } = p;
         if self.max_result_size > 0 && size > self.max_result_size {
             let _ = ctx.env.send(
                 &addr,
                 EXECUTOR_ENDPOINT,
                 &ExecutorMsg::DropResult { task_id },
             );
-            self.scheduler.status_update(
+            self.scheduler.status_update_with_metrics(
                 task_id,
                 flint_core::task::TaskEnd::Failed(FlintError::ResultTooLarge(format!(
                     "Total size of serialized results of task {task_id} ({size} bytes) is bigger than flint.driver.maxResultSize ({} bytes); collect less (reduce, take, or write the output to files) or raise the limit",
                     self.max_result_size
                 ))),
                 Duration::from_millis(duration_ms),
+                metrics,
             );
             return;
         }
@@ -226,6 +228,7 @@ impl DriverEndpoint {
                 size,
                 acc,
                 duration_ms,
+                metrics,
             });
             return;
         }
@@ -285,6 +288,7 @@ impl DriverEndpoint {
                 result: result.map(|()| bytes),
                 acc,
                 duration_ms,
+                metrics,
             });
         });
     }
@@ -376,6 +380,7 @@ impl Endpoint for DriverEndpoint {
                 task_id,
                 end,
                 duration_ms,
+                metrics,
             } => {
                 // Only the executor the task was sent to may report it.
                 let owner = self.running.get(&task_id);
@@ -395,7 +400,16 @@ impl Endpoint for DriverEndpoint {
                 e.free += self.cpus;
                 if let crate::messages::WireTaskEnd::Indirect { size, acc } = end {
                     let addr = e.addr.clone();
-                    self.fetch_result(ctx, executor_id, addr, task_id, size, acc, duration_ms);
+                    let p = PendingFetch {
+                        executor_id,
+                        addr,
+                        task_id,
+                        size,
+                        acc,
+                        duration_ms,
+                        metrics,
+                    };
+                    self.fetch_result(ctx, p);
                     self.make_offers(ctx);
                     return;
                 }
@@ -411,8 +425,12 @@ impl Endpoint for DriverEndpoint {
                     }
                     end => end,
                 };
-                self.scheduler
-                    .status_update(task_id, end, Duration::from_millis(duration_ms));
+                self.scheduler.status_update_with_metrics(
+                    task_id,
+                    end,
+                    Duration::from_millis(duration_ms),
+                    metrics,
+                );
                 self.make_offers(ctx);
             }
             DriverMsg::GetSegments { shuffle_id, reduce } => {
@@ -482,7 +500,7 @@ impl Endpoint for DriverEndpoint {
                     ));
                 }
             }
-            DriverMsg::Heartbeat { executor_id } => {
+            DriverMsg::Heartbeat { executor_id, tasks } => {
                 let known = match self.executors.get_mut(&executor_id) {
                     Some(e) if e.addr == from.addr => {
                         e.last_heartbeat = Instant::now();
@@ -490,6 +508,14 @@ impl Endpoint for DriverEndpoint {
                     }
                     _ => false,
                 };
+                // Only tasks the driver sent to this executor.
+                let tasks: Vec<_> = tasks
+                    .into_iter()
+                    .filter(|(t, _)| self.running.get(t) == Some(&executor_id))
+                    .collect();
+                if known && !tasks.is_empty() {
+                    self.scheduler.executor_metrics(&executor_id, tasks);
+                }
                 if let Some(rp) = reply {
                     rp.reply(&known);
                 }
@@ -611,6 +637,7 @@ impl Endpoint for DriverEndpoint {
                 result,
                 acc,
                 duration_ms,
+                metrics,
             } => {
                 let end = match result {
                     Ok(bytes) => flint_core::task::TaskEnd::Success(
@@ -621,8 +648,12 @@ impl Endpoint for DriverEndpoint {
                         "cannot fetch the result of task {task_id} from executor {executor_id}: {e}"
                     ))),
                 };
-                self.scheduler
-                    .status_update(task_id, end, Duration::from_millis(duration_ms));
+                self.scheduler.status_update_with_metrics(
+                    task_id,
+                    end,
+                    Duration::from_millis(duration_ms),
+                    metrics,
+                );
                 self.in_flight = self.in_flight.saturating_sub(size);
                 while let Some(next) = self.waiting.front() {
                     if self.in_flight > 0 && self.in_flight + next.size > self.max_result_size {
@@ -631,15 +662,7 @@ impl Endpoint for DriverEndpoint {
                     let Some(p) = self.waiting.pop_front() else {
                         break;
                     };
-                    self.fetch_result(
-                        ctx,
-                        p.executor_id,
-                        p.addr,
-                        p.task_id,
-                        p.size,
-                        p.acc,
-                        p.duration_ms,
-                    );
+                    self.fetch_result(ctx, p);
                 }
             }
             DriverMsg::Cleanup(task) => {
@@ -1022,6 +1045,14 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         );
     });
     let exe = std::env::current_exe().map_err(io("the application binary"))?;
+    // Rebuilt since it started (the running file was replaced): a
+    // local-cluster's executors start from the path, so the new build's
+    // refusal of this driver's tasks names both builds, rather than the
+    // launch failing on "PATH (deleted)".
+    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(p) if std::path::Path::new(p).exists() => std::path::PathBuf::from(p),
+        _ => exe,
+    };
     // On a real cluster, Workers fetch this binary from the driver by its
     // hash (they may not share its file system) and cache it; a
     // local-cluster's Workers run it where it is.

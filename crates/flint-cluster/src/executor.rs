@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flint_core::conf::FlintConf;
 use flint_core::env::{ShuffleClient, TaskEnv};
 use flint_core::error::{FlintError, Result};
+use flint_core::metrics::{LiveMetrics, TaskMetrics};
 use flint_core::shuffle::{MapOutputTracker, MapStatus, SegmentLocation};
 use flint_core::storage::BlockStore;
 use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
@@ -16,7 +17,8 @@ use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEn
 use parking_lot::Mutex;
 
 use crate::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireTaskEnd,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireFailure,
+    WireTaskEnd,
 };
 
 /// Longest segment chunk another executor may ask for at once.
@@ -76,6 +78,8 @@ fn report_blocks(
 /// (a zombie or speculative attempt) must not leave its files behind.
 type Cleaned = Arc<Mutex<std::collections::HashSet<usize>>>;
 type KillFlags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
+/// The live metrics of the tasks running here, for heartbeats.
+type RunningMetrics = Arc<Mutex<HashMap<u64, Arc<LiveMetrics>>>>;
 /// Results too large for one frame, until the driver has fetched them.
 type Results = Arc<Mutex<HashMap<u64, Arc<Vec<u8>>>>>;
 
@@ -170,6 +174,7 @@ fn serve() -> Result<()> {
         outputs: outputs.clone(),
         peers: Mutex::new(HashMap::new()),
         attached: Mutex::new(HashMap::new()),
+        fetch_retry: FetchRetry::from_conf(&conf)?,
     });
     let _ = task_env.shuffle_client.set(client.clone());
     // 3. Task threads.
@@ -177,6 +182,7 @@ fn serve() -> Result<()> {
     let cleaned: Cleaned = Arc::default();
     let reported: Reported = Arc::new(Mutex::new((u64::MAX, Vec::new())));
     let results: Results = Arc::default();
+    let running: RunningMetrics = Arc::default();
     // Room for the status update's own fields and accumulator updates.
     let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(TaskDescription, Arc<AtomicBool>)>();
@@ -184,6 +190,7 @@ fn serve() -> Result<()> {
         let results = results.clone();
         let cleaned = cleaned.clone();
         let reported = reported.clone();
+        let running = running.clone();
         let (rx, task_env, env, driver, outputs, kills, id) = (
             work_rx.clone(),
             task_env.clone(),
@@ -198,7 +205,11 @@ fn serve() -> Result<()> {
             .spawn(move || {
                 while let Ok((desc, killed)) = rx.recv() {
                     let started = Instant::now();
-                    let end = flint_core::task::run_task(&desc, &task_env, killed);
+                    let metrics = Arc::new(LiveMetrics::default());
+                    running.lock().insert(desc.task_id, metrics.clone());
+                    let end = flint_core::task::run_task(&desc, &task_env, killed, &metrics);
+                    running.lock().remove(&desc.task_id);
+                    let metrics = metrics.snapshot();
                     if let TaskEnd::Success(TaskOutput::Map(st), _) = &end {
                         let shuffle = shuffle_of(&st.data_file);
                         if let Some(s) = shuffle {
@@ -235,6 +246,7 @@ fn serve() -> Result<()> {
                         task_id: desc.task_id,
                         end,
                         duration_ms: started.elapsed().as_millis() as u64,
+                        metrics,
                     };
                     if let Err(e) = env.send(&driver, DRIVER_ENDPOINT, &update) {
                         // Never silent: the driver would wait for this task
@@ -243,10 +255,11 @@ fn serve() -> Result<()> {
                         let failed = DriverMsg::StatusUpdate {
                             executor_id: id.clone(),
                             task_id: desc.task_id,
-                            end: WireTaskEnd::Failed(format!(
+                            end: WireTaskEnd::Failed(WireFailure::Other(format!(
                                 "executor {id} could not send the task's end to the driver: {e}"
-                            )),
+                            ))),
                             duration_ms: started.elapsed().as_millis() as u64,
+                            metrics,
                         };
                         let _ = env.send(&driver, DRIVER_ENDPOINT, &failed);
                     }
@@ -297,6 +310,7 @@ fn serve() -> Result<()> {
         env.clone(),
         driver,
         id.clone(),
+        running,
         heartbeat_done,
     )?;
     let why = done_rx
@@ -318,6 +332,7 @@ fn heartbeats(
     env: RpcEnv,
     driver: RpcAddress,
     id: String,
+    running: RunningMetrics,
     done: crossbeam_channel::Sender<String>,
 ) -> Result<()> {
     let interval =
@@ -330,7 +345,6 @@ fn heartbeats(
         })?,
         None => 60,
     };
-    let msg = DriverMsg::Heartbeat { executor_id: id };
     std::thread::Builder::new()
         .name("flint-heartbeat".into())
         .spawn(move || {
@@ -338,6 +352,15 @@ fn heartbeats(
             loop {
                 // A timer, not synchronisation: the period is the setting.
                 std::thread::sleep(interval);
+                let tasks: Vec<(u64, TaskMetrics)> = running
+                    .lock()
+                    .iter()
+                    .map(|(t, m)| (*t, m.snapshot()))
+                    .collect();
+                let msg = DriverMsg::Heartbeat {
+                    executor_id: id.clone(),
+                    tasks,
+                };
                 let r: std::result::Result<bool, flint_rpc::RpcError> = rt.block_on(env.ask(
                     &driver,
                     DRIVER_ENDPOINT,
@@ -576,6 +599,62 @@ struct Client {
     peers: Mutex<HashMap<String, RpcAddress>>,
     /// Slices that came with their tasks, taken by the first reader.
     attached: Mutex<HashMap<(usize, usize), Vec<u8>>>,
+    /// `flint.shuffle.io.maxRetries` and `flint.shuffle.io.retryWait`.
+    fetch_retry: FetchRetry,
+}
+
+/// Spark's RetryingBlockTransferor rule: a segment fetch that fails in
+/// transport (no connection, no reply in time, the peer's queue full) is
+/// tried again after a wait, up to `retries` more times; an answer from the
+/// peer (it has no such segment) is final at once.
+#[derive(Clone, Copy, Debug)]
+struct FetchRetry {
+    retries: u32,
+    wait: Duration,
+}
+
+impl FetchRetry {
+    fn from_conf(conf: &FlintConf) -> Result<Self> {
+        let retries = match conf.get("flint.shuffle.io.maxRetries") {
+            Some(v) => v.parse().map_err(|_| {
+                FlintError::Config(format!(
+                    "flint.shuffle.io.maxRetries={v} is not a whole number"
+                ))
+            })?,
+            None => 3,
+        };
+        let wait = conf.get_duration("flint.shuffle.io.retryWait", Duration::from_secs(5))?;
+        Ok(FetchRetry { retries, wait })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or runs out of
+    /// retries; returns the last error.
+    fn run<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> std::result::Result<T, flint_rpc::RpcError>,
+    ) -> std::result::Result<T, flint_rpc::RpcError> {
+        let mut tried = 0;
+        loop {
+            match attempt() {
+                Err(
+                    e @ (flint_rpc::RpcError::Connection { .. }
+                    | flint_rpc::RpcError::Timeout { .. }
+                    | flint_rpc::RpcError::Backlog { .. }),
+                ) if tried < self.retries => {
+                    tried += 1;
+                    tracing::warn!(
+                        "fetching {what} failed ({e}); retry {tried} of {} in {:?}",
+                        self.retries,
+                        self.wait
+                    );
+                    // A timer, not synchronisation: the wait is the setting.
+                    std::thread::sleep(self.wait);
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 impl Client {
@@ -712,21 +791,92 @@ impl ShuffleClient for Client {
             .get(executor)
             .cloned()
             .ok_or_else(|| fail(format!("executor {executor} is not known (lost?)")))?;
+        let msg = ExecutorMsg::FetchSegment {
+            shuffle_id,
+            map_id,
+            reduce,
+            offset,
+            len,
+        };
+        let what = format!("shuffle {shuffle_id} map {map_id} from executor {executor}");
         let r: std::result::Result<serde_bytes::ByteBuf, String> = self
-            .rt
-            .block_on(self.env.ask(
-                &addr,
-                EXECUTOR_ENDPOINT,
-                &ExecutorMsg::FetchSegment {
-                    shuffle_id,
-                    map_id,
-                    reduce,
-                    offset,
-                    len,
-                },
-                ASK,
-            ))
+            .fetch_retry
+            .run(&what, || {
+                self.rt
+                    .block_on(self.env.ask(&addr, EXECUTOR_ENDPOINT, &msg, ASK))
+            })
             .map_err(|e| fail(e.to_string()))?;
         r.map(serde_bytes::ByteBuf::into_vec).map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flint_rpc::RpcError;
+
+    fn retry(retries: u32) -> FetchRetry {
+        FetchRetry {
+            retries,
+            wait: Duration::from_millis(1),
+        }
+    }
+
+    fn lost() -> RpcError {
+        RpcError::Connection {
+            to: "127.0.0.1:1".into(),
+            endpoint: "Executor".into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retried_until_a_fetch_succeeds() {
+        let mut tries = 0;
+        let r = retry(3).run("seg", || {
+            tries += 1;
+            if tries < 3 { Err(lost()) } else { Ok(7) }
+        });
+        assert_eq!((r.unwrap(), tries), (7, 3));
+    }
+
+    #[test]
+    fn retries_run_out_and_an_answer_is_final() {
+        let mut tries = 0;
+        let r: std::result::Result<(), _> = retry(2).run("seg", || {
+            tries += 1;
+            Err(lost())
+        });
+        assert!(matches!(r, Err(RpcError::Connection { .. })));
+        assert_eq!(tries, 3, "the first try and 2 retries");
+        let mut tries = 0;
+        let r: std::result::Result<(), _> = retry(5).run("seg", || {
+            tries += 1;
+            Err(RpcError::Remote {
+                to: "x".into(),
+                endpoint: "Executor".into(),
+                reason: "no such segment".into(),
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 1, "the peer answered: no retry");
+    }
+
+    #[test]
+    fn retry_settings_are_read_and_checked() {
+        let conf = FlintConf::new()
+            .set("flint.shuffle.io.maxRetries", "0")
+            .set("flint.shuffle.io.retryWait", "20ms");
+        let r = FetchRetry::from_conf(&conf).unwrap();
+        assert_eq!((r.retries, r.wait), (0, Duration::from_millis(20)));
+        let d = FetchRetry::from_conf(&FlintConf::new()).unwrap();
+        assert_eq!((d.retries, d.wait), (3, Duration::from_secs(5)));
+        let bad = FlintConf::new().set("flint.shuffle.io.maxRetries", "many");
+        assert!(
+            FetchRetry::from_conf(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("flint.shuffle.io.maxRetries")
+        );
     }
 }

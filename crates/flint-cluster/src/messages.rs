@@ -2,6 +2,7 @@
 
 use flint_core::FlintError;
 use flint_core::cleaner::CleanupTask;
+use flint_core::metrics::TaskMetrics;
 use flint_core::ship::Shipped;
 use flint_core::shuffle::MapStatus;
 use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
@@ -28,6 +29,7 @@ pub enum DriverMsg {
         task_id: u64,
         end: WireTaskEnd,
         duration_ms: u64,
+        metrics: TaskMetrics,
     },
     /// Ask; answered with `ReduceSegments`: where one reduce partition's
     /// input is.
@@ -39,7 +41,11 @@ pub enum DriverMsg {
     /// Ask, every `flint.executor.heartbeatInterval`; answered with `true`
     /// while the driver still counts the executor as its own (`false`: it
     /// was declared lost and must exit).
-    Heartbeat { executor_id: String },
+    /// It carries the metrics of the executor's running tasks.
+    Heartbeat {
+        executor_id: String,
+        tasks: Vec<(u64, TaskMetrics)>,
+    },
     /// Ask; answered with `Option<(String, RpcAddress)>`: another executor
     /// that caches partition `split` of RDD `rdd`.
     GetBlockLocation { rdd: usize, split: usize },
@@ -78,6 +84,7 @@ pub enum DriverMsg {
         result: std::result::Result<Vec<u8>, String>,
         acc: Vec<(usize, Vec<u8>)>,
         duration_ms: u64,
+        metrics: TaskMetrics,
     },
     /// Internal: the context cleaner removed something; every executor must too.
     #[serde(skip_deserializing)]
@@ -206,7 +213,7 @@ pub enum WireTaskEnd {
         executor: Option<String>,
         reason: String,
     },
-    Failed(String),
+    Failed(WireFailure),
     Killed,
     /// A value too large for one frame: it stays on the executor, which
     /// serves it to the driver in parts (Spark's IndirectTaskResult).
@@ -214,6 +221,72 @@ pub enum WireTaskEnd {
         size: u64,
         acc: Vec<(usize, Vec<u8>)>,
     },
+}
+
+/// Why a task failed, kept typed across the wire so the driver's scheduler
+/// decides on the kind (a result over the limit aborts at once; a panic
+/// keeps its backtrace; a build mismatch names both builds), not on text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireFailure {
+    /// An error a user function returned.
+    User(String),
+    /// A panic (Spark's ExceptionFailure), with its backtrace if captured.
+    Panicked {
+        message: String,
+        backtrace: Option<String>,
+    },
+    BuildMismatch {
+        executor: u128,
+        driver: u128,
+        type_name: String,
+    },
+    BadTask(String),
+    ResultTooLarge(String),
+    /// Any other engine error, as its message.
+    Other(String),
+}
+
+impl WireFailure {
+    pub fn from_error(e: FlintError) -> Self {
+        match e {
+            FlintError::User(m) => WireFailure::User(m),
+            FlintError::TaskPanicked { message, backtrace } => {
+                WireFailure::Panicked { message, backtrace }
+            }
+            FlintError::BuildMismatch {
+                executor,
+                driver,
+                type_name,
+            } => WireFailure::BuildMismatch {
+                executor,
+                driver,
+                type_name,
+            },
+            FlintError::BadTask(m) => WireFailure::BadTask(m),
+            FlintError::ResultTooLarge(m) => WireFailure::ResultTooLarge(m),
+            other => WireFailure::Other(other.to_string()),
+        }
+    }
+
+    pub fn into_error(self) -> FlintError {
+        match self {
+            WireFailure::User(m) | WireFailure::Other(m) => FlintError::User(m),
+            WireFailure::Panicked { message, backtrace } => {
+                FlintError::TaskPanicked { message, backtrace }
+            }
+            WireFailure::BuildMismatch {
+                executor,
+                driver,
+                type_name,
+            } => FlintError::BuildMismatch {
+                executor,
+                driver,
+                type_name,
+            },
+            WireFailure::BadTask(m) => FlintError::BadTask(m),
+            WireFailure::ResultTooLarge(m) => FlintError::ResultTooLarge(m),
+        }
+    }
 }
 
 impl WireTaskEnd {
@@ -232,7 +305,7 @@ impl WireTaskEnd {
                 executor,
                 reason,
             },
-            TaskEnd::Failed(e) => WireTaskEnd::Failed(e.to_string()),
+            TaskEnd::Failed(e) => WireTaskEnd::Failed(WireFailure::from_error(e)),
             TaskEnd::Killed => WireTaskEnd::Killed,
         }
     }
@@ -252,7 +325,7 @@ impl WireTaskEnd {
                 executor,
                 reason,
             }),
-            WireTaskEnd::Failed(m) => TaskEnd::Failed(FlintError::User(m)),
+            WireTaskEnd::Failed(f) => TaskEnd::Failed(f.into_error()),
             WireTaskEnd::Killed => TaskEnd::Killed,
             // The driver fetches the bytes first; reaching here is a bug.
             WireTaskEnd::Indirect { size, .. } => TaskEnd::Failed(FlintError::User(format!(

@@ -145,6 +145,8 @@ pub struct TaskContext {
     pub env: Arc<TaskEnv>,
     killed: Arc<AtomicBool>,
     errors: ErrorSink,
+    /// What this attempt reads, writes and spends (reported to the driver).
+    pub metrics: Arc<crate::metrics::LiveMetrics>,
 }
 
 /// A task's error slot, clonable into the `'static` iterators a task builds.
@@ -164,23 +166,21 @@ impl ErrorSink {
 
 impl TaskContext {
     pub fn new(
-        stage_id: usize,
-        stage_attempt: usize,
-        partition: usize,
-        attempt: usize,
-        task_id: u64,
+        desc: &crate::task::TaskDescription,
         env: Arc<TaskEnv>,
         killed: Arc<AtomicBool>,
+        metrics: Arc<crate::metrics::LiveMetrics>,
     ) -> Self {
         TaskContext {
-            stage_id,
-            stage_attempt,
-            partition,
-            attempt,
-            task_id,
+            stage_id: desc.stage_id,
+            stage_attempt: desc.stage_attempt,
+            partition: desc.partition,
+            attempt: desc.attempt,
+            task_id: desc.task_id,
             env,
             killed,
             errors: ErrorSink::default(),
+            metrics,
         }
     }
 

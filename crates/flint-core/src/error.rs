@@ -38,9 +38,17 @@ pub enum FlintError {
     #[error("task deserialization refused: {0}")]
     BadTask(String),
 
-    /// A user function returned an error or panicked inside a task.
+    /// A user function returned an error inside a task.
     #[error("{0}")]
     User(String),
+
+    /// A task panicked (Spark's ExceptionFailure): the panic's message, and
+    /// the backtrace where it happened when one could be captured.
+    #[error("{message}")]
+    TaskPanicked {
+        message: String,
+        backtrace: Option<String>,
+    },
 
     /// A task's result is over `flint.driver.maxResultSize` on its own:
     /// running it again cannot help, so its task set is aborted at once.
@@ -57,6 +65,8 @@ pub enum FlintError {
         partition: usize,
         attempts: usize,
         message: String,
+        /// The failed task's backtrace (from its executor), if it panicked.
+        backtrace: Option<String>,
     },
 
     #[error("Job {job_id} cancelled: {reason}")]
@@ -90,6 +100,15 @@ pub enum FlintError {
 }
 
 impl FlintError {
+    /// Where a failed task panicked, when the failure came from a panic.
+    pub fn backtrace(&self) -> Option<&str> {
+        match self {
+            FlintError::TaskPanicked { backtrace, .. }
+            | FlintError::JobAborted { backtrace, .. } => backtrace.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         FlintError::Io {
             op,

@@ -121,7 +121,12 @@ fn serve_pipe(input: &mut impl Read, output: &mut impl Write) -> Result<()> {
         binary: Arc::new(req.binary),
         driver_blocks: Vec::new(),
     };
-    let end = run_task(&desc, &env, Arc::new(AtomicBool::new(false)));
+    let end = run_task(
+        &desc,
+        &env,
+        Arc::new(AtomicBool::new(false)),
+        &Arc::default(),
+    );
     if let TaskEnd::Failed(e @ FlintError::BadTask(_)) = &end {
         // A refused envelope is worth a line in the executor's own log.
         eprintln!("flint executor: refused a task: {e}");

@@ -26,6 +26,7 @@ pub mod error;
 pub mod executor;
 pub mod func;
 pub mod listener;
+pub mod metrics;
 pub mod rdd;
 pub mod scheduler;
 pub mod shared_vars;

@@ -46,6 +46,15 @@ pub enum Event {
         task_id: u64,
         partition: usize,
         succeeded: bool,
+        /// The executor that ran it ("driver" in local mode).
+        executor: String,
+        metrics: crate::metrics::TaskMetrics,
+    },
+    /// Metrics of tasks still running, from an executor's heartbeat (Spark's
+    /// SparkListenerExecutorMetricsUpdate).
+    ExecutorMetricsUpdate {
+        executor: String,
+        tasks: Vec<(u64, crate::metrics::TaskMetrics)>,
     },
 }
 
@@ -302,6 +311,8 @@ mod tests {
                 task_id: t,
                 partition: t as usize,
                 succeeded: true,
+                executor: "driver".into(),
+                metrics: Default::default(),
             });
         }
         let line = bar.render(Duration::ZERO);

@@ -229,6 +229,100 @@ fn a_hung_executor_is_declared_lost(input: &str, dir: &std::path::Path) {
     sc.stop();
 }
 
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<parking_lot::Mutex<Vec<flint::listener::Event>>>);
+
+impl flint::listener::Listener for Recorder {
+    fn on_event(&mut self, e: &flint::listener::Event) {
+        self.0.lock().push(e.clone());
+    }
+}
+
+/// Waits (bounded) for a file another process creates.
+fn await_file(path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::path::Path::new(path).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Spark's TaskMetrics: heartbeats carry running tasks' metrics, and each
+/// task's end carries its final ones; shuffle records written by the map
+/// tasks are exactly those the reducers read.
+fn task_metrics_reach_the_driver(input: &str, dir: &std::path::Path) {
+    use flint::listener::Event;
+    let sc = FlintContext::new(
+        cluster_conf("cluster-metrics").set("flint.executor.heartbeatInterval", "100ms"),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    let go = dir.join("metrics-go").to_str().unwrap().to_owned();
+    let g = go.clone();
+    let rdd = sc
+        .text_file(input, 4)
+        .unwrap()
+        .flat_map(Fn!(|l: String| words(l)))
+        .map(Fn!(|w: String| (w, 1u64)))
+        .reduce_by_key_with(3, Fn!(|a: u64, b: u64| a + b))
+        // Reducers hold on after reading until the driver has seen their
+        // metrics in a heartbeat.
+        .map_partitions(Fn!(move |it: flint::BoxIter<(String, u64)>| {
+            let v: Vec<(String, u64)> = it.collect();
+            await_file(&g);
+            Box::new(v.into_iter()) as flint::BoxIter<(String, u64)>
+        }));
+    let job = std::thread::spawn(move || rdd.collect());
+    wait_until("a heartbeat with a running reducer's metrics", 30, || {
+        rec.0.lock().iter().any(|e| {
+            matches!(e, Event::ExecutorMetricsUpdate { tasks, .. }
+                if tasks.iter().any(|(_, m)| m.shuffle_read_records > 0))
+        })
+    });
+    std::fs::write(&go, "").unwrap();
+    let mut counts = job.join().unwrap().unwrap();
+    counts.sort();
+    check_counts(&counts, "with metrics");
+    wait_until("every task's end event", 10, || {
+        rec.0
+            .lock()
+            .iter()
+            .any(|e| matches!(e, Event::JobEnd { .. }))
+    });
+    let events = rec.0.lock().clone();
+    let ends: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskEnd {
+                succeeded: true,
+                executor,
+                metrics,
+                ..
+            } => Some((executor.clone(), *metrics)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 7, "4 map tasks and 3 reducers: {ends:?}");
+    assert!(ends.iter().all(|(e, _)| e != "driver"), "{ends:?}");
+    let sum =
+        |f: fn(&flint::metrics::TaskMetrics) -> u64| ends.iter().map(|(_, m)| f(m)).sum::<u64>();
+    let written = sum(|m| m.shuffle_write_records);
+    assert!(written > 0, "{ends:?}");
+    assert_eq!(written, sum(|m| m.shuffle_read_records), "{ends:?}");
+    assert_eq!(
+        sum(|m| m.shuffle_write_bytes),
+        sum(|m| m.shuffle_read_bytes),
+        "{ends:?}"
+    );
+    assert!(sum(|m| m.shuffle_remote_bytes_read) <= sum(|m| m.shuffle_read_bytes));
+    assert_eq!(
+        ends.iter().filter(|(_, m)| m.result_size > 0).count(),
+        3,
+        "each reducer sent a result: {ends:?}"
+    );
+    sc.stop();
+}
+
 /// An executor that wrote map outputs is killed with SIGKILL between two jobs
 /// over the same shuffle: the second job must recompute the lost outputs (from
 /// the lost connection, or from the fetch failure of a reducer that tried
@@ -399,12 +493,16 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
             x
         }))
         .collect()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    // Typed end to end (Spark's ExceptionFailure): the executor's backtrace
+    // reaches the driver and points at the closure that panicked.
+    let bt = err.backtrace().unwrap_or_default().to_string();
+    let err = err.to_string();
     assert!(
         err.contains("boom on element 2") && err.contains("failed 4 times"),
         "{err}"
     );
+    assert!(bt.contains("cluster_mode.rs"), "backtrace: {bt}");
     assert_eq!(std::fs::read_dir(&tries).unwrap().count(), 4);
     let captured = vec![7u8; 2 << 20];
     let err = sc
@@ -759,6 +857,55 @@ fn speculation_runs_copies_on_another_host(dir: &std::path::Path) {
 
 /// `--worker MASTER_HOST:PORT WORK_DIR`: this binary as a standalone Worker
 /// process (one core), so a test can kill -9 a whole Worker.
+/// A driver whose binary is rebuilt (replaced on disk) after it started, as
+/// `cargo build` does while an application runs: its local-cluster executors
+/// start from the new file, whose build id differs.
+fn rebuilt_driver() {
+    let app = std::env::current_exe().unwrap();
+    let mut bytes = std::fs::read(&app).unwrap();
+    // Same code, another build id.
+    bytes.push(0);
+    let new = app.with_extension("new");
+    std::fs::write(&new, bytes).unwrap();
+    std::fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&new, &app).unwrap();
+    let sc = FlintContext::new(cluster_conf("rebuilt").master("local-cluster[1,1,512]")).unwrap();
+    let err = sc.parallelize(vec![1u32, 2, 3], 1).count().unwrap_err();
+    println!("job error: {err}");
+    sc.stop();
+}
+
+/// An executor from another build refuses the driver's tasks: the job fails
+/// with the build-id message, and the driver's log says which executor.
+fn an_executor_from_another_build_is_refused(dir: &std::path::Path) {
+    let d = dir.join("rebuild");
+    std::fs::create_dir_all(&d).unwrap();
+    let app = d.join("app");
+    std::fs::copy(std::env::current_exe().unwrap(), &app).unwrap();
+    let out = std::process::Command::new(&app)
+        .arg("--rebuilt-driver")
+        .current_dir(&d)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let err = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("job error: "))
+        .unwrap_or_else(|| panic!("no job error: {stdout}\n{stderr}"));
+    assert!(
+        err.contains("differs from driver") && err.contains("failed 4 times"),
+        "{err}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("executor 0): executor binary build id")),
+        "the driver names the executor: {stderr}"
+    );
+}
+
 fn worker_process(master: &str, work: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -911,6 +1058,10 @@ fn main() {
         worker_process(&args[2], &args[3]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--rebuilt-driver") {
+        rebuilt_driver();
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     let text: String = (0..20_000)
@@ -922,7 +1073,7 @@ fn main() {
     std::env::set_current_dir(dir.path()).unwrap();
     let input: &'static str = "in.txt";
     let d = dir.path().to_path_buf();
-    let tests: Vec<harness::Test> = vec![
+    let mut tests: Vec<harness::Test> = vec![
         (
             "wordcount_on_a_local_cluster_matches_local_mode",
             Box::new(move || {
@@ -989,5 +1140,13 @@ fn main() {
             Box::new(move || cleanup_reaches_the_executors(input)),
         ),
     ];
+    tests.push(("an_executor_from_another_build_is_refused", {
+        let d = d.clone();
+        Box::new(move || an_executor_from_another_build_is_refused(&d))
+    }));
+    tests.push(("task_metrics_reach_the_driver", {
+        let d = d.clone();
+        Box::new(move || task_metrics_reach_the_driver(input, &d))
+    }));
     harness::run("cluster_mode", &args, tests);
 }

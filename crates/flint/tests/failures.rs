@@ -36,8 +36,13 @@ fn a_task_always_failing_aborts_the_job_with_details() {
             x
         }))
         .count()
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+    let bt = err.backtrace().unwrap_or_default().to_string();
+    assert!(
+        bt.contains("failures.rs"),
+        "the panic's backtrace points at the closure: {bt}"
+    );
+    let err = err.to_string();
     assert!(err.contains("Task 1 in stage"), "{err}");
     assert!(err.contains("failed 3 times"), "{err}");
     assert!(err.contains("bad record 9"), "{err}");

@@ -410,3 +410,46 @@ fn cancelling_kills_a_silent_piped_command() {
     // children frees the slots.
     a_job_gets_the_slots_back(&sc);
 }
+
+#[test]
+fn task_end_events_carry_metrics() {
+    let sc = FlintContext::new(FlintConf::new().master("local[2]")).unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    let n = sc
+        .parallelize((0..1000u32).collect::<Vec<_>>(), 4)
+        .map(Fn!(|x: u32| (x % 10, 1u64)))
+        .group_by_key_with(3)
+        .collect()
+        .unwrap()
+        .len();
+    assert_eq!(n, 10);
+    let evs = rec.wait_for("job 0 end", |e| job_ended(e, 0));
+    let ms: Vec<flint::metrics::TaskMetrics> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskEnd {
+                succeeded: true,
+                metrics,
+                executor,
+                ..
+            } => {
+                assert_eq!(executor, "driver");
+                Some(*metrics)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ms.len(), 7);
+    let written: u64 = ms.iter().map(|m| m.shuffle_write_records).sum();
+    let read: u64 = ms.iter().map(|m| m.shuffle_read_records).sum();
+    assert_eq!((written, read), (1000, 1000), "{ms:?}");
+    let wb: u64 = ms.iter().map(|m| m.shuffle_write_bytes).sum();
+    let rb: u64 = ms.iter().map(|m| m.shuffle_read_bytes).sum();
+    assert!(wb > 0 && wb == rb, "{ms:?}");
+    assert_eq!(
+        ms.iter().map(|m| m.shuffle_remote_bytes_read).sum::<u64>(),
+        0
+    );
+    assert_eq!(ms.iter().filter(|m| m.result_size > 0).count(), 3);
+}

@@ -48,6 +48,7 @@ enum Msg {
         tid: u64,
         end: TaskEnd,
         started: Instant,
+        metrics: crate::metrics::TaskMetrics,
     },
     Kill(u64),
     Stop,
@@ -130,9 +131,17 @@ impl TaskThreads {
                 .spawn(move || {
                     while let Ok((desc, killed)) = work_rx.recv() {
                         let started = Instant::now();
-                        let end = run_task(&desc, &env, killed);
+                        let metrics = Arc::default();
+                        let end = run_task(&desc, &env, killed, &metrics);
                         let tid = desc.task_id;
-                        if tx.send(Msg::Finished { tid, end, started }).is_err() {
+                        let metrics = metrics.snapshot();
+                        let done = Msg::Finished {
+                            tid,
+                            end,
+                            started,
+                            metrics,
+                        };
+                        if tx.send(done).is_err() {
                             break;
                         }
                     }
@@ -248,10 +257,15 @@ fn handle(
     scheduler: &TaskScheduler,
 ) {
     match msg {
-        Msg::Finished { tid, end, started } => {
+        Msg::Finished {
+            tid,
+            end,
+            started,
+            metrics,
+        } => {
             *free += scheduler.cpus_per_task();
             kill_flags.remove(&tid);
-            scheduler.status_update(tid, end, started.elapsed());
+            scheduler.status_update_with_metrics(tid, end, started.elapsed(), metrics);
         }
         Msg::Kill(tid) => {
             if let Some(f) = kill_flags.get(&tid) {

@@ -57,6 +57,7 @@ pub enum DagEvent {
         partition: usize,
         attempts: usize,
         message: String,
+        backtrace: Option<String>,
     },
     CancelJob {
         job_id: usize,
@@ -239,6 +240,7 @@ impl DagScheduler {
                 partition,
                 attempts,
                 message,
+                backtrace,
             } => {
                 let jobs: Vec<usize> = self
                     .stages
@@ -255,6 +257,7 @@ impl DagScheduler {
                             partition,
                             attempts,
                             message: message.clone(),
+                            backtrace: backtrace.clone(),
                         },
                     );
                 }
@@ -679,6 +682,7 @@ impl DagScheduler {
                                 partition,
                                 attempts: 1,
                                 message,
+                                backtrace: None,
                             },
                         );
                         return;
@@ -787,6 +791,7 @@ impl DagScheduler {
                         partition: 0,
                         attempts: max_attempts,
                         message: format!("stage has failed the maximum allowable number of times: {max_attempts} (flint.stage.maxConsecutiveAttempts). Most recent failure reason: {reason}"),
+                        backtrace: None,
                     },
                 );
             }

@@ -14,6 +14,7 @@ use super::dag::DagEvent;
 use super::pool::{PoolConf, SchedulingMode, fair_cmp};
 use crate::error::FlintError;
 use crate::listener::{Event, ListenerBus};
+use crate::metrics::TaskMetrics;
 use crate::ship::Shipped;
 use crate::task::{TaskDescription, TaskEnd};
 
@@ -533,6 +534,18 @@ impl TaskScheduler {
 
     /// Handles a finished task attempt (from the backend).
     pub fn status_update(&self, tid: u64, end: TaskEnd, duration: Duration) {
+        self.status_update_with_metrics(tid, end, duration, TaskMetrics::default())
+    }
+
+    /// A task attempt ended, with what it measured (posted with its TaskEnd
+    /// event).
+    pub fn status_update_with_metrics(
+        &self,
+        tid: u64,
+        end: TaskEnd,
+        duration: Duration,
+        metrics: TaskMetrics,
+    ) {
         let mut events = Vec::new();
         let mut kills = Vec::new();
         {
@@ -557,6 +570,8 @@ impl TaskScheduler {
                 task_id: tid,
                 partition,
                 succeeded: matches!(end, TaskEnd::Success(..)),
+                executor: copy.executor.clone(),
+                metrics,
             });
             match end {
                 TaskEnd::Success(output, accum_updates) => {
@@ -609,11 +624,18 @@ impl TaskScheduler {
                         if matches!(e, FlintError::ResultTooLarge(_)) {
                             tsm.failures[i] = tsm.failures[i].max(self.max_failures);
                         }
-                        tracing::warn!(
-                            "lost task {}.{} in stage {stage_id}.{stage_attempt} (TID {tid}): {e}",
-                            partition,
-                            copy.index
-                        );
+                        // Spark's "Lost task 0.1 in stage 2.0 (TID 9) (host
+                        // executor 3)": the executor says where to look.
+                        let attempt = tsm.failures[i] - 1;
+                        let (exec, host) = (&copy.executor, &copy.host);
+                        match e.backtrace() {
+                            Some(bt) => tracing::warn!(
+                                "lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}\n{bt}"
+                            ),
+                            None => tracing::warn!(
+                                "lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}"
+                            ),
+                        }
                         if tsm.failures[i] >= self.max_failures {
                             tsm.zombie = true;
                             kills.extend(tsm.running.keys().copied());
@@ -623,6 +645,7 @@ impl TaskScheduler {
                                 partition,
                                 attempts: tsm.failures[i],
                                 message: e.to_string(),
+                                backtrace: e.backtrace().map(str::to_string),
                             });
                         } else if tsm.copies[i] == 0 {
                             tsm.add_pending(i, true);
@@ -656,6 +679,14 @@ impl TaskScheduler {
     /// Whether any task set still has tasks to run or running.
     pub fn has_active_task_sets(&self) -> bool {
         !self.state.lock().sets.is_empty()
+    }
+
+    /// Metrics of running tasks from an executor's heartbeat, for listeners.
+    pub fn executor_metrics(&self, executor: &str, tasks: Vec<(u64, TaskMetrics)>) {
+        self.bus.post(Event::ExecutorMetricsUpdate {
+            executor: executor.to_string(),
+            tasks,
+        });
     }
 
     /// The application is dead: fail every job now and later with `reason`.
@@ -703,6 +734,8 @@ impl TaskScheduler {
                     task_id: tid,
                     partition,
                     succeeded: false,
+                    executor: executor.to_string(),
+                    metrics: TaskMetrics::default(),
                 });
             }
             st.sets.retain(|_, t| !t.is_done());

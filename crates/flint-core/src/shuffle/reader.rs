@@ -46,6 +46,9 @@ pub(crate) fn read_partition<T: Data>(
     .into_iter();
     type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
     let mut current: Option<Current<T>> = None;
+    let metrics = tc.metrics.clone();
+    // Counted here and added in batches: an atomic add per record would cost.
+    let mut records = 0u64;
     let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {
         shuffle_id,
         map_id: seg.map_id,
@@ -56,8 +59,19 @@ pub(crate) fn read_partition<T: Data>(
         loop {
             if let Some((seg, r)) = current.as_mut() {
                 match r.next_record() {
-                    Ok(Some(rec)) => return Some(Ok(rec)),
-                    Ok(None) => current = None,
+                    Ok(Some(rec)) => {
+                        records += 1;
+                        if records == 4096 {
+                            metrics.add_shuffle_read_records(records);
+                            records = 0;
+                        }
+                        return Some(Ok(rec));
+                    }
+                    Ok(None) => {
+                        metrics.add_shuffle_read_records(records);
+                        records = 0;
+                        current = None;
+                    }
                     Err(e) => {
                         let err = failed(seg, format!("{}: {e}", seg.data_file.display()));
                         current = None;
@@ -67,8 +81,10 @@ pub(crate) fn read_partition<T: Data>(
                 }
             }
             let seg = segments.next()?;
+            let remote = client.is_some() && seg.executor_id != me;
+            metrics.add_shuffle_read(seg.len, remote);
             let source: std::io::Result<Box<dyn Read>> = match &client {
-                Some(c) if seg.executor_id != me => Ok(Box::new(Remote {
+                Some(c) if remote => Ok(Box::new(Remote {
                     client: c.clone(),
                     seg: seg.clone(),
                     shuffle_id,

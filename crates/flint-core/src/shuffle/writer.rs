@@ -30,6 +30,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         File::create(&tmp).map_err(|e| FlintError::io("cannot create shuffle file", &tmp, e))?;
     let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, file), env.compression);
     let mut lengths = vec![0u64; n];
+    let mut written = 0u64;
     let result = (|| -> Result<()> {
         let mut current = 0usize;
         let mut emit = |w: &mut FrameWriter<_>, p: usize, rec: &(K, C)| -> Result<()> {
@@ -37,6 +38,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                 lengths[current] = w.finish_segment()?;
                 current = p;
             }
+            written += 1;
             w.write(rec)
         };
         match aggregator {
@@ -62,6 +64,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                 let mut batches = 0u32;
                 records(&mut |batch| {
                     check_killed(tc, &mut batches)?;
+                    written += batch.len() as u64;
                     for (k, v) in batch.drain(..) {
                         let p = partitioner.partition(&k);
                         buckets.insert(p, &(k, identity(v)))?;
@@ -95,6 +98,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
     write_index(&base.with_extension("index"), &lengths)?;
     std::fs::rename(&tmp, &data)
         .map_err(|e| FlintError::io("cannot commit shuffle file", &data, e))?;
+    tc.metrics.add_shuffle_write(lengths.iter().sum(), written);
     Ok(MapStatus {
         executor_id: env.executor_id.clone(),
         data_file: data,
