@@ -439,6 +439,7 @@ impl Endpoint for DriverEndpoint {
                         .into_iter()
                         .map(|s| WireSegment {
                             map_id: s.map_id,
+                            attempt: crate::data_file_ids(&s.data_file).map(|(_, _, t)| t),
                             executor_id: s.executor_id,
                             start: s.start,
                             len: s.len,
@@ -747,6 +748,7 @@ impl Endpoint for AppClient {
                 }
             }
             AppClientMsg::WorkerRemoved { id, message, .. } => {
+                // Its executors were each reported LOST just before.
                 tracing::warn!("worker {id} removed: {message}");
             }
             AppClientMsg::ApplicationRemoved { message } => {

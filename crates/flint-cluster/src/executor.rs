@@ -147,7 +147,8 @@ fn serve() -> Result<()> {
     //    Worker gave it.
     let cwd = std::env::current_dir().map_err(|e| FlintError::io("cannot read", ".", e))?;
     let local = tempfile::Builder::new()
-        .prefix("flint-local-")
+        .prefix(LOCAL_DIR)
+        .rand_bytes(0)
         .tempdir_in(&cwd)
         .map_err(|e| FlintError::io("cannot create local dir in", &cwd, e))?;
     let blocks_dir = local.path().join("blocks");
@@ -175,6 +176,11 @@ fn serve() -> Result<()> {
         peers: Mutex::new(HashMap::new()),
         attached: Mutex::new(HashMap::new()),
         fetch_retry: FetchRetry::from_conf(&conf)?,
+        // Spark's spark.shuffle.readHostLocalDisk.
+        node_local: conf
+            .get_bool("flint.shuffle.readHostLocalDisk", true)?
+            .then(|| cwd.parent().map(|app| (host.clone(), app.to_path_buf())))
+            .flatten(),
     });
     let _ = task_env.shuffle_client.set(client.clone());
     // 3. Task threads.
@@ -395,14 +401,15 @@ fn heartbeats(
 
 /// The shuffle id in a map output's file name (`shuffle_{id}_{map}_{task}.data`).
 fn shuffle_of(path: &std::path::Path) -> Option<usize> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("shuffle_")?
-        .split('_')
-        .next()?
-        .parse()
-        .ok()
+    crate::data_file_ids(path).map(|(s, _, _)| s)
 }
+
+/// Where an executor keeps its shuffle files and blocks, inside the
+/// directory its Worker gave it (`work/<app>/<executor>/`): a fixed name, so
+/// another executor of the application on the same Worker finds its map
+/// outputs from numbers alone (node-local reads), never from a path in a
+/// message.
+const LOCAL_DIR: &str = "flint-local";
 
 struct ExecutorEndpoint {
     driver: RpcAddress,
@@ -601,6 +608,9 @@ struct Client {
     attached: Mutex<HashMap<(usize, usize), Vec<u8>>>,
     /// `flint.shuffle.io.maxRetries` and `flint.shuffle.io.retryWait`.
     fetch_retry: FetchRetry,
+    /// This executor's host and its application's directory on this Worker,
+    /// when map outputs of executors on the same host are read from disk.
+    node_local: Option<(String, std::path::PathBuf)>,
 }
 
 /// Spark's RetryingBlockTransferor rule: a segment fetch that fails in
@@ -658,6 +668,31 @@ impl FetchRetry {
 }
 
 impl Client {
+    /// Where another executor on this host keeps a map output (Spark's
+    /// host-local shuffle read): in its directory beside this one, named
+    /// from numbers only. The reader falls back to fetching over the network
+    /// when the file is not there (another Worker on the same host).
+    fn node_local_file(
+        &self,
+        shuffle_id: usize,
+        s: &crate::messages::WireSegment,
+    ) -> Option<std::path::PathBuf> {
+        let (host, app_dir) = self.node_local.as_ref()?;
+        let attempt = s.attempt?;
+        let numeric = !s.executor_id.is_empty()
+            && s.executor_id.len() <= 10
+            && s.executor_id.bytes().all(|b| b.is_ascii_digit());
+        if !numeric || self.peers.lock().get(&s.executor_id)?.host != *host {
+            return None;
+        }
+        Some(
+            app_dir
+                .join(&s.executor_id)
+                .join(LOCAL_DIR)
+                .join(format!("shuffle_{shuffle_id}_{}_{attempt}.data", s.map_id)),
+        )
+    }
+
     /// A block the driver keeps encoded for executors.
     fn encoded(&self, ask: DriverMsg, what: &str) -> Result<Vec<u8>> {
         let r: std::result::Result<serde_bytes::ByteBuf, String> = self
@@ -757,7 +792,7 @@ impl ShuffleClient for Client {
                         }
                     }
                 } else {
-                    std::path::PathBuf::new()
+                    self.node_local_file(shuffle_id, &s).unwrap_or_default()
                 };
                 Ok(SegmentLocation {
                     map_id: s.map_id,

@@ -106,6 +106,10 @@ pub struct ReduceSegments {
 pub struct WireSegment {
     pub map_id: usize,
     pub executor_id: String,
+    /// The map task attempt whose output file holds it (the file is
+    /// `shuffle_{shuffle}_{map}_{attempt}.data`): executors on the same host
+    /// read it from disk.
+    pub attempt: Option<u64>,
     pub start: u64,
     pub len: u64,
 }

@@ -20,6 +20,9 @@ pub struct TaskMetrics {
     pub shuffle_read_bytes: u64,
     /// The part of `shuffle_read_bytes` fetched from other executors.
     pub shuffle_remote_bytes_read: u64,
+    /// The part read from disk though another executor on this host wrote it
+    /// (Spark's host-local shuffle read).
+    pub shuffle_host_local_bytes_read: u64,
     pub shuffle_read_records: u64,
     /// Shuffle bytes written, as stored.
     pub shuffle_write_bytes: u64,
@@ -34,6 +37,7 @@ pub struct LiveMetrics {
     result_size: AtomicU64,
     shuffle_read_bytes: AtomicU64,
     shuffle_remote_bytes_read: AtomicU64,
+    shuffle_host_local_bytes_read: AtomicU64,
     shuffle_read_records: AtomicU64,
     shuffle_write_bytes: AtomicU64,
     shuffle_write_records: AtomicU64,
@@ -47,6 +51,7 @@ impl LiveMetrics {
             result_size: self.result_size.load(Relaxed),
             shuffle_read_bytes: self.shuffle_read_bytes.load(Relaxed),
             shuffle_remote_bytes_read: self.shuffle_remote_bytes_read.load(Relaxed),
+            shuffle_host_local_bytes_read: self.shuffle_host_local_bytes_read.load(Relaxed),
             shuffle_read_records: self.shuffle_read_records.load(Relaxed),
             shuffle_write_bytes: self.shuffle_write_bytes.load(Relaxed),
             shuffle_write_records: self.shuffle_write_records.load(Relaxed),
@@ -67,6 +72,10 @@ impl LiveMetrics {
         if remote {
             self.shuffle_remote_bytes_read.fetch_add(bytes, Relaxed);
         }
+    }
+
+    pub fn add_shuffle_host_local_read(&self, bytes: u64) {
+        self.shuffle_host_local_bytes_read.fetch_add(bytes, Relaxed);
     }
 
     pub fn add_shuffle_read_records(&self, n: u64) {
@@ -91,6 +100,7 @@ mod tests {
         m.add_shuffle_read(100, false);
         m.add_shuffle_read(50, true);
         m.add_shuffle_read_records(9);
+        m.add_shuffle_host_local_read(20);
         m.add_shuffle_write(60, 5);
         m.add_shuffle_write(1, 1);
         assert_eq!(
@@ -101,6 +111,7 @@ mod tests {
                 result_size: 7,
                 shuffle_read_bytes: 150,
                 shuffle_remote_bytes_read: 50,
+                shuffle_host_local_bytes_read: 20,
                 shuffle_read_records: 9,
                 shuffle_write_bytes: 61,
                 shuffle_write_records: 6,

@@ -906,13 +906,14 @@ fn an_executor_from_another_build_is_refused(dir: &std::path::Path) {
     );
 }
 
-fn worker_process(master: &str, work: &str) {
+fn worker_process(master: &str, work: &str, host: &str, cores: u32) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut conf = flint_deploy::WorkerConf::new(vec![flint_rpc_address(master)]);
+        conf.host = host.to_string();
         conf.port = 0;
         conf.webui_port = 0;
-        conf.cores = 1;
+        conf.cores = cores;
         conf.memory_mb = 1024;
         conf.work_dir = work.into();
         conf.registration_base = std::time::Duration::from_millis(100);
@@ -949,35 +950,8 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
             ..flint_deploy::MasterConf::default()
         }))
         .unwrap();
-    let exe = std::env::current_exe().unwrap();
-    /// Killed by PID when dropped, so a failing test leaves no worker behind.
-    struct Reaped(std::process::Child);
-    impl Drop for Reaped {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut workers: Vec<Reaped> = (0..2)
-        .map(|i| {
-            let mut c = std::process::Command::new(&exe)
-                .args([
-                    "--worker",
-                    &master.address.to_string(),
-                    dir.join(format!("w{i}")).to_str().unwrap(),
-                ])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
-                &mut line,
-            )
-            .unwrap();
-            assert_eq!(line.trim(), "worker ready");
-            Reaped(c)
-        })
+        .map(|i| spawn_worker(&master.address, &dir.join(format!("w{i}")), "127.0.0.1", 1))
         .collect();
     let gate = dir.join("reduce-gate");
     let started = dir.join("reduce-started");
@@ -1049,13 +1023,141 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// A worker process, killed by PID when dropped, so a failing test leaves
+/// none behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts this binary as a Worker process on `host` and waits until it is up.
+fn spawn_worker(
+    master: &flint_rpc::RpcAddress,
+    work: &std::path::Path,
+    host: &str,
+    cores: u32,
+) -> Reaped {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--worker",
+            &master.to_string(),
+            work.to_str().unwrap(),
+            host,
+            &cores.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "worker ready");
+    Reaped(c)
+}
+
+/// Hosts are real here: two Workers on 127.0.0.2 and 127.0.0.3, two
+/// one-core executors on each. Reducers read map outputs of the executor
+/// beside them from disk (node-local), not over the network; when the
+/// 127.0.0.2 Worker dies (kill -9), both of its executors are lost together
+/// and their outputs are recomputed on the other host.
+fn node_local_reads_and_a_dead_host(input: &str, dir: &std::path::Path) {
+    use flint::listener::Event;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt
+        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
+            port: 0,
+            webui_port: 0,
+            ..flint_deploy::MasterConf::default()
+        }))
+        .unwrap();
+    let mut doomed = Some(spawn_worker(
+        &master.address,
+        &dir.join("hostA"),
+        "127.0.0.2",
+        2,
+    ));
+    let _other = spawn_worker(&master.address, &dir.join("hostB"), "127.0.0.3", 2);
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .app_name("cluster-node-local")
+            .master(format!("flint://{}", master.address))
+            .set("flint.ui.showConsoleProgress", "false")
+            .set("flint.executor.memory", "256m")
+            .set("flint.executor.cores", "1"),
+    )
+    .unwrap();
+    let rec = Recorder::default();
+    sc.add_listener(Box::new(rec.clone()));
+    wait_until("four executors", 30, || {
+        sc.parallelize((0..40u32).collect::<Vec<_>>(), 40)
+            .map(Fn!(|_x: u32| std::process::id()))
+            .distinct()
+            .count()
+            .unwrap()
+            == 4
+    });
+    let counts = sc
+        .text_file(input, 8)
+        .unwrap()
+        .flat_map(Fn!(|l: String| words(l)))
+        .map(Fn!(|w: String| (w, 1u64)))
+        .reduce_by_key_with(8, Fn!(|a: u64, b: u64| a + b));
+    let mut got = counts.collect().unwrap();
+    got.sort();
+    check_counts(&got, "with node-local reads");
+    let local: u64 = rec
+        .0
+        .lock()
+        .iter()
+        .map(|e| match e {
+            Event::TaskEnd { metrics, .. } => metrics.shuffle_host_local_bytes_read,
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        local > 0,
+        "some map outputs were read from disk on their host"
+    );
+    drop(doomed.take());
+    // Both executors of 127.0.0.2, and only those.
+    let lost_on = |host: &str| -> Vec<String> {
+        let mut ids: Vec<String> = harness::logs()
+            .lines()
+            .filter_map(|l| {
+                let (id, at) = l.split("lost executor ").nth(1)?.split_once(" at ")?;
+                at.starts_with(&format!("{host}:")).then(|| id.to_string())
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    wait_until("both executors of the dead host are lost", 30, || {
+        lost_on("127.0.0.2").len() == 2
+    });
+    assert_eq!(lost_on("127.0.0.3"), Vec::<String>::new());
+    // The same shuffle again: the dead host's outputs are recomputed.
+    let mut again = counts.collect().unwrap();
+    again.sort();
+    assert_eq!(again, got, "the same counts after the host died");
+    sc.stop();
+    rt.block_on(async { master.env.shutdown() });
+}
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     harness::init_logging();
     flint::init();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--worker") {
-        worker_process(&args[2], &args[3]);
+        worker_process(&args[2], &args[3], &args[4], args[5].parse().unwrap());
         return;
     }
     if args.get(1).map(String::as_str) == Some("--rebuilt-driver") {
@@ -1140,6 +1242,10 @@ fn main() {
             Box::new(move || cleanup_reaches_the_executors(input)),
         ),
     ];
+    tests.push(("node_local_reads_and_a_dead_host", {
+        let d = d.clone();
+        Box::new(move || node_local_reads_and_a_dead_host(input, &d))
+    }));
     tests.push(("an_executor_from_another_build_is_refused", {
         let d = d.clone();
         Box::new(move || an_executor_from_another_build_is_refused(&d))

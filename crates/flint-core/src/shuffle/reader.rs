@@ -2,7 +2,9 @@
 //! A segment this executor wrote is read from its file; on a cluster, a segment
 //! another executor wrote is fetched from it in bounded chunks through the
 //! executor's `ShuffleClient` (by shuffle, map and reduce ids, never by path),
-//! after refreshing the map outputs from the driver. Every segment must yield
+//! after refreshing the map outputs from the driver, unless that executor is on
+//! this host and its file can be opened here (node-local; the executor's
+//! client names the file from numbers alone). Every segment must yield
 //! exactly its recorded length of intact frames (see `frames`); an output that
 //! is missing, short, corrupt or unreachable is reported as a fetch failure so
 //! the DAG scheduler recomputes the map stage, never as fewer records.
@@ -81,23 +83,36 @@ pub(crate) fn read_partition<T: Data>(
                 }
             }
             let seg = segments.next()?;
-            let remote = client.is_some() && seg.executor_id != me;
-            metrics.add_shuffle_read(seg.len, remote);
-            let source: std::io::Result<Box<dyn Read>> = match &client {
-                Some(c) if remote => Ok(Box::new(Remote {
-                    client: c.clone(),
-                    seg: seg.clone(),
-                    shuffle_id,
-                    reduce,
-                    pos: 0,
-                    chunk,
-                    buf: std::io::Cursor::new(Vec::new()),
-                })),
-                _ => File::open(&seg.data_file).and_then(|mut f| {
-                    f.seek(SeekFrom::Start(seg.start))?;
-                    Ok(Box::new(f.take(seg.len)) as Box<dyn Read>)
-                }),
+            // Another executor's output: over the network, unless it is on
+            // this host and its file is readable here (node-local).
+            let theirs = client.is_some() && seg.executor_id != me;
+            let opened =
+                (!theirs || !seg.data_file.as_os_str().is_empty()).then(|| open_segment(&seg));
+            let (source, remote): (std::io::Result<Box<dyn Read>>, bool) = match (opened, &client) {
+                (Some(Ok(f)), _) => (Ok(f), false),
+                (Some(Err(e)), _) if !theirs => (Err(e), false),
+                (_, Some(c)) => (
+                    Ok(Box::new(Remote {
+                        client: c.clone(),
+                        seg: seg.clone(),
+                        shuffle_id,
+                        reduce,
+                        pos: 0,
+                        chunk,
+                        buf: std::io::Cursor::new(Vec::new()),
+                    })),
+                    true,
+                ),
+                // Without a client every segment is this process's own.
+                (opened, None) => (
+                    opened.unwrap_or_else(|| Err(std::io::Error::other("no shuffle client"))),
+                    false,
+                ),
             };
+            metrics.add_shuffle_read(seg.len, remote);
+            if theirs && !remote {
+                metrics.add_shuffle_host_local_read(seg.len);
+            }
             match source {
                 Ok(src) => {
                     let r = FrameReader::new(
@@ -117,6 +132,22 @@ pub(crate) fn read_partition<T: Data>(
             }
         }
     })))
+}
+
+/// A segment in a file this process can open: its own map output, or one of
+/// another executor on this host. The file must hold the whole segment.
+fn open_segment(seg: &SegmentLocation) -> std::io::Result<Box<dyn Read>> {
+    let mut f = File::open(&seg.data_file)?;
+    let size = f.metadata()?.len();
+    if size < seg.start.saturating_add(seg.len) {
+        return Err(std::io::Error::other(format!(
+            "{} holds {size} bytes, short of the segment's end at {}",
+            seg.data_file.display(),
+            seg.start + seg.len
+        )));
+    }
+    f.seek(SeekFrom::Start(seg.start))?;
+    Ok(Box::new(f.take(seg.len)))
 }
 
 /// A segment on another executor, read chunk by chunk.
@@ -158,5 +189,125 @@ impl Read for Remote {
         self.pos += want;
         self.buf = std::io::Cursor::new(bytes);
         self.buf.read(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shuffle::frames::FrameWriter;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Another executor "B" whose output sits in `file`; counts fetches.
+    struct Peer {
+        seg: SegmentLocation,
+        file: std::path::PathBuf,
+        fetches: AtomicUsize,
+    }
+
+    impl ShuffleClient for Peer {
+        fn segments(&self, _: usize, _: usize) -> Result<Vec<SegmentLocation>> {
+            Ok(vec![self.seg.clone()])
+        }
+        fn fetch(
+            &self,
+            _: &str,
+            _: usize,
+            _: usize,
+            _: usize,
+            off: u64,
+            len: u64,
+        ) -> Result<Vec<u8>> {
+            self.fetches.fetch_add(1, Ordering::Relaxed);
+            let all = std::fs::read(&self.file).unwrap();
+            Ok(all[off as usize..(off + len) as usize].to_vec())
+        }
+        fn slice(&self, _: usize, _: usize) -> Result<Vec<u8>> {
+            unimplemented!()
+        }
+        fn broadcast(&self, _: usize) -> Result<Vec<u8>> {
+            unimplemented!()
+        }
+    }
+
+    fn read_all(
+        dir: &std::path::Path,
+        named: Option<&str>,
+    ) -> (Vec<(u32, String)>, usize, crate::metrics::TaskMetrics) {
+        let env = crate::env::TaskEnv::new(
+            crate::conf::FlintConf::new(),
+            "A".into(),
+            dir.to_path_buf(),
+            Arc::default(),
+            Arc::default(),
+            1,
+        )
+        .unwrap();
+        let file = dir.join("shuffle_0_0_7.data");
+        let mut w = FrameWriter::new(Vec::new(), env.compression);
+        for i in 0..1000u32 {
+            w.write(&(i, format!("v{i}"))).unwrap();
+        }
+        let bytes = w.into_inner().unwrap();
+        std::fs::write(&file, &bytes).unwrap();
+        let peer = Arc::new(Peer {
+            seg: SegmentLocation {
+                map_id: 0,
+                executor_id: "B".into(),
+                data_file: named.map(|n| dir.join(n)).unwrap_or_default(),
+                start: 0,
+                len: bytes.len() as u64,
+            },
+            file,
+            fetches: AtomicUsize::new(0),
+        });
+        let _ = env.shuffle_client.set(peer.clone());
+        let desc = crate::task::TaskDescription {
+            task_id: 1,
+            stage_id: 1,
+            stage_attempt: 0,
+            partition: 0,
+            index: 0,
+            attempt: 0,
+            binary: Arc::new(crate::ship::Shipped::new(
+                "t",
+                |_| Ok(Box::new(())),
+                Vec::new(),
+            )),
+            driver_blocks: Vec::new(),
+        };
+        let metrics = Arc::new(crate::metrics::LiveMetrics::default());
+        let tc = TaskContext::new(&desc, Arc::new(env), Arc::default(), metrics.clone());
+        let got: Vec<(u32, String)> = read_partition(&tc, 0, 0)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        (
+            got,
+            peer.fetches.load(Ordering::Relaxed),
+            metrics.snapshot(),
+        )
+    }
+
+    #[test]
+    fn a_node_local_output_is_read_from_disk_and_a_missing_one_is_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (got, fetches, m) = read_all(dir.path(), Some("shuffle_0_0_7.data"));
+        assert_eq!(got.len(), 1000);
+        assert_eq!(fetches, 0, "read from its file");
+        assert_eq!(m.shuffle_host_local_bytes_read, m.shuffle_read_bytes);
+        assert_eq!(
+            (m.shuffle_remote_bytes_read, m.shuffle_read_records),
+            (0, 1000)
+        );
+        // Named but not there (another Worker on this host): fetched instead.
+        let (again, fetches, m) = read_all(dir.path(), Some("shuffle_0_0_8.data"));
+        assert_eq!(again, got);
+        assert!(fetches > 0);
+        assert_eq!(m.shuffle_remote_bytes_read, m.shuffle_read_bytes);
+        assert_eq!(m.shuffle_host_local_bytes_read, 0);
+        // Not on this host: fetched.
+        let (_, fetches, _) = read_all(dir.path(), None);
+        assert!(fetches > 0);
     }
 }
