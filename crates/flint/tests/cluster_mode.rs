@@ -756,13 +756,7 @@ fn cached_partitions_are_read_where_they_are_cached(dir: &std::path::Path) {
 fn speculation_runs_copies_on_another_host(dir: &std::path::Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (master, workers) = rt.block_on(async {
-        let master = flint_deploy::Master::start(flint_deploy::MasterConf {
-            port: 0,
-            webui_port: 0,
-            ..flint_deploy::MasterConf::default()
-        })
-        .await
-        .unwrap();
+        let master = start_master().await;
         let mut workers = Vec::new();
         for (i, (host, cores)) in [("127.0.0.2", 2), ("127.0.0.3", 1)].iter().enumerate() {
             let mut conf = flint_deploy::WorkerConf::new(vec![master.address.clone()]);
@@ -943,13 +937,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// the job finishes on the other Worker with the right counts.
 fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let master = rt
-        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
-            port: 0,
-            webui_port: 0,
-            ..flint_deploy::MasterConf::default()
-        }))
-        .unwrap();
+    let master = rt.block_on(start_master());
     let mut workers: Vec<Reaped> = (0..2)
         .map(|i| spawn_worker(&master.address, &dir.join(format!("w{i}")), "127.0.0.1", 1))
         .collect();
@@ -1023,6 +1011,17 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// A Master on an ephemeral port, without a web UI port of its own.
+async fn start_master() -> flint_deploy::MasterHandle {
+    flint_deploy::Master::start(flint_deploy::MasterConf {
+        port: 0,
+        webui_port: 0,
+        ..flint_deploy::MasterConf::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// A worker process, killed by PID when dropped, so a failing test leaves
 /// none behind.
 struct Reaped(std::process::Child);
@@ -1070,13 +1069,7 @@ fn spawn_worker(
 fn node_local_reads_and_a_dead_host(input: &str, dir: &std::path::Path) {
     use flint::listener::Event;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let master = rt
-        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
-            port: 0,
-            webui_port: 0,
-            ..flint_deploy::MasterConf::default()
-        }))
-        .unwrap();
+    let master = rt.block_on(start_master());
     let mut doomed = Some(spawn_worker(
         &master.address,
         &dir.join("hostA"),
