@@ -126,6 +126,12 @@ fn main() -> anyhow::Result<()> {
                 default_cores: number(&props, "flint.deploy.defaultCores", u32::MAX)?,
                 rpc,
                 binaries_dir,
+                acls: boolean(&props, "flint.acls.enable", false)?.then(|| {
+                    flint_deploy::Acls::from_lists(
+                        props.get("flint.admin.acls").map_or("", String::as_str),
+                        props.get("flint.modify.acls").map_or("", String::as_str),
+                    )
+                }),
             };
             runtime()?.block_on(async move {
                 let m = Master::start(conf).await.map_err(anyhow::Error::msg)?;

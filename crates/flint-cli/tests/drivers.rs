@@ -50,6 +50,13 @@ impl Client {
         self.submit_checked(script, args, supervise, None)
     }
 
+    /// A submission as `user`: the Master's answer.
+    fn submit_as(&self, user: &str, script: &Path) -> SubmitDriverResponse {
+        let mut desc = description(script, &[], false, None);
+        desc.user = user.into();
+        self.ask(MasterMsg::RequestSubmitDriver { desc })
+    }
+
     fn submit_checked(
         &self,
         script: &Path,
@@ -57,19 +64,7 @@ impl Client {
         supervise: bool,
         sha256: Option<String>,
     ) -> String {
-        let desc = DriverDescription {
-            binary_url: format!("file://{}", script.display()),
-            binary_sha256: sha256,
-            binary: None,
-            memory_mb: 256,
-            cores: 1,
-            supervise,
-            command: Command {
-                program: "{{USER_JAR}}".into(),
-                args: args.iter().map(|s| s.to_string()).collect(),
-                env: vec![],
-            },
-        };
+        let desc = description(script, args, supervise, sha256);
         let r: SubmitDriverResponse = self.ask(MasterMsg::RequestSubmitDriver { desc });
         assert!(r.success, "{}", r.message);
         assert!(
@@ -92,6 +87,28 @@ impl Client {
             let s = self.status(id);
             (s.state == Some(state)).then_some(s)
         })
+    }
+}
+
+fn description(
+    script: &Path,
+    args: &[&str],
+    supervise: bool,
+    sha256: Option<String>,
+) -> DriverDescription {
+    DriverDescription {
+        binary_url: format!("file://{}", script.display()),
+        binary_sha256: sha256,
+        binary: None,
+        memory_mb: 256,
+        cores: 1,
+        supervise,
+        command: Command {
+            program: "{{USER_JAR}}".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+        },
+        user: "tester".into(),
     }
 }
 
@@ -207,6 +224,7 @@ fn killing_a_driver_ends_its_process() {
     });
     let r: KillDriverResponse = c.ask(MasterMsg::RequestKillDriver {
         driver_id: id.clone(),
+        user: "someone".into(),
     });
     assert!(
         r.success && r.message == format!("Kill request for {id} submitted"),
@@ -221,6 +239,7 @@ fn killing_a_driver_ends_its_process() {
     });
     let r: KillDriverResponse = c.ask(MasterMsg::RequestKillDriver {
         driver_id: "driver-x".into(),
+        user: "someone".into(),
     });
     assert!(!r.success && r.message.contains("has already finished or does not exist"));
     // A binary that cannot be fetched ends in ERROR with the reason.
@@ -273,19 +292,8 @@ fn a_driver_too_big_for_every_worker_waits_with_a_warning() {
     let (m, _ws) = cluster(dir.path(), 1);
     let app = script(dir.path(), "big.sh", "true");
     let c = Client::new(m.port);
-    let desc = DriverDescription {
-        binary_url: format!("file://{}", app.display()),
-        binary_sha256: None,
-        binary: None,
-        memory_mb: 256,
-        cores: 64,
-        supervise: false,
-        command: Command {
-            program: "{{USER_JAR}}".into(),
-            args: vec![],
-            env: vec![],
-        },
-    };
+    let mut desc = description(&app, &[], false, None);
+    desc.cores = 64;
     let r: SubmitDriverResponse = c.ask(MasterMsg::RequestSubmitDriver { desc });
     assert!(r.success, "{}", r.message);
     let id = r.driver_id.unwrap();
@@ -296,4 +304,116 @@ fn a_driver_too_big_for_every_worker_waits_with_a_warning() {
             .map(|_| ())
     });
     assert_eq!(c.status(&id).state, Some(DriverState::Submitted));
+}
+
+/// With `flint.acls.enable`, only users in the modify or admin ACL submit
+/// drivers; a driver is killed by them or its submitter; an application by
+/// them or the user who started it. Everything refused is logged.
+#[test]
+fn acls_decide_who_submits_and_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(
+        dir.path(),
+        0,
+        &[
+            ("flint.acls.enable", "true"),
+            ("flint.modify.acls", "alice, bob"),
+            ("flint.admin.acls", "ops"),
+        ],
+    );
+    let _w = start_worker(dir.path(), "w0", &m.url, 0, FAST);
+    poll("worker ALIVE", DEADLINE, || {
+        (get_json(m.web)?["aliveworkers"] == 1).then_some(())
+    });
+    let app = script(dir.path(), "long.sh", "exec sleep 300");
+    let c = Client::new(m.port);
+    let r = c.submit_as("mallory", &app);
+    assert!(
+        !r.success
+            && r.message
+                .contains("User 'mallory' is not allowed to submit drivers"),
+        "{}",
+        r.message
+    );
+    assert!(c.submit_as("", &app).message.contains("not allowed"));
+    let r = c.submit_as("alice", &app);
+    assert!(r.success, "{}", r.message);
+    let id = r.driver_id.unwrap();
+    let kill = |user: &str| -> KillDriverResponse {
+        c.ask(MasterMsg::RequestKillDriver {
+            driver_id: id.clone(),
+            user: user.into(),
+        })
+    };
+    let r = kill("mallory");
+    assert!(
+        !r.success && r.message.contains("not allowed to kill driver"),
+        "{}",
+        r.message
+    );
+    assert_ne!(c.status(&id).state, Some(DriverState::Killed));
+    assert!(kill("ops").success, "an admin may kill any driver");
+    c.wait_state(&id, DriverState::Killed);
+    // An application started by dave: killed by dave, not by mallory.
+    let desc = flint_deploy::messages::ApplicationDescription {
+        name: "daves-app".into(),
+        binary: None,
+        max_cores: Some(1),
+        memory_per_executor_mb: 64,
+        cores_per_executor: Some(1),
+        command: Command {
+            program: "/bin/sleep".into(),
+            args: vec!["300".into()],
+            env: vec![],
+        },
+        app_ui_url: String::new(),
+        event_log_dir: None,
+        user: "dave".into(),
+    };
+    c.env
+        .send(
+            &c.master,
+            "Master",
+            &MasterMsg::RegisterApplication { desc },
+        )
+        .unwrap();
+    let app_id = poll("the application", DEADLINE, || {
+        let j = get_json(m.web)?;
+        j["activeapps"].as_array()?.iter().find_map(|a| {
+            (a["name"] == "daves-app").then(|| a["id"].as_str().map(str::to_string))?
+        })
+    });
+    let kill_app = |user: &str| {
+        c.env
+            .send(
+                &c.master,
+                "Master",
+                &MasterMsg::KillApplication {
+                    app_id: app_id.clone(),
+                    user: user.into(),
+                },
+            )
+            .unwrap()
+    };
+    kill_app("mallory");
+    poll("the refusal logged", DEADLINE, || {
+        std::fs::read_to_string(m.d.log_path())
+            .ok()?
+            .contains("User 'mallory' is not allowed to kill application")
+            .then_some(())
+    });
+    assert!(
+        get_json(m.web).unwrap()["activeapps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "daves-app"),
+        "still running"
+    );
+    kill_app("dave");
+    poll("the application killed by its owner", DEADLINE, || {
+        let j = get_json(m.web)?;
+        let active = j["activeapps"].as_array()?;
+        (!active.iter().any(|a| a["name"] == "daves-app")).then_some(())
+    });
 }

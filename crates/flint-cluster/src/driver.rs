@@ -1136,7 +1136,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         },
         app_ui_url: String::new(),
         event_log_dir: None,
-        user: std::env::var("USER").unwrap_or_default(),
+        user: flint_deploy::current_user(),
     };
     let register = || {
         for m in &masters {

@@ -134,6 +134,7 @@ pub fn run_with(a: SubmitArgs, launch: ClientLaunch) -> Result<i32> {
         return if a.kill.is_some() {
             let r: KillDriverResponse = client.ask_any(&MasterMsg::RequestKillDriver {
                 driver_id: id.to_string(),
+                user: flint_deploy::current_user(),
             })?;
             println!("{}", r.message);
             Ok(if r.success { 0 } else { 1 })
@@ -400,6 +401,7 @@ fn cluster_mode(
             args: args.to_vec(),
             env: vec![(SUBMIT_CONF_VAR.into(), encode(&conf)?)],
         },
+        user: flint_deploy::current_user(),
     };
     // The binary goes to a Master (content-addressed), which Workers fetch it
     // from; a standby Master refuses the driver, so the next one is tried.

@@ -15,7 +15,7 @@ mod webui;
 pub mod worker;
 
 pub use local_cluster::{LocalCluster, parse_local_cluster};
-pub use master::{Master, MasterConf, MasterHandle};
+pub use master::{Acls, Master, MasterConf, MasterHandle};
 pub use worker::{Worker, WorkerConf, WorkerHandle};
 
 /// Environment variable through which a Worker hands the cluster secret to a
@@ -110,4 +110,13 @@ pub fn resolve_secret<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Optio
         tracing::warn!("the shared secret is shorter than 16 characters; use a long random one");
     }
     Ok(Some(s))
+}
+
+/// The user a client acts as: `FLINT_USER` (Spark's `SPARK_USER`), else the
+/// login name from the environment. The Master's ACLs check it.
+pub fn current_user() -> String {
+    ["FLINT_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_default()
 }

@@ -32,6 +32,61 @@ pub struct MasterConf {
     /// Where uploaded application binaries are kept (by hash); None: a
     /// temporary directory removed when the master stops.
     pub binaries_dir: Option<std::path::PathBuf>,
+    /// `flint.acls.enable` (off: None) with its lists.
+    pub acls: Option<Acls>,
+}
+
+/// Spark's ACLs as the Master applies them: with `flint.acls.enable`, only
+/// users in `flint.admin.acls` or `flint.modify.acls` (`*`: anyone) may
+/// submit drivers, and a driver or application may be killed by them or by
+/// the user who started it. A user is who an authenticated client says it
+/// is: with one shared cluster secret, ACLs keep honest users apart, not
+/// holders of the secret.
+#[derive(Clone, Debug, Default)]
+pub struct Acls {
+    pub admin: Vec<String>,
+    pub modify: Vec<String>,
+}
+
+impl Acls {
+    /// From the comma-separated lists of `flint.admin.acls` and
+    /// `flint.modify.acls`.
+    pub fn from_lists(admin: &str, modify: &str) -> Self {
+        let list = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Acls {
+            admin: list(admin),
+            modify: list(modify),
+        }
+    }
+
+    fn may_modify(&self, user: &str) -> bool {
+        !user.is_empty()
+            && self
+                .admin
+                .iter()
+                .chain(&self.modify)
+                .any(|u| u == "*" || u == user)
+    }
+}
+
+/// Whether `user` may act on something `owner` started: always without ACLs.
+fn permitted(acls: &Option<Acls>, user: &str, owner: Option<&str>) -> bool {
+    match acls {
+        None => true,
+        Some(a) => a.may_modify(user) || (!user.is_empty() && owner == Some(user)),
+    }
+}
+
+fn refusal(user: &str, what: &str) -> String {
+    format!(
+        "User '{user}' is not allowed to {what}: flint.acls.enable is on; add the user to flint.modify.acls or flint.admin.acls on the Master"
+    )
 }
 
 impl Default for MasterConf {
@@ -48,6 +103,7 @@ impl Default for MasterConf {
             default_cores: u32::MAX,
             rpc: RpcConf::default(),
             binaries_dir: None,
+            acls: None,
         }
     }
 }
@@ -1099,8 +1155,16 @@ impl Endpoint for Master {
             MasterMsg::UnregisterApplication { app_id } => {
                 self.remove_application(ctx, &app_id, ApplicationState::Finished)
             }
-            MasterMsg::KillApplication { app_id } => {
-                self.remove_application(ctx, &app_id, ApplicationState::Killed)
+            MasterMsg::KillApplication { app_id, user } => {
+                let owner = self.apps.get(&app_id).map(|a| a.desc.user.as_str());
+                if permitted(&self.conf.acls, &user, owner) {
+                    self.remove_application(ctx, &app_id, ApplicationState::Killed)
+                } else {
+                    tracing::warn!(
+                        "{} (from {from})",
+                        refusal(&user, &format!("kill application {app_id}"))
+                    );
+                }
             }
             MasterMsg::KillExecutors {
                 app_id,
@@ -1143,7 +1207,15 @@ impl Endpoint for Master {
                 }
             }
             MasterMsg::RequestSubmitDriver { desc } => {
-                let resp = if self.state != RecoveryState::Alive {
+                let resp = if !permitted(&self.conf.acls, &desc.user, None) {
+                    let message = refusal(&desc.user, "submit drivers");
+                    tracing::warn!("{message} (from {from})");
+                    SubmitDriverResponse {
+                        success: false,
+                        driver_id: None,
+                        message,
+                    }
+                } else if self.state != RecoveryState::Alive {
                     SubmitDriverResponse {
                         success: false,
                         driver_id: None,
@@ -1166,8 +1238,17 @@ impl Endpoint for Master {
                     r.reply(&resp);
                 }
             }
-            MasterMsg::RequestKillDriver { driver_id } => {
+            MasterMsg::RequestKillDriver { driver_id, user } => {
                 let resp = match self.drivers.get(&driver_id) {
+                    Some(d) if !permitted(&self.conf.acls, &user, Some(&d.desc.user)) => {
+                        let message = refusal(&user, &format!("kill driver {driver_id}"));
+                        tracing::warn!("{message} (from {from})");
+                        KillDriverResponse {
+                            message,
+                            driver_id,
+                            success: false,
+                        }
+                    }
                     Some(d) => {
                         if self.waiting_drivers.contains(&driver_id) {
                             self.remove_driver(ctx, &driver_id, DriverState::Killed, None);

@@ -91,6 +91,9 @@ pub struct DriverDescription {
     pub cores: u32,
     pub supervise: bool,
     pub command: Command,
+    /// Who submitted it (checked against the Master's ACLs when
+    /// `flint.acls.enable` is on; declared by an authenticated client).
+    pub user: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,6 +212,8 @@ pub enum MasterMsg {
     },
     KillApplication {
         app_id: String,
+        /// Who asks (see `DriverDescription::user`).
+        user: String,
     },
     /// Ask; answered with `MasterStateResponse`.
     RequestMasterState,
@@ -219,6 +224,8 @@ pub enum MasterMsg {
     /// Ask; answered with `KillDriverResponse`.
     RequestKillDriver {
         driver_id: String,
+        /// Who asks (see `DriverDescription::user`).
+        user: String,
     },
     /// Ask; answered with `DriverStatusResponse`.
     RequestDriverStatus {
@@ -604,6 +611,7 @@ mod tests {
                     cores: 1,
                     supervise: true,
                     command: cmd,
+                    user: "u".into(),
                 },
             })
             .unwrap(),
