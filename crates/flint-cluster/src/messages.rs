@@ -338,3 +338,137 @@ impl WireTaskEnd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("FLINT_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512)
+    }
+
+    /// Valid encodings of the messages executors and drivers exchange.
+    fn samples() -> Vec<Vec<u8>> {
+        fn d(_: &[u8]) -> std::result::Result<Box<dyn std::any::Any + Send>, String> {
+            Ok(Box::new(()))
+        }
+        let shipped = Shipped::new("t", d, vec![1, 2, 3]);
+        let metrics = TaskMetrics {
+            run_ms: 5,
+            shuffle_read_records: 9,
+            ..TaskMetrics::default()
+        };
+        vec![
+            postcard::to_stdvec(&DriverMsg::StatusUpdate {
+                executor_id: "1".into(),
+                task_id: 7,
+                end: WireTaskEnd::Failed(WireFailure::Panicked {
+                    message: "boom".into(),
+                    backtrace: Some("at x.rs:1".into()),
+                }),
+                duration_ms: 3,
+                metrics,
+            })
+            .unwrap(),
+            postcard::to_stdvec(&DriverMsg::Heartbeat {
+                executor_id: "1".into(),
+                tasks: vec![(7, metrics)],
+            })
+            .unwrap(),
+            postcard::to_stdvec(&ExecutorMsg::LaunchTask(WireTask {
+                task_id: 1,
+                stage_id: 2,
+                stage_attempt: 0,
+                partition: 3,
+                index: 3,
+                attempt: 0,
+                binary: shipped,
+                slices: vec![(1, 0, serde_bytes::ByteBuf::from(vec![9u8; 8]))],
+            }))
+            .unwrap(),
+            postcard::to_stdvec(&ReduceSegments {
+                segments: Ok(vec![WireSegment {
+                    map_id: 1,
+                    executor_id: "2".into(),
+                    attempt: Some(4),
+                    start: 0,
+                    len: 10,
+                }]),
+                executors: vec![("2".into(), RpcAddress::new("127.0.0.1", 9))],
+            })
+            .unwrap(),
+            postcard::to_stdvec(&ExecutorMsg::FetchSegment {
+                shuffle_id: 1,
+                map_id: 2,
+                reduce: 3,
+                offset: 0,
+                len: 1 << 20,
+            })
+            .unwrap(),
+        ]
+    }
+
+    fn decode_all(b: &[u8]) {
+        let _ = postcard::from_bytes::<DriverMsg>(b);
+        let _ = postcard::from_bytes::<ExecutorMsg>(b);
+        let _ = postcard::from_bytes::<ReduceSegments>(b);
+        let _ = postcard::from_bytes::<WireTaskEnd>(b);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        /// Driver and executor messages arrive from the network: random and
+        /// mutated valid encodings decode to a message or an error, never a
+        /// panic.
+        #[test]
+        fn cluster_messages_from_bytes_never_panic(
+            random in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            pick in 0usize..5,
+            flips in proptest::collection::vec((0usize..4096, 1u8..=255), 0..6),
+            cut in proptest::option::of(0usize..4096),
+        ) {
+            decode_all(&random);
+            let mut b = samples()[pick].clone();
+            let n = b.len();
+            for (at, x) in flips {
+                b[at % n] ^= x;
+            }
+            if let Some(c) = cut {
+                b.truncate(c % (n + 1));
+            }
+            decode_all(&b);
+        }
+    }
+
+    #[test]
+    fn samples_round_trip_and_internal_messages_cannot_come_from_the_wire() {
+        for s in samples() {
+            assert!(
+                postcard::from_bytes::<DriverMsg>(&s).is_ok()
+                    || postcard::from_bytes::<ExecutorMsg>(&s).is_ok()
+                    || postcard::from_bytes::<ReduceSegments>(&s).is_ok()
+            );
+        }
+        for internal in [
+            DriverMsg::Revive,
+            DriverMsg::Kill { task_id: 1 },
+            DriverMsg::StopExecutors,
+            DriverMsg::Lost {
+                executor_id: "1".into(),
+                reason: "r".into(),
+            },
+            DriverMsg::ExpireDeadExecutors,
+            DriverMsg::CheckStarvation,
+            DriverMsg::Cleanup(CleanupTask::Rdd(1)),
+        ] {
+            let b = postcard::to_stdvec(&internal).unwrap();
+            assert!(
+                postcard::from_bytes::<DriverMsg>(&b).is_err(),
+                "{internal:?} decoded from bytes"
+            );
+        }
+    }
+}
