@@ -325,7 +325,13 @@ fn acls_decide_who_submits_and_kills() {
     poll("worker ALIVE", DEADLINE, || {
         (get_json(m.web)?["aliveworkers"] == 1).then_some(())
     });
-    let app = script(dir.path(), "long.sh", "exec sleep 300");
+    // The driver runs as its submitter, not as the Worker's user.
+    let who = dir.path().join("driver-user");
+    let app = script(
+        dir.path(),
+        "long.sh",
+        &format!("echo \"$FLINT_USER\" > {}; exec sleep 300", who.display()),
+    );
     let c = Client::new(m.port);
     let r = c.submit_as("mallory", &app);
     assert!(
@@ -336,9 +342,18 @@ fn acls_decide_who_submits_and_kills() {
         r.message
     );
     assert!(c.submit_as("", &app).message.contains("not allowed"));
+    assert!(
+        c.submit_as("al\nice", &app)
+            .message
+            .contains("invalid user name")
+    );
     let r = c.submit_as("alice", &app);
     assert!(r.success, "{}", r.message);
     let id = r.driver_id.unwrap();
+    poll("the driver's user", DEADLINE, || {
+        let u = std::fs::read_to_string(&who).ok()?;
+        (u.trim() == "alice").then_some(())
+    });
     let kill = |user: &str| -> KillDriverResponse {
         c.ask(MasterMsg::RequestKillDriver {
             driver_id: id.clone(),
@@ -354,9 +369,10 @@ fn acls_decide_who_submits_and_kills() {
     assert_ne!(c.status(&id).state, Some(DriverState::Killed));
     assert!(kill("ops").success, "an admin may kill any driver");
     c.wait_state(&id, DriverState::Killed);
-    // An application started by dave: killed by dave, not by mallory.
-    let desc = flint_deploy::messages::ApplicationDescription {
-        name: "daves-app".into(),
+    // Applications: an unlisted user cannot register one; bob's is killed
+    // by bob, not by mallory, and only its driver's connection unregisters it.
+    let app_as = |user: &str| flint_deploy::messages::ApplicationDescription {
+        name: format!("{user}-app"),
         binary: None,
         max_cores: Some(1),
         memory_per_executor_mb: 64,
@@ -368,21 +384,56 @@ fn acls_decide_who_submits_and_kills() {
         },
         app_ui_url: String::new(),
         event_log_dir: None,
-        user: "dave".into(),
+        user: user.into(),
     };
+    let log_has = |what: &str| {
+        poll(what, DEADLINE, || {
+            std::fs::read_to_string(m.d.log_path())
+                .ok()?
+                .contains(what)
+                .then_some(())
+        })
+    };
+    let dave = Client::new(m.port);
+    dave.env
+        .send(
+            &dave.master,
+            "Master",
+            &MasterMsg::RegisterApplication {
+                desc: app_as("dave"),
+            },
+        )
+        .unwrap();
+    log_has("User 'dave' is not allowed to register applications");
     c.env
         .send(
             &c.master,
             "Master",
-            &MasterMsg::RegisterApplication { desc },
+            &MasterMsg::RegisterApplication {
+                desc: app_as("bob"),
+            },
         )
         .unwrap();
-    let app_id = poll("the application", DEADLINE, || {
-        let j = get_json(m.web)?;
-        j["activeapps"].as_array()?.iter().find_map(|a| {
-            (a["name"] == "daves-app").then(|| a["id"].as_str().map(str::to_string))?
+    let active = || -> Vec<String> {
+        get_json(m.web).map_or(Vec::new(), |j| {
+            j["activeapps"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
         })
+    };
+    let app_id = poll("bob's application", DEADLINE, || {
+        let j = get_json(m.web)?;
+        j["activeapps"]
+            .as_array()?
+            .iter()
+            .find_map(|a| (a["name"] == "bob-app").then(|| a["id"].as_str().map(str::to_string))?)
     });
+    assert_eq!(active(), vec!["bob-app".to_string()], "dave's was refused");
     let kill_app = |user: &str| {
         c.env
             .send(
@@ -396,24 +447,20 @@ fn acls_decide_who_submits_and_kills() {
             .unwrap()
     };
     kill_app("mallory");
-    poll("the refusal logged", DEADLINE, || {
-        std::fs::read_to_string(m.d.log_path())
-            .ok()?
-            .contains("User 'mallory' is not allowed to kill application")
-            .then_some(())
-    });
-    assert!(
-        get_json(m.web).unwrap()["activeapps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["name"] == "daves-app"),
-        "still running"
-    );
-    kill_app("dave");
+    log_has("User 'mallory' is not allowed to kill application");
+    dave.env
+        .send(
+            &dave.master,
+            "Master",
+            &MasterMsg::UnregisterApplication {
+                app_id: app_id.clone(),
+            },
+        )
+        .unwrap();
+    log_has("not its driver");
+    assert_eq!(active(), vec!["bob-app".to_string()], "still running");
+    kill_app("bob");
     poll("the application killed by its owner", DEADLINE, || {
-        let j = get_json(m.web)?;
-        let active = j["activeapps"].as_array()?;
-        (!active.iter().any(|a| a["name"] == "daves-app")).then_some(())
+        active().is_empty().then_some(())
     });
 }

@@ -439,7 +439,7 @@ impl Endpoint for DriverEndpoint {
                         .into_iter()
                         .map(|s| WireSegment {
                             map_id: s.map_id,
-                            attempt: crate::data_file_ids(&s.data_file).map(|(_, _, t)| t),
+                            attempt: s.attempt,
                             executor_id: s.executor_id,
                             start: s.start,
                             len: s.len,
@@ -700,6 +700,8 @@ struct AppClient {
     /// Only the masters this client dialed speak for the cluster.
     masters: Vec<RpcAddress>,
     scheduler: Arc<TaskScheduler>,
+    /// Why the Master removed the application, if it did.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl Endpoint for AppClient {
@@ -753,6 +755,9 @@ impl Endpoint for AppClient {
             }
             AppClientMsg::ApplicationRemoved { message } => {
                 tracing::error!("Application has been killed. Reason: {message}");
+                // Before registration, it is the Master's refusal: the
+                // context fails with it at once.
+                self.refused.lock().get_or_insert_with(|| message.clone());
                 // No executor will come: fail the jobs rather than wait forever.
                 self.scheduler
                     .abort_all(&format!("Master removed our application: {message}"));
@@ -911,6 +916,10 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         .build()
         .map_err(io("the driver's RPC runtime"))?;
     let host = s.conf.get_or("flint.driver.host", "127.0.0.1").to_string();
+    // Settings only executors read: checked here, so a bad value fails the
+    // context with its message rather than every executor at start-up.
+    crate::executor::FetchRetry::from_conf(&s.conf)?;
+    s.conf.get_bool("flint.shuffle.readHostLocalDisk", true)?;
     let secret = flint_deploy::hex(&s.app_secret);
     let cpus = s.scheduler.cpus_per_task();
     let total_cores = Arc::new(AtomicUsize::new(0));
@@ -950,6 +959,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         format!("{}ms", heartbeat.as_millis()),
     );
     let app_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let blocks: BlockMap = Arc::default();
     let (app_env, master_env, driver) = rt.block_on(async {
         let app_env = RpcEnv::server(
@@ -1043,6 +1053,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 app_id: app_id.clone(),
                 masters: masters.clone(),
                 scheduler: s.scheduler.clone(),
+                refused: refused.clone(),
             },
         );
     });
@@ -1163,7 +1174,13 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     )?;
     let started = Instant::now();
     let (mut attempts, mut attempted) = (1, started);
+    let mut failure = None;
     while registered.load(Ordering::SeqCst) < expected {
+        let refusal = refused.lock().clone();
+        if let Some(why) = refusal.filter(|_| app_id.lock().is_none()) {
+            failure = Some(format!("the master refused the application: {why}"));
+            break;
+        }
         if app_id.lock().is_some() {
             if started.elapsed() >= wait {
                 break;
@@ -1171,13 +1188,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         } else if attempted.elapsed() >= registration_timeout {
             if attempts >= REGISTRATION_RETRIES {
                 tracing::error!("All masters are unresponsive! Giving up.");
-                app_env.shutdown();
-                master_env.shutdown();
-                if let Some((cluster, _dir)) = local {
-                    rt.block_on(cluster.stop());
-                }
-                rt.shutdown_timeout(Duration::from_secs(2));
-                return Err(FlintError::Config(format!(
+                failure = Some(format!(
                     "All masters are unresponsive! Giving up. (no answer from {} to {attempts} registrations, {} apart; is the master running, and is flint.authenticate.secret the cluster's?)",
                     masters
                         .iter()
@@ -1185,7 +1196,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     humantime(registration_timeout)
-                )));
+                ));
+                break;
             }
             tracing::warn!("no master answered; registering again");
             register();
@@ -1194,6 +1206,15 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         }
         // Polls local atomics: a bounded wait, not synchronisation.
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(message) = failure {
+        app_env.shutdown();
+        master_env.shutdown();
+        if let Some((cluster, _dir)) = local {
+            rt.block_on(cluster.stop());
+        }
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return Err(FlintError::Config(message));
     }
     if registered.load(Ordering::SeqCst) == 0 {
         tracing::warn!(

@@ -28,7 +28,10 @@ const MAX_FETCH: u64 = 4 << 20;
 const MAX_CONCURRENT_READS: usize = 8;
 const ASK: Duration = Duration::from_secs(60);
 
-type Outputs = Arc<Mutex<HashMap<(usize, usize), MapStatus>>>;
+/// The map outputs this executor wrote, by (shuffle, map, task attempt): a
+/// reader gets exactly the attempt the driver registered, even where two
+/// attempts of one map ran here.
+type Outputs = Arc<Mutex<HashMap<(usize, usize, u64), MapStatus>>>;
 /// The cached blocks last reported to the driver, with the store's
 /// generation then.
 type Reported = Arc<Mutex<(u64, Vec<(usize, usize)>)>>;
@@ -217,8 +220,8 @@ fn serve() -> Result<()> {
                     running.lock().remove(&desc.task_id);
                     let metrics = metrics.snapshot();
                     if let TaskEnd::Success(TaskOutput::Map(st), _) = &end {
-                        let shuffle = shuffle_of(&st.data_file);
-                        if let Some(s) = shuffle {
+                        let ids = flint_core::shuffle::map_output_ids(&st.data_file);
+                        if let Some((s, map, attempt)) = ids {
                             // Checked under the outputs lock, which Cleanup
                             // also takes: either the entry is removed by it or
                             // never inserted.
@@ -230,7 +233,7 @@ fn serve() -> Result<()> {
                                     flint_core::cleaner::CleanupTask::Shuffle(s),
                                 );
                             } else {
-                                outs.insert((s, desc.partition), st.clone());
+                                outs.insert((s, map, attempt), st.clone());
                             }
                         }
                     }
@@ -399,11 +402,6 @@ fn heartbeats(
     Ok(())
 }
 
-/// The shuffle id in a map output's file name (`shuffle_{id}_{map}_{task}.data`).
-fn shuffle_of(path: &std::path::Path) -> Option<usize> {
-    crate::data_file_ids(path).map(|(s, _, _)| s)
-}
-
 /// Where an executor keeps its shuffle files and blocks, inside the
 /// directory its Worker gave it (`work/<app>/<executor>/`): a fixed name, so
 /// another executor of the application on the same Worker finds its map
@@ -461,7 +459,7 @@ impl Endpoint for ExecutorEndpoint {
                 if let flint_core::cleaner::CleanupTask::Shuffle(id) = task {
                     let mut outs = self.outputs.lock();
                     self.cleaned.lock().insert(id);
-                    outs.retain(|(s, _), _| *s != id);
+                    outs.retain(|(s, _, _), _| *s != id);
                 }
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
                     self.client.attached.lock().retain(|(r, _), _| *r != id);
@@ -538,11 +536,16 @@ impl Endpoint for ExecutorEndpoint {
             ExecutorMsg::FetchSegment {
                 shuffle_id,
                 map_id,
+                attempt,
                 reduce,
                 offset,
                 len,
             } => {
-                let status = self.outputs.lock().get(&(shuffle_id, map_id)).cloned();
+                let status = self
+                    .outputs
+                    .lock()
+                    .get(&(shuffle_id, map_id, attempt))
+                    .cloned();
                 let Some(rp) = reply else { return };
                 let reads = self.reads.clone();
                 tokio::spawn(async move {
@@ -617,20 +620,26 @@ struct Client {
 /// transport (no connection, no reply in time, the peer's queue full) is
 /// tried again after a wait, up to `retries` more times; an answer from the
 /// peer (it has no such segment) is final at once.
+const MAX_FETCH_RETRIES: u32 = 100;
+
 #[derive(Clone, Copy, Debug)]
-struct FetchRetry {
+pub(crate) struct FetchRetry {
     retries: u32,
     wait: Duration,
 }
 
 impl FetchRetry {
-    fn from_conf(conf: &FlintConf) -> Result<Self> {
+    pub(crate) fn from_conf(conf: &FlintConf) -> Result<Self> {
         let retries = match conf.get("flint.shuffle.io.maxRetries") {
-            Some(v) => v.parse().map_err(|_| {
-                FlintError::Config(format!(
-                    "flint.shuffle.io.maxRetries={v} is not a whole number"
-                ))
-            })?,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| *n <= MAX_FETCH_RETRIES)
+                .ok_or_else(|| {
+                    FlintError::Config(format!(
+                        "flint.shuffle.io.maxRetries={v} must be a whole number from 0 to {MAX_FETCH_RETRIES}"
+                    ))
+                })?,
             None => 3,
         };
         let wait = conf.get_duration("flint.shuffle.io.retryWait", Duration::from_secs(5))?;
@@ -647,9 +656,11 @@ impl FetchRetry {
         let mut tried = 0;
         loop {
             match attempt() {
+                // Not a timeout: the ask already waited its full time, and
+                // a peer that does not answer is the driver's to declare
+                // lost.
                 Err(
                     e @ (flint_rpc::RpcError::Connection { .. }
-                    | flint_rpc::RpcError::Timeout { .. }
                     | flint_rpc::RpcError::Backlog { .. }),
                 ) if tried < self.retries => {
                     tried += 1;
@@ -781,7 +792,8 @@ impl ShuffleClient for Client {
                 // A segment of this executor's own is read from its file;
                 // the path is never taken from a message.
                 let data_file = if s.executor_id == self.id {
-                    match mine.get(&(shuffle_id, s.map_id)) {
+                    let own = s.attempt.and_then(|a| mine.get(&(shuffle_id, s.map_id, a)));
+                    match own {
                         Some(st) => st.data_file.clone(),
                         None => {
                             return Err(fail(
@@ -797,6 +809,7 @@ impl ShuffleClient for Client {
                 Ok(SegmentLocation {
                     map_id: s.map_id,
                     executor_id: s.executor_id,
+                    attempt: s.attempt,
                     data_file,
                     start: s.start,
                     len: s.len,
@@ -807,13 +820,13 @@ impl ShuffleClient for Client {
 
     fn fetch(
         &self,
-        executor: &str,
         shuffle_id: usize,
-        map_id: usize,
         reduce: usize,
+        seg: &SegmentLocation,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
+        let (executor, map_id) = (seg.executor_id.as_str(), seg.map_id);
         let fail = |reason: String| FlintError::FetchFailed {
             shuffle_id,
             map_id,
@@ -826,9 +839,13 @@ impl ShuffleClient for Client {
             .get(executor)
             .cloned()
             .ok_or_else(|| fail(format!("executor {executor} is not known (lost?)")))?;
+        let attempt = seg
+            .attempt
+            .ok_or_else(|| fail("the driver did not say which attempt wrote it".into()))?;
         let msg = ExecutorMsg::FetchSegment {
             shuffle_id,
             map_id,
+            attempt,
             reduce,
             offset,
             len,
@@ -876,6 +893,21 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_is_not_retried() {
+        let mut tries = 0;
+        let r: std::result::Result<(), _> = retry(3).run("seg", || {
+            tries += 1;
+            Err(RpcError::Timeout {
+                to: "x".into(),
+                endpoint: "Executor".into(),
+                after: Duration::from_secs(60),
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 1, "the ask already waited its full time");
+    }
+
+    #[test]
     fn retries_run_out_and_an_answer_is_final() {
         let mut tries = 0;
         let r: std::result::Result<(), _> = retry(2).run("seg", || {
@@ -906,6 +938,8 @@ mod tests {
         assert_eq!((r.retries, r.wait), (0, Duration::from_millis(20)));
         let d = FetchRetry::from_conf(&FlintConf::new()).unwrap();
         assert_eq!((d.retries, d.wait), (3, Duration::from_secs(5)));
+        let huge = FlintConf::new().set("flint.shuffle.io.maxRetries", "4294967295");
+        assert!(FetchRetry::from_conf(&huge).is_err(), "bounded");
         let bad = FlintConf::new().set("flint.shuffle.io.maxRetries", "many");
         assert!(
             FetchRetry::from_conf(&bad)

@@ -72,39 +72,3 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
 }
-
-/// The (shuffle, map, task attempt) numbers of a map output's file name,
-/// `shuffle_{shuffle}_{map}_{attempt}.data`.
-pub(crate) fn data_file_ids(path: &std::path::Path) -> Option<(usize, usize, u64)> {
-    let name = path.file_name()?.to_str()?;
-    let mut it = name
-        .strip_prefix("shuffle_")?
-        .strip_suffix(".data")?
-        .split('_');
-    let ids = (
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-    );
-    it.next().is_none().then_some(ids)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn map_output_file_names_give_numbers_or_nothing() {
-        let ids = |p: &str| super::data_file_ids(std::path::Path::new(p));
-        assert_eq!(ids("/w/x/shuffle_3_14_159.data"), Some((3, 14, 159)));
-        for bad in [
-            "shuffle_3_14.data",
-            "shuffle_3_14_159_2.data",
-            "shuffle_3_14_159.index",
-            "shuffle_a_14_159.data",
-            "shuffle_3_14_-1.data",
-            "other_3_14_159.data",
-            "",
-        ] {
-            assert_eq!(ids(bad), None, "{bad}");
-        }
-    }
-}

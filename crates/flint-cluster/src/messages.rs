@@ -133,6 +133,8 @@ pub enum ExecutorMsg {
     FetchSegment {
         shuffle_id: usize,
         map_id: usize,
+        /// The map task attempt whose output is wanted.
+        attempt: u64,
         reduce: usize,
         offset: u64,
         len: u64,
@@ -403,6 +405,7 @@ mod tests {
             postcard::to_stdvec(&ExecutorMsg::FetchSegment {
                 shuffle_id: 1,
                 map_id: 2,
+                attempt: 9,
                 reduce: 3,
                 offset: 0,
                 len: 1 << 20,

@@ -49,14 +49,13 @@ pub trait ShuffleClient: Send + Sync {
         shuffle_id: usize,
         reduce: usize,
     ) -> Result<Vec<crate::shuffle::SegmentLocation>>;
-    /// `len` bytes at `offset` of the segment for `reduce` that map `map_id` of
-    /// `shuffle_id` wrote on executor `executor`.
+    /// `len` bytes at `offset` of `seg`, the segment for `reduce` of a map
+    /// output of `shuffle_id` on another executor.
     fn fetch(
         &self,
-        executor: &str,
         shuffle_id: usize,
-        map_id: usize,
         reduce: usize,
+        seg: &crate::shuffle::SegmentLocation,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>>;

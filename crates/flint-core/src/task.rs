@@ -84,10 +84,16 @@ pub fn run_task(
     metrics: &Arc<LiveMetrics>,
 ) -> TaskEnd {
     install_panic_hook();
+    PANIC_BACKTRACE.take();
     let opened = Instant::now();
-    let task: Arc<dyn StageTask> = match desc.binary.open() {
-        Ok(t) => t,
-        Err(e) => return TaskEnd::Failed(e),
+    IN_TASK.set(true);
+    // Opening runs the shipped types' Deserialize impls (user code too).
+    let task = std::panic::catch_unwind(AssertUnwindSafe(|| desc.binary.open()));
+    IN_TASK.set(false);
+    let task: Arc<dyn StageTask> = match task {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return TaskEnd::Failed(e),
+        Err(panic) => return TaskEnd::Failed(panicked(panic.as_ref())),
     };
     let started = Instant::now();
     let tc = TaskContext::new(desc, env.clone(), killed, metrics.clone());
@@ -112,21 +118,50 @@ pub fn run_task(
         },
         Ok(Err(_)) if tc.is_killed() => TaskEnd::Killed,
         Ok(Err(e)) => TaskEnd::Failed(tc.take_error().unwrap_or(e)),
-        Err(panic) => TaskEnd::Failed(FlintError::TaskPanicked {
-            message: panic_message(panic.as_ref()),
-            backtrace: PANIC_BACKTRACE.take(),
-        }),
+        Err(panic) => TaskEnd::Failed(panicked(panic.as_ref())),
     }
+}
+
+/// The failure for a panic caught in a task, with the backtrace the hook
+/// recorded for it: only if that backtrace belongs to this panic (a panic
+/// passed on with `resume_unwind` never reaches the hook, so an earlier,
+/// caught panic's backtrace may still be there).
+fn panicked(payload: &(dyn Any + Send)) -> FlintError {
+    let message = panic_message(payload);
+    let backtrace = PANIC_BACKTRACE
+        .take()
+        .filter(|(m, _)| *m == message)
+        .map(|(_, bt)| cut(bt.to_string(), MAX_BACKTRACE, "backtrace"));
+    FlintError::TaskPanicked { message, backtrace }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), saying so.
+fn cut(mut s: String, max: usize, what: &str) -> String {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push_str(&format!("\n... ({what} cut at {max} bytes)"));
+    }
+    s
 }
 
 /// A backtrace longer than this is cut (it travels in a status update).
 const MAX_BACKTRACE: usize = 32 << 10;
 
+/// A panic message longer than this is cut (the same reason).
+const MAX_MESSAGE: usize = 64 << 10;
+
 thread_local! {
     /// Set while this thread runs a task's code.
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
-    /// The backtrace of the last panic in a task on this thread.
-    static PANIC_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The message and the (unresolved) backtrace of the last panic in a
+    /// task on this thread; symbols are resolved only for a panic that fails
+    /// the task, so a task that catches its own panics pays little.
+    static PANIC_BACKTRACE: RefCell<Option<(String, std::backtrace::Backtrace)>> =
+        const { RefCell::new(None) };
 }
 
 /// Chains a panic hook that records, for panics inside tasks, where they
@@ -138,16 +173,8 @@ fn install_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if IN_TASK.get() {
-                let mut bt = std::backtrace::Backtrace::force_capture().to_string();
-                if bt.len() > MAX_BACKTRACE {
-                    let mut cut = MAX_BACKTRACE;
-                    while !bt.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    bt.truncate(cut);
-                    bt.push_str("\n... (backtrace cut)");
-                }
-                PANIC_BACKTRACE.set(Some(bt));
+                let bt = std::backtrace::Backtrace::force_capture();
+                PANIC_BACKTRACE.set(Some((panic_message(info.payload()), bt)));
             }
             previous(info)
         }));
@@ -155,11 +182,44 @@ fn install_panic_hook() {
 }
 
 pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
+    let m = if let Some(s) = p.downcast_ref::<&str>() {
         format!("task panicked: {s}")
     } else if let Some(s) = p.downcast_ref::<String>() {
         format!("task panicked: {s}")
     } else {
         "task panicked".to_string()
+    };
+    cut(m, MAX_MESSAGE, "message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE);
+        let m = panic_message(&long);
+        assert!(m.len() < MAX_MESSAGE + 100, "{}", m.len());
+        assert!(m.ends_with("(message cut at 65536 bytes)"), "{m}");
+    }
+
+    #[test]
+    fn a_backtrace_goes_only_with_its_own_panic() {
+        install_panic_hook();
+        IN_TASK.set(true);
+        let _ = std::panic::catch_unwind(|| panic!("first"));
+        // Passed on without the hook (as join + resume_unwind does).
+        let r =
+            std::panic::catch_unwind(|| std::panic::resume_unwind(Box::new("second".to_string())));
+        IN_TASK.set(false);
+        let e = panicked(r.unwrap_err().as_ref());
+        assert_eq!(e.to_string(), "task panicked: second");
+        assert!(e.backtrace().is_none(), "not the first panic's backtrace");
+        IN_TASK.set(true);
+        let r = std::panic::catch_unwind(|| panic!("third"));
+        IN_TASK.set(false);
+        let e = panicked(r.unwrap_err().as_ref());
+        assert!(e.backtrace().is_some_and(|b| b.contains("task.rs")));
     }
 }

@@ -112,10 +112,13 @@ pub fn resolve_secret<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Optio
     Ok(Some(s))
 }
 
+/// Spark's `SPARK_USER`: who an application acts as.
+pub const USER_ENV: &str = "FLINT_USER";
+
 /// The user a client acts as: `FLINT_USER` (Spark's `SPARK_USER`), else the
 /// login name from the environment. The Master's ACLs check it.
 pub fn current_user() -> String {
-    ["FLINT_USER", "USER", "LOGNAME"]
+    [USER_ENV, "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
         .unwrap_or_default()

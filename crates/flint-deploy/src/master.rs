@@ -83,6 +83,24 @@ fn permitted(acls: &Option<Acls>, user: &str, owner: Option<&str>) -> bool {
     }
 }
 
+/// A user name becomes a driver's `FLINT_USER`: printable and bounded.
+fn check_user(user: &str) -> Result<(), String> {
+    if user.len() > 256 || user.chars().any(char::is_control) {
+        return Err(format!(
+            "invalid user name {:?}: at most 256 bytes, no control characters",
+            user.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// Why `user` may not start work on the cluster (`what`), if they may not.
+fn refuse_user(acls: &Option<Acls>, user: &str, what: &str) -> Option<String> {
+    check_user(user)
+        .err()
+        .or_else(|| (!permitted(acls, user, None)).then(|| refusal(user, what)))
+}
+
 fn refusal(user: &str, what: &str) -> String {
     format!(
         "User '{user}' is not allowed to {what}: flint.acls.enable is on; add the user to flint.modify.acls or flint.admin.acls on the Master"
@@ -480,6 +498,12 @@ impl Master {
             tracing::warn!(
                 "application at {from} is already registered as {existing}; ignoring the new registration"
             );
+            return;
+        }
+        let refused = refuse_user(&self.conf.acls, &desc.user, "register applications");
+        if let Some(message) = refused {
+            tracing::warn!("{message} (from {from})");
+            self.send_app(ctx, &from, &AppClientMsg::ApplicationRemoved { message });
             return;
         }
         let id = self.new_app_id();
@@ -1153,7 +1177,13 @@ impl Endpoint for Master {
             }
             MasterMsg::RegisterApplication { desc } => self.register_application(ctx, from, desc),
             MasterMsg::UnregisterApplication { app_id } => {
-                self.remove_application(ctx, &app_id, ApplicationState::Finished)
+                // Only the application's own driver ends it this way; anyone
+                // else uses KillApplication, which the ACLs check.
+                if self.address_to_app.get(&from) == Some(&app_id) {
+                    self.remove_application(ctx, &app_id, ApplicationState::Finished)
+                } else {
+                    tracing::warn!("refusing to unregister {app_id} for {from}: not its driver");
+                }
             }
             MasterMsg::KillApplication { app_id, user } => {
                 let owner = self.apps.get(&app_id).map(|a| a.desc.user.as_str());
@@ -1207,8 +1237,8 @@ impl Endpoint for Master {
                 }
             }
             MasterMsg::RequestSubmitDriver { desc } => {
-                let resp = if !permitted(&self.conf.acls, &desc.user, None) {
-                    let message = refusal(&desc.user, "submit drivers");
+                let refused = refuse_user(&self.conf.acls, &desc.user, "submit drivers");
+                let resp = if let Some(message) = refused {
                     tracing::warn!("{message} (from {from})");
                     SubmitDriverResponse {
                         success: false,

@@ -1212,6 +1212,11 @@ async fn run_driver(spec: DriverSpec) {
         if let Some(s) = &spec.secret {
             env.push((crate::SECRET_ENV.into(), s.clone()));
         }
+        // The driver acts as its submitter (the Master checked the name), not
+        // as the Worker's account: last, so nothing in the command overrides it.
+        if !spec.desc.user.is_empty() {
+            env.push((crate::USER_ENV.into(), spec.desc.user.clone()));
+        }
         let launch = Launch {
             program: &program,
             args: &args,

@@ -1011,6 +1011,41 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// A Master whose ACLs do not list this user refuses the application, and
+/// the context fails at once with the Master's reason (not after the
+/// registration retries).
+fn a_master_with_acls_refuses_an_unlisted_user() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt
+        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
+            port: 0,
+            webui_port: 0,
+            acls: Some(flint_deploy::Acls::from_lists("", "someone-else")),
+            ..flint_deploy::MasterConf::default()
+        }))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = FlintContext::new(
+        FlintConf::new()
+            .app_name("unlisted")
+            .master(format!("flint://{}", master.address))
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("the master refused the application")
+            && err.contains("not allowed to register applications"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "at once"
+    );
+    rt.block_on(async { master.env.shutdown() });
+}
+
 /// A Master on an ephemeral port, without a web UI port of its own.
 async fn start_master() -> flint_deploy::MasterHandle {
     flint_deploy::Master::start(flint_deploy::MasterConf {
@@ -1235,6 +1270,10 @@ fn main() {
             Box::new(move || cleanup_reaches_the_executors(input)),
         ),
     ];
+    tests.push((
+        "a_master_with_acls_refuses_an_unlisted_user",
+        Box::new(a_master_with_acls_refuses_an_unlisted_user),
+    ));
     tests.push(("node_local_reads_and_a_dead_host", {
         let d = d.clone();
         Box::new(move || node_local_reads_and_a_dead_host(input, &d))

@@ -445,10 +445,9 @@ fn a_damaged_remote_copy_of_a_cached_partition_is_recomputed() {
         }
         fn fetch(
             &self,
-            _: &str,
             _: usize,
             _: usize,
-            _: usize,
+            _: &flint::shuffle::SegmentLocation,
             _: u64,
             _: u64,
         ) -> flint::error::Result<Vec<u8>> {

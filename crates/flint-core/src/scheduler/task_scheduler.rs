@@ -66,6 +66,8 @@ struct RunningCopy {
     /// Where it runs: a speculative copy goes to another host.
     host: String,
     executor: String,
+    /// The attempt number (Spark's "task 3.1": partition 3, attempt 1).
+    attempt: usize,
 }
 
 struct TaskSetManager {
@@ -485,6 +487,7 @@ impl TaskScheduler {
                             speculative,
                             host: offer.host.clone(),
                             executor: offer.executor_id.clone(),
+                            attempt,
                         },
                     );
                     let desc = TaskDescription {
@@ -626,8 +629,7 @@ impl TaskScheduler {
                         }
                         // Spark's "Lost task 0.1 in stage 2.0 (TID 9) (host
                         // executor 3)": the executor says where to look.
-                        let attempt = tsm.failures[i] - 1;
-                        let (exec, host) = (&copy.executor, &copy.host);
+                        let (attempt, exec, host) = (copy.attempt, &copy.executor, &copy.host);
                         match e.backtrace() {
                             Some(bt) => tracing::warn!(
                                 "lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}\n{bt}"

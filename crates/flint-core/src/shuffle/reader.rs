@@ -46,11 +46,16 @@ pub(crate) fn read_partition<T: Data>(
         None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
     }
     .into_iter();
-    type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
+    type Current<T> = (
+        SegmentLocation,
+        FrameReader<BufReader<Box<dyn Read>>, T>,
+        Source,
+    );
     let mut current: Option<Current<T>> = None;
-    let metrics = tc.metrics.clone();
-    // Counted here and added in batches: an atomic add per record would cost.
-    let mut records = 0u64;
+    let mut count = ReadCount {
+        metrics: tc.metrics.clone(),
+        records: 0,
+    };
     let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {
         shuffle_id,
         map_id: seg.map_id,
@@ -59,19 +64,20 @@ pub(crate) fn read_partition<T: Data>(
     };
     Ok(Box::new(std::iter::from_fn(move || {
         loop {
-            if let Some((seg, r)) = current.as_mut() {
+            if let Some((seg, r, source)) = current.as_mut() {
                 match r.next_record() {
                     Ok(Some(rec)) => {
-                        records += 1;
-                        if records == 4096 {
-                            metrics.add_shuffle_read_records(records);
-                            records = 0;
-                        }
+                        count.record();
                         return Some(Ok(rec));
                     }
                     Ok(None) => {
-                        metrics.add_shuffle_read_records(records);
-                        records = 0;
+                        // Remote bytes are counted as they arrive.
+                        if *source != Source::Remote {
+                            count.metrics.add_shuffle_read(seg.len, false);
+                        }
+                        if *source == Source::HostLocal {
+                            count.metrics.add_shuffle_host_local_read(seg.len);
+                        }
                         current = None;
                     }
                     Err(e) => {
@@ -100,6 +106,7 @@ pub(crate) fn read_partition<T: Data>(
                         pos: 0,
                         chunk,
                         buf: std::io::Cursor::new(Vec::new()),
+                        metrics: count.metrics.clone(),
                     })),
                     true,
                 ),
@@ -109,10 +116,6 @@ pub(crate) fn read_partition<T: Data>(
                     false,
                 ),
             };
-            metrics.add_shuffle_read(seg.len, remote);
-            if theirs && !remote {
-                metrics.add_shuffle_host_local_read(seg.len);
-            }
             match source {
                 Ok(src) => {
                     let r = FrameReader::new(
@@ -120,7 +123,12 @@ pub(crate) fn read_partition<T: Data>(
                         compression,
                         seg.len,
                     );
-                    current = Some((seg, r));
+                    let kind = match (theirs, remote) {
+                        (_, true) => Source::Remote,
+                        (true, false) => Source::HostLocal,
+                        (false, false) => Source::Own,
+                    };
+                    current = Some((seg, r, kind));
                 }
                 Err(e) => {
                     segments = Vec::new().into_iter();
@@ -132,6 +140,46 @@ pub(crate) fn read_partition<T: Data>(
             }
         }
     })))
+}
+
+/// Where a segment is read from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This process's own map output.
+    Own,
+    /// Another executor's file, read from disk on the same host.
+    HostLocal,
+    /// Fetched from another executor.
+    Remote,
+}
+
+/// Records read, added to the task's metrics in batches (an atomic add per
+/// record would cost) and when the reader is dropped, so a reader that stops
+/// early (`take`, `first`) still counts what it read.
+struct ReadCount {
+    metrics: Arc<crate::metrics::LiveMetrics>,
+    records: u64,
+}
+
+impl ReadCount {
+    #[inline]
+    fn record(&mut self) {
+        self.records += 1;
+        if self.records == 4096 {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.metrics.add_shuffle_read_records(self.records);
+        self.records = 0;
+    }
+}
+
+impl Drop for ReadCount {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// A segment in a file this process can open: its own map output, or one of
@@ -159,6 +207,7 @@ struct Remote {
     pos: u64,
     chunk: u64,
     buf: std::io::Cursor<Vec<u8>>,
+    metrics: Arc<crate::metrics::LiveMetrics>,
 }
 
 impl Read for Remote {
@@ -170,15 +219,9 @@ impl Read for Remote {
         let want = (self.seg.len - self.pos).min(self.chunk);
         let bytes = self
             .client
-            .fetch(
-                &self.seg.executor_id,
-                self.shuffle_id,
-                self.seg.map_id,
-                self.reduce,
-                self.pos,
-                want,
-            )
+            .fetch(self.shuffle_id, self.reduce, &self.seg, self.pos, want)
             .map_err(std::io::Error::other)?;
+        self.metrics.add_shuffle_read(bytes.len() as u64, true);
         if bytes.len() as u64 != want {
             return Err(std::io::Error::other(format!(
                 "executor {} sent {} bytes of the {want} asked for",
@@ -211,10 +254,9 @@ mod tests {
         }
         fn fetch(
             &self,
-            _: &str,
             _: usize,
             _: usize,
-            _: usize,
+            _: &SegmentLocation,
             off: u64,
             len: u64,
         ) -> Result<Vec<u8>> {
@@ -233,6 +275,14 @@ mod tests {
     fn read_all(
         dir: &std::path::Path,
         named: Option<&str>,
+    ) -> (Vec<(u32, String)>, usize, crate::metrics::TaskMetrics) {
+        read_some(dir, named, usize::MAX)
+    }
+
+    fn read_some(
+        dir: &std::path::Path,
+        named: Option<&str>,
+        limit: usize,
     ) -> (Vec<(u32, String)>, usize, crate::metrics::TaskMetrics) {
         let env = crate::env::TaskEnv::new(
             crate::conf::FlintConf::new(),
@@ -254,6 +304,7 @@ mod tests {
             seg: SegmentLocation {
                 map_id: 0,
                 executor_id: "B".into(),
+                attempt: Some(7),
                 data_file: named.map(|n| dir.join(n)).unwrap_or_default(),
                 start: 0,
                 len: bytes.len() as u64,
@@ -280,6 +331,7 @@ mod tests {
         let tc = TaskContext::new(&desc, Arc::new(env), Arc::default(), metrics.clone());
         let got: Vec<(u32, String)> = read_partition(&tc, 0, 0)
             .unwrap()
+            .take(limit)
             .collect::<Result<_>>()
             .unwrap();
         (
@@ -309,5 +361,8 @@ mod tests {
         // Not on this host: fetched.
         let (_, fetches, _) = read_all(dir.path(), None);
         assert!(fetches > 0);
+        // A reader that stops early counts the records it read.
+        let (some, _, m) = read_some(dir.path(), None, 10);
+        assert_eq!((some.len(), m.shuffle_read_records), (10, 10));
     }
 }

@@ -22,6 +22,9 @@ pub struct MapStatus {
 pub struct SegmentLocation {
     pub map_id: usize,
     pub executor_id: String,
+    /// The map task attempt that wrote it: another executor serves exactly
+    /// that attempt's output, never a later one of the same map.
+    pub attempt: Option<u64>,
     pub data_file: PathBuf,
     pub start: u64,
     pub len: u64,
@@ -129,6 +132,7 @@ impl MapOutputTracker {
                 out.push(SegmentLocation {
                     map_id,
                     executor_id: r.status.executor_id.clone(),
+                    attempt: super::map_output_ids(&r.status.data_file).map(|(_, _, t)| t),
                     data_file: r.status.data_file.clone(),
                     start: r.offsets[reduce],
                     len,
