@@ -126,6 +126,7 @@ fn main() -> anyhow::Result<()> {
                 default_cores: number(&props, "flint.deploy.defaultCores", u32::MAX)?,
                 rpc,
                 binaries_dir,
+                retained_binaries: number(&props, "flint.deploy.retainedBinaries", 10)?,
                 acls: boolean(&props, "flint.acls.enable", false)?.then(|| {
                     flint_deploy::Acls::from_lists(
                         props.get("flint.admin.acls").map_or("", String::as_str),

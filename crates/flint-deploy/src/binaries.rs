@@ -50,6 +50,65 @@ impl Served {
     pub fn contains(&self, sha256: &str) -> bool {
         self.0.lock().contains_key(sha256)
     }
+
+    /// Re-serves binaries a previous run stored in `dir`, by the hash they
+    /// are named after (not re-hashed here, to keep start-up fast: a Worker
+    /// checks a binary's hash before every launch).
+    pub fn load(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if valid_sha256(&name) {
+                self.insert(name, path);
+            } else if name.contains(".part") {
+                // An upload cut short by the last run's end.
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// Marks a binary used now (its file's time), so retention keeps it.
+    pub fn touch(&self, sha256: &str) {
+        if let Some(p) = self.0.lock().get(sha256) {
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(p)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
+    }
+
+    /// Deletes binaries beyond the `retained` most recently used, except
+    /// those in `needed` (drivers waiting or running); returns their hashes.
+    pub fn prune(
+        &self,
+        needed: &std::collections::HashSet<String>,
+        retained: usize,
+    ) -> Vec<String> {
+        let mut map = self.0.lock();
+        let mut others: Vec<(std::time::SystemTime, String)> = map
+            .iter()
+            .filter(|(sha, _)| !needed.contains(*sha))
+            .map(|(sha, p)| {
+                let t = std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                (t, sha.clone())
+            })
+            .collect();
+        others.sort_by(|a, b| b.cmp(a));
+        let gone: Vec<String> = others.into_iter().skip(retained).map(|(_, s)| s).collect();
+        for sha in &gone {
+            if let Some(p) = map.remove(sha)
+                && let Err(e) = std::fs::remove_file(&p)
+            {
+                tracing::warn!("cannot remove old binary {}: {e}", p.display());
+            }
+        }
+        gone
+    }
 }
 
 /// Serves [`Served`] files in parts to whoever holds the RPC secret.
@@ -136,6 +195,12 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
             .await
             .map_err(|e| e.to_string())?;
         if same {
+            // Used now: the Worker's cleanup keeps binaries used within
+            // flint.worker.cleanup.appDataTtl.
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(&dst)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(dst);
         }
         tracing::warn!(
@@ -254,6 +319,7 @@ impl Uploads {
             return Err(format!("'{sha256}' is not a SHA-256 in lower-case hex"));
         }
         if served.contains(sha256) {
+            served.touch(sha256);
             return Ok(true);
         }
         if size == 0 || size > MAX_BINARY_SIZE {
@@ -339,6 +405,39 @@ impl Uploads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_keeps_needed_and_recent_binaries_and_reloads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..4).map(|i| sha(&[i])).collect();
+        let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        for (i, n) in names.iter().enumerate() {
+            let p = dir.path().join(n);
+            std::fs::write(&p, [i as u8]).unwrap();
+            // names[3] is the most recently used.
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(10 * i as u64))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join(format!("{}.part123", names[0])), "x").unwrap();
+        let served = Served::default();
+        served.load(dir.path());
+        assert!(names.iter().all(|n| served.contains(n)));
+        assert!(
+            !dir.path().join(format!("{}.part123", names[0])).exists(),
+            "a cut-short upload is removed"
+        );
+        // names[1] is used again: it becomes recent.
+        served.touch(&names[1]);
+        let needed = std::collections::HashSet::from([names[0].clone()]);
+        let mut gone = served.prune(&needed, 2);
+        gone.sort();
+        assert_eq!(gone, vec![names[2].clone()]);
+        assert!(!dir.path().join(&names[2]).exists());
+        for kept in [&names[0], &names[1], &names[3]] {
+            assert!(served.contains(kept) && dir.path().join(kept).exists());
+        }
+    }
 
     fn sha(data: &[u8]) -> String {
         use sha2::Digest;

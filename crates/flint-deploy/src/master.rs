@@ -34,6 +34,9 @@ pub struct MasterConf {
     pub binaries_dir: Option<std::path::PathBuf>,
     /// `flint.acls.enable` (off: None) with its lists.
     pub acls: Option<Acls>,
+    /// `flint.deploy.retainedBinaries` (10): uploaded binaries kept beyond
+    /// those of waiting and running drivers, most recently used first.
+    pub retained_binaries: usize,
 }
 
 /// Spark's ACLs as the Master applies them: with `flint.acls.enable`, only
@@ -122,6 +125,7 @@ impl Default for MasterConf {
             rpc: RpcConf::default(),
             binaries_dir: None,
             acls: None,
+            retained_binaries: 10,
         }
     }
 }
@@ -292,6 +296,9 @@ impl Master {
             }
         };
         let served = crate::binaries::Served::default();
+        // A kept directory still holds the last run's uploads: supervised
+        // drivers relaunched later need them.
+        served.load(&binaries_dir);
         env.setup_endpoint(
             crate::binaries::BINARY_ENDPOINT,
             crate::binaries::BinaryServer(served.clone()),
@@ -723,6 +730,9 @@ impl Master {
 
     fn add_driver(&mut self, desc: DriverDescription) -> String {
         let id = self.new_driver_id();
+        if let Some(b) = &desc.binary {
+            self.served.touch(&b.sha256);
+        }
         self.drivers.insert(
             id.clone(),
             DriverInfo {
@@ -776,7 +786,24 @@ impl Master {
             self.completed_drivers.drain(..20);
         }
         self.completed_drivers.push(d);
+        self.prune_binaries();
         self.schedule(ctx);
+    }
+
+    /// Keeps the binaries of waiting and running drivers and the
+    /// `retained_binaries` most recently used others; deletes the rest.
+    fn prune_binaries(&mut self) {
+        let needed: std::collections::HashSet<String> = self
+            .drivers
+            .values()
+            .filter_map(|d| d.desc.binary.as_ref().map(|b| b.sha256.clone()))
+            .collect();
+        for sha in self
+            .served
+            .prune(&needed, self.conf.retained_binaries.max(1))
+        {
+            tracing::info!("removed uploaded binary {sha} (flint.deploy.retainedBinaries)");
+        }
     }
 
     /// Drivers first: ALIVE workers in random order, visited round robin from a
@@ -1226,6 +1253,9 @@ impl Endpoint for Master {
                 );
                 if let Err(e) = &r {
                     tracing::warn!("refusing an upload from {from}: {e}");
+                }
+                if r == Ok(true) {
+                    self.prune_binaries();
                 }
                 if let Some(rp) = reply {
                     rp.reply(&r);

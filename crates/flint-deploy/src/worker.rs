@@ -1116,6 +1116,18 @@ fn cleanup_work_dir(
         return;
     };
     let now = std::time::SystemTime::now();
+    let aged = |t: std::time::SystemTime| now.duration_since(t).is_ok_and(|age| age >= ttl);
+    // Cached binaries not used within the TTL (each use renews a binary's
+    // time; a running process keeps its file even when it is removed).
+    if let Ok(cached) = std::fs::read_dir(crate::binaries::cache_dir(dir)) {
+        for b in cached.flatten() {
+            let old = b.metadata().and_then(|m| m.modified()).is_ok_and(aged);
+            if old {
+                tracing::info!("Removing unused binary: {}", b.path().display());
+                let _ = std::fs::remove_file(b.path());
+            }
+        }
+    }
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // The binary cache is not an application's directory.
@@ -1124,8 +1136,7 @@ fn cleanup_work_dir(
             continue;
         }
         // No file at all counts as old.
-        let old =
-            newest(&e.path()).is_none_or(|t| now.duration_since(t).is_ok_and(|age| age >= ttl));
+        let old = newest(&e.path()).is_none_or(aged);
         if old {
             tracing::info!("Removing directory: {}", e.path().display());
             if let Err(err) = std::fs::remove_dir_all(e.path()) {
@@ -1384,8 +1395,16 @@ mod tests {
         old_file(dir.path().join("app-live/0/stdout"));
         // No files at all: removed.
         std::fs::create_dir_all(dir.path().join("app-empty/0")).unwrap();
+        // Cached binaries: one unused for a day goes, one used recently stays
+        // (the cache itself is not an application's directory).
+        let cache = crate::binaries::cache_dir(dir.path());
+        old_file(cache.join("aa"));
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("bb"), b"x").unwrap();
         let live = ["app-live".to_string()].into_iter().collect();
         cleanup_work_dir(dir.path(), &live, Duration::from_secs(3600));
+        assert!(!cache.join("aa").exists());
+        assert!(cache.join("bb").exists());
         assert!(!dir.path().join("app-old").exists());
         assert!(dir.path().join("app-new").exists());
         assert!(dir.path().join("app-live").exists());
