@@ -138,11 +138,6 @@ pub struct Shipped {
     pub mac: Option<[u8; 32]>,
 }
 
-/// Where an executor finds its application's task key: the path of a file
-/// (mode 0600) in its own directory, never the key itself (the environment
-/// and argv of a process are readable by other users in /proc).
-pub const TASK_KEY_FILE_VAR: &str = "FLINT_TASK_KEY_FILE";
-
 static TASK_KEY: std::sync::RwLock<Option<std::sync::Arc<Vec<u8>>>> = std::sync::RwLock::new(None);
 
 /// Sets this process's task key (the application's secret, as Spark's
@@ -160,11 +155,6 @@ fn task_key() -> Option<std::sync::Arc<Vec<u8>>> {
     TASK_KEY.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// The task key to hand to an executor this process starts, if any.
-pub(crate) fn task_key_for_child() -> Option<Vec<u8>> {
-    task_key().map(|k| k.as_ref().clone())
-}
-
 /// 32 random bytes for a new application's task key.
 pub fn generate_task_key() -> Result<Vec<u8>> {
     let mut k = vec![0u8; 32];
@@ -172,46 +162,6 @@ pub fn generate_task_key() -> Result<Vec<u8>> {
         FlintError::Config(format!("the system's random number source failed: {e}"))
     })?;
     Ok(k)
-}
-
-/// Writes `key` to `dir/task.key`, created with mode 0600 (never readable by
-/// others, not even for a moment); returns the path.
-pub fn write_task_key_file(dir: &std::path::Path, key: &[u8]) -> Result<std::path::PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("task.key");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| FlintError::io("cannot create", &path, e))?;
-    f.write_all(key)
-        .map_err(|e| FlintError::io("cannot write", &path, e))?;
-    Ok(path)
-}
-
-/// Reads a task key file written by `write_task_key_file`, refusing one that
-/// other users can read.
-pub fn read_task_key_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = std::fs::metadata(path).map_err(|e| FlintError::io("cannot read", path, e))?;
-    let mode = md.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(FlintError::Config(format!(
-            "task key file {} is readable by other users (mode {mode:o}); refusing it",
-            path.display()
-        )));
-    }
-    let key = std::fs::read(path).map_err(|e| FlintError::io("cannot read", path, e))?;
-    if key.len() < 16 {
-        return Err(FlintError::Config(format!(
-            "task key file {} holds {} bytes, too few for a key",
-            path.display(),
-            key.len()
-        )));
-    }
-    Ok(key)
 }
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -354,22 +304,6 @@ mod tests {
         let mut t = s.clone();
         t.type_name.push('!');
         assert!(t.verify(&key).is_err());
-    }
-
-    #[test]
-    fn key_files_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = generate_task_key().unwrap();
-        let path = write_task_key_file(dir.path(), &key).unwrap();
-        assert_eq!(read_task_key_file(&path).unwrap(), key);
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(
-            read_task_key_file(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("readable by other users")
-        );
     }
 
     proptest::proptest! {

@@ -251,7 +251,6 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
             // The application's secrets are not the piped program's business.
             .env_remove("FLINT_APP_SECRET")
             .env_remove("FLINT_AUTHENTICATE_SECRET")
-            .env_remove("FLINT_TASK_KEY_FILE")
             .stdin(Stdio::from(stdin?))
             .stdout(Stdio::piped())
             .spawn()

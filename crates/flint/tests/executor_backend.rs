@@ -1,0 +1,207 @@
+//! The executor backend against a driver written here: this test binary is
+//! started as a real executor process (`flint::init()` in executor mode),
+//! dials the fake driver with the application's secret, fetches its
+//! configuration and registers. The fake driver then sends it tasks: a signed
+//! envelope runs and its result matches local mode; a forged one, an
+//! unsigned one, and one from another build are refused with their reasons,
+//! and the executor keeps serving. Its own `main` because the executor is
+//! this very executable.
+
+use std::time::Duration;
+
+use flint::prelude::*;
+use flint::rdd::CollectFn;
+use flint_cluster::messages::{
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, WireFailure, WireTask, WireTaskEnd,
+};
+use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv};
+
+/// What the executor told the driver.
+enum Seen {
+    Registered(RpcAddress),
+    Ended(u64, WireTaskEnd),
+}
+
+struct FakeDriver(crossbeam_channel::Sender<Seen>);
+
+impl Endpoint for FakeDriver {
+    type Msg = DriverMsg;
+
+    fn receive(
+        &mut self,
+        _: &EndpointCtx<DriverMsg>,
+        from: Peer,
+        msg: DriverMsg,
+        reply: Option<Replier>,
+    ) {
+        match msg {
+            DriverMsg::GetConf => {
+                if let Some(r) = reply {
+                    r.reply(&FlintConf::new());
+                }
+            }
+            DriverMsg::RegisterExecutor { .. } => {
+                if let Some(r) = reply {
+                    r.reply(&Ok::<(), String>(()));
+                }
+                let _ = self.0.send(Seen::Registered(from.addr));
+            }
+            DriverMsg::Heartbeat { .. } => {
+                if let Some(r) = reply {
+                    r.reply(&true);
+                }
+            }
+            DriverMsg::StatusUpdate { task_id, end, .. } => {
+                let _ = self.0.send(Seen::Ended(task_id, end));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Kills the executor by PID however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    flint::init();
+    // Speak just enough of libtest's listing protocol for cargo-nextest.
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            println!("an_executor_runs_only_its_driver_s_signed_tasks: test");
+        }
+        return;
+    }
+    let key = flint::ship::generate_task_key().unwrap();
+    let secret: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let env = rt
+        .block_on(RpcEnv::server(
+            "127.0.0.1",
+            0,
+            "127.0.0.1",
+            RpcConf {
+                secret: Some(secret.clone()),
+                ..RpcConf::default()
+            },
+        ))
+        .unwrap();
+    rt.block_on(async { env.setup_endpoint(DRIVER_ENDPOINT, FakeDriver(tx)) });
+    let dir = tempfile::tempdir().unwrap();
+    let _executor = Reaped(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .env(flint::executor::ROLE_VAR, "executor")
+            .env(
+                flint_cluster::DRIVER_URL_VAR,
+                env.address().unwrap().to_string(),
+            )
+            .env(flint_cluster::EXECUTOR_ID_VAR, "1")
+            .env(flint_cluster::EXECUTOR_CORES_VAR, "1")
+            .env(flint_cluster::EXECUTOR_HOST_VAR, "127.0.0.1")
+            .env(flint_cluster::APP_SECRET_VAR, &secret)
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    let wait = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no {what} from the executor"))
+    };
+    let Seen::Registered(executor) = wait("registration") else {
+        panic!("expected the executor to register first");
+    };
+
+    let sc = FlintContext::new(
+        FlintConf::new()
+            .master("local[1]")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .unwrap();
+    let k = 7i64;
+    let names = vec!["a".to_string(), "bb".to_string(), "ccc".to_string()];
+    let rdd = sc
+        .range(0, 1000, 3, 4)
+        .unwrap()
+        .map(Fn!(
+            move |x: i64| x * k + names[(x % 3) as usize].len() as i64
+        ))
+        .filter(Fn!(|x: &i64| x % 2 == 0));
+    let expected = rdd.collect().unwrap();
+    let binary = rdd.stage_binary(CollectFn).unwrap();
+    let mut signed = (*binary).clone();
+    signed.sign(&key);
+    let mut forged = signed.clone();
+    forged.offset += 64;
+    let mut other_build = (*binary).clone();
+    other_build.build_id ^= 0xdead_beef;
+    other_build.sign(&key);
+
+    let mut next_id = 0u64;
+    let mut run = |shipped: &flint::ship::Shipped, partition: usize| -> WireTaskEnd {
+        next_id += 1;
+        let task = WireTask {
+            task_id: next_id,
+            stage_id: 0,
+            stage_attempt: 0,
+            partition,
+            index: partition,
+            attempt: 0,
+            binary: shipped.clone(),
+            slices: Vec::new(),
+        };
+        env.send(&executor, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
+            .unwrap();
+        match wait("task end") {
+            Seen::Ended(id, end) if id == next_id => end,
+            _ => panic!("expected the end of task {next_id}"),
+        }
+    };
+
+    // Refusals first: the executor must keep serving after each.
+    let refused = |end: WireTaskEnd| match end {
+        WireTaskEnd::Failed(f) => f,
+        _ => panic!("the task ran"),
+    };
+    let f = refused(run(&forged, 0));
+    assert!(
+        matches!(&f, WireFailure::BadTask(m) if m.contains("wrong signature")),
+        "{f:?}"
+    );
+    let f = refused(run(&binary, 0));
+    assert!(
+        matches!(&f, WireFailure::BadTask(m) if m.contains("not signed")),
+        "{f:?}"
+    );
+    let f = refused(run(&other_build, 0));
+    assert!(matches!(&f, WireFailure::BuildMismatch { .. }), "{f:?}");
+    println!("executor_backend: forged, unsigned and other-build envelopes refused");
+
+    let mut remote: Vec<i64> = Vec::new();
+    for p in 0..rdd.num_partitions() {
+        match run(&signed, p) {
+            WireTaskEnd::Value(bytes, _) => {
+                let part: Vec<i64> = flint::codec::decode("result", &bytes).unwrap();
+                remote.extend(part);
+            }
+            _ => panic!("partition {p} did not run"),
+        }
+    }
+    assert_eq!(
+        remote, expected,
+        "the executor computed what local mode computes"
+    );
+    println!(
+        "executor_backend: {} records computed in the executor process match",
+        remote.len()
+    );
+    sc.stop();
+    env.shutdown();
+}
