@@ -103,6 +103,13 @@ impl FlintContext {
                 "flint.task.maxFailures must be at least 1".into(),
             ));
         }
+        if !cluster && conf.get("flint.shuffle.compress").is_none() {
+            // In local mode shuffle files never cross a network and mostly
+            // stay in the page cache: compressing them costs more CPU than it
+            // saves (Sort 10M: 3.0-3.2 s without, 3.5-3.8 s with lz4). Spark
+            // compresses everywhere; on a cluster so does Flint.
+            conf.set_mut("flint.shuffle.compress", "false");
+        }
         let app_name = conf.get_or("flint.app.name", "flint-app").to_string();
         let base = match conf.get("flint.local.dir") {
             Some(d) => std::path::PathBuf::from(d),

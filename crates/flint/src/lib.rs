@@ -26,30 +26,26 @@ pub use flint_core::*;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Two option numbers libmimalloc-sys does not export, placed by their
-/// exported neighbours in `mi_option_e` (its `mimalloc.h`, v2 and v3 alike):
-/// `arena_eager_commit` comes two before `allow_large_os_pages`, and
-/// `purge_delay` right before `use_numa_nodes`.
+/// An option number libmimalloc-sys does not export, placed by its exported
+/// neighbour in `mi_option_e` (its `mimalloc.h`, v2 and v3 alike):
+/// `arena_eager_commit` comes two before `allow_large_os_pages`.
 #[cfg(feature = "mimalloc")]
 mod mi_options {
     pub const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t =
         libmimalloc_sys::mi_option_large_os_pages - 2;
-    pub const PURGE_DELAY: libmimalloc_sys::mi_option_t =
-        libmimalloc_sys::mi_option_use_numa_nodes - 1;
 }
 
-/// Freed memory goes back to the OS at once rather than after a delay, and
-/// arenas are committed as they are used: measured on a 1 GiB WordCount,
-/// peak RSS 62-91 MiB with mimalloc's defaults against 34-40 MiB with these
-/// set here (15-18 MiB when set through the environment before the first
-/// allocation), at the same speed.
+/// Arenas are committed as they are used, not up front. Freed memory goes
+/// back to the OS after mimalloc's own delay: returning it at once
+/// (`purge_delay` 0) halved WordCount's peak RSS (77 to 40 MiB) at the same
+/// speed, but made Sort 10M fault its pages in again and again (2 s of system
+/// time; 3.9-4.0 s against 3.4 s, measured alternately), so it is not set.
 #[cfg(feature = "mimalloc")]
 fn tune_allocator() {
     // SAFETY: mi_option_set stores a value in mimalloc's option table (an
-    // atomic store); both numbers are valid options (checked by the test
-    // below against their documented defaults).
+    // atomic store); the number is a valid option (checked by the test below
+    // against its documented default).
     unsafe {
-        libmimalloc_sys::mi_option_set(mi_options::PURGE_DELAY, 0);
         libmimalloc_sys::mi_option_set(mi_options::ARENA_EAGER_COMMIT, 0);
     }
 }
@@ -95,20 +91,15 @@ mod tests {
     #[test]
     fn the_allocator_option_numbers_are_mimallocs() {
         // SAFETY: mi_option_get only reads the option table.
-        let (purge, eager) = unsafe {
-            (
-                libmimalloc_sys::mi_option_get(super::mi_options::PURGE_DELAY),
-                libmimalloc_sys::mi_option_get(super::mi_options::ARENA_EAGER_COMMIT),
-            )
-        };
-        // Their defaults (10 ms in v2, 1000 in v3; 2), or 0 once set.
-        assert!([0, 10, 1000].contains(&purge), "purge_delay = {purge}");
+        let eager =
+            unsafe { libmimalloc_sys::mi_option_get(super::mi_options::ARENA_EAGER_COMMIT) };
+        // Its default (2), or 0 once set.
         assert!([0, 2].contains(&eager), "arena_eager_commit = {eager}");
         super::tune_allocator();
         // SAFETY: as above.
         unsafe {
             assert_eq!(
-                libmimalloc_sys::mi_option_get(super::mi_options::PURGE_DELAY),
+                libmimalloc_sys::mi_option_get(super::mi_options::ARENA_EAGER_COMMIT),
                 0
             );
         }
