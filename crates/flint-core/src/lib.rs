@@ -34,6 +34,7 @@ pub mod ship;
 pub mod shuffle;
 pub mod storage;
 pub mod task;
+pub mod text;
 pub mod util;
 
 pub use bytes::Bytes;
