@@ -464,3 +464,25 @@ fn acls_decide_who_submits_and_kills() {
         active().is_empty().then_some(())
     });
 }
+
+/// A driver whose binary is named by hash runs only a binary uploaded to the
+/// Master (Workers fetch it from the Master, not from an address the
+/// request names).
+#[test]
+fn a_submitted_binary_must_have_been_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let c = Client::new(m.port);
+    let mut desc = description(Path::new("/bin/true"), &[], false, None);
+    desc.binary = Some(flint_deploy::messages::BinaryRef {
+        sha256: "ab".repeat(32),
+        size: 10,
+        source: RpcAddress::new("127.0.0.1", 9),
+    });
+    let r: SubmitDriverResponse = c.ask(MasterMsg::RequestSubmitDriver { desc });
+    assert!(
+        !r.success && r.message.contains("was not uploaded to this master"),
+        "{}",
+        r.message
+    );
+}

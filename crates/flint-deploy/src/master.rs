@@ -496,7 +496,7 @@ impl Master {
         &mut self,
         ctx: &EndpointCtx<MasterMsg>,
         from: RpcAddress,
-        desc: ApplicationDescription,
+        mut desc: ApplicationDescription,
     ) {
         if self.state == RecoveryState::Standby {
             return;
@@ -506,6 +506,11 @@ impl Master {
                 "application at {from} is already registered as {existing}; ignoring the new registration"
             );
             return;
+        }
+        // Workers fetch an application's binary from its driver: the one
+        // that registered, whatever address the description names.
+        if let Some(b) = &mut desc.binary {
+            b.source = from.clone();
         }
         let refused = refuse_user(&self.conf.acls, &desc.user, "register applications");
         if let Some(message) = refused {
@@ -1266,8 +1271,22 @@ impl Endpoint for Master {
                     r.reply(&self.state_response());
                 }
             }
-            MasterMsg::RequestSubmitDriver { desc } => {
-                let refused = refuse_user(&self.conf.acls, &desc.user, "submit drivers");
+            MasterMsg::RequestSubmitDriver { mut desc } => {
+                let mut refused = refuse_user(&self.conf.acls, &desc.user, "submit drivers");
+                // A submitted binary is one uploaded here, and Workers fetch
+                // it from this Master, whatever address the request names.
+                if let Some(b) = &mut desc.binary {
+                    if self.served.contains(&b.sha256) {
+                        b.source = self.address.clone();
+                    } else {
+                        refused.get_or_insert_with(|| {
+                            format!(
+                                "binary {} was not uploaded to this master; flint submit uploads it before submitting",
+                                b.sha256
+                            )
+                        });
+                    }
+                }
                 let resp = if let Some(message) = refused {
                     tracing::warn!("{message} (from {from})");
                     SubmitDriverResponse {

@@ -503,6 +503,17 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
         "{err}"
     );
     assert!(bt.contains("cluster_mode.rs"), "backtrace: {bt}");
+    // A path the executors cannot read (gone since the driver planned the
+    // job): the failure names the path and where it was read.
+    let gone = dir.join("gone.txt");
+    std::fs::write(&gone, "a b c\n").unwrap();
+    let lines = sc.text_file(gone.to_str().unwrap(), 2).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let err = lines.count().unwrap_err().to_string();
+    assert!(
+        err.contains(gone.to_str().unwrap()) && err.contains("(127.0.0.1 executor "),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(&tries).unwrap().count(), 4);
     let captured = vec![7u8; 2 << 20];
     let err = sc

@@ -630,13 +630,12 @@ impl TaskScheduler {
                         // Spark's "Lost task 0.1 in stage 2.0 (TID 9) (host
                         // executor 3)": the executor says where to look.
                         let (attempt, exec, host) = (copy.attempt, &copy.executor, &copy.host);
+                        let lost = format!(
+                            "Lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}"
+                        );
                         match e.backtrace() {
-                            Some(bt) => tracing::warn!(
-                                "lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}\n{bt}"
-                            ),
-                            None => tracing::warn!(
-                                "lost task {partition}.{attempt} in stage {stage_id}.{stage_attempt} (TID {tid}) ({host} executor {exec}): {e}"
-                            ),
+                            Some(bt) => tracing::warn!("{lost}\n{bt}"),
+                            None => tracing::warn!("{lost}"),
                         }
                         if tsm.failures[i] >= self.max_failures {
                             tsm.zombie = true;
@@ -646,7 +645,9 @@ impl TaskScheduler {
                                 stage_attempt,
                                 partition,
                                 attempts: tsm.failures[i],
-                                message: e.to_string(),
+                                // Where it failed, as Spark's message says:
+                                // a path an executor cannot read names its host.
+                                message: lost,
                                 backtrace: e.backtrace().map(str::to_string),
                             });
                         } else if tsm.copies[i] == 0 {
