@@ -77,6 +77,10 @@ struct DriverEndpoint {
     /// Slices already shipped to each executor (it keeps them).
     shipped: std::collections::HashSet<(String, usize, usize)>,
     blocks: BlockMap,
+    /// The executors that hold each broadcast and serve it to the others,
+    /// and whose turn it is to be named.
+    broadcast_holders: HashMap<usize, Vec<String>>,
+    broadcast_turn: usize,
     /// When a task was last sent to an executor.
     last_launch: Option<Instant>,
     /// `flint.starvation.timeout` (15 s).
@@ -309,6 +313,9 @@ impl DriverEndpoint {
         self.total_cores.fetch_sub(e.cores, Ordering::SeqCst);
         self.running.retain(|_, ex| ex != executor_id);
         self.shipped.retain(|(e, _, _)| e != executor_id);
+        for v in self.broadcast_holders.values_mut() {
+            v.retain(|e| e != executor_id);
+        }
         // Its cached blocks are gone with it.
         self.blocks.write().retain(|_, v| {
             v.retain(|(id, _)| id != executor_id);
@@ -493,6 +500,7 @@ impl Endpoint for DriverEndpoint {
                 }
             }
             DriverMsg::GetBroadcast { id } => {
+                crate::metrics::BROADCASTS_SERVED.fetch_add(1, Ordering::Relaxed);
                 if let Some(rp) = reply {
                     rp.reply(&self.encoded(
                         flint_core::storage::BlockId::Broadcast { id },
@@ -519,6 +527,48 @@ impl Endpoint for DriverEndpoint {
                 }
                 if let Some(rp) = reply {
                     rp.reply(&known);
+                }
+            }
+            DriverMsg::GetBroadcastLocation { id } => {
+                // A holder other than the asker, taken in turn so that the
+                // copies spread the load.
+                let holders = self.broadcast_holders.get(&id).cloned().unwrap_or_default();
+                let n = holders.len().max(1);
+                let start = self.broadcast_turn;
+                self.broadcast_turn = self.broadcast_turn.wrapping_add(1);
+                let holder = (0..holders.len()).find_map(|k| {
+                    let id = &holders[(start + k) % n];
+                    self.executors
+                        .get(id)
+                        .filter(|e| e.addr != from.addr)
+                        .map(|e| (id.clone(), e.addr.clone()))
+                });
+                let block = flint_core::storage::BlockId::Broadcast { id };
+                let at = holder
+                    .zip(self.env.blocks.get::<flint_core::env::EncodedBlock>(block))
+                    .map(|((exec, addr), b)| (exec, addr, xxhash_rust::xxh3::xxh3_64(&b.0)));
+                if let Some(rp) = reply {
+                    rp.reply(&at);
+                }
+            }
+            DriverMsg::BroadcastHeld { executor_id, id } => {
+                let mine = self
+                    .executors
+                    .get(&executor_id)
+                    .is_some_and(|e| e.addr == from.addr);
+                // Only for broadcasts the driver still has.
+                let live = self
+                    .env
+                    .blocks
+                    .get::<flint_core::env::EncodedBlock>(flint_core::storage::BlockId::Broadcast {
+                        id,
+                    })
+                    .is_some();
+                if mine && live {
+                    let v = self.broadcast_holders.entry(id).or_default();
+                    if !v.contains(&executor_id) {
+                        v.push(executor_id);
+                    }
                 }
             }
             DriverMsg::GetBlockLocation { rdd, split } => {
@@ -667,6 +717,9 @@ impl Endpoint for DriverEndpoint {
                 }
             }
             DriverMsg::Cleanup(task) => {
+                if let flint_core::cleaner::CleanupTask::Broadcast(id) = task {
+                    self.broadcast_holders.remove(&id);
+                }
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
                     self.blocks.write().retain(|(r, _), _| *r != id);
                     self.shipped.retain(|(_, r, _)| *r != id);
@@ -1033,6 +1086,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 in_flight: 0,
                 waiting: Default::default(),
                 shipped: Default::default(),
+                broadcast_holders: HashMap::new(),
+                broadcast_turn: 0,
                 blocks: blocks.clone(),
             },
         );

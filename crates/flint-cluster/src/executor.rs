@@ -179,6 +179,7 @@ fn serve() -> Result<()> {
         peers: Mutex::new(HashMap::new()),
         attached: Mutex::new(HashMap::new()),
         fetch_retry: FetchRetry::from_conf(&conf)?,
+        broadcasts: Mutex::new(HashMap::new()),
         // Spark's spark.shuffle.readHostLocalDisk.
         node_local: conf
             .get_bool("flint.shuffle.readHostLocalDisk", true)?
@@ -464,6 +465,9 @@ impl Endpoint for ExecutorEndpoint {
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
                     self.client.attached.lock().retain(|(r, _), _| *r != id);
                 }
+                if let flint_core::cleaner::CleanupTask::Broadcast(id) = task {
+                    self.client.broadcasts.lock().remove(&id);
+                }
                 let env = self.task_env.clone();
                 // File removal blocks: off the RPC threads.
                 tokio::task::spawn_blocking(move || flint_core::cleaner::clean(&env, task));
@@ -526,6 +530,20 @@ impl Endpoint for ExecutorEndpoint {
                     .unwrap_or_else(|e| Err(format!("block read failed: {e}")));
                     rp.reply(&r);
                 });
+            }
+            ExecutorMsg::FetchBroadcast { id } => {
+                let held = self.client.broadcasts.lock().get(&id).cloned();
+                let r = match held {
+                    None => Err(format!("broadcast {id} is not held here")),
+                    Some(b) if b.len() > self.max_reply => Err(format!(
+                        "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
+                        b.len()
+                    )),
+                    Some(b) => Ok(serde_bytes::ByteBuf::from(b.as_ref().clone())),
+                };
+                if let Some(rp) = reply {
+                    rp.reply(&r);
+                }
             }
             ExecutorMsg::DropResult { task_id } if from_driver => {
                 self.results.lock().remove(&task_id);
@@ -611,6 +629,9 @@ struct Client {
     attached: Mutex<HashMap<(usize, usize), Vec<u8>>>,
     /// `flint.shuffle.io.maxRetries` and `flint.shuffle.io.retryWait`.
     fetch_retry: FetchRetry,
+    /// Broadcast values this executor fetched, encoded, served to the
+    /// others (until the driver cleans them up).
+    broadcasts: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
     /// This executor's host and its application's directory on this Worker,
     /// when map outputs of executors on the same host are read from disk.
     node_local: Option<(String, std::path::PathBuf)>,
@@ -761,8 +782,57 @@ impl ShuffleClient for Client {
         }
     }
 
+    /// From an executor that holds it if the driver names one, else (or if
+    /// that fails) from the driver; then held here for the others.
     fn broadcast(&self, id: usize) -> Result<Vec<u8>> {
-        self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))
+        let from_peer = || -> std::result::Result<Vec<u8>, String> {
+            let at: Option<(String, RpcAddress, u64)> = self
+                .rt
+                .block_on(self.env.ask(
+                    &self.driver,
+                    DRIVER_ENDPOINT,
+                    &DriverMsg::GetBroadcastLocation { id },
+                    ASK,
+                ))
+                .map_err(|e| e.to_string())?;
+            let (exec, addr, want) = at.ok_or("no executor holds it yet")?;
+            let got: std::result::Result<serde_bytes::ByteBuf, String> = self
+                .rt
+                .block_on(self.env.ask(
+                    &addr,
+                    EXECUTOR_ENDPOINT,
+                    &ExecutorMsg::FetchBroadcast { id },
+                    ASK,
+                ))
+                .map_err(|e| format!("executor {exec}: {e}"))?;
+            let bytes = got
+                .map(serde_bytes::ByteBuf::into_vec)
+                .map_err(|e| format!("executor {exec}: {e}"))?;
+            // A copy that is not the driver's value is not used.
+            if xxhash_rust::xxh3::xxh3_64(&bytes) != want {
+                return Err(format!("executor {exec} sent a damaged copy"));
+            }
+            Ok(bytes)
+        };
+        let bytes = match from_peer() {
+            Ok(b) => b,
+            Err(why) => {
+                if why != "no executor holds it yet" {
+                    tracing::warn!("broadcast {id} from the driver instead: {why}");
+                }
+                self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))?
+            }
+        };
+        self.broadcasts.lock().insert(id, Arc::new(bytes.clone()));
+        let _ = self.env.send(
+            &self.driver,
+            DRIVER_ENDPOINT,
+            &DriverMsg::BroadcastHeld {
+                executor_id: self.id.clone(),
+                id,
+            },
+        );
+        Ok(bytes)
     }
 
     fn segments(&self, shuffle_id: usize, reduce: usize) -> Result<Vec<SegmentLocation>> {

@@ -33,6 +33,14 @@ pub mod metrics {
         SLICES_SERVED.load(Ordering::Relaxed)
     }
 
+    pub(crate) static BROADCASTS_SERVED: AtomicU64 = AtomicU64::new(0);
+
+    /// Broadcast values the driver sent to executors itself (the others came
+    /// from executors that already held them).
+    pub fn broadcasts_served() -> u64 {
+        BROADCASTS_SERVED.load(Ordering::Relaxed)
+    }
+
     pub(crate) static RESULTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 
     /// Indirect results whose fetch waited for others to finish, to keep the

@@ -38,6 +38,13 @@ pub enum DriverMsg {
     GetSlice { rdd: usize, slice: usize },
     /// Ask; answered with `Result<Vec<u8>, String>`: an encoded broadcast value.
     GetBroadcast { id: usize },
+    /// Ask; answered with `Option<(String, RpcAddress, u64)>`: another
+    /// executor that holds broadcast `id` and serves it (Spark's
+    /// TorrentBroadcast spreads the load the same way), with the xxh3 of the
+    /// value's encoding to check its copy against; or none: ask the driver.
+    GetBroadcastLocation { id: usize },
+    /// An executor now holds broadcast `id` and serves it to the others.
+    BroadcastHeld { executor_id: String, id: usize },
     /// Ask, every `flint.executor.heartbeatInterval`; answered with `true`
     /// while the driver still counts the executor as its own (`false`: it
     /// was declared lost and must exit).
@@ -158,6 +165,12 @@ pub enum ExecutorMsg {
     FetchBlock {
         rdd: usize,
         split: usize,
+    },
+    /// Ask (from another executor of the application); answered with
+    /// `Result<Vec<u8>, String>`: an encoded broadcast value this executor
+    /// holds.
+    FetchBroadcast {
+        id: usize,
     },
 }
 

@@ -1022,6 +1022,37 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// Broadcast values spread between executors (Spark's TorrentBroadcast, whole
+/// values here): the driver sends a value once, to the first executor that
+/// needs it; the other gets it from that executor.
+fn broadcasts_spread_between_executors() {
+    let sc = FlintContext::new(cluster_conf("cluster-broadcast")).unwrap();
+    let b = sc.broadcast(vec![7u8; 1 << 20]);
+    let before = flint::cluster_metrics::broadcasts_served();
+    let b1 = b.clone();
+    let one = sc
+        .parallelize(vec![0u32], 1)
+        .map(Fn!(move |_x: u32| b1.value().len()))
+        .collect()
+        .unwrap();
+    assert_eq!(one, vec![1 << 20]);
+    let mut ran: Vec<(u32, usize)> = sc
+        .parallelize((0..40u32).collect::<Vec<_>>(), 40)
+        .map(Fn!(move |_x: u32| (std::process::id(), b.value().len())))
+        .collect()
+        .unwrap();
+    assert!(ran.iter().all(|(_, n)| *n == 1 << 20));
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran.len(), 2, "both executors used it: {ran:?}");
+    assert_eq!(
+        flint::cluster_metrics::broadcasts_served() - before,
+        1,
+        "the driver sent it once; the second executor got it from the first"
+    );
+    sc.stop();
+}
+
 /// A Master whose ACLs do not list this user refuses the application, and
 /// the context fails at once with the Master's reason (not after the
 /// registration retries).
@@ -1281,6 +1312,10 @@ fn main() {
             Box::new(move || cleanup_reaches_the_executors(input)),
         ),
     ];
+    tests.push((
+        "broadcasts_spread_between_executors",
+        Box::new(broadcasts_spread_between_executors),
+    ));
     tests.push((
         "a_master_with_acls_refuses_an_unlisted_user",
         Box::new(a_master_with_acls_refuses_an_unlisted_user),

@@ -4,8 +4,9 @@
 //! configuration and registers. The fake driver then sends it tasks: a signed
 //! envelope runs and its result matches local mode; a forged one, an
 //! unsigned one, and one from another build are refused with their reasons,
-//! and the executor keeps serving. Its own `main` because the executor is
-//! this very executable.
+//! and the executor keeps serving. Broadcast values come from the driver when
+//! the executor the driver names cannot serve them or serves a damaged copy.
+//! Its own `main` because the executor is this very executable.
 
 use std::time::Duration;
 
@@ -22,7 +23,38 @@ enum Seen {
     Ended(u64, WireTaskEnd),
 }
 
-struct FakeDriver(crossbeam_channel::Sender<Seen>);
+/// What the fake driver knows of broadcasts: each id's encoded value and
+/// which executor to name for it; how often it served one itself.
+#[derive(Default)]
+struct Broadcasts {
+    values: std::collections::HashMap<usize, Vec<u8>>,
+    named: std::collections::HashMap<usize, RpcAddress>,
+    served: usize,
+    held: Vec<usize>,
+}
+
+type Shared = std::sync::Arc<parking_lot::Mutex<Broadcasts>>;
+
+struct FakeDriver(crossbeam_channel::Sender<Seen>, Shared);
+
+/// An "executor" that serves every broadcast damaged.
+struct BadPeer;
+
+impl Endpoint for BadPeer {
+    type Msg = ExecutorMsg;
+
+    fn receive(
+        &mut self,
+        _: &EndpointCtx<ExecutorMsg>,
+        _: Peer,
+        msg: ExecutorMsg,
+        reply: Option<Replier>,
+    ) {
+        if let (ExecutorMsg::FetchBroadcast { .. }, Some(r)) = (msg, reply) {
+            r.reply(&Ok::<_, String>(serde_bytes::ByteBuf::from(vec![1u8; 16])));
+        }
+    }
+}
 
 impl Endpoint for FakeDriver {
     type Msg = DriverMsg;
@@ -54,6 +86,29 @@ impl Endpoint for FakeDriver {
             DriverMsg::StatusUpdate { task_id, end, .. } => {
                 let _ = self.0.send(Seen::Ended(task_id, end));
             }
+            DriverMsg::GetBroadcastLocation { id } => {
+                let b = self.1.lock();
+                let at = b.named.get(&id).map(|a| {
+                    let sum = xxhash_rust::xxh3::xxh3_64(&b.values[&id]);
+                    ("9".to_string(), a.clone(), sum)
+                });
+                if let Some(r) = reply {
+                    r.reply(&at);
+                }
+            }
+            DriverMsg::GetBroadcast { id } => {
+                let mut b = self.1.lock();
+                b.served += 1;
+                let v = b
+                    .values
+                    .get(&id)
+                    .cloned()
+                    .ok_or("no such broadcast".to_string());
+                if let Some(r) = reply {
+                    r.reply(&v.map(serde_bytes::ByteBuf::from));
+                }
+            }
+            DriverMsg::BroadcastHeld { id, .. } => self.1.lock().held.push(id),
             _ => {}
         }
     }
@@ -94,7 +149,11 @@ fn main() {
             },
         ))
         .unwrap();
-    rt.block_on(async { env.setup_endpoint(DRIVER_ENDPOINT, FakeDriver(tx)) });
+    let shared = Shared::default();
+    rt.block_on(async {
+        env.setup_endpoint(DRIVER_ENDPOINT, FakeDriver(tx, shared.clone()));
+        env.setup_endpoint(EXECUTOR_ENDPOINT, BadPeer);
+    });
     let dir = tempfile::tempdir().unwrap();
     let _executor = Reaped(
         std::process::Command::new(std::env::current_exe().unwrap())
@@ -202,6 +261,49 @@ fn main() {
         "executor_backend: {} records computed in the executor process match",
         remote.len()
     );
+
+    // Broadcasts: one whose named holder is unreachable, one whose holder
+    // serves a damaged copy; both come from the driver instead, once each.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b1 = sc.broadcast(vec![3u64; 1000]);
+    let b2 = sc.broadcast("fourteen chars".to_string());
+    {
+        let mut b = shared.lock();
+        b.values
+            .insert(b1.id(), flint::codec::encode("b1", b1.value()).unwrap());
+        b.values
+            .insert(b2.id(), flint::codec::encode("b2", b2.value()).unwrap());
+        b.named
+            .insert(b1.id(), RpcAddress::new("127.0.0.1", closed));
+        b.named.insert(b2.id(), env.address().unwrap().clone());
+    }
+    let uses = sc.range(0, 10, 1, 1).unwrap().map(Fn!(move |x: i64| x
+        + b1.value().len() as i64
+        + b2.value().len() as i64));
+    let expected = uses.collect().unwrap();
+    let mut shipped = (*uses.stage_binary(CollectFn).unwrap()).clone();
+    shipped.sign(&key);
+    match run(&shipped, 0) {
+        WireTaskEnd::Value(bytes, _) => {
+            let got: Vec<i64> = flint::codec::decode("result", &bytes).unwrap();
+            assert_eq!(got, expected);
+        }
+        other => panic!("the task using broadcasts failed: {other:?}"),
+    }
+    let b = shared.lock();
+    assert_eq!(
+        b.served, 2,
+        "both came from the driver after the holders failed"
+    );
+    let mut held = b.held.clone();
+    held.sort();
+    assert_eq!(held.len(), 2, "the executor now serves both: {held:?}");
+    println!("executor_backend: broadcasts fall back to the driver past a dead or damaged holder");
+    drop(b);
     sc.stop();
     env.shutdown();
 }
