@@ -79,11 +79,18 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         Ok(())
     })();
     let finish = result.and_then(|()| {
-        w.into_inner()?
+        let file = w
+            .into_inner()?
             .into_inner()
-            .map_err(|e| FlintError::io("cannot write", &tmp, e.into_error()))?
-            .sync_data()
-            .ok();
+            .map_err(|e| FlintError::io("cannot write", &tmp, e.into_error()))?;
+        // Flushed, and synced only if asked (`flint.shuffle.sync`, false as
+        // Spark's): an output lives in the page cache, and a lost machine
+        // loses its executors' outputs, which are then recomputed. Syncing
+        // made Sort 10M 3.2-4.3 s against 2.5-2.9 s.
+        if env.conf.get_bool("flint.shuffle.sync", false)? {
+            file.sync_data()
+                .map_err(|e| FlintError::io("cannot sync", &tmp, e))?;
+        }
         check(tc)
     });
     if let Err(e) = finish {
