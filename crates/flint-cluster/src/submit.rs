@@ -574,6 +574,7 @@ impl MasterClient {
                     size,
                     offset,
                     data: buf[..want].to_vec(),
+                    user: flint_deploy::current_user(),
                 },
             )?;
             match done {

@@ -61,7 +61,11 @@ impl Served {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
-            if valid_sha256(&name) {
+            // Regular, non-empty files only (no symlinks); a damaged one is
+            // replaced by the next upload of its hash (see `Uploads::part`).
+            let regular =
+                std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() > 0);
+            if valid_sha256(&name) && regular {
                 self.insert(name, path);
             } else if name.contains(".part") {
                 // An upload cut short by the last run's end.
@@ -73,11 +77,19 @@ impl Served {
     /// Marks a binary used now (its file's time), so retention keeps it.
     pub fn touch(&self, sha256: &str) {
         if let Some(p) = self.0.lock().get(sha256) {
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(p)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            touch(p);
         }
+    }
+
+    /// Stops serving a binary and deletes its file.
+    fn drop_binary(&self, sha256: &str) {
+        if let Some(p) = self.0.lock().remove(sha256) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    fn path_of(&self, sha256: &str) -> Option<PathBuf> {
+        self.0.lock().get(sha256).cloned()
     }
 
     /// Deletes binaries beyond the `retained` most recently used, except
@@ -88,6 +100,7 @@ impl Served {
         retained: usize,
     ) -> Vec<String> {
         let mut map = self.0.lock();
+        let now = std::time::SystemTime::now();
         let mut others: Vec<(std::time::SystemTime, String)> = map
             .iter()
             .filter(|(sha, _)| !needed.contains(*sha))
@@ -97,6 +110,7 @@ impl Served {
                     .unwrap_or(std::time::UNIX_EPOCH);
                 (t, sha.clone())
             })
+            .filter(|(t, _)| now.duration_since(*t).is_ok_and(|age| age >= PRUNE_GRACE))
             .collect();
         others.sort_by(|a, b| b.cmp(a));
         let gone: Vec<String> = others.into_iter().skip(retained).map(|(_, s)| s).collect();
@@ -110,6 +124,21 @@ impl Served {
         gone
     }
 }
+
+/// Sets a file's modification time to now. Opened read-only: a running
+/// executable cannot be opened for writing (ETXTBSY), and a binary in use
+/// is exactly the one to keep.
+fn touch(p: &Path) {
+    if let Err(e) =
+        std::fs::File::open(p).and_then(|f| f.set_modified(std::time::SystemTime::now()))
+    {
+        tracing::warn!("cannot mark {} as used: {e}", p.display());
+    }
+}
+
+/// Binaries stored or used this recently are never pruned: an upload's
+/// submission follows it, and another upload in between must not delete it.
+pub const PRUNE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Serves [`Served`] files in parts to whoever holds the RPC secret.
 pub struct BinaryServer(pub Served);
@@ -197,10 +226,7 @@ pub async fn ensure(env: &RpcEnv, dir: &Path, r: &BinaryRef) -> Result<PathBuf, 
         if same {
             // Used now: the Worker's cleanup keeps binaries used within
             // flint.worker.cleanup.appDataTtl.
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(&dst)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            touch(&dst);
             return Ok(dst);
         }
         tracing::warn!(
@@ -318,9 +344,15 @@ impl Uploads {
         if !valid_sha256(sha256) {
             return Err(format!("'{sha256}' is not a SHA-256 in lower-case hex"));
         }
-        if served.contains(sha256) {
-            served.touch(sha256);
-            return Ok(true);
+        if let Some(p) = served.path_of(sha256) {
+            // Only a whole copy counts; a damaged one (cut short when the
+            // machine went down) is replaced by this upload.
+            if std::fs::metadata(&p).is_ok_and(|m| m.len() == size) {
+                served.touch(sha256);
+                return Ok(true);
+            }
+            tracing::warn!("{} is damaged; taking a new upload", p.display());
+            served.drop_binary(sha256);
         }
         if size == 0 || size > MAX_BINARY_SIZE {
             return Err(format!(
@@ -389,6 +421,11 @@ impl Uploads {
             return Err(format!("the upload has SHA-256 {got}, not {sha256}"));
         }
         let dst = dir.join(sha256);
+        // On disk before it is served: a restarted Master serves what it kept.
+        u.file
+            .as_file()
+            .sync_all()
+            .map_err(|e| format!("cannot store an upload: {e}"))?;
         u.file
             .persist(&dst)
             .map_err(|e| format!("cannot store {}: {e}", dst.display()))?;
@@ -405,6 +442,38 @@ impl Uploads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_binary_is_marked_used() {
+        struct Reaped(std::process::Child);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("sleeper");
+        std::fs::copy("/bin/sleep", &exe).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 24 * 3600);
+        std::fs::File::open(&exe)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // Running: it cannot be opened for writing (ETXTBSY).
+        let _running = Reaped(std::process::Command::new(&exe).arg("30").spawn().unwrap());
+        touch(&exe);
+        let age = std::fs::metadata(&exe)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .elapsed()
+            .unwrap_or_default();
+        assert!(
+            age < std::time::Duration::from_secs(60),
+            "not renewed: {age:?}"
+        );
+    }
 
     #[test]
     fn retention_keeps_needed_and_recent_binaries_and_reloads_them() {
@@ -427,16 +496,37 @@ mod tests {
             !dir.path().join(format!("{}.part123", names[0])).exists(),
             "a cut-short upload is removed"
         );
-        // names[1] is used again: it becomes recent.
+        // names[1] is used again: it becomes recent, within the grace period
+        // that keeps it whatever the count.
         served.touch(&names[1]);
         let needed = std::collections::HashSet::from([names[0].clone()]);
-        let mut gone = served.prune(&needed, 2);
+        let mut gone = served.prune(&needed, 1);
         gone.sort();
         assert_eq!(gone, vec![names[2].clone()]);
         assert!(!dir.path().join(&names[2]).exists());
         for kept in [&names[0], &names[1], &names[3]] {
             assert!(served.contains(kept) && dir.path().join(kept).exists());
         }
+        // A damaged copy (cut short) is replaced by the next upload of it.
+        let data = b"the real binary".to_vec();
+        let real = sha(&data);
+        std::fs::write(dir.path().join(&real), b"the re").unwrap();
+        served.insert(real.clone(), dir.path().join(&real));
+        let mut uploads = Uploads::default();
+        let from = flint_rpc::RpcAddress::new("127.0.0.1", 1);
+        let done = uploads
+            .part(
+                dir.path(),
+                &served,
+                &from,
+                &real,
+                data.len() as u64,
+                0,
+                &data,
+            )
+            .unwrap();
+        assert!(done);
+        assert_eq!(std::fs::read(dir.path().join(&real)).unwrap(), data);
     }
 
     fn sha(data: &[u8]) -> String {

@@ -88,9 +88,11 @@ fn permitted(acls: &Option<Acls>, user: &str, owner: Option<&str>) -> bool {
 
 /// A user name becomes a driver's `FLINT_USER`: printable and bounded.
 fn check_user(user: &str) -> Result<(), String> {
-    if user.len() > 256 || user.chars().any(char::is_control) {
+    // Printable ASCII only: no control, format or direction characters to
+    // garble the logs it appears in.
+    if user.len() > 256 || !user.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "invalid user name {:?}: at most 256 bytes, no control characters",
+            "invalid user name {:?}: at most 256 printable ASCII characters, no spaces",
             user.chars().take(64).collect::<String>()
         ));
     }
@@ -1219,7 +1221,9 @@ impl Endpoint for Master {
             }
             MasterMsg::KillApplication { app_id, user } => {
                 let owner = self.apps.get(&app_id).map(|a| a.desc.user.as_str());
-                if permitted(&self.conf.acls, &user, owner) {
+                if let Err(e) = check_user(&user) {
+                    tracing::warn!("refusing to kill {app_id} for {from}: {e}");
+                } else if permitted(&self.conf.acls, &user, owner) {
                     self.remove_application(ctx, &app_id, ApplicationState::Killed)
                 } else {
                     tracing::warn!(
@@ -1237,7 +1241,15 @@ impl Endpoint for Master {
                 size,
                 offset,
                 data,
+                user,
             } => {
+                if let Some(why) = refuse_user(&self.conf.acls, &user, "upload binaries") {
+                    tracing::warn!("{why} (from {from})");
+                    if let Some(rp) = reply {
+                        rp.reply(&Err::<bool, String>(why));
+                    }
+                    return;
+                }
                 if self.state != RecoveryState::Alive {
                     if let Some(rp) = reply {
                         rp.reply(&Err::<bool, String>(format!(
@@ -1319,8 +1331,13 @@ impl Endpoint for Master {
             }
             MasterMsg::RequestKillDriver { driver_id, user } => {
                 let resp = match self.drivers.get(&driver_id) {
-                    Some(d) if !permitted(&self.conf.acls, &user, Some(&d.desc.user)) => {
-                        let message = refusal(&user, &format!("kill driver {driver_id}"));
+                    Some(d)
+                        if check_user(&user).is_err()
+                            || !permitted(&self.conf.acls, &user, Some(&d.desc.user)) =>
+                    {
+                        let message = check_user(&user)
+                            .err()
+                            .unwrap_or_else(|| refusal(&user, &format!("kill driver {driver_id}")));
                         tracing::warn!("{message} (from {from})");
                         KillDriverResponse {
                             message,

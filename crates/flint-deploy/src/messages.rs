@@ -245,6 +245,8 @@ pub enum MasterMsg {
         offset: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// Who uploads (checked against the ACLs as a submission is).
+        user: String,
     },
     /// From an application's driver: end these executors of its own (say,
     /// ones that stopped heartbeating); the Master may grant replacements.

@@ -26,8 +26,9 @@ fn main() {
     }
 }
 
-/// The words of a line, split on ASCII whitespace (as Java's `\s`, which Spark
-/// jobs split on), eight bytes at a time (`flint::text`). Words are
+/// The words of a line, split on ASCII whitespace (space, tab, CR, LF, form
+/// feed: what `split_ascii_whitespace` splits on), eight bytes at a time
+/// (`flint::text`). Words are
 /// CompactStrings: inline up to 24 bytes, so counting a word allocates nothing
 /// and compares without chasing a pointer. The iterator owns its line, so no
 /// per-line vector is built.

@@ -503,6 +503,18 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
         "{err}"
     );
     assert!(bt.contains("cluster_mode.rs"), "backtrace: {bt}");
+    // A piped program does not inherit the executor's role or secrets.
+    let env = sc
+        .parallelize(vec![1u32], 1)
+        .pipe(&[
+            "sh",
+            "-c",
+            "cat >/dev/null; echo ${FLINT_ROLE:-none} ${FLINT_DRIVER_URL:-none} ${FLINT_APP_SECRET:-none}",
+        ])
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(env, vec!["none none none".to_string()]);
     // A path the executors cannot read (gone since the driver planned the
     // job): the failure names the path and where it was read.
     let gone = dir.join("gone.txt");

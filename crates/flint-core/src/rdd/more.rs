@@ -251,6 +251,13 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
             // The application's secrets are not the piped program's business.
             .env_remove("FLINT_APP_SECRET")
             .env_remove("FLINT_AUTHENTICATE_SECRET")
+            // Nor its role: a piped program built with Flint is a driver of
+            // its own, not this application's executor.
+            .env_remove(crate::executor::ROLE_VAR)
+            .env_remove("FLINT_DRIVER_URL")
+            .env_remove("FLINT_EXECUTOR_ID")
+            .env_remove("FLINT_EXECUTOR_CORES")
+            .env_remove("FLINT_EXECUTOR_HOST")
             .stdin(Stdio::from(stdin?))
             .stdout(Stdio::piped())
             .spawn()

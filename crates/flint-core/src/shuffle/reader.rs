@@ -46,11 +46,7 @@ pub(crate) fn read_partition<T: Data>(
         None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
     }
     .into_iter();
-    type Current<T> = (
-        SegmentLocation,
-        FrameReader<BufReader<Box<dyn Read>>, T>,
-        Source,
-    );
+    type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
     let mut current: Option<Current<T>> = None;
     let mut count = ReadCount {
         metrics: tc.metrics.clone(),
@@ -64,22 +60,13 @@ pub(crate) fn read_partition<T: Data>(
     };
     Ok(Box::new(std::iter::from_fn(move || {
         loop {
-            if let Some((seg, r, source)) = current.as_mut() {
+            if let Some((seg, r)) = current.as_mut() {
                 match r.next_record() {
                     Ok(Some(rec)) => {
                         count.record();
                         return Some(Ok(rec));
                     }
-                    Ok(None) => {
-                        // Remote bytes are counted as they arrive.
-                        if *source != Source::Remote {
-                            count.metrics.add_shuffle_read(seg.len, false);
-                        }
-                        if *source == Source::HostLocal {
-                            count.metrics.add_shuffle_host_local_read(seg.len);
-                        }
-                        current = None;
-                    }
+                    Ok(None) => current = None,
                     Err(e) => {
                         let err = failed(seg, format!("{}: {e}", seg.data_file.display()));
                         current = None;
@@ -92,29 +79,34 @@ pub(crate) fn read_partition<T: Data>(
             // Another executor's output: over the network, unless it is on
             // this host and its file is readable here (node-local).
             let theirs = client.is_some() && seg.executor_id != me;
-            let opened =
-                (!theirs || !seg.data_file.as_os_str().is_empty()).then(|| open_segment(&seg));
-            let (source, remote): (std::io::Result<Box<dyn Read>>, bool) = match (opened, &client) {
-                (Some(Ok(f)), _) => (Ok(f), false),
-                (Some(Err(e)), _) if !theirs => (Err(e), false),
-                (_, Some(c)) => (
-                    Ok(Box::new(Remote {
-                        client: c.clone(),
-                        seg: seg.clone(),
-                        shuffle_id,
-                        reduce,
-                        pos: 0,
-                        chunk,
-                        buf: std::io::Cursor::new(Vec::new()),
+            let host_local = theirs && !seg.data_file.as_os_str().is_empty();
+            let opened = (!theirs || host_local).then(|| {
+                open_segment(&seg).map(|f| {
+                    // Bytes are counted as read (remote ones in `Remote`).
+                    Box::new(Counted {
+                        inner: f,
                         metrics: count.metrics.clone(),
-                    })),
-                    true,
-                ),
+                        host_local,
+                    }) as Box<dyn Read>
+                })
+            });
+            let source: std::io::Result<Box<dyn Read>> = match (opened, &client) {
+                (Some(Ok(f)), _) => Ok(f),
+                (Some(Err(e)), _) if !theirs => Err(e),
+                (_, Some(c)) => Ok(Box::new(Remote {
+                    client: c.clone(),
+                    seg: seg.clone(),
+                    shuffle_id,
+                    reduce,
+                    pos: 0,
+                    chunk,
+                    buf: std::io::Cursor::new(Vec::new()),
+                    metrics: count.metrics.clone(),
+                })),
                 // Without a client every segment is this process's own.
-                (opened, None) => (
-                    opened.unwrap_or_else(|| Err(std::io::Error::other("no shuffle client"))),
-                    false,
-                ),
+                (opened, None) => {
+                    opened.unwrap_or_else(|| Err(std::io::Error::other("no shuffle client")))
+                }
             };
             match source {
                 Ok(src) => {
@@ -123,12 +115,7 @@ pub(crate) fn read_partition<T: Data>(
                         compression,
                         seg.len,
                     );
-                    let kind = match (theirs, remote) {
-                        (_, true) => Source::Remote,
-                        (true, false) => Source::HostLocal,
-                        (false, false) => Source::Own,
-                    };
-                    current = Some((seg, r, kind));
+                    current = Some((seg, r));
                 }
                 Err(e) => {
                     segments = Vec::new().into_iter();
@@ -142,15 +129,23 @@ pub(crate) fn read_partition<T: Data>(
     })))
 }
 
-/// Where a segment is read from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// This process's own map output.
-    Own,
-    /// Another executor's file, read from disk on the same host.
-    HostLocal,
-    /// Fetched from another executor.
-    Remote,
+/// A segment read from a file here, counting its bytes as they are read.
+struct Counted {
+    inner: Box<dyn Read>,
+    metrics: Arc<crate::metrics::LiveMetrics>,
+    /// Another executor's output on this host.
+    host_local: bool,
+}
+
+impl Read for Counted {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.metrics.add_shuffle_read(n as u64, false);
+        if self.host_local {
+            self.metrics.add_shuffle_host_local_read(n as u64);
+        }
+        Ok(n)
+    }
 }
 
 /// Records read, added to the task's metrics in batches (an atomic add per
@@ -364,5 +359,9 @@ mod tests {
         // A reader that stops early counts the records it read.
         let (some, _, m) = read_some(dir.path(), None, 10);
         assert_eq!((some.len(), m.shuffle_read_records), (10, 10));
+        // ... and the bytes it read from disk.
+        let (_, _, m) = read_some(dir.path(), Some("shuffle_0_0_7.data"), 10);
+        assert!(m.shuffle_read_bytes > 0, "{m:?}");
+        assert_eq!(m.shuffle_host_local_bytes_read, m.shuffle_read_bytes);
     }
 }
