@@ -642,6 +642,7 @@ mod tests {
             let _ = postcard::from_bytes::<WorkerMsg>(&random);
             let _ = postcard::from_bytes::<MasterMsg>(&random);
             let _ = postcard::from_bytes::<AppClientMsg>(&random);
+            let _ = postcard::from_bytes::<crate::binaries::BinaryMsg>(&random);
             let mut b = samples()[pick].clone();
             let n = b.len();
             for (at, x) in flips {
@@ -653,6 +654,7 @@ mod tests {
             let _ = postcard::from_bytes::<WorkerMsg>(&b);
             let _ = postcard::from_bytes::<MasterMsg>(&b);
             let _ = postcard::from_bytes::<AppClientMsg>(&b);
+            let _ = postcard::from_bytes::<crate::binaries::BinaryMsg>(&b);
         }
     }
 }
