@@ -86,13 +86,19 @@ fn permitted(acls: &Option<Acls>, user: &str, owner: Option<&str>) -> bool {
     }
 }
 
-/// A user name becomes a driver's `FLINT_USER`: printable and bounded.
+/// A user name becomes a driver's `FLINT_USER` and appears in logs: visible and bounded.
 fn check_user(user: &str) -> Result<(), String> {
-    // Printable ASCII only: no control, format or direction characters to
-    // garble the logs it appears in.
-    if user.len() > 256 || !user.bytes().all(|b| b.is_ascii_graphic()) {
+    // No spaces, control characters, or the invisible format and direction
+    // marks that could make a name (or a log line it appears in) read as
+    // something else; letters of any script are fine.
+    let invisible = |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}');
+    if user.len() > 256
+        || user
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
+    {
         return Err(format!(
-            "invalid user name {:?}: at most 256 printable ASCII characters, no spaces",
+            "invalid user name {:?}: at most 256 bytes, without spaces, control characters or invisible marks",
             user.chars().take(64).collect::<String>()
         ));
     }
@@ -1437,5 +1443,33 @@ impl Endpoint for Master {
             tracing::info!("{peer} got disassociated, removing it.");
             self.remove_application(ctx, &app_id, ApplicationState::Finished);
         }
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    #[test]
+    fn user_names_of_any_script_pass_and_invisible_marks_do_not() {
+        for ok in ["alice", "josé", "李雷", "o'brien", "user@realm", ""] {
+            assert!(check_user(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "al ice",
+            "al\nice",
+            "\u{1b}[31mroot",
+            "evil\u{202E}nimda",
+            "zero\u{200B}width",
+        ] {
+            assert!(check_user(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_user(&"a".repeat(257)).is_err());
+        let acls = Some(Acls::from_lists("ops", "alice, bob"));
+        assert!(permitted(&acls, "bob", None));
+        assert!(!permitted(&acls, "", None));
+        assert!(permitted(&acls, "carol", Some("carol")), "owners may act");
+        assert!(!permitted(&acls, "", Some("")), "an empty name owns nothing");
+        assert!(permitted(&None, "", None), "no ACLs: anyone");
     }
 }
