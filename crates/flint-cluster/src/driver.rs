@@ -81,6 +81,7 @@ struct DriverEndpoint {
     /// and whose turn it is to be named.
     broadcast_holders: HashMap<usize, Vec<String>>,
     broadcast_turn: usize,
+    broadcast_sums: HashMap<usize, [u8; 32]>,
     /// When a task was last sent to an executor.
     last_launch: Option<Instant>,
     /// `flint.starvation.timeout` (15 s).
@@ -167,6 +168,22 @@ impl DriverEndpoint {
                 );
             }
         }
+    }
+
+    /// The SHA-256 of a broadcast's encoding, computed once (None once the
+    /// driver no longer has it).
+    fn broadcast_sum(&mut self, id: usize) -> Option<[u8; 32]> {
+        if let Some(s) = self.broadcast_sums.get(&id) {
+            return Some(*s);
+        }
+        let block = flint_core::storage::BlockId::Broadcast { id };
+        let b = self
+            .env
+            .blocks
+            .get::<flint_core::env::EncodedBlock>(block)?;
+        let sum = flint_deploy::sha256(&b.0);
+        self.broadcast_sums.insert(id, sum);
+        Some(sum)
     }
 
     /// A block the driver keeps encoded for executors, within the frame limit.
@@ -543,10 +560,10 @@ impl Endpoint for DriverEndpoint {
                         .filter(|e| e.addr != from.addr)
                         .map(|e| (id.clone(), e.addr.clone()))
                 });
-                let block = flint_core::storage::BlockId::Broadcast { id };
-                let at = holder
-                    .zip(self.env.blocks.get::<flint_core::env::EncodedBlock>(block))
-                    .map(|((exec, addr), b)| (exec, addr, xxhash_rust::xxh3::xxh3_64(&b.0)));
+                let at = holder.and_then(|(exec, addr)| {
+                    let sum = self.broadcast_sum(id)?;
+                    Some((exec, addr, sum))
+                });
                 if let Some(rp) = reply {
                     rp.reply(&at);
                 }
@@ -719,6 +736,7 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::Cleanup(task) => {
                 if let flint_core::cleaner::CleanupTask::Broadcast(id) = task {
                     self.broadcast_holders.remove(&id);
+                    self.broadcast_sums.remove(&id);
                 }
                 if let flint_core::cleaner::CleanupTask::Rdd(id) = task {
                     self.blocks.write().retain(|(r, _), _| *r != id);
@@ -1088,6 +1106,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 shipped: Default::default(),
                 broadcast_holders: HashMap::new(),
                 broadcast_turn: 0,
+                broadcast_sums: HashMap::new(),
                 blocks: blocks.clone(),
             },
         );

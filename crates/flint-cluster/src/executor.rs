@@ -27,6 +27,9 @@ const MAX_FETCH: u64 = 4 << 20;
 /// the wait), so peers cannot make this executor hold many buffers.
 const MAX_CONCURRENT_READS: usize = 8;
 const ASK: Duration = Duration::from_secs(60);
+/// A broadcast asked of another executor: a dead or stuck holder is given
+/// up sooner than the driver's asks, and the driver serves instead.
+const PEER_ASK: Duration = Duration::from_secs(20);
 
 /// The map outputs this executor wrote, by (shuffle, map, task attempt): a
 /// reader gets exactly the attempt the driver registered, even where two
@@ -180,6 +183,8 @@ fn serve() -> Result<()> {
         attached: Mutex::new(HashMap::new()),
         fetch_retry: FetchRetry::from_conf(&conf)?,
         broadcasts: Mutex::new(HashMap::new()),
+        broadcast_fetches: Mutex::new(HashMap::new()),
+        cleaned_broadcasts: Mutex::new(std::collections::HashSet::new()),
         // Spark's spark.shuffle.readHostLocalDisk.
         node_local: conf
             .get_bool("flint.shuffle.readHostLocalDisk", true)?
@@ -466,7 +471,10 @@ impl Endpoint for ExecutorEndpoint {
                     self.client.attached.lock().retain(|(r, _), _| *r != id);
                 }
                 if let flint_core::cleaner::CleanupTask::Broadcast(id) = task {
-                    self.client.broadcasts.lock().remove(&id);
+                    let mut held = self.client.broadcasts.lock();
+                    held.remove(&id);
+                    self.client.cleaned_broadcasts.lock().insert(id);
+                    self.client.broadcast_fetches.lock().remove(&id);
                 }
                 let env = self.task_env.clone();
                 // File removal blocks: off the RPC threads.
@@ -532,18 +540,27 @@ impl Endpoint for ExecutorEndpoint {
                 });
             }
             ExecutorMsg::FetchBroadcast { id } => {
+                let Some(rp) = reply else { return };
                 let held = self.client.broadcasts.lock().get(&id).cloned();
-                let r = match held {
-                    None => Err(format!("broadcast {id} is not held here")),
-                    Some(b) if b.len() > self.max_reply => Err(format!(
-                        "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
-                        b.len()
-                    )),
-                    Some(b) => Ok(serde_bytes::ByteBuf::from(b.as_ref().clone())),
-                };
-                if let Some(rp) = reply {
-                    rp.reply(&r);
-                }
+                let (reads, max) = (self.reads.clone(), self.max_reply);
+                // Encoding a large value is work: off the RPC threads, and
+                // as many at once as segment reads.
+                tokio::spawn(async move {
+                    let Ok(_permit) = reads.acquire_owned().await else {
+                        return;
+                    };
+                    let _ = tokio::task::spawn_blocking(move || match held {
+                        None => rp.reply(&Err::<(), String>(format!(
+                            "broadcast {id} is not held here"
+                        ))),
+                        Some(b) if b.len() > max => rp.reply(&Err::<(), String>(format!(
+                            "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
+                            b.len()
+                        ))),
+                        Some(b) => rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b[..]))),
+                    })
+                    .await;
+                });
             }
             ExecutorMsg::DropResult { task_id } if from_driver => {
                 self.results.lock().remove(&task_id);
@@ -632,6 +649,10 @@ struct Client {
     /// Broadcast values this executor fetched, encoded, served to the
     /// others (until the driver cleans them up).
     broadcasts: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
+    /// One lock per broadcast being fetched, so each is fetched once.
+    broadcast_fetches: Mutex<HashMap<usize, Arc<Mutex<()>>>>,
+    /// Broadcasts the driver cleaned up: a fetch that ends later keeps nothing.
+    cleaned_broadcasts: Mutex<std::collections::HashSet<usize>>,
     /// This executor's host and its application's directory on this Worker,
     /// when map outputs of executors on the same host are read from disk.
     node_local: Option<(String, std::path::PathBuf)>,
@@ -785,8 +806,20 @@ impl ShuffleClient for Client {
     /// From an executor that holds it if the driver names one, else (or if
     /// that fails) from the driver; then held here for the others.
     fn broadcast(&self, id: usize) -> Result<Vec<u8>> {
+        // One fetch per executor: tasks that need the value at once wait for
+        // the first, then take its copy.
+        let gate = self
+            .broadcast_fetches
+            .lock()
+            .entry(id)
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone();
+        let _one = gate.lock();
+        if let Some(b) = self.broadcasts.lock().get(&id) {
+            return Ok(b.as_ref().clone());
+        }
         let from_peer = || -> std::result::Result<Vec<u8>, String> {
-            let at: Option<(String, RpcAddress, u64)> = self
+            let at: Option<(String, RpcAddress, [u8; 32])> = self
                 .rt
                 .block_on(self.env.ask(
                     &self.driver,
@@ -802,14 +835,14 @@ impl ShuffleClient for Client {
                     &addr,
                     EXECUTOR_ENDPOINT,
                     &ExecutorMsg::FetchBroadcast { id },
-                    ASK,
+                    PEER_ASK,
                 ))
                 .map_err(|e| format!("executor {exec}: {e}"))?;
             let bytes = got
                 .map(serde_bytes::ByteBuf::into_vec)
                 .map_err(|e| format!("executor {exec}: {e}"))?;
             // A copy that is not the driver's value is not used.
-            if xxhash_rust::xxh3::xxh3_64(&bytes) != want {
+            if flint_deploy::sha256(&bytes) != want {
                 return Err(format!("executor {exec} sent a damaged copy"));
             }
             Ok(bytes)
@@ -823,15 +856,21 @@ impl ShuffleClient for Client {
                 self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))?
             }
         };
-        self.broadcasts.lock().insert(id, Arc::new(bytes.clone()));
-        let _ = self.env.send(
-            &self.driver,
-            DRIVER_ENDPOINT,
-            &DriverMsg::BroadcastHeld {
-                executor_id: self.id.clone(),
-                id,
-            },
-        );
+        // Checked under the broadcasts lock, which Cleanup also takes: a
+        // value the driver cleaned up meanwhile is not kept (nor offered).
+        let mut held = self.broadcasts.lock();
+        if !self.cleaned_broadcasts.lock().contains(&id) {
+            held.insert(id, Arc::new(bytes.clone()));
+            drop(held);
+            let _ = self.env.send(
+                &self.driver,
+                DRIVER_ENDPOINT,
+                &DriverMsg::BroadcastHeld {
+                    executor_id: self.id.clone(),
+                    id,
+                },
+            );
+        }
         Ok(bytes)
     }
 

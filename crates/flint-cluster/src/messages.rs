@@ -38,10 +38,11 @@ pub enum DriverMsg {
     GetSlice { rdd: usize, slice: usize },
     /// Ask; answered with `Result<Vec<u8>, String>`: an encoded broadcast value.
     GetBroadcast { id: usize },
-    /// Ask; answered with `Option<(String, RpcAddress, u64)>`: another
+    /// Ask; answered with `Option<(String, RpcAddress, [u8; 32])>`: another
     /// executor that holds broadcast `id` and serves it (Spark's
-    /// TorrentBroadcast spreads the load the same way), with the xxh3 of the
-    /// value's encoding to check its copy against; or none: ask the driver.
+    /// TorrentBroadcast spreads the load the same way), with the SHA-256 of
+    /// the value's encoding to check its copy against; or none: ask the
+    /// driver.
     GetBroadcastLocation { id: usize },
     /// An executor now holds broadcast `id` and serves it to the others.
     BroadcastHeld { executor_id: String, id: usize },

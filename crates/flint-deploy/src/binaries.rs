@@ -81,13 +81,6 @@ impl Served {
         }
     }
 
-    /// Stops serving a binary and deletes its file.
-    fn drop_binary(&self, sha256: &str) {
-        if let Some(p) = self.0.lock().remove(sha256) {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-
     fn path_of(&self, sha256: &str) -> Option<PathBuf> {
         self.0.lock().get(sha256).cloned()
     }
@@ -345,14 +338,15 @@ impl Uploads {
             return Err(format!("'{sha256}' is not a SHA-256 in lower-case hex"));
         }
         if let Some(p) = served.path_of(sha256) {
-            // Only a whole copy counts; a damaged one (cut short when the
-            // machine went down) is replaced by this upload.
+            // A stored copy of the size this upload names is the binary.
+            // Otherwise (cut short when the machine went down, or the size
+            // is wrong) the upload goes ahead, and only a whole upload that
+            // matches the hash replaces the stored copy (an atomic rename):
+            // an upload never deletes anything first.
             if std::fs::metadata(&p).is_ok_and(|m| m.len() == size) {
                 served.touch(sha256);
                 return Ok(true);
             }
-            tracing::warn!("{} is damaged; taking a new upload", p.display());
-            served.drop_binary(sha256);
         }
         if size == 0 || size > MAX_BINARY_SIZE {
             return Err(format!(
@@ -526,6 +520,22 @@ mod tests {
             )
             .unwrap();
         assert!(done);
+        assert_eq!(std::fs::read(dir.path().join(&real)).unwrap(), data);
+        // A stranger naming its hash with another size deletes nothing: a
+        // size of 0 is refused, and an upload whose bytes do not match the
+        // hash fails without touching the stored copy.
+        let stranger = flint_rpc::RpcAddress::new("127.0.0.1", 2);
+        assert!(
+            uploads
+                .part(dir.path(), &served, &stranger, &real, 0, 0, b"x")
+                .is_err()
+        );
+        assert!(
+            uploads
+                .part(dir.path(), &served, &stranger, &real, 3, 0, b"abc")
+                .is_err()
+        );
+        assert!(served.contains(&real));
         assert_eq!(std::fs::read(dir.path().join(&real)).unwrap(), data);
     }
 

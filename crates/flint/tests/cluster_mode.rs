@@ -1063,6 +1063,20 @@ fn broadcasts_spread_between_executors() {
         "the driver sent it once; the second executor got it from the first"
     );
     sc.stop();
+    // Tasks that need a value at once on one executor fetch it once.
+    let sc =
+        FlintContext::new(cluster_conf("cluster-broadcast-2").master("local-cluster[1,2,512]"))
+            .unwrap();
+    let b = sc.broadcast(vec![9u8; 1 << 20]);
+    let before = flint::cluster_metrics::broadcasts_served();
+    let lens = sc
+        .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+        .map(Fn!(move |_x: u32| b.value().len()))
+        .collect()
+        .unwrap();
+    assert_eq!(lens, vec![1 << 20; 8]);
+    assert_eq!(flint::cluster_metrics::broadcasts_served() - before, 1);
+    sc.stop();
 }
 
 /// A Master whose ACLs do not list this user refuses the application, and

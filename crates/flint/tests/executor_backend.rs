@@ -89,7 +89,7 @@ impl Endpoint for FakeDriver {
             DriverMsg::GetBroadcastLocation { id } => {
                 let b = self.1.lock();
                 let at = b.named.get(&id).map(|a| {
-                    let sum = xxhash_rust::xxh3::xxh3_64(&b.values[&id]);
+                    let sum = flint_deploy::sha256(&b.values[&id]);
                     ("9".to_string(), a.clone(), sum)
                 });
                 if let Some(r) = reply {

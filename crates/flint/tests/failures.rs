@@ -186,20 +186,23 @@ fn results_bigger_than_max_result_size_abort_the_job_with_spark_s_message() {
 
 #[test]
 fn shuffle_sync_is_a_setting_checked_like_others() {
-    let pairs = |sync: &str| {
-        let sc = FlintContext::new(
+    let context = |sync: &str| {
+        FlintContext::new(
             FlintConf::new()
                 .master("local[2]")
                 .set("flint.shuffle.sync", sync),
         )
-        .unwrap();
-        sc.parallelize((0..100u32).collect::<Vec<_>>(), 4)
-            .map(Fn!(|x: u32| (x % 7, 1u64)))
-            .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
-            .collect()
-            .map(|v| v.len())
     };
-    assert_eq!(pairs("true").unwrap(), 7);
-    let err = pairs("maybe").unwrap_err().to_string();
+    let sc = context("true").unwrap();
+    let n = sc
+        .parallelize((0..100u32).collect::<Vec<_>>(), 4)
+        .map(Fn!(|x: u32| (x % 7, 1u64)))
+        .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
+        .collect()
+        .unwrap()
+        .len();
+    assert_eq!(n, 7);
+    // Refused when the context starts, not after a stage's work.
+    let err = context("maybe").err().expect("refused").to_string();
     assert!(err.contains("flint.shuffle.sync"), "{err}");
 }

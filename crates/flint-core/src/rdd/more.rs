@@ -258,6 +258,8 @@ impl<T: Data + std::fmt::Display> RddNode for PipedRdd<T> {
             .env_remove("FLINT_EXECUTOR_ID")
             .env_remove("FLINT_EXECUTOR_CORES")
             .env_remove("FLINT_EXECUTOR_HOST")
+            .env_remove("FLINT_RPC_MAX_MESSAGE_SIZE")
+            .env_remove(crate::conf::SUBMIT_CONF_VAR)
             .stdin(Stdio::from(stdin?))
             .stdout(Stdio::piped())
             .spawn()
