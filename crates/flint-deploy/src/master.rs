@@ -274,8 +274,6 @@ pub struct Master {
     next_driver_number: u32,
     shuffle_seed: u64,
     binaries_dir: std::path::PathBuf,
-    /// Keeps a temporary `binaries_dir` alive until the master stops.
-    _binaries_tmp: Option<tempfile::TempDir>,
     served: crate::binaries::Served,
     uploads: crate::binaries::Uploads,
 }
@@ -287,6 +285,10 @@ pub struct MasterHandle {
     pub url: String,
     pub address: RpcAddress,
     pub webui_port: u16,
+    /// A temporary binaries directory (no `--binaries-dir`), removed when
+    /// the handle is dropped: the actor itself may never be, and a process
+    /// that exits runs no destructors of what its runtime still holds.
+    _binaries_tmp: Option<tempfile::TempDir>,
 }
 
 impl Master {
@@ -327,7 +329,6 @@ impl Master {
         );
         let master = Master {
             binaries_dir,
-            _binaries_tmp: binaries_tmp,
             served,
             uploads: crate::binaries::Uploads::default(),
             url: url.clone(),
@@ -362,6 +363,7 @@ impl Master {
             url,
             address,
             webui_port,
+            _binaries_tmp: binaries_tmp,
         })
     }
 

@@ -72,6 +72,18 @@ impl Drop for Daemon {
                 self.log_tail()
             );
         }
+        // SIGTERM first, as an operator stops a daemon, so it ends its
+        // children and removes its temporary directories; SIGKILL if it has
+        // not exited within a few seconds.
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
