@@ -209,6 +209,33 @@ impl DriverEndpoint {
     /// A result too large for one frame: fetched from its executor in parts
     /// off the endpoint's thread, then reported as the task's end.
     fn fetch_result(&mut self, ctx: &EndpointCtx<DriverMsg>, p: PendingFetch) {
+        if self.max_result_size > 0 && p.size > self.max_result_size {
+            let _ = ctx.env.send(
+                &p.addr,
+                EXECUTOR_ENDPOINT,
+                &ExecutorMsg::DropResult { task_id: p.task_id },
+            );
+            self.scheduler.status_update_with_metrics(
+                p.task_id,
+                flint_core::task::TaskEnd::Failed(FlintError::ResultTooLarge(format!(
+                    "Total size of serialized results of task {} ({} bytes) is bigger than flint.driver.maxResultSize ({} bytes); collect less (reduce, take, or write the output to files) or raise the limit",
+                    p.task_id, p.size, self.max_result_size
+                ))),
+                Duration::from_millis(p.duration_ms),
+                p.metrics,
+            );
+            return;
+        }
+        // Results being fetched stay within maxResultSize together; the rest
+        // wait their turn (the driver's memory stays bounded).
+        if self.max_result_size > 0
+            && self.in_flight > 0
+            && self.in_flight + p.size > self.max_result_size
+        {
+            crate::metrics::RESULTS_DEFERRED.fetch_add(1, Ordering::Relaxed);
+            self.waiting.push_back(p);
+            return;
+        }
         let PendingFetch {
             executor_id,
             addr,
@@ -218,41 +245,6 @@ impl DriverEndpoint {
             duration_ms,
             metrics,
         } = p;
-        if self.max_result_size > 0 && size > self.max_result_size {
-            let _ = ctx.env.send(
-                &addr,
-                EXECUTOR_ENDPOINT,
-                &ExecutorMsg::DropResult { task_id },
-            );
-            self.scheduler.status_update_with_metrics(
-                task_id,
-                flint_core::task::TaskEnd::Failed(FlintError::ResultTooLarge(format!(
-                    "Total size of serialized results of task {task_id} ({size} bytes) is bigger than flint.driver.maxResultSize ({} bytes); collect less (reduce, take, or write the output to files) or raise the limit",
-                    self.max_result_size
-                ))),
-                Duration::from_millis(duration_ms),
-                metrics,
-            );
-            return;
-        }
-        // Results being fetched stay within maxResultSize together; the rest
-        // wait their turn (the driver's memory stays bounded).
-        if self.max_result_size > 0
-            && self.in_flight > 0
-            && self.in_flight + size > self.max_result_size
-        {
-            crate::metrics::RESULTS_DEFERRED.fetch_add(1, Ordering::Relaxed);
-            self.waiting.push_back(PendingFetch {
-                executor_id,
-                addr,
-                task_id,
-                size,
-                acc,
-                duration_ms,
-                metrics,
-            });
-            return;
-        }
         self.in_flight += size;
         let (env, me) = (ctx.env.clone(), ctx.this().clone());
         // Parts fit in a frame with room for the reply's envelope.

@@ -721,6 +721,15 @@ impl FetchRetry {
 }
 
 impl Client {
+    /// Asks the driver, from a task thread.
+    fn ask_driver<R: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        msg: &DriverMsg,
+    ) -> std::result::Result<R, flint_rpc::RpcError> {
+        self.rt
+            .block_on(self.env.ask(&self.driver, DRIVER_ENDPOINT, msg, ASK))
+    }
+
     /// Where another executor on this host keeps a map output (Spark's
     /// host-local shuffle read): in its directory beside this one, named
     /// from numbers only. The reader falls back to fetching over the network
@@ -749,8 +758,7 @@ impl Client {
     /// A block the driver keeps encoded for executors.
     fn encoded(&self, ask: DriverMsg, what: &str) -> Result<Vec<u8>> {
         let r: std::result::Result<serde_bytes::ByteBuf, String> = self
-            .rt
-            .block_on(self.env.ask(&self.driver, DRIVER_ENDPOINT, &ask, ASK))
+            .ask_driver(&ask)
             .map_err(|e| FlintError::User(format!("cannot get {what} from the driver: {e}")))?;
         r.map(serde_bytes::ByteBuf::into_vec)
             .map_err(FlintError::User)
@@ -770,13 +778,7 @@ impl ShuffleClient for Client {
 
     fn cached_block(&self, rdd: usize, split: usize) -> Option<Vec<u8>> {
         let at: Option<(String, RpcAddress)> = self
-            .rt
-            .block_on(self.env.ask(
-                &self.driver,
-                DRIVER_ENDPOINT,
-                &DriverMsg::GetBlockLocation { rdd, split },
-                ASK,
-            ))
+            .ask_driver(&DriverMsg::GetBlockLocation { rdd, split })
             .ok()?;
         let (exec, addr) = at?;
         let got: std::result::Result<std::result::Result<serde_bytes::ByteBuf, String>, _> =
@@ -805,7 +807,7 @@ impl ShuffleClient for Client {
 
     /// From an executor that holds it if the driver names one, else (or if
     /// that fails) from the driver; then held here for the others.
-    fn broadcast(&self, id: usize) -> Result<Vec<u8>> {
+    fn broadcast(&self, id: usize) -> Result<Arc<Vec<u8>>> {
         // One fetch per executor: tasks that need the value at once wait for
         // the first, then take its copy.
         let gate = self
@@ -816,17 +818,11 @@ impl ShuffleClient for Client {
             .clone();
         let _one = gate.lock();
         if let Some(b) = self.broadcasts.lock().get(&id) {
-            return Ok(b.as_ref().clone());
+            return Ok(b.clone());
         }
         let from_peer = || -> std::result::Result<Vec<u8>, String> {
             let at: Option<(String, RpcAddress, [u8; 32])> = self
-                .rt
-                .block_on(self.env.ask(
-                    &self.driver,
-                    DRIVER_ENDPOINT,
-                    &DriverMsg::GetBroadcastLocation { id },
-                    ASK,
-                ))
+                .ask_driver(&DriverMsg::GetBroadcastLocation { id })
                 .map_err(|e| e.to_string())?;
             let (exec, addr, want) = at.ok_or("no executor holds it yet")?;
             let got: std::result::Result<serde_bytes::ByteBuf, String> = self
@@ -847,7 +843,7 @@ impl ShuffleClient for Client {
             }
             Ok(bytes)
         };
-        let bytes = match from_peer() {
+        let bytes = Arc::new(match from_peer() {
             Ok(b) => b,
             Err(why) => {
                 if why != "no executor holds it yet" {
@@ -855,12 +851,12 @@ impl ShuffleClient for Client {
                 }
                 self.encoded(DriverMsg::GetBroadcast { id }, &format!("broadcast {id}"))?
             }
-        };
+        });
         // Checked under the broadcasts lock, which Cleanup also takes: a
         // value the driver cleaned up meanwhile is not kept (nor offered).
         let mut held = self.broadcasts.lock();
         if !self.cleaned_broadcasts.lock().contains(&id) {
-            held.insert(id, Arc::new(bytes.clone()));
+            held.insert(id, bytes.clone());
             drop(held);
             let _ = self.env.send(
                 &self.driver,
@@ -882,13 +878,7 @@ impl ShuffleClient for Client {
             reason,
         };
         let out: ReduceSegments = self
-            .rt
-            .block_on(self.env.ask(
-                &self.driver,
-                DRIVER_ENDPOINT,
-                &DriverMsg::GetSegments { shuffle_id, reduce },
-                ASK,
-            ))
+            .ask_driver(&DriverMsg::GetSegments { shuffle_id, reduce })
             .map_err(|e| fail(0, None, format!("cannot ask the driver where it is: {e}")))?;
         self.peers.lock().extend(out.executors);
         let segments = out

@@ -359,13 +359,6 @@ impl WireTaskEnd {
 mod tests {
     use super::*;
 
-    fn cases() -> u32 {
-        std::env::var("FLINT_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512)
-    }
-
     /// Valid encodings of the messages executors and drivers exchange.
     fn samples() -> Vec<Vec<u8>> {
         fn d(_: &[u8]) -> std::result::Result<Box<dyn std::any::Any + Send>, String> {
@@ -436,7 +429,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases()))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(flint_core::util::fuzz_cases(512)))]
         /// Driver and executor messages arrive from the network: random and
         /// mutated valid encodings decode to a message or an error, never a
         /// panic.

@@ -103,8 +103,6 @@ impl FlintContext {
                 "flint.task.maxFailures must be at least 1".into(),
             ));
         }
-        // Read by every map task; a bad value fails here, not after a stage.
-        conf.get_bool("flint.shuffle.sync", false)?;
         if !cluster && conf.get("flint.shuffle.compress").is_none() {
             // In local mode shuffle files never cross a network and mostly
             // stay in the page cache: compressing them costs more CPU than it

@@ -30,6 +30,8 @@ pub struct TaskEnv {
     /// Bytes of execution memory (aggregation and sort buffers) one task may hold.
     pub task_memory: u64,
     pub compression: Compression,
+    /// `flint.shuffle.sync`: sync each map output before it is registered.
+    pub shuffle_sync: bool,
     next_file: AtomicU64,
     /// Sorted runs spilled to disk by tasks on this executor (for metrics and tests).
     pub spill_count: AtomicU64,
@@ -63,7 +65,8 @@ pub trait ShuffleClient: Send + Sync {
     /// from the driver.
     fn slice(&self, rdd: usize, slice: usize) -> Result<Vec<u8>>;
     /// The encoded value of broadcast `id`, from the driver.
-    fn broadcast(&self, id: usize) -> Result<Vec<u8>>;
+    /// Shared, not copied: the executor keeps the same bytes to serve.
+    fn broadcast(&self, id: usize) -> Result<Arc<Vec<u8>>>;
     /// Partition `split` of RDD `rdd` as frames, from another executor that
     /// caches it (None: nobody does, or it could not be fetched; the caller
     /// computes it instead).
@@ -109,7 +112,9 @@ impl TaskEnv {
         } else {
             Compression::None
         };
+        let shuffle_sync = conf.get_bool("flint.shuffle.sync", false)?;
         Ok(TaskEnv {
+            shuffle_sync,
             conf,
             executor_id,
             local_dir,

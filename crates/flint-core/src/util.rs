@@ -54,9 +54,10 @@ impl SplitMix64 {
 }
 
 /// Cases per fuzz property in tests: `default` in the short run of the test
-/// suite, `FLINT_FUZZ_CASES` in a long run (scripts/fuzz.sh).
-#[cfg(test)]
-pub(crate) fn fuzz_cases(default: u32) -> u32 {
+/// suite, `FLINT_FUZZ_CASES` in a long run (scripts/fuzz.sh). Public for the
+/// other crates' fuzz properties.
+#[doc(hidden)]
+pub fn fuzz_cases(default: u32) -> u32 {
     std::env::var("FLINT_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

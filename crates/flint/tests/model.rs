@@ -456,7 +456,7 @@ fn a_damaged_remote_copy_of_a_cached_partition_is_recomputed() {
         fn slice(&self, _: usize, _: usize) -> flint::error::Result<Vec<u8>> {
             unreachable!("slices are on the driver")
         }
-        fn broadcast(&self, _: usize) -> flint::error::Result<Vec<u8>> {
+        fn broadcast(&self, _: usize) -> flint::error::Result<std::sync::Arc<Vec<u8>>> {
             unreachable!("no broadcast in this test")
         }
         fn cached_block(&self, _: usize, _: usize) -> Option<Vec<u8>> {

@@ -262,7 +262,7 @@ mod tests {
         fn slice(&self, _: usize, _: usize) -> Result<Vec<u8>> {
             unimplemented!()
         }
-        fn broadcast(&self, _: usize) -> Result<Vec<u8>> {
+        fn broadcast(&self, _: usize) -> Result<Arc<Vec<u8>>> {
             unimplemented!()
         }
     }

@@ -87,7 +87,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
         // Spark's): an output lives in the page cache, and a lost machine
         // loses its executors' outputs, which are then recomputed. Syncing
         // made Sort 10M 3.2-4.3 s against 2.5-2.9 s.
-        if env.conf.get_bool("flint.shuffle.sync", false)? {
+        if env.shuffle_sync {
             file.sync_data()
                 .map_err(|e| FlintError::io("cannot sync", &tmp, e))?;
         }
