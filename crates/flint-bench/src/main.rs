@@ -35,7 +35,7 @@ enum Cmd {
         /// Run Spark's suite now (about 8 minutes) instead of reading the reference.
         #[arg(long)]
         spark_run: bool,
-        /// Only these benchmarks (wordcount, baseline, sort, standalone, latency, skew, throughput, cluster).
+        /// Only these benchmarks (wordcount, baseline, alt, sort, standalone, latency, skew, throughput, cluster).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where to write the JSON results.
@@ -343,6 +343,74 @@ fn cache_dir() -> anyhow::Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// DuckDB and Polars on the same file (`shared/bench/alt/run.sh`, which installs
+/// them into a venv in the cache once): what a single-machine user might pick
+/// instead. Their times are the scripts' own (query only, no interpreter start).
+fn alt_section(
+    rows: &mut Vec<Row>,
+    text: &Path,
+    text_name: &str,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let script = shared_bench()?.join("alt/run.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(text)
+        .arg(repeat.max(1).to_string())
+        .env("FLINT_BENCH_CACHE", cache_dir()?)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let wc = rows
+        .iter()
+        .find(|r| r.name == "WordCount")
+        .map(|r| r.seconds);
+    let simple = rows
+        .iter()
+        .find(|r| r.name.starts_with("WordCount, the README's code"))
+        .map(|r| r.seconds);
+    for (tool, name) in [("duckdb", "DuckDB 2.0"), ("polars", "Polars 2.1")] {
+        // Lines look like "duckdb distinct [(50000,)] 3.71 s".
+        let runs: Vec<(f64, f64)> = stdout
+            .lines()
+            .filter(|l| l.starts_with(tool))
+            .filter_map(|l| l.strip_suffix(" s")?.rsplit(' ').next()?.parse().ok())
+            .map(|s| (s, 0.0))
+            .collect();
+        if runs.is_empty() {
+            bail!(
+                "no {tool} timings in the output of {}: {stdout}",
+                script.display()
+            );
+        }
+        let (s, _) = median_run(&runs);
+        let mut detail = format!("query time, 2 threads; {}", runs_note(&runs));
+        if let (Some(w), Some(n)) = (wc, simple) {
+            detail = format!(
+                "{tool} / tuned example {:.2}x, {tool} / README's code {:.2}x; {detail}",
+                s / w,
+                s / n
+            );
+        }
+        rows.push(Row {
+            name: format!("WordCount in {name} (what a user might pick instead)"),
+            dataset: text_name.into(),
+            seconds: s,
+            peak_rss_mib: 0.0,
+            detail,
+            spark: None,
+        });
+    }
+    Ok(())
 }
 
 /// Builds a shared tool (datagen, baseline) into the cache, never into shared/.
@@ -769,9 +837,15 @@ fn run(
         let base = base_bin
             .as_ref()
             .map(|b| [b.to_str().unwrap_or_default(), text_s, "2", "flat"]);
+        // `stream`: the tuned physical bound (chunked positioned reads, SIMD
+        // tokenizer, inline-key table).
+        let stream = base_bin
+            .as_ref()
+            .map(|b| [b.to_str().unwrap_or_default(), text_s, "2", "stream"]);
         // This machine's speed drifts by tens of percent over minutes, so the
-        // two run alternately, `repeat` times each, and the medians are reported.
+        // runs alternate, `repeat` times each, and the medians are reported.
         let (mut wc_runs, mut base_runs, mut simple_runs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stream_runs = Vec::new();
         let mut distinct = String::new();
         for _ in 0..repeat.max(1) {
             if want("wordcount") {
@@ -787,6 +861,10 @@ fn run(
             if let Some(cmd) = &base {
                 let (s, rss, _) = measured(cmd)?;
                 base_runs.push((s, rss));
+            }
+            if let Some(cmd) = &stream {
+                let (s, rss, _) = measured(cmd)?;
+                stream_runs.push((s, rss));
             }
         }
         if !wc_runs.is_empty() {
@@ -835,6 +913,29 @@ fn run(
                 spark: None,
             });
         }
+        if !stream_runs.is_empty() {
+            let (s, rss) = median_run(&stream_runs);
+            let mut detail = runs_note(&stream_runs);
+            if !wc_runs.is_empty() {
+                detail = format!(
+                    "tuned example / stream {:.2}x, README's code / stream {:.2}x (medians); {detail}",
+                    median_run(&wc_runs).0 / s,
+                    median_run(&simple_runs).0 / s
+                );
+            }
+            rows.push(Row {
+                name: "WordCount hand-written bound (2 threads, stream)".into(),
+                dataset: text_name.into(),
+                seconds: s,
+                peak_rss_mib: rss,
+                detail,
+                spark: None,
+            });
+        }
+    }
+    if want("alt") {
+        let text = dataset("text", &format!("{text_name}.txt"), text_bytes)?;
+        alt_section(&mut rows, &text, text_name, repeat)?;
     }
     if want("sort") {
         let data = dataset("sort", &format!("{sort_name}.bin"), sort_n)?;
@@ -875,6 +976,33 @@ fn run(
                 peak_rss_mib: rss,
                 detail: String::new(),
                 spark: sp,
+            });
+        }
+        if want("baseline") {
+            // The physical bound, right after Flint's runs (page cache as hot).
+            let bin = build_tool("baseline", "sort-baseline")?;
+            let _ = std::fs::remove_dir_all(&out_dir);
+            let cmd = [
+                bin.to_str().unwrap_or_default(),
+                data.to_str().unwrap_or_default(),
+                out_dir.to_str().unwrap_or_default(),
+                "2",
+                "30",
+            ];
+            let (s, rss, _) = measured(&cmd)?;
+            let _ = std::fs::remove_dir_all(&out_dir);
+            let flint = rows
+                .iter()
+                .find(|r| r.name.starts_with("Sort, executor memory 512m (partitions"))
+                .map(|r| format!("Flint / sort-baseline {:.2}x", r.seconds / s))
+                .unwrap_or_default();
+            rows.push(Row {
+                name: "Sort hand-written bound (sort-baseline, 2 threads, 30 parts)".into(),
+                dataset: sort_name.into(),
+                seconds: s,
+                peak_rss_mib: rss,
+                detail: flint,
+                spark: None,
             });
         }
     }
@@ -975,12 +1103,17 @@ fn run(
             Some(s) => (secs(s), format!("{:.1}x", s / r.seconds)),
             None => ("-".into(), "-".into()),
         };
+        // Tools timed from their own output have no measured RSS.
+        let rss = if r.peak_rss_mib > 0.0 {
+            format!("{:.0} MiB", r.peak_rss_mib)
+        } else {
+            "-".into()
+        };
         println!(
-            "| {} | {} | {} | {:.0} MiB | {sp} | {ratio} | {} |",
+            "| {} | {} | {} | {rss} | {sp} | {ratio} | {} |",
             r.name,
             r.dataset,
             secs(r.seconds),
-            r.peak_rss_mib,
             r.detail
         );
     }
