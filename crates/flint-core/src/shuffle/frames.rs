@@ -48,6 +48,17 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// Writes the record `(key, value)` whose value is already encoded as
+    /// `value` (a tuple's encoding is its fields' encodings in order).
+    pub fn write_parts<K: Serialize>(&mut self, key: &K, value: &[u8]) -> Result<()> {
+        codec::encode_into("shuffle record", key, &mut self.buf)?;
+        self.buf.extend_from_slice(value);
+        if self.buf.len() >= TARGET_FRAME {
+            self.flush_frame()?;
+        }
+        Ok(())
+    }
+
     fn flush_frame(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
