@@ -14,7 +14,7 @@ use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, shippable};
 use crate::env::TaskContext;
 use crate::error::Result;
 use crate::func::{Data, Key};
-use crate::shuffle::{ExternalAggregator, Partitioner, read_partition, stable_hash};
+use crate::shuffle::{ExternalAggregator, Partitioner, read_partition};
 
 /// One input of a cogroup.
 #[derive(Serialize, Deserialize)]
@@ -77,13 +77,13 @@ impl<K: Key, X: Data> CoGroupInput<K, X> {
         match self {
             CoGroupInput::Narrow(r) => {
                 for (k, x) in r.iterator(split, tc)? {
-                    map.insert_value(&agg, stable_hash(&k), k, tag(x))?;
+                    map.insert_value(&agg, k, tag(x))?;
                 }
             }
             CoGroupInput::Shuffled { shuffle_id, .. } => {
                 for rec in read_partition::<(K, X)>(tc, *shuffle_id, split)? {
                     let (k, x) = rec?;
-                    map.insert_value(&agg, stable_hash(&k), k, tag(x))?;
+                    map.insert_value(&agg, k, tag(x))?;
                 }
             }
         }

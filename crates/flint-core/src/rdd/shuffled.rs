@@ -12,7 +12,7 @@ use crate::func::{Data, Key};
 use crate::ship::Shipped;
 pub use crate::shuffle::Aggregator;
 use crate::shuffle::{
-    ExternalAggregator, ExternalSorter, Partitioner, read_partition, stable_hash, write_map_output,
+    ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output,
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
@@ -130,7 +130,7 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
             let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
             for rec in records {
                 let (k, c) = rec?;
-                map.insert_combiner(&self.aggregator, stable_hash(&k), k, c)?;
+                map.insert_combiner(&self.aggregator, k, c)?;
             }
             let sorted = self.ordering.is_some();
             let it = map

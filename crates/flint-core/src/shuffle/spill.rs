@@ -2,6 +2,7 @@
 //! share of execution memory, spills sorted runs to disk beyond it, and merges the
 //! runs back in key order.
 
+use std::any::TypeId;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -135,6 +136,27 @@ impl SizeTracker {
         }
         (bytes as f64 / sampled.max(1) as f64 + ENTRY_OVERHEAD) * n as f64
     }
+
+    /// As `measure` for the inline-key table: slots are counted exactly, the
+    /// combiners' encoded size is sampled.
+    fn measure_inline<C: Serialize>(&mut self, table: &HashTable<InlineSlot<C>>) -> f64 {
+        let n = table.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let stride = (n / ENTRIES_PER_SAMPLE).max(1);
+        let mut bytes = 0usize;
+        let mut sampled = 0usize;
+        for s in table.iter().step_by(stride).take(ENTRIES_PER_SAMPLE) {
+            self.scratch.clear();
+            if crate::codec::encode_into("size sample", &s.comb, &mut self.scratch).is_ok() {
+                bytes += self.scratch.len();
+                sampled += 1;
+            }
+        }
+        let slot = std::mem::size_of::<InlineSlot<C>>() as f64 + 1.0;
+        (bytes as f64 / sampled.max(1) as f64 + slot) * n as f64
+    }
 }
 
 /// A spill file and the bytes written to it, deleted when dropped.
@@ -250,12 +272,132 @@ struct Slot<K, C> {
     comb: Option<C>,
 }
 
+/// A string key of up to `INLINE` bytes held in the table itself (Spark's
+/// Tungsten BytesToBytesMap keeps keys as bytes for the same reasons): zero
+/// padded, its length in the last byte, so hashing is three multiplies with no
+/// branch on length and equality is three word compares, and a probe never
+/// follows a pointer to a key's heap bytes. The record's own key is dropped;
+/// the table's keys become `K` again only when entries leave it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct InlineKey([u64; 3]);
+
+const INLINE: usize = 23;
+
+impl InlineKey {
+    #[inline]
+    fn new(b: &[u8]) -> Option<InlineKey> {
+        if b.len() > INLINE {
+            return None;
+        }
+        // Built in registers from loads of the text itself: a byte buffer
+        // filled by a copy and read back as words stalls on store forwarding
+        // (measured: slower than hashing the `String`).
+        let n = b.len();
+        let part = |from: usize| load_le(b.get(from..n.min(from + 8)).unwrap_or(&[]));
+        Some(InlineKey([part(0), part(8), part(16) | ((n as u64) << 56)]))
+    }
+
+    #[inline]
+    fn hash(&self) -> u64 {
+        // Folded multiplies (as foldhash/wyhash): every input bit reaches the
+        // high bits hashbrown takes its tags from.
+        const K: [u64; 3] = [
+            0x243f_6a88_85a3_08d3,
+            0x1319_8a2e_0370_7344,
+            0xa409_3822_299f_31d0,
+        ];
+        let fold = |a: u64, b: u64| {
+            let p = u128::from(a) * u128::from(b);
+            (p as u64) ^ ((p >> 64) as u64)
+        };
+        let [a, b, c] = self.0;
+        fold(a ^ K[0], b ^ K[1]) ^ fold(c ^ K[2], 0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn bytes(&self) -> ([u8; 24], usize) {
+        let mut buf = [0u8; 24];
+        for (i, w) in self.0.iter().enumerate() {
+            buf[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let len = usize::from(buf[INLINE]).min(INLINE);
+        (buf, len)
+    }
+}
+
+/// Up to 8 bytes as a little-endian word, zero padded, with at most three
+/// loads and no loop.
+#[inline]
+fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    let u32_at = |i: usize| {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(&b[i..i + 4]);
+        u64::from(u32::from_le_bytes(x))
+    };
+    if n >= 8 {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(x)
+    } else if n >= 4 {
+        // Two overlapping halves; the shared bytes are equal, so OR is exact.
+        u32_at(0) | (u32_at(n - 4) << (8 * (n - 4)))
+    } else if n > 0 {
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << (8 * (n / 2)))
+            | (u64::from(b[n - 1]) << (8 * (n - 1)))
+    } else {
+        0
+    }
+}
+
+/// The text of a key of a string type that the table can hold inline
+/// (`String`, `CompactString`); None for any other key type. The type tests
+/// are constants once monomorphized.
+#[inline]
+fn key_str<K: 'static>(k: &K) -> Option<&str> {
+    let any = k as &dyn std::any::Any;
+    if TypeId::of::<K>() == TypeId::of::<String>() {
+        return any.downcast_ref::<String>().map(String::as_str);
+    }
+    if TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>() {
+        return any
+            .downcast_ref::<compact_str::CompactString>()
+            .map(compact_str::CompactString::as_str);
+    }
+    None
+}
+
+fn inlines<K: 'static>() -> bool {
+    TypeId::of::<K>() == TypeId::of::<String>()
+        || TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>()
+}
+
+/// A key of type `K` (one `key_str` accepts) with the given text.
+fn key_from_str<K: 'static>(s: &str) -> Option<K> {
+    let any: Box<dyn std::any::Any> = if TypeId::of::<K>() == TypeId::of::<String>() {
+        Box::new(s.to_string())
+    } else if TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>() {
+        Box::new(compact_str::CompactString::from(s))
+    } else {
+        return None;
+    };
+    any.downcast::<K>().ok().map(|b| *b)
+}
+
+struct InlineSlot<C> {
+    key: InlineKey,
+    comb: Option<C>,
+}
+
 /// Combines values by key within a memory budget (Spark's ExternalAppendOnlyMap).
 /// Entries are grouped by reduce partition when a partitioner is given (the map
 /// side); the group is computed when entries leave the table, not per record.
 /// Spilled runs and the sorted output are ordered by `(group, key)`.
 pub struct ExternalAggregator<K: Key, C> {
     table: HashTable<Slot<K, C>>,
+    /// String keys of up to `INLINE` bytes, when `K` is a string type
+    /// (longer ones go to `table`; the two never hold the same key).
+    inline: Option<HashTable<InlineSlot<C>>>,
     groups: Option<Partitioner<K>>,
     size: SizeTracker,
     env: Arc<TaskEnv>,
@@ -267,6 +409,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     pub fn new(env: Arc<TaskEnv>, groups: Option<Partitioner<K>>) -> Self {
         ExternalAggregator {
             table: HashTable::new(),
+            inline: inlines::<K>().then(HashTable::new),
             groups,
             size: SizeTracker::new(),
             env,
@@ -274,51 +417,64 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         }
     }
 
-    /// Merges `v` into the combiner of `k`; `hash` must be `stable_hash(&k)`.
+    /// Merges `v` into the combiner of `k`.
     #[inline]
-    pub fn insert_value<V, A: Aggregator<V, C>>(
-        &mut self,
-        agg: &A,
-        hash: u64,
-        k: K,
-        v: V,
-    ) -> Result<()> {
-        self.upsert(hash, k, |old| match old {
+    pub fn insert_value<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, v: V) -> Result<()> {
+        self.upsert(k, |old| match old {
             Some(c) => agg.merge_value(c, v),
             None => agg.create(v),
         })
     }
 
-    /// Merges a combiner `c` into that of `k`; `hash` must be `stable_hash(&k)`.
-    pub fn insert_combiner<V, A: Aggregator<V, C>>(
-        &mut self,
-        agg: &A,
-        hash: u64,
-        k: K,
-        c: C,
-    ) -> Result<()> {
-        self.upsert(hash, k, |old| match old {
+    /// Merges a combiner `c` into that of `k`.
+    pub fn insert_combiner<V, A: Aggregator<V, C>>(&mut self, agg: &A, k: K, c: C) -> Result<()> {
+        self.upsert(k, |old| match old {
             Some(o) => agg.merge_combiners(o, c),
             None => c,
         })
     }
 
     #[inline]
-    fn upsert(&mut self, hash: u64, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
-        match self.table.find_mut(hash, |s| s.key == k) {
-            Some(slot) => {
-                let old = slot.comb.take();
-                slot.comb = Some(f(old));
+    fn upsert(&mut self, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
+        let short = match self.inline.as_mut() {
+            Some(t) => key_str(&k)
+                .and_then(|s| InlineKey::new(s.as_bytes()))
+                .map(|ik| (t, ik)),
+            None => None,
+        };
+        if let Some((t, ik)) = short {
+            drop(k);
+            let hash = ik.hash();
+            match t.find_mut(hash, |s| s.key == ik) {
+                Some(slot) => {
+                    let old = slot.comb.take();
+                    slot.comb = Some(f(old));
+                }
+                None => {
+                    let comb = Some(f(None));
+                    t.insert_unique(hash, InlineSlot { key: ik, comb }, |s| s.key.hash());
+                }
             }
-            None => {
-                let comb = Some(f(None));
-                self.table
-                    .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key));
+        } else {
+            let hash = stable_hash(&k);
+            match self.table.find_mut(hash, |s| s.key == k) {
+                Some(slot) => {
+                    let old = slot.comb.take();
+                    slot.comb = Some(f(old));
+                }
+                None => {
+                    let comb = Some(f(None));
+                    self.table
+                        .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key));
+                }
             }
         }
         self.size.ops += 1;
         if self.size.ops >= self.size.next_sample {
-            let bytes = self.size.measure(&self.table);
+            let mut bytes = self.size.measure(&self.table);
+            if let Some(t) = &self.inline {
+                bytes += self.size.measure_inline(t);
+            }
             self.size.record(bytes);
         }
         if self.size.ops.is_multiple_of(SAMPLE_EVERY) {
@@ -331,8 +487,9 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     /// task's memory share, even a single key's combiner. A key may then appear
     /// in several runs; the merge combines equal keys wherever they come from.
     fn maybe_spill(&mut self) -> Result<()> {
-        if self.size.estimate() > self.env.task_memory && !self.table.is_empty() {
-            let run = self.drain_sorted();
+        let held = self.table.len() + self.inline.as_ref().map_or(0, HashTable::len);
+        if self.size.estimate() > self.env.task_memory && held > 0 {
+            let run = self.drain_sorted()?;
             let spill = write_run(&self.env, run.into_iter())?;
             self.spills.push(spill);
             self.size.reset();
@@ -340,26 +497,43 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         Ok(())
     }
 
-    /// Takes every entry, with its group.
-    fn drain(&mut self) -> Vec<((u32, K), C)> {
+    /// Takes every entry, with its group (computed from the key itself, so
+    /// inline keys land where the same key as `K` would).
+    fn drain(&mut self) -> Result<Vec<((u32, K), C)>> {
         let groups = &self.groups;
         let group = |k: &K| match groups {
             Some(p) => p.partition(k) as u32,
             None => 0,
         };
-        let v: Vec<((u32, K), C)> = self
+        let mut v: Vec<((u32, K), C)> = self
             .table
             .drain()
             .filter_map(|s| Some(((group(&s.key), s.key), s.comb?)))
             .collect();
         self.table.shrink_to(0, |s| stable_hash(&s.key));
-        v
+        if let Some(t) = self.inline.as_mut() {
+            v.reserve(t.len());
+            for s in t.drain() {
+                let (buf, len) = s.key.bytes();
+                let key = std::str::from_utf8(&buf[..len])
+                    .ok()
+                    .and_then(key_from_str::<K>)
+                    .ok_or_else(|| {
+                        FlintError::User("an aggregation table key is not valid text".into())
+                    })?;
+                if let Some(c) = s.comb {
+                    v.push(((group(&key), key), c));
+                }
+            }
+            t.shrink_to(0, |s| s.key.hash());
+        }
+        Ok(v)
     }
 
-    fn drain_sorted(&mut self) -> Vec<((u32, K), C)> {
-        let mut v = self.drain();
+    fn drain_sorted(&mut self) -> Result<Vec<((u32, K), C)>> {
+        let mut v = self.drain()?;
         v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        v
+        Ok(v)
     }
 
     /// All `((group, key), combiner)` pairs. Ordered by group when `by_group`, by
@@ -372,7 +546,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         by_key: bool,
     ) -> Result<ResIter<(u32, K), C>> {
         if self.spills.is_empty() {
-            let mut v = self.drain();
+            let mut v = self.drain()?;
             if by_key {
                 v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             } else if by_group {
@@ -380,7 +554,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
             }
             return Ok(Box::new(v.into_iter().map(Ok)));
         }
-        let mem = self.drain_sorted();
+        let mem = self.drain_sorted()?;
         let mut sources: Vec<ResIter<(u32, K), C>> = vec![Box::new(mem.into_iter().map(Ok))];
         for s in self.spills.drain(..) {
             sources.push(read_run(&self.env, s)?);
@@ -675,6 +849,116 @@ mod tests {
         let (spilled, spills) = sorted_by("1m", n);
         assert!(spills >= 3, "{spills} spills with a 1 MiB budget");
         assert!(spilled == model, "spilled sort differs from a stable sort");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::util::fuzz_cases(2000)))]
+        /// Inline keys give back exactly their text, and two texts share a key
+        /// only if they are equal.
+        #[test]
+        fn inline_keys_are_exact(a in "\\PC{0,12}", b in "[a-c ]{0,24}") {
+            for t in [&a, &b] {
+                match InlineKey::new(t.as_bytes()) {
+                    Some(k) => {
+                        let (buf, len) = k.bytes();
+                        proptest::prop_assert_eq!(&buf[..len], t.as_bytes());
+                    }
+                    None => proptest::prop_assert!(t.len() > INLINE),
+                }
+            }
+            if let (Some(x), Some(y)) = (InlineKey::new(a.as_bytes()), InlineKey::new(b.as_bytes())) {
+                proptest::prop_assert_eq!(x == y, a == b);
+            }
+        }
+    }
+
+    #[test]
+    fn inline_keys_cover_every_length_and_byte() {
+        let mut seen = std::collections::HashSet::new();
+        for len in 0..=INLINE {
+            for fill in [0u8, 1, b'a', 0x7f, 0xff] {
+                let mut t = vec![b'x'; len];
+                if let Some(last) = t.last_mut() {
+                    *last = fill;
+                }
+                let k = InlineKey::new(&t).unwrap();
+                let (buf, n) = k.bytes();
+                assert_eq!(&buf[..n], &t[..]);
+                // (The empty text is the same whatever the fill.)
+                assert!(seen.insert(k.0) || len == 0, "{len} {fill}");
+            }
+        }
+        assert!(InlineKey::new(&[b'x'; INLINE + 1]).is_none());
+    }
+
+    #[derive(Clone, Serialize, serde::Deserialize)]
+    struct Sum;
+    impl Aggregator<u64, u64> for Sum {
+        fn create(&self, v: u64) -> u64 {
+            v
+        }
+        fn merge_value(&self, c: u64, v: u64) -> u64 {
+            c + v
+        }
+        fn merge_combiners(&self, c: u64, o: u64) -> u64 {
+            c + o
+        }
+    }
+
+    /// Short, empty and long words; about 40k distinct ones.
+    fn word(i: u64) -> String {
+        match i % 7 {
+            0 => format!("a-long-word-past-twenty-three-bytes-{}", i % 501),
+            1 => String::new(),
+            _ => format!("w{}", (i * 2_654_435_761) % 40_009),
+        }
+    }
+
+    /// Word counts through the table as each key type, short keys inline and
+    /// long ones not, with and without spills, against a plain map.
+    fn count_words<K: Key + From<String> + AsRef<str>>(memory: &str) -> (Vec<(String, u64)>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), memory);
+        let mut map = ExternalAggregator::<K, u64>::new(env.clone(), Some(Partitioner::Hash(3)));
+        let agg = Sum;
+        for i in 0..60_000u64 {
+            let w = word(i);
+            map.insert_value(&agg, K::from(w), 1u64).unwrap();
+        }
+        let mut last_group = 0;
+        let mut out = Vec::new();
+        for r in map.into_iter(&agg, true, false).unwrap() {
+            let ((g, k), c) = r.unwrap();
+            assert!(g >= last_group, "grouped output");
+            last_group = g;
+            assert_eq!(
+                g as usize,
+                Partitioner::Hash(3).partition(&k),
+                "group of {}",
+                k.as_ref()
+            );
+            out.push((k.as_ref().to_string(), c));
+        }
+        out.sort();
+        (out, env.spill_count.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn string_keys_aggregate_exactly_inline_or_not() {
+        let mut model = std::collections::BTreeMap::<String, u64>::new();
+        for i in 0..60_000u64 {
+            let w = word(i);
+            *model.entry(w).or_default() += 1;
+        }
+        let model: Vec<(String, u64)> = model.into_iter().collect();
+        let (s, spills) = count_words::<String>("1g");
+        assert_eq!(spills, 0);
+        assert!(s == model, "String keys in memory");
+        let (s, spills) = count_words::<String>("1m");
+        assert!(spills > 0, "a 1 MiB budget spills");
+        assert!(s == model, "String keys with spills");
+        let (c, _) = count_words::<compact_str::CompactString>("1m");
+        assert!(c == model, "CompactString keys with spills");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::frames::FrameWriter;
-use super::partitioner::{Partitioner, stable_hash};
+use super::partitioner::Partitioner;
 use super::spill::{Aggregator, ExternalAggregator, SpillFile};
 use super::tracker::MapStatus;
 use crate::env::TaskContext;
@@ -49,7 +49,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                 records(&mut |batch| {
                     check_killed(tc, &mut batches)?;
                     for (k, v) in batch.drain(..) {
-                        map.insert_value(agg, stable_hash(&k), k, v)?;
+                        map.insert_value(agg, k, v)?;
                     }
                     Ok(())
                 })?;
