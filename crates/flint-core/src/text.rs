@@ -1,6 +1,10 @@
 //! Text helpers for jobs over lines: splitting a line into words the way
 //! `str::split_ascii_whitespace` does, eight bytes at a time (a word's end is
-//! found with one 64-bit test per eight bytes instead of a branch per byte).
+//! found with one 64-bit test per eight bytes instead of a branch per byte),
+//! and [`Word`], a text key built for hashing (Spark's UTF8String plays the
+//! same part): words of up to 23 bytes are three machine words, built from
+//! the line with masked loads, so hashing and comparing them has no branch on
+//! their length and the aggregation table uses them as they are.
 
 use std::ops::Range;
 
@@ -80,6 +84,249 @@ impl<'a> Iterator for AsciiWords<'a> {
     }
 }
 
+/// Longest text held inline in a [`Word`].
+pub const WORD_INLINE: usize = 23;
+
+/// A word of text as a shuffle key. Up to [`WORD_INLINE`] bytes it is held
+/// inline, zero padded, with its length in the last byte (the layout the
+/// aggregation table keys on, so it takes it without rebuilding it); longer
+/// text is on the heap. Equality, hashing and serialization are those of
+/// its text's bytes (a `Word` encodes exactly as the `String` of its text);
+/// ordering is the text's order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Word(Repr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    Inline(Inline),
+    Heap(Box<str>),
+}
+
+/// Eight-byte aligned, so the three words the table loads each lie within
+/// one of the 16-byte moves that carried the record here (a load that
+/// straddles two stores waits for both to retire: at offset 1, behind the
+/// enum's tag, that stall cost more than everything inline keys save).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(8))]
+struct Inline([u8; 24]);
+
+impl Word {
+    /// The word for `text` (any length).
+    pub fn new(text: &str) -> Word {
+        let b = text.as_bytes();
+        if b.len() > WORD_INLINE {
+            return Word(Repr::Heap(text.into()));
+        }
+        let mut buf = [0u8; 24];
+        buf[..b.len()].copy_from_slice(b);
+        buf[WORD_INLINE] = b.len() as u8;
+        Word(Repr::Inline(Inline(buf)))
+    }
+
+    /// `len` (at most [`WORD_INLINE`]) bytes of `src` from `at`, which must
+    /// be followed by at least 24 - len readable bytes: three unaligned
+    /// loads and masks, no branch on the length.
+    #[inline(always)]
+    fn inline_from(src: &[u8], at: usize, len: usize) -> Option<Word> {
+        let chunk = src.get(at..at + 24)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
+            let keep = len.saturating_sub(i * 8).min(8);
+            let mask = if keep == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * keep)) - 1
+            };
+            u64::from_le_bytes(w) & mask
+        };
+        // The length goes in the top byte of the last word (byte 23), so
+        // the layout is written as three whole words.
+        let words = [word(0), word(1), word(2) | ((len as u64) << 56)];
+        let mut out = [0u8; 24];
+        for (i, w) in words.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        Some(Word(Repr::Inline(Inline(out))))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Built from whole words of valid text (constructors only), so
+            // this never fails; an empty string would be the fallback.
+            Repr::Inline(Inline(b)) => {
+                std::str::from_utf8(&b[..usize::from(b[WORD_INLINE])]).unwrap_or("")
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    /// The inline layout (24 bytes: text, zero padding, length), if inline.
+    pub fn inline_bytes(&self) -> Option<&[u8; 24]> {
+        match &self.0 {
+            Repr::Inline(Inline(b)) => Some(b),
+            Repr::Heap(_) => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_str().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::hash::Hash for Word {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match &self.0 {
+            Repr::Inline(Inline(b)) => {
+                for i in 0..3 {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+                    h.write_u64(u64::from_le_bytes(w));
+                }
+            }
+            // Never equal to an inline word (lengths differ), so hashing
+            // differently is consistent with Eq.
+            Repr::Heap(s) => s.hash(h),
+        }
+    }
+}
+
+impl PartialOrd for Word {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Word {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+
+impl std::ops::Deref for Word {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+impl AsRef<str> for Word {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+impl From<&str> for Word {
+    fn from(s: &str) -> Word {
+        Word::new(s)
+    }
+}
+impl From<String> for Word {
+    fn from(s: String) -> Word {
+        Word::new(&s)
+    }
+}
+impl std::fmt::Display for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl std::fmt::Debug for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl serde::Serialize for Word {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+impl<'de> serde::Deserialize<'de> for Word {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Word;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Word, E> {
+                Ok(Word::new(s))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The words of a line as [`Word`]s, split as `split_ascii_whitespace`
+/// splits. Owns its line, so no per-line vector is built; use it as
+/// `flat_map(Fn!(|line: String| flint::text::Words::new(line)))`.
+pub struct Words {
+    line: String,
+    pos: usize,
+    /// The line's last 24 bytes, zero padded to 48, so that words near its
+    /// end are read with the same masked loads as the others (filled once,
+    /// when the first such word comes).
+    tail: Option<[u8; 48]>,
+}
+
+impl Words {
+    pub fn new(line: String) -> Words {
+        Words {
+            line,
+            pos: 0,
+            tail: None,
+        }
+    }
+}
+
+impl Words {
+    /// A word near the line's end or longer than `WORD_INLINE` (out of the
+    /// hot path, so `next` stays small enough to inline into the caller: a
+    /// `Word` returned through memory and copied at once stalls on store
+    /// forwarding).
+    #[cold]
+    #[inline(never)]
+    fn word_at(&mut self, r: Range<usize>) -> Word {
+        let (start, len) = (r.start, r.end - r.start);
+        let b = self.line.as_bytes();
+        if len <= WORD_INLINE {
+            let n = b.len();
+            let k = n.min(24);
+            let tail = self.tail.get_or_insert_with(|| {
+                let mut t = [0u8; 48];
+                t[..k].copy_from_slice(&b[n - k..]);
+                t
+            });
+            // The word lies within the last k bytes.
+            if let Some(w) = start
+                .checked_sub(n - k)
+                .and_then(|at| Word::inline_from(&tail[..], at, len))
+            {
+                return w;
+            }
+        }
+        Word::new(self.line.get(r).unwrap_or(""))
+    }
+}
+
+impl Iterator for Words {
+    type Item = Word;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Word> {
+        let r = next_ascii_word(&self.line, &mut self.pos)?;
+        let len = r.end - r.start;
+        if len <= WORD_INLINE
+            && let Some(w) = Word::inline_from(self.line.as_bytes(), r.start, len)
+        {
+            return Some(w);
+        }
+        Some(self.word_at(r))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +359,38 @@ mod tests {
             s in "[ \t\r\n\x0b\x0c\x01a-zé\u{a0}]{0,80}"
         ) {
             same(&s);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn words_are_the_split_text_and_equal_as_text(
+            s in "[ \t\ra-zé\u{a0}]{0,120}",
+        ) {
+            let got: Vec<Word> = Words::new(s.clone()).collect();
+            let want: Vec<&str> = s.split_ascii_whitespace().collect();
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert_eq!(g.as_str(), *w);
+                // However it was built, a word equals (and hashes as) the
+                // word of its text.
+                let fresh = Word::new(w);
+                proptest::prop_assert!(g == &fresh);
+                proptest::prop_assert_eq!(
+                    crate::shuffle::stable_hash(g),
+                    crate::shuffle::stable_hash(&fresh)
+                );
+                let enc = crate::codec::encode("t", g).unwrap();
+                proptest::prop_assert_eq!(&enc, &crate::codec::encode("t", &w.to_string()).unwrap());
+                let back: Word = crate::codec::decode("t", &enc).unwrap();
+                proptest::prop_assert!(back == fresh);
+            }
+        }
+
+        #[test]
+        fn words_order_as_their_text(a in "\\PC{0,30}", b in "\\PC{0,30}") {
+            proptest::prop_assert_eq!(Word::new(&a).cmp(&Word::new(&b)), a.cmp(&b));
+            proptest::prop_assert_eq!(Word::new(&a) == Word::new(&b), a == b);
         }
     }
 }

@@ -2,8 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
-use compact_str::CompactString;
 use flint::prelude::*;
+// Words split as `split_ascii_whitespace` splits, as `Word` keys: text of up
+// to 23 bytes held in three machine words, which the aggregation table hashes
+// and compares without a branch on length (see `flint::text`).
+use flint::text::{Word, Words};
 
 #[derive(Parser)]
 struct Args {
@@ -26,26 +29,6 @@ fn main() {
     }
 }
 
-/// The words of a line, split on ASCII whitespace (space, tab, CR, LF, form
-/// feed: what `split_ascii_whitespace` splits on), eight bytes at a time
-/// (`flint::text`). Words are
-/// CompactStrings: inline up to 24 bytes, so counting a word allocates nothing
-/// and compares without chasing a pointer. The iterator owns its line, so no
-/// per-line vector is built.
-struct Words {
-    line: String,
-    pos: usize,
-}
-
-impl Iterator for Words {
-    type Item = CompactString;
-    fn next(&mut self) -> Option<CompactString> {
-        let r = flint::text::next_ascii_word(&self.line, &mut self.pos)?;
-        // Word boundaries are ASCII bytes or the line's ends.
-        self.line.get(r).map(CompactString::from)
-    }
-}
-
 fn tab_line(w: &str, c: u64) -> String {
     format!("{w}\t{c}")
 }
@@ -61,13 +44,13 @@ fn run() -> anyhow::Result<()> {
     let counts = sc
         .text_file(&args.input, parts)
         .with_context(|| format!("reading {}", args.input))?
-        .flat_map(Fn!(|line: String| Words { line, pos: 0 }))
-        .map(Fn!(|w: CompactString| (w, 1u64)))
+        .flat_map(Fn!(|line: String| Words::new(line)))
+        .map(Fn!(|w: Word| (w, 1u64)))
         .reduce_by_key_with(parts, Fn!(|a: u64, b: u64| a + b));
     match &args.output {
         Some(dir) => {
             counts
-                .map(Fn!(|(w, c): (CompactString, u64)| tab_line(&w, c)))
+                .map(Fn!(|(w, c): (Word, u64)| tab_line(&w, c)))
                 .save_as_text_file(dir)?;
         }
         None => {

@@ -3,6 +3,8 @@
 //! runs back in key order.
 
 use std::any::TypeId;
+
+use crate::text::Word;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -370,6 +372,25 @@ fn key_str<K: 'static>(k: &K) -> Option<&str> {
 fn inlines<K: 'static>() -> bool {
     TypeId::of::<K>() == TypeId::of::<String>()
         || TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>()
+        || TypeId::of::<K>() == TypeId::of::<Word>()
+}
+
+/// The inline key of `k`, if its type is one `inlines` accepts and its text
+/// is short enough. A `Word` already has the layout.
+#[inline]
+fn inline_key<K: 'static>(k: &K) -> Option<InlineKey> {
+    if TypeId::of::<K>() == TypeId::of::<Word>() {
+        let b = (k as &dyn std::any::Any)
+            .downcast_ref::<Word>()?
+            .inline_bytes()?;
+        let w = |i: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(x)
+        };
+        return Some(InlineKey([w(0), w(1), w(2)]));
+    }
+    key_str(k).and_then(|s| InlineKey::new(s.as_bytes()))
 }
 
 /// A key of type `K` (one `key_str` accepts) with the given text.
@@ -378,6 +399,8 @@ fn key_from_str<K: 'static>(s: &str) -> Option<K> {
         Box::new(s.to_string())
     } else if TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>() {
         Box::new(compact_str::CompactString::from(s))
+    } else if TypeId::of::<K>() == TypeId::of::<Word>() {
+        Box::new(Word::new(s))
     } else {
         return None;
     };
@@ -437,9 +460,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     #[inline]
     fn upsert(&mut self, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
         let short = match self.inline.as_mut() {
-            Some(t) => key_str(&k)
-                .and_then(|s| InlineKey::new(s.as_bytes()))
-                .map(|ik| (t, ik)),
+            Some(t) => inline_key(&k).map(|ik| (t, ik)),
             None => None,
         };
         if let Some((t, ik)) = short {
@@ -959,6 +980,10 @@ mod tests {
         assert!(s == model, "String keys with spills");
         let (c, _) = count_words::<compact_str::CompactString>("1m");
         assert!(c == model, "CompactString keys with spills");
+        let (w, _) = count_words::<Word>("1m");
+        assert!(w == model, "Word keys with spills");
+        let (w, _) = count_words::<Word>("1g");
+        assert!(w == model, "Word keys in memory");
     }
 
     #[test]
