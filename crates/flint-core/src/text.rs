@@ -90,9 +90,10 @@ pub const WORD_INLINE: usize = 23;
 /// A word of text as a shuffle key. Up to [`WORD_INLINE`] bytes it is held
 /// inline, zero padded, with its length in the last byte (the layout the
 /// aggregation table keys on, so it takes it without rebuilding it); longer
-/// text is on the heap. Equality, hashing and serialization are those of
-/// its text's bytes (a `Word` encodes exactly as the `String` of its text);
-/// ordering is the text's order.
+/// text is on the heap. Equality, ordering and serialization are those of
+/// its text (a `Word` encodes exactly as the `String` of its text, so either
+/// reads the other's shuffle output); hashing agrees with equality but is not
+/// `str`'s hash, so a `Word` key partitions differently from a `String` key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Word(Repr);
 

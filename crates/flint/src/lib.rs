@@ -27,8 +27,8 @@ pub use flint_core::*;
 static GLOBAL: alloc::MiAlloc = alloc::MiAlloc;
 
 /// mimalloc through its plain entry points whenever the alignment asked for
-/// is one every mimalloc block has: 8 bytes (blocks are multiples of 8 bytes;
-/// mimalloc asserts 16 for blocks of 16 bytes and more). The `mimalloc`
+/// is one every mimalloc block has: 8 bytes (block sizes are multiples of 8
+/// and a page's first block is 16-byte aligned). The `mimalloc`
 /// crate's allocator always takes the aligned entry points, whose extra
 /// checks and out-of-line page allocation showed as 5-7% of the README's
 /// WordCount (a `String` per word).

@@ -626,8 +626,11 @@ const PREFETCH_AHEAD: usize = 16;
 pub struct ExternalSorter<S, V> {
     entries: Vec<(S, Loc)>,
     pages: Vec<Vec<u8>>,
-    /// Emptied pages kept for the next run (no fresh page faults).
+    /// Emptied pages kept for the next run (no fresh page faults). Not
+    /// counted against the budget: a run takes them before allocating, so
+    /// pages held never exceed the most one run used.
     free: Vec<Vec<u8>>,
+    /// Capacity of `pages`, the pages this run uses.
     page_bytes: u64,
     /// Keys' own estimated heap bytes per entry (sampled encoded size).
     key_est: SizeEstimator,
@@ -653,19 +656,24 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     }
 
     fn new_page(&mut self, min: usize) -> Vec<u8> {
-        match self.free.pop() {
+        let page = match self.free.pop() {
             Some(p) if p.capacity() >= min => p,
-            _ => {
-                let cap = min.max(PAGE);
-                self.page_bytes += cap as u64;
-                Vec::with_capacity(cap)
+            other => {
+                // (A free page too small for this value stays free.)
+                self.free.extend(other);
+                Vec::with_capacity(min.max(PAGE))
             }
-        }
+        };
+        self.page_bytes += page.capacity() as u64;
+        page
     }
 
+    /// Bytes this run holds: its pages and its entries (the entries vector's
+    /// spare capacity, like the free pages, is reused, not counted, so that
+    /// a spill brings the estimate back to zero).
     fn estimate(&self) -> u64 {
         let per_entry = std::mem::size_of::<(S, Loc)>() as f64 + self.key_est.avg;
-        self.page_bytes + (per_entry * self.entries.capacity() as f64) as u64
+        self.page_bytes + (per_entry * self.entries.len() as f64) as u64
     }
 
     pub fn insert(&mut self, key: S, value: V) -> Result<()> {
@@ -705,7 +713,12 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                 len: len32,
             },
         ));
-        if sampled && self.entries.len() > 1 && self.estimate() > self.env.task_memory {
+        // Checked on sampled inserts, and after any value larger than a page
+        // (a few such values could pass the budget between samples).
+        if (sampled || len > PAGE)
+            && self.entries.len() > 1
+            && self.estimate() > self.env.task_memory
+        {
             self.spill()?;
         }
         Ok(())
@@ -747,13 +760,13 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         // Keep the entries' capacity and the pages for the next run.
         self.entries.clear();
         for mut p in self.pages.drain(..) {
-            p.clear();
+            // Pages of one large value are let go.
             if p.capacity() == PAGE {
+                p.clear();
                 self.free.push(p);
-            } else {
-                self.page_bytes -= p.capacity() as u64;
             }
         }
+        self.page_bytes = 0;
         Ok(())
     }
 
@@ -984,6 +997,57 @@ mod tests {
         assert!(w == model, "Word keys with spills");
         let (w, _) = count_words::<Word>("1g");
         assert!(w == model, "Word keys in memory");
+    }
+
+    /// A spill must bring the sorter back under its budget: the number of
+    /// runs follows the data size, not the record count.
+    #[test]
+    fn spills_follow_the_data_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), "16m");
+        let mut s = ExternalSorter::new(env.clone());
+        let value = "v".repeat(100);
+        for i in 0..300_000u32 {
+            s.insert(i.wrapping_mul(2_654_435_761), value.clone())
+                .unwrap();
+        }
+        // About 45 MiB held as pages and entries against a 16 MiB budget.
+        let spills = env.spill_count.load(Ordering::Relaxed);
+        assert!((2..=6).contains(&spills), "{spills} spills");
+        let mut last = 0;
+        let mut n = 0;
+        for r in s.into_sorted().unwrap() {
+            let (k, v) = r.unwrap();
+            assert!(k >= last && v.len() == 100);
+            last = k;
+            n += 1;
+        }
+        assert_eq!(n, 300_000);
+    }
+
+    /// Values larger than a page are counted when they come, and their pages
+    /// are not counted again once let go.
+    #[test]
+    fn large_values_spill_and_are_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), "8m");
+        let mut s = ExternalSorter::new(env.clone());
+        for i in 0..200u32 {
+            let len = if i % 2 == 0 { PAGE + 10 } else { 600_000 };
+            let value = crate::bytes::Bytes(vec![7u8; len]);
+            s.insert(i.wrapping_mul(2_654_435_761), value).unwrap();
+            assert!(
+                s.estimate() <= 8 * PAGE as u64 + 2 * (PAGE as u64 + 64),
+                "{i}: {}",
+                s.estimate()
+            );
+        }
+        let spills = env.spill_count.load(Ordering::Relaxed);
+        // About 160 MiB of values against 8 MiB: one run per 8 MiB or so.
+        assert!((10..=40).contains(&spills), "{spills} spills");
+        let out: Vec<_> = s.into_sorted().unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(out.len(), 200);
+        assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     #[test]
