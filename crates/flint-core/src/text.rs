@@ -124,31 +124,15 @@ impl Word {
         Word(Repr::Inline(Inline(buf)))
     }
 
-    /// `len` (at most [`WORD_INLINE`]) bytes of `src` from `at`, which must
-    /// be followed by at least 24 - len readable bytes: three unaligned
-    /// loads and masks, no branch on the length.
+    /// The inline word whose layout is these three little-endian words
+    /// (text, zero padding, length in the top byte; callers build them so).
     #[inline(always)]
-    fn inline_from(src: &[u8], at: usize, len: usize) -> Option<Word> {
-        let chunk = src.get(at..at + 24)?;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
-            let keep = len.saturating_sub(i * 8).min(8);
-            let mask = if keep == 8 {
-                u64::MAX
-            } else {
-                (1u64 << (8 * keep)) - 1
-            };
-            u64::from_le_bytes(w) & mask
-        };
-        // The length goes in the top byte of the last word (byte 23), so
-        // the layout is written as three whole words.
-        let words = [word(0), word(1), word(2) | ((len as u64) << 56)];
+    fn from_words(w: [u64; 3]) -> Word {
         let mut out = [0u8; 24];
-        for (i, w) in words.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        for (i, x) in w.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
         }
-        Some(Word(Repr::Inline(Inline(out))))
+        Word(Repr::Inline(Inline(out)))
     }
 
     /// The text.
@@ -280,51 +264,119 @@ impl Words {
             tail: None,
         }
     }
-}
 
-impl Words {
-    /// A word near the line's end or longer than `WORD_INLINE` (out of the
-    /// hot path, so `next` stays small enough to inline into the caller: a
-    /// `Word` returned through memory and copied at once stalls on store
-    /// forwarding).
+    /// The 16 bytes at `i` (`i` < the line's length) as two little-endian
+    /// words; past the line's end they read as spaces (from a copy of its
+    /// last bytes, made once per line).
+    #[inline(always)]
+    fn load16(&mut self, i: usize) -> (u64, u64) {
+        let b = self.line.as_bytes();
+        let src: &[u8] = match b.get(i..i + 16) {
+            Some(c) => c,
+            None => {
+                let n = b.len();
+                let k = n.min(16);
+                let tail = self.tail.get_or_insert_with(|| {
+                    let mut t = [b' '; 48];
+                    t[..k].copy_from_slice(&b[n - k..]);
+                    t
+                });
+                let at = i + k - n;
+                &tail[at..at + 16]
+            }
+        };
+        (le64(&src[..8]), le64(&src[8..16]))
+    }
+
+    /// A word of 16 bytes or more (out of the hot path, so `next` stays
+    /// small enough to inline into its caller: a `Word` returned through
+    /// memory and copied at once stalls on store forwarding).
     #[cold]
     #[inline(never)]
-    fn word_at(&mut self, r: Range<usize>) -> Word {
-        let (start, len) = (r.start, r.end - r.start);
-        let b = self.line.as_bytes();
-        if len <= WORD_INLINE {
-            let n = b.len();
-            let k = n.min(24);
-            let tail = self.tail.get_or_insert_with(|| {
-                let mut t = [0u8; 48];
-                t[..k].copy_from_slice(&b[n - k..]);
-                t
-            });
-            // The word lies within the last k bytes.
-            if let Some(w) = start
-                .checked_sub(n - k)
-                .and_then(|at| Word::inline_from(&tail[..], at, len))
-            {
-                return w;
+    fn long_word(&mut self, start: usize) -> Word {
+        let mut pos = start;
+        match next_ascii_word(&self.line, &mut pos) {
+            Some(r) => {
+                self.pos = pos;
+                Word::new(self.line.get(r).unwrap_or(""))
+            }
+            None => {
+                self.pos = self.line.len();
+                Word::new("")
             }
         }
-        Word::new(self.line.get(r).unwrap_or(""))
     }
+}
+
+#[inline(always)]
+fn le64(b: &[u8]) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(x)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `x` that is ASCII whitespace (as
+/// `is_ws`), eight bytes at once. Spaces are tested exactly; tab, LF, FF
+/// and CR are below 0x20, so only words holding a byte below 0x20 test
+/// for those.
+#[inline(always)]
+fn ws_bits(x: u64) -> u64 {
+    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // High bit of each zero byte of v (exact: no carry crosses a byte).
+    let zero = |v: u64| !(((v & LO7) + LO7) | v | LO7);
+    let mut ws = zero(x ^ (ONES * 0x20));
+    let below_space = !(((x & LO7) + ONES * 0x60) | x) & HI;
+    if below_space != 0 {
+        for c in [b'\t', b'\n', b'\x0C', b'\r'] {
+            ws |= zero(x ^ (ONES * u64::from(c)));
+        }
+    }
+    ws
+}
+
+/// The low `n` bytes of `x` (n < 8).
+#[inline(always)]
+fn low_bytes(x: u64, n: u32) -> u64 {
+    x & ((1u64 << (8 * n)) - 1)
 }
 
 impl Iterator for Words {
     type Item = Word;
 
+    /// Skips whitespace, then reads the word's first 16 bytes as two
+    /// words: the first whitespace byte in them ends the word and its key
+    /// is those words masked, with no loop or branch per byte.
     #[inline(always)]
     fn next(&mut self) -> Option<Word> {
-        let r = next_ascii_word(&self.line, &mut self.pos)?;
-        let len = r.end - r.start;
-        if len <= WORD_INLINE
-            && let Some(w) = Word::inline_from(self.line.as_bytes(), r.start, len)
-        {
-            return Some(w);
+        let b = self.line.as_bytes();
+        let n = b.len();
+        let mut i = self.pos;
+        while i < n && is_ws(b[i]) {
+            i += 1;
         }
-        Some(self.word_at(r))
+        if i >= n {
+            self.pos = n;
+            return None;
+        }
+        let (w0, w1) = self.load16(i);
+        // Byte i is not whitespace, so a word ending in w0 has 1..=7 bytes.
+        let ws0 = ws_bits(w0);
+        let (k0, k1, len) = if ws0 != 0 {
+            let len = ws0.trailing_zeros() / 8;
+            (low_bytes(w0, len), 0, len)
+        } else {
+            let ws1 = ws_bits(w1);
+            if ws1 == 0 {
+                return Some(self.long_word(i));
+            }
+            let len = ws1.trailing_zeros() / 8;
+            (w0, low_bytes(w1, len), 8 + len)
+        };
+        self.pos = i + len as usize;
+        Some(Word::from_words([k0, k1, u64::from(len) << 56]))
     }
 }
 
@@ -360,6 +412,45 @@ mod tests {
             s in "[ \t\r\n\x0b\x0c\x01a-zé\u{a0}]{0,80}"
         ) {
             same(&s);
+        }
+    }
+
+    #[test]
+    fn words_of_every_length_and_place_split_the_same() {
+        let mut lines = Vec::new();
+        for len in 0..40 {
+            let w = "x".repeat(len);
+            for lead in ["", " ", "\t\t", "a "] {
+                for trail in ["", " ", "\r", " bb"] {
+                    lines.push(format!("{lead}{w}{trail}"));
+                    lines.push(format!("{lead}{w} {w}{trail}"));
+                }
+            }
+        }
+        lines.push("\x0b\x01 é\u{a0}é 😀😀😀😀😀😀\x0c".into());
+        for line in lines {
+            let got: Vec<Word> = Words::new(line.clone()).collect();
+            let want: Vec<&str> = line.split_ascii_whitespace().collect();
+            assert_eq!(
+                got.iter().map(Word::as_str).collect::<Vec<_>>(),
+                want,
+                "{line:?}"
+            );
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g == &Word::new(w), "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_whitespace_test_is_exact_for_every_byte() {
+        for c in 0..=255u8 {
+            for at in 0..8 {
+                let mut b = [b'a'; 8];
+                b[at] = c;
+                let want = if is_ws(c) { 0x80u64 << (8 * at) } else { 0 };
+                assert_eq!(ws_bits(u64::from_le_bytes(b)), want, "byte {c:#x} at {at}");
+            }
         }
     }
 
