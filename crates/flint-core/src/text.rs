@@ -250,10 +250,10 @@ impl<'de> serde::Deserialize<'de> for Word {
 pub struct Words {
     line: String,
     pos: usize,
-    /// The line's last 24 bytes, zero padded to 48, so that words near its
-    /// end are read with the same masked loads as the others (filled once,
+    /// The line's last 16 bytes followed by 16 spaces, so that words near
+    /// its end are read with the same two loads as the others (filled once,
     /// when the first such word comes).
-    tail: Option<[u8; 48]>,
+    tail: Option<[u8; 32]>,
 }
 
 impl Words {
@@ -277,7 +277,7 @@ impl Words {
                 let n = b.len();
                 let k = n.min(16);
                 let tail = self.tail.get_or_insert_with(|| {
-                    let mut t = [b' '; 48];
+                    let mut t = [b' '; 32];
                     t[..k].copy_from_slice(&b[n - k..]);
                     t
                 });

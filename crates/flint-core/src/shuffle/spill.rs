@@ -276,7 +276,10 @@ struct Slot<K, C> {
 /// combiner stands in the slot while `f` runs (no `Option` per slot, which
 /// cost 8 bytes per entry for a `u64` count and so more cache misses). The
 /// spare is a clone of the first combiner merged, made once; if `f` panics the
-/// slot holds the spare, a valid value, and the task fails anyway.
+/// slot holds the spare, a valid value, and the task fails anyway. Only for
+/// combiners without drop glue (plain values: the clone is a small copy);
+/// others are taken out of the table and put back (`upsert`), so a large
+/// combiner is never cloned.
 #[inline]
 fn merge_in_place<C: Clone>(slot: &mut C, spare: &mut Option<C>, f: impl FnOnce(Option<C>) -> C) {
     let stand_in = match spare.take() {
@@ -483,18 +486,35 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         if let Some((t, ik)) = short {
             drop(k);
             let hash = ik.hash();
-            match t.find_mut(hash, |s| s.key == ik) {
-                Some(slot) => merge_in_place(&mut slot.comb, &mut self.spare, f),
-                None => {
+            match t.find_entry(hash, |s| s.key == ik) {
+                Ok(e) if !std::mem::needs_drop::<C>() => {
+                    merge_in_place(&mut e.into_mut().comb, &mut self.spare, f);
+                }
+                Ok(e) => {
+                    let (slot, vacant) = e.remove();
+                    let comb = f(Some(slot.comb));
+                    vacant.insert(InlineSlot { key: ik, comb });
+                }
+                Err(_) => {
                     let comb = f(None);
                     t.insert_unique(hash, InlineSlot { key: ik, comb }, |s| s.key.hash());
                 }
             }
         } else {
             let hash = stable_hash(&k);
-            match self.table.find_mut(hash, |s| s.key == k) {
-                Some(slot) => merge_in_place(&mut slot.comb, &mut self.spare, f),
-                None => {
+            match self.table.find_entry(hash, |s| s.key == k) {
+                Ok(e) if !std::mem::needs_drop::<C>() => {
+                    merge_in_place(&mut e.into_mut().comb, &mut self.spare, f);
+                }
+                Ok(e) => {
+                    let (slot, vacant) = e.remove();
+                    let comb = f(Some(slot.comb));
+                    vacant.insert(Slot {
+                        key: slot.key,
+                        comb,
+                    });
+                }
+                Err(_) => {
                     let comb = f(None);
                     self.table
                         .insert_unique(hash, Slot { key: k, comb }, |s| stable_hash(&s.key));
@@ -1057,6 +1077,53 @@ mod tests {
         let out: Vec<_> = s.into_sorted().unwrap().collect::<Result<_>>().unwrap();
         assert_eq!(out.len(), 200);
         assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[derive(Clone, Serialize, serde::Deserialize)]
+    struct Gather;
+    impl Aggregator<u64, Vec<u64>> for Gather {
+        fn create(&self, v: u64) -> Vec<u64> {
+            vec![v]
+        }
+        fn merge_value(&self, mut c: Vec<u64>, v: u64) -> Vec<u64> {
+            c.push(v);
+            c
+        }
+        fn merge_combiners(&self, mut c: Vec<u64>, o: Vec<u64>) -> Vec<u64> {
+            c.extend(o);
+            c
+        }
+    }
+
+    /// Combiners with drop glue are taken out and put back (never cloned):
+    /// every value lands once, in its key's list, inline keys or not.
+    #[test]
+    fn list_combiners_gather_every_value_once() {
+        for memory in ["1g", "1m"] {
+            let dir = tempfile::tempdir().unwrap();
+            let env = env(dir.path(), memory);
+            let mut map = ExternalAggregator::<String, Vec<u64>>::new(env.clone(), None);
+            let mut model = std::collections::BTreeMap::<String, Vec<u64>>::new();
+            for i in 0..60_000u64 {
+                map.insert_value(&Gather, word(i), i).unwrap();
+                model.entry(word(i)).or_default().push(i);
+            }
+            let mut got: Vec<(String, Vec<u64>)> = map
+                .into_iter(&Gather, false, false)
+                .unwrap()
+                .map(|r| {
+                    let ((_, k), mut c) = r.unwrap();
+                    c.sort_unstable();
+                    (k, c)
+                })
+                .collect();
+            got.sort();
+            let want: Vec<(String, Vec<u64>)> = model.into_iter().collect();
+            assert!(got == want, "lists differ at {memory}");
+            if memory == "1m" {
+                assert!(env.spill_count.load(Ordering::Relaxed) > 0);
+            }
+        }
     }
 
     #[test]
