@@ -337,12 +337,6 @@ fn ws_bits(x: u64) -> u64 {
     ws
 }
 
-/// The low `n` bytes of `x` (n < 8).
-#[inline(always)]
-fn low_bytes(x: u64, n: u32) -> u64 {
-    x & ((1u64 << (8 * n)) - 1)
-}
-
 impl Iterator for Words {
     type Item = Word;
 
@@ -362,21 +356,22 @@ impl Iterator for Words {
             return None;
         }
         let (w0, w1) = self.load16(i);
-        // Byte i is not whitespace, so a word ending in w0 has 1..=7 bytes.
-        let ws0 = ws_bits(w0);
-        let (k0, k1, len) = if ws0 != 0 {
-            let len = ws0.trailing_zeros() / 8;
-            (low_bytes(w0, len), 0, len)
-        } else {
-            let ws1 = ws_bits(w1);
-            if ws1 == 0 {
-                return Some(self.long_word(i));
-            }
-            let len = ws1.trailing_zeros() / 8;
-            (w0, low_bytes(w1, len), 8 + len)
-        };
+        // The 16 bytes as one 128-bit lane, so that the word's end and its
+        // mask come without a branch on which half the word ends in (word
+        // lengths are data: that branch mispredicted). Byte i is not
+        // whitespace, so a word ending here has 1..=15 bytes.
+        let ws = u128::from(ws_bits(w0)) | (u128::from(ws_bits(w1)) << 64);
+        if ws == 0 {
+            return Some(self.long_word(i));
+        }
+        let len = ws.trailing_zeros() / 8;
+        let text = (u128::from(w0) | (u128::from(w1) << 64)) & ((1u128 << (8 * len)) - 1);
         self.pos = i + len as usize;
-        Some(Word::from_words([k0, k1, u64::from(len) << 56]))
+        Some(Word::from_words([
+            text as u64,
+            (text >> 64) as u64,
+            u64::from(len) << 56,
+        ]))
     }
 }
 
