@@ -38,6 +38,11 @@ pub struct TaskEnv {
     /// On a cluster executor: how to learn map outputs from the driver and
     /// fetch segments other executors wrote (set by the executor backend).
     pub shuffle_client: std::sync::OnceLock<Arc<dyn ShuffleClient>>,
+    /// Keys the last map-side aggregation of each shuffle held here, so the
+    /// next map task of that shuffle sizes its table once instead of
+    /// rehashing as it grows (a WordCount's 32 map tasks each rebuilt a
+    /// 50,000-key table).
+    agg_hints: std::sync::Mutex<std::collections::HashMap<usize, usize>>,
 }
 
 /// The remote half of shuffle reading, implemented by the cluster crate.
@@ -125,7 +130,26 @@ impl TaskEnv {
             next_file: AtomicU64::new(0),
             spill_count: AtomicU64::new(0),
             shuffle_client: std::sync::OnceLock::new(),
+            agg_hints: std::sync::Mutex::default(),
         })
+    }
+
+    /// Keys the last map-side aggregation of `shuffle` held (0 if none yet).
+    pub fn agg_hint(&self, shuffle: usize) -> usize {
+        self.agg_hints
+            .lock()
+            .map(|h| h.get(&shuffle).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn set_agg_hint(&self, shuffle: usize, keys: usize) {
+        if let Ok(mut h) = self.agg_hints.lock() {
+            // Old shuffles' hints are a few bytes each; keep the map bounded anyway.
+            if h.len() >= 4096 && !h.contains_key(&shuffle) {
+                h.clear();
+            }
+            h.insert(shuffle, keys);
+        }
     }
 
     pub fn local_dir(&self) -> &Path {

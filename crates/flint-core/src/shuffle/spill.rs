@@ -417,16 +417,23 @@ fn inline_key<K: 'static>(k: &K) -> Option<InlineKey> {
 
 /// A key of type `K` (one `key_str` accepts) with the given text.
 fn key_from_str<K: 'static>(s: &str) -> Option<K> {
-    let any: Box<dyn std::any::Any> = if TypeId::of::<K>() == TypeId::of::<String>() {
-        Box::new(s.to_string())
+    /// The value as a `K` if it is one (an `Option` downcast in place: no
+    /// box per key).
+    fn cast<T: 'static, K: 'static>(v: T) -> Option<K> {
+        let mut slot = Some(v);
+        (&mut slot as &mut dyn std::any::Any)
+            .downcast_mut::<Option<K>>()?
+            .take()
+    }
+    if TypeId::of::<K>() == TypeId::of::<String>() {
+        cast(s.to_string())
     } else if TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>() {
-        Box::new(compact_str::CompactString::from(s))
+        cast(compact_str::CompactString::from(s))
     } else if TypeId::of::<K>() == TypeId::of::<Word>() {
-        Box::new(Word::new(s))
+        cast(Word::new(s))
     } else {
-        return None;
-    };
-    any.downcast::<K>().ok().map(|b| *b)
+        None
+    }
 }
 
 struct InlineSlot<C> {
@@ -462,6 +469,26 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
             env,
             spills: Vec::new(),
             spare: None,
+        }
+    }
+
+    /// Keys held in memory now.
+    pub fn len(&self) -> usize {
+        self.table.len() + self.inline.as_ref().map_or(0, HashTable::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sizes the table for `keys` keys up front (a hint: capped so that empty
+    /// slots alone stay well inside the memory budget).
+    pub fn reserve(&mut self, keys: usize) {
+        let slot = std::mem::size_of::<InlineSlot<C>>().max(std::mem::size_of::<Slot<K, C>>()) + 1;
+        let keys = keys.min((self.env.task_memory / 4) as usize / slot);
+        match self.inline.as_mut() {
+            Some(t) => t.reserve(keys, |s| s.key.hash()),
+            None => self.table.reserve(keys, |s| stable_hash(&s.key)),
         }
     }
 

@@ -45,6 +45,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
             Some(agg) => {
                 let mut map =
                     ExternalAggregator::<K, C>::new(env.clone(), Some(partitioner.clone()));
+                map.reserve(env.agg_hint(shuffle_id));
                 let mut batches = 0u32;
                 records(&mut |batch| {
                     check_killed(tc, &mut batches)?;
@@ -54,6 +55,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                     Ok(())
                 })?;
                 check(tc)?;
+                env.set_agg_hint(shuffle_id, map.len());
                 for kv in map.into_iter(agg, true, false)? {
                     let ((p, k), c) = kv?;
                     emit(&mut w, p as usize, &(k, c))?;
