@@ -19,12 +19,14 @@ struct Args {
     executor_memory: Option<String>,
 }
 
-/// The 10 key bytes as a big-endian number: comparing the numbers compares the
-/// bytes as unsigned, and a number encodes and compares in one step.
-fn sort_key(rec: &[u8]) -> u128 {
-    let mut k = [0u8; 16];
-    k[..10].copy_from_slice(&rec[..10]);
-    u128::from_be_bytes(k)
+/// The 10 key bytes as big-endian numbers (8 + 2 bytes): comparing them in
+/// order compares the bytes as unsigned. Two numbers rather than one `u128`:
+/// they encode in 13 bytes at most, not 19 (the shuffle's varints), and a
+/// sort entry is 24 bytes, not 32 (measured: 2.06-2.08 s against 2.21-2.41 s).
+fn sort_key(rec: &[u8]) -> (u64, u16) {
+    let mut hi = [0u8; 8];
+    hi.copy_from_slice(&rec[..8]);
+    (u64::from_be_bytes(hi), u16::from_be_bytes([rec[8], rec[9]]))
 }
 
 fn main() {
