@@ -147,10 +147,12 @@ impl Word {
         }
     }
 
-    /// The inline layout (24 bytes: text, zero padding, length), if inline.
-    pub fn inline_bytes(&self) -> Option<&[u8; 24]> {
+    /// The inline layout as three little-endian words (text, zero padding,
+    /// length in the top byte of the last), if inline: what the aggregation
+    /// table keys on.
+    pub(crate) fn inline_words(&self) -> Option<[u64; 3]> {
         match &self.0 {
-            Repr::Inline(Inline(b)) => Some(b),
+            Repr::Inline(Inline(b)) => Some([le64(&b[..8]), le64(&b[8..16]), le64(&b[16..])]),
             Repr::Heap(_) => None,
         }
     }
@@ -167,11 +169,9 @@ impl Word {
 impl std::hash::Hash for Word {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         match &self.0 {
-            Repr::Inline(Inline(b)) => {
-                for i in 0..3 {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-                    h.write_u64(u64::from_le_bytes(w));
+            Repr::Inline(_) => {
+                for w in self.inline_words().unwrap_or_default() {
+                    h.write_u64(w);
                 }
             }
             // Never equal to an inline word (lengths differ), so hashing

@@ -117,52 +117,49 @@ impl SizeTracker {
         (self.last_bytes + self.bytes_per_op * (self.ops - self.last_ops) as f64) as u64
     }
 
-    /// Estimated bytes of a table: entries times the mean encoded size of up to
-    /// `ENTRIES_PER_SAMPLE` entries spread over it, plus a fixed overhead each.
-    fn measure<K: Serialize, C: Serialize>(&mut self, table: &HashTable<Slot<K, C>>) -> f64 {
-        let n = table.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let stride = (n / ENTRIES_PER_SAMPLE).max(1);
+    /// The mean of `encode`'s output over up to `ENTRIES_PER_SAMPLE` entries
+    /// spread over `table` (0 for an empty table).
+    fn sample_mean<T>(
+        &mut self,
+        table: &HashTable<T>,
+        mut encode: impl FnMut(&T, &mut Vec<u8>) -> bool,
+    ) -> f64 {
+        let stride = (table.len() / ENTRIES_PER_SAMPLE).max(1);
         let mut bytes = 0usize;
         let mut sampled = 0usize;
         for s in table.iter().step_by(stride).take(ENTRIES_PER_SAMPLE) {
             self.scratch.clear();
-            if crate::codec::encode_into("size sample", &s.key, &mut self.scratch).is_ok()
-                && crate::codec::encode_into("size sample", &s.comb, &mut self.scratch).is_ok()
-            {
+            if encode(s, &mut self.scratch) {
                 bytes += self.scratch.len();
                 sampled += 1;
             }
         }
-        (bytes as f64 / sampled.max(1) as f64 + ENTRY_OVERHEAD) * n as f64
+        bytes as f64 / sampled.max(1) as f64
+    }
+
+    /// Estimated bytes of a table: entries times the mean encoded size of up to
+    /// `ENTRIES_PER_SAMPLE` entries spread over it, plus a fixed overhead each.
+    fn measure<K: Serialize, C: Serialize>(&mut self, table: &HashTable<Slot<K, C>>) -> f64 {
+        let mean = self.sample_mean(table, |s, out| {
+            crate::codec::encode_into("size sample", &s.key, out).is_ok()
+                && crate::codec::encode_into("size sample", &s.comb, out).is_ok()
+        });
+        (mean + ENTRY_OVERHEAD) * table.len() as f64
     }
 
     /// As `measure` for the inline-key table: slots are counted exactly, the
     /// combiners' encoded size is sampled.
     fn measure_inline<C: Serialize>(&mut self, table: &HashTable<InlineSlot<C>>) -> f64 {
-        let n = table.len();
         let slot = std::mem::size_of::<InlineSlot<C>>() as f64 + 1.0;
         if !std::mem::needs_drop::<C>() {
             // A plain combiner owns no heap memory: the slots are all of it
             // (and walking the table to sample it cost 2% of a WordCount).
-            return slot * n as f64;
+            return slot * table.len() as f64;
         }
-        if n == 0 {
-            return 0.0;
-        }
-        let stride = (n / ENTRIES_PER_SAMPLE).max(1);
-        let mut bytes = 0usize;
-        let mut sampled = 0usize;
-        for s in table.iter().step_by(stride).take(ENTRIES_PER_SAMPLE) {
-            self.scratch.clear();
-            if crate::codec::encode_into("size sample", &s.comb, &mut self.scratch).is_ok() {
-                bytes += self.scratch.len();
-                sampled += 1;
-            }
-        }
-        (bytes as f64 / sampled.max(1) as f64 + slot) * n as f64
+        let mean = self.sample_mean(table, |s, out| {
+            crate::codec::encode_into("size sample", &s.comb, out).is_ok()
+        });
+        (mean + slot) * table.len() as f64
     }
 }
 
@@ -402,15 +399,10 @@ fn inlines<K: 'static>() -> bool {
 #[inline]
 fn inline_key<K: 'static>(k: &K) -> Option<InlineKey> {
     if TypeId::of::<K>() == TypeId::of::<Word>() {
-        let b = (k as &dyn std::any::Any)
+        let words = (k as &dyn std::any::Any)
             .downcast_ref::<Word>()?
-            .inline_bytes()?;
-        let w = |i: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(x)
-        };
-        return Some(InlineKey([w(0), w(1), w(2)]));
+            .inline_words()?;
+        return Some(InlineKey(words));
     }
     key_str(k).and_then(|s| InlineKey::new(s.as_bytes()))
 }
