@@ -174,6 +174,17 @@ fn record_run(dir: &str, tag: u32) {
     let _ = std::fs::write(format!("{dir}/{tag}-{n}"), "");
 }
 
+/// Marks task `me` (0 or 1) of `round` as ready and waits (10 s at most)
+/// until the other one is too.
+fn meet_other(dir: &str, round: u32, me: u8) {
+    let _ = std::fs::write(format!("{dir}/{round}-{me}"), "");
+    let other = format!("{dir}/{round}-{}", 1 - me);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::path::Path::new(&other).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -432,16 +443,23 @@ fn large_results_large_tasks_and_failing_tasks(dir: &std::path::Path) {
     }
     // Two jobs at once whose results together pass maxResultSize (each job
     // alone does not): a fetch waits for the other, and both jobs complete.
+    // The two tasks meet (through files) before returning, so their results
+    // reach the driver together even on a loaded machine.
     let deferred = flint::cluster_metrics::results_deferred();
-    for _ in 0..20 {
+    let meet = dir.join("meet");
+    std::fs::create_dir_all(&meet).unwrap();
+    for round in 0..20u32 {
         let jobs: Vec<_> = (0..2u8)
             .map(|j| {
                 let sc = sc.clone();
+                let m = meet.to_str().unwrap().to_owned();
                 std::thread::spawn(move || {
                     sc.parallelize(vec![j], 1)
-                        .map(Fn!(
-                            |b: u8| std::iter::repeat_n(b, 5_000_000).collect::<Vec<u8>>()
-                        ))
+                        .map(Fn!(move |b: u8| {
+                            let v = std::iter::repeat_n(b, 5_000_000).collect::<Vec<u8>>();
+                            meet_other(&m, round, b);
+                            v
+                        }))
                         .collect()
                         .unwrap()
                 })
