@@ -150,6 +150,9 @@ impl Word {
     /// The inline layout as three little-endian words (text, zero padding,
     /// length in the top byte of the last), if inline: what the aggregation
     /// table keys on.
+    /// (Inlined into generic callers in other crates: returned through
+    /// memory, the words stall the table's compare on store forwarding.)
+    #[inline(always)]
     pub(crate) fn inline_words(&self) -> Option<[u64; 3]> {
         match &self.0 {
             Repr::Inline(Inline(b)) => Some([le64(&b[..8]), le64(&b[8..16]), le64(&b[16..])]),
