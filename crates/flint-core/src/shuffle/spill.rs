@@ -872,9 +872,14 @@ fn prefetch(pages: &[Vec<u8>], loc: Loc) {
         // SAFETY: a prefetch never faults and reads nothing the program sees;
         // the pointer is into a live page anyway.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr) };
-        if loc.len > 64 {
-            // SAFETY: as above; the value spans this address (len > 64).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(64)) };
+        // Every further cache line the value touches, up to 4 in all: a
+        // 101-byte value spans 3 lines more often than not.
+        let end = ptr.wrapping_add((loc.len as usize).clamp(1, 256) - 1);
+        let mut line = ptr.wrapping_add(64);
+        while (line as usize) & !63 <= (end as usize) & !63 {
+            // SAFETY: as above; `line` lies within the value.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+            line = line.wrapping_add(64);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
