@@ -6,6 +6,7 @@
 
 pub(crate) mod frames;
 mod partitioner;
+mod prefix;
 mod reader;
 mod spill;
 mod tracker;

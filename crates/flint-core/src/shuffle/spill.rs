@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::frames::{FrameReader, FrameWriter};
 use super::partitioner::{Partitioner, stable_hash};
+use super::prefix::Sorted;
 use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
@@ -696,6 +697,8 @@ pub struct ExternalSorter<S, V> {
     scratch: Vec<u8>,
     env: Arc<TaskEnv>,
     spills: Vec<SpillFile>,
+    /// The key's order as a number, for key types that have one.
+    prefix: Option<fn(&S) -> u64>,
     _v: std::marker::PhantomData<fn() -> V>,
 }
 
@@ -710,6 +713,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             scratch: Vec::new(),
             env,
             spills: Vec::new(),
+            prefix: super::prefix::prefix_fn::<S>(),
             _v: std::marker::PhantomData,
         }
     }
@@ -783,25 +787,37 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         Ok(())
     }
 
-    /// Entries in key order; ties keep insertion order (locations grow with it).
-    fn sort_entries(entries: &mut [(S, Loc)]) {
-        entries.sort_unstable_by(|a, b| {
+    /// Entries in key order; ties keep insertion order (locations grow with
+    /// it).
+    fn sorted_entries(&mut self) -> Sorted<(S, Loc)> {
+        let cmp = |a: &(S, Loc), b: &(S, Loc)| {
             a.0.cmp(&b.0)
                 .then((a.1.page, a.1.off).cmp(&(b.1.page, b.1.off)))
-        });
+        };
+        let mut entries = std::mem::take(&mut self.entries);
+        match self.prefix {
+            Some(p) => super::prefix::sort_by_prefix(entries, |e| p(&e.0), cmp),
+            None => {
+                entries.sort_unstable_by(cmp);
+                Sorted::InPlace(entries)
+            }
+        }
     }
 
     fn spill(&mut self) -> Result<()> {
-        Self::sort_entries(&mut self.entries);
+        let sorted = self.sorted_entries();
         let path = self.env.temp_file("spill");
         let f = File::create(&path)
             .map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
         let mut spill = SpillFile { path, len: 0 };
         let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), self.env.compression);
-        for (i, (k, loc)) in self.entries.iter().enumerate() {
-            if let Some((_, ahead)) = self.entries.get(i + PREFETCH_AHEAD) {
+        for i in 0..sorted.len() {
+            if let Some((_, ahead)) = sorted.get(i + PREFETCH_AHEAD) {
                 prefetch(&self.pages, *ahead);
             }
+            let Some((k, loc)) = sorted.get(i) else {
+                return Err(lost_entry());
+            };
             let p = &self.pages[loc.page as usize];
             let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
             // A (key, value) record's encoding is the key's then the value's.
@@ -817,7 +833,10 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         );
         self.spills.push(spill);
         // Keep the entries' capacity and the pages for the next run.
-        self.entries.clear();
+        if let Sorted::InPlace(mut v) = sorted {
+            v.clear();
+            self.entries = v;
+        }
         for mut p in self.pages.drain(..) {
             // Pages of one large value are let go.
             if p.capacity() == PAGE {
@@ -831,15 +850,15 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
 
     /// Records in key order (stable).
     pub fn into_sorted(mut self) -> Result<ResIter<S, V>> {
-        let mut entries = std::mem::take(&mut self.entries);
-        Self::sort_entries(&mut entries);
+        let mut it = self.sorted_entries().into_iter();
         let pages = std::mem::take(&mut self.pages);
-        let mut it = entries.into_iter();
         let mem: ResIter<S, V> = Box::new(std::iter::from_fn(move || {
-            if let Some((_, ahead)) = it.as_slice().get(PREFETCH_AHEAD) {
+            if let Some((_, ahead)) = it.ahead(PREFETCH_AHEAD) {
                 prefetch(&pages, *ahead);
             }
-            let (k, loc) = it.next()?;
+            let Some((k, loc)) = it.next()? else {
+                return Some(Err(lost_entry()));
+            };
             let p = &pages[loc.page as usize];
             let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
             Some(crate::codec::decode::<V>("sort record", raw).map(|v| (k, v)))
@@ -855,6 +874,15 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         }
         sources.push(mem);
         Ok(merge_sorted(sources))
+    }
+}
+
+/// A sort order that does not name each entry once (a bug, reported rather
+/// than ending the output early).
+fn lost_entry() -> FlintError {
+    FlintError::Codec {
+        what: "sort buffer",
+        reason: "its order does not name every record once (a bug in Flint)".into(),
     }
 }
 
