@@ -320,6 +320,24 @@ fn globs_and_binary_records() {
         err.contains("not a multiple of the record length 7"),
         "{err}"
     );
+
+    // A file cut short after the job was planned: an error naming the file,
+    // never fewer records (at a record boundary or inside a record).
+    for cut in [9_000u64, 9_005] {
+        let rdd = sc().binary_records(path.to_str().unwrap(), 10, 3).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let err = rdd.count().unwrap_err().to_string();
+        assert!(
+            err.contains("recs.bin") && err.contains("changed after the job was planned"),
+            "cut at {cut}: {err}"
+        );
+        std::fs::write(&path, &recs).unwrap();
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! RDDs that read data: driver collections, number ranges and files.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -484,12 +484,41 @@ impl RddNode for BinaryRecordsRdd {
         let len = self.record_len;
         let mut reader = BufReader::with_capacity(1 << 20, open_at(&path, s.start)?.take(s.len));
         let errors = tc.errors();
+        // Bytes of the split still to come: a file that ends before (it
+        // shrank after the job was planned) is an error, not fewer records.
+        let mut left = s.len;
         Ok(Box::new(std::iter::from_fn(move || {
-            let mut rec = vec![0u8; len];
-            match reader.read_exact(&mut rec) {
-                Ok(()) => Some(Bytes(rec)),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+            if left == 0 {
+                return None;
+            }
+            // Copied from the reader's buffer when it holds the whole record
+            // (no zeroed buffer to read into).
+            let rec = match reader.fill_buf() {
+                Ok(buf) if buf.len() >= len => {
+                    let rec = buf[..len].to_vec();
+                    reader.consume(len);
+                    Ok(rec)
+                }
+                Ok(_) => {
+                    let mut rec = vec![0u8; len];
+                    reader.read_exact(&mut rec).map(|()| rec)
+                }
+                Err(e) => Err(e),
+            };
+            match rec {
+                Ok(rec) => {
+                    left = left.saturating_sub(len as u64);
+                    Some(Bytes(rec))
+                }
                 Err(e) => {
+                    let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        std::io::Error::other(format!(
+                            "the file ends {left} bytes short of its split's end: \
+                             it changed after the job was planned"
+                        ))
+                    } else {
+                        e
+                    };
                     errors.fail(FlintError::io("cannot read", &path, e));
                     None
                 }
