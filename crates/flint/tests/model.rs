@@ -338,6 +338,26 @@ fn globs_and_binary_records() {
         );
         std::fs::write(&path, &recs).unwrap();
     }
+    // The same for lines of text.
+    let text = dir.path().join("lines.txt");
+    let lines: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(&text, &lines).unwrap();
+    let rdd = sc().text_file(text.to_str().unwrap(), 3).unwrap();
+    assert_eq!(rdd.count().unwrap(), 20_000);
+    for cut in [lines.len() as u64 - 1, 100_000, 7] {
+        std::fs::File::options()
+            .write(true)
+            .open(&text)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let err = rdd.count().unwrap_err().to_string();
+        assert!(
+            err.contains("lines.txt") && err.contains("changed after the job was planned"),
+            "cut at {cut}: {err}"
+        );
+        std::fs::write(&text, &lines).unwrap();
+    }
 }
 
 #[test]

@@ -246,6 +246,14 @@ fn open_at(path: &Path, pos: u64) -> Result<File> {
     Ok(f)
 }
 
+/// A file that ends `short` bytes before the end of a split planned from its
+/// earlier size: an error, never fewer records.
+fn shrunk(short: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the file ends {short} bytes short of its split's end: it changed after the job was planned"
+    ))
+}
+
 /// Lines of text files; a line belongs to the split in which it starts.
 #[derive(Serialize, Deserialize)]
 pub struct TextFileRdd {
@@ -358,6 +366,10 @@ impl Lines {
         while !self.eof {
             let n = (&mut self.file).take(LINES_CHUNK).read_to_end(&mut buf)?;
             if n == 0 {
+                let read = self.chunk_pos + buf.len() as u64;
+                if read < self.end {
+                    return Err(shrunk(self.end - read));
+                }
                 self.eof = true;
             } else if memchr::memchr(b'\n', &buf[searched..]).is_some() {
                 break;
@@ -512,10 +524,7 @@ impl RddNode for BinaryRecordsRdd {
                 }
                 Err(e) => {
                     let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        std::io::Error::other(format!(
-                            "the file ends {left} bytes short of its split's end: \
-                             it changed after the job was planned"
-                        ))
+                        shrunk(left)
                     } else {
                         e
                     };
