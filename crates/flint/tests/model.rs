@@ -188,6 +188,49 @@ fn aggregation_and_sort_spill_under_a_small_memory_budget() {
     );
 }
 
+/// Sorted shuffles carry each value's length (a varint, one byte below 128
+/// and more above): values of every length around those boundaries, equal
+/// keys, both orders, in memory and spilled, come back whole and in order.
+#[test]
+fn sorted_values_of_every_length_survive_in_both_orders() {
+    let data: Vec<(i32, String)> = (0..6000)
+        .map(|i| {
+            (
+                (i * 37 % 101) - 50,
+                "v".repeat((i * 13 % 400) as usize) + &i.to_string(),
+            )
+        })
+        .collect();
+    for memory in ["1g", "2m"] {
+        let sc = FlintContext::new(
+            FlintConf::new()
+                .master("local[2]")
+                .set("flint.executor.memory", memory)
+                .set("flint.memory.fraction", "0.5"),
+        )
+        .unwrap();
+        let rdd = sc.parallelize(data.clone(), 5);
+        for ascending in [true, false] {
+            let got = rdd.sort_by_key(ascending, 3).unwrap().collect().unwrap();
+            let mut keys: Vec<i32> = got.iter().map(|r| r.0).collect();
+            let mut want_keys: Vec<i32> = data.iter().map(|r| r.0).collect();
+            want_keys.sort();
+            if !ascending {
+                want_keys.reverse();
+            }
+            assert_eq!(keys, want_keys, "{memory} ascending={ascending}");
+            let (mut a, mut b) = (got.clone(), data.clone());
+            a.sort();
+            b.sort();
+            assert!(a == b, "{memory} ascending={ascending}: records differ");
+            keys.dedup();
+        }
+        if memory == "2m" {
+            assert!(sc.spill_count() > 0, "a 1 MiB budget spills");
+        }
+    }
+}
+
 #[test]
 fn sampling_is_deterministic_and_about_right() {
     let rdd = sc().parallelize((0..20_000).collect::<Vec<u32>>(), 4);
@@ -340,7 +383,7 @@ fn globs_and_binary_records() {
     }
     // The same for lines of text.
     let text = dir.path().join("lines.txt");
-    let lines: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let lines: String = (0..20_000).map(|i| format!("row {i}\n")).collect();
     std::fs::write(&text, &lines).unwrap();
     let rdd = sc().text_file(text.to_str().unwrap(), 3).unwrap();
     assert_eq!(rdd.count().unwrap(), 20_000);
@@ -358,6 +401,30 @@ fn globs_and_binary_records() {
         );
         std::fs::write(&text, &lines).unwrap();
     }
+    // Cut inside the line that runs past the first split's end: reading
+    // that split alone (take) reports it too, not a shortened last line.
+    let first_end = lines.len() / 3;
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(lines.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let in_first = starts.iter().filter(|&&p| p < first_end).count();
+    let crossing_end = starts[in_first] - 1; // its newline
+    let cut = first_end + 1;
+    assert!(cut < crossing_end, "the cut falls inside the crossing line");
+    std::fs::File::options()
+        .write(true)
+        .open(&text)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    match rdd.take(in_first) {
+        Ok(got) => panic!("took {} lines, the last {:?}", got.len(), got.last()),
+        Err(e) => assert!(
+            e.to_string().contains("changed after the job was planned"),
+            "{e}"
+        ),
+    }
+    std::fs::write(&text, &lines).unwrap();
 }
 
 #[test]

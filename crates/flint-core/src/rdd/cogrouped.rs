@@ -44,6 +44,7 @@ impl<K: Key, X: Data> CoGroupInput<K, X> {
             partitioner: p.clone(),
             aggregator: NoAgg(Default::default()),
             combine: Combine::None,
+            sized_values: false,
             _cleanup: sc.map(|s| {
                 s.cleaner()
                     .guard(crate::cleaner::CleanupTask::Shuffle(shuffle_id))

@@ -461,12 +461,15 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         let sc = self.sc.as_ref();
         let shuffle_id = sc.map(|s| s.new_shuffle_id()).unwrap_or(usize::MAX);
         let n = partitioner.num_partitions();
+        // A sort without aggregation keeps values encoded on the reduce side.
+        let sized_values = combine == Combine::None && ordering.is_some();
         let dep = Arc::new(ShuffleDependency {
             shuffle_id,
             parent: self.clone(),
             partitioner,
             aggregator: agg.clone(),
             combine,
+            sized_values,
             _cleanup: sc.map(|s| {
                 s.cleaner()
                     .guard(crate::cleaner::CleanupTask::Shuffle(shuffle_id))
@@ -483,6 +486,7 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
                 aggregator: agg,
                 combine,
                 ordering,
+                sized_values,
                 partitioner: Some(Arc::new(dep.partitioner.clone())),
                 dep: Some(dep),
                 _p: Default::default(),

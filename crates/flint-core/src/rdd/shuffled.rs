@@ -12,7 +12,8 @@ use crate::func::{Data, Key};
 use crate::ship::Shipped;
 pub use crate::shuffle::Aggregator;
 use crate::shuffle::{
-    ExternalAggregator, ExternalSorter, Partitioner, read_partition, write_map_output,
+    ExternalAggregator, ExternalSorter, Partitioner, read_partition, read_sized_partition,
+    write_map_output,
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
@@ -40,6 +41,9 @@ pub struct ShuffleDependency<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub partitioner: Partitioner<K>,
     pub aggregator: A,
     pub combine: Combine,
+    /// Records framed for a sorted shuffle's reducers (see `write_map_output`);
+    /// the reading `ShuffledRdd` has the same flag.
+    pub(crate) sized_values: bool,
     /// On the driver: removes the shuffle's files and map-output entries when
     /// the dependency is dropped (no RDD or stage needs it any more).
     #[serde(skip)]
@@ -53,9 +57,15 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> StageTask for ShuffleDepende
         // The writer checks the kill flag itself (no extra layer).
         let records = |sink: Sink<'_, (K, V)>| self.parent.push(partition, tc, sink);
         let agg = (self.combine == Combine::MapAndReduceSide).then_some(&self.aggregator);
-        let status = write_map_output(tc, self.shuffle_id, records, &self.partitioner, agg, |v| {
-            self.aggregator.create(v)
-        })?;
+        let status = write_map_output(
+            tc,
+            self.shuffle_id,
+            records,
+            &self.partitioner,
+            agg,
+            |v| self.aggregator.create(v),
+            self.sized_values && agg.is_none(),
+        )?;
         Ok(TaskOutput::Map(status))
     }
 }
@@ -89,6 +99,8 @@ pub struct ShuffledRdd<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
     pub(crate) combine: Combine,
     /// Sort each partition by key: `Some(true)` ascending, `Some(false)` descending.
     pub(crate) ordering: Option<bool>,
+    /// As the dependency's: records carry their value's length.
+    pub(crate) sized_values: bool,
     /// The dependency's partitioner, for `RddBase::partitioner` (driver only).
     #[serde(skip)]
     pub(crate) partitioner: Option<Arc<Partitioner<K>>>,
@@ -124,9 +136,9 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddBase for ShuffledRdd<K, V
 impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V, C, A> {
     type Item = (K, C);
     fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(K, C)>> {
-        let records = read_partition::<(K, C)>(tc, self.shuffle_id, split)?;
         let errors = tc.errors();
         let out: Box<dyn Iterator<Item = Result<(K, C)>>> = if self.combine != Combine::None {
+            let records = read_partition::<(K, C)>(tc, self.shuffle_id, split)?;
             let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
             for rec in records {
                 let (k, c) = rec?;
@@ -144,21 +156,15 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
             }
         } else {
             match self.ordering {
-                None => records,
+                None => read_partition::<(K, C)>(tc, self.shuffle_id, split)?,
                 Some(true) => {
                     let mut s = ExternalSorter::<K, C>::new(tc.env.clone());
-                    for rec in records {
-                        let (k, c) = rec?;
-                        s.insert(k, c)?;
-                    }
+                    self.fill(&mut s, split, tc, |k| k)?;
                     s.into_sorted()?
                 }
                 Some(false) => {
                     let mut s = ExternalSorter::<std::cmp::Reverse<K>, C>::new(tc.env.clone());
-                    for rec in records {
-                        let (k, c) = rec?;
-                        s.insert(std::cmp::Reverse(k), c)?;
-                    }
+                    self.fill(&mut s, split, tc, std::cmp::Reverse)?;
                     Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))))
                 }
             }
@@ -172,4 +178,27 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
         })))
     }
     shippable!();
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
+    /// Puts this partition's records into a sorter keyed by `key(k)`: values
+    /// as the map side encoded them when records carry their lengths.
+    fn fill<S: Data + Ord>(
+        &self,
+        sorter: &mut ExternalSorter<S, C>,
+        split: usize,
+        tc: &TaskContext,
+        key: impl Fn(K) -> S,
+    ) -> Result<()> {
+        if self.sized_values {
+            return read_sized_partition::<K>(tc, self.shuffle_id, split, |k, raw| {
+                sorter.insert_encoded(key(k), raw)
+            });
+        }
+        for rec in read_partition::<(K, C)>(tc, self.shuffle_id, split)? {
+            let (k, c) = rec?;
+            sorter.insert(key(k), c)?;
+        }
+        Ok(())
+    }
 }

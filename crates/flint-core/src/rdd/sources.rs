@@ -195,6 +195,9 @@ pub struct FileSplit {
     pub path: PathBuf,
     pub start: u64,
     pub len: u64,
+    /// The file's size when the job was planned: a reader that meets the end
+    /// of file before it reports the change instead of returning less.
+    pub file_len: u64,
 }
 
 /// Hadoop's rule: split size = max(1, min(total / min_partitions, block size)),
@@ -225,6 +228,7 @@ pub(crate) fn compute_splits(
                 path: f.clone(),
                 start,
                 len: split,
+                file_len: size,
             });
             start += split;
         }
@@ -233,6 +237,7 @@ pub(crate) fn compute_splits(
                 path: f.clone(),
                 start,
                 len: size - start,
+                file_len: size,
             });
         }
     }
@@ -246,11 +251,11 @@ fn open_at(path: &Path, pos: u64) -> Result<File> {
     Ok(f)
 }
 
-/// A file that ends `short` bytes before the end of a split planned from its
-/// earlier size: an error, never fewer records.
-fn shrunk(short: u64) -> std::io::Error {
+/// A file that ends before byte `planned`, which it held when the job was
+/// planned: an error, never fewer records.
+fn shrunk(planned: u64) -> std::io::Error {
     std::io::Error::other(format!(
-        "the file ends {short} bytes short of its split's end: it changed after the job was planned"
+        "the file ends before byte {planned}: it changed after the job was planned"
     ))
 }
 
@@ -302,6 +307,7 @@ impl TextFileRdd {
             tail: Vec::new(),
             eof: false,
             end: s.start + s.len,
+            file_len: s.file_len,
             skip_first: s.start > 0,
             path: s.path.clone(),
             errors: tc.errors(),
@@ -343,6 +349,8 @@ struct Lines {
     eof: bool,
     /// Lines starting at or after this offset belong to the next split.
     end: u64,
+    /// The file's planned size (the last line may run past `end`).
+    file_len: u64,
     /// The first line read belongs to the previous split.
     skip_first: bool,
     path: PathBuf,
@@ -366,9 +374,8 @@ impl Lines {
         while !self.eof {
             let n = (&mut self.file).take(LINES_CHUNK).read_to_end(&mut buf)?;
             if n == 0 {
-                let read = self.chunk_pos + buf.len() as u64;
-                if read < self.end {
-                    return Err(shrunk(self.end - read));
+                if self.chunk_pos + (buf.len() as u64) < self.file_len {
+                    return Err(shrunk(self.file_len));
                 }
                 self.eof = true;
             } else if memchr::memchr(b'\n', &buf[searched..]).is_some() {
@@ -499,6 +506,7 @@ impl RddNode for BinaryRecordsRdd {
         // Bytes of the split still to come: a file that ends before (it
         // shrank after the job was planned) is an error, not fewer records.
         let mut left = s.len;
+        let end = s.start + s.len;
         Ok(Box::new(std::iter::from_fn(move || {
             if left == 0 {
                 return None;
@@ -524,7 +532,7 @@ impl RddNode for BinaryRecordsRdd {
                 }
                 Err(e) => {
                     let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        shrunk(left)
+                        shrunk(end)
                     } else {
                         e
                     };

@@ -241,6 +241,34 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
         Ok(Some(raw))
     }
 
+    /// The next record of a sized stream: the key, then its value's
+    /// encoding behind its length (the map side of a sorted shuffle writes
+    /// them so; see `writer`), the value's bytes left undecoded.
+    pub fn next_sized<K: DeserializeOwned>(&mut self) -> Result<Option<(K, &[u8])>> {
+        while self.pos >= self.frame.len() {
+            if !self.next_frame()? {
+                return Ok(None);
+            }
+        }
+        let (key, rest) = codec::decode_prefix::<K>("shuffle record", &self.frame[self.pos..])?;
+        let Some((len, rest)) = take_varint(rest) else {
+            return Err(corrupt("a record's value length is not a number"));
+        };
+        let start = self.frame.len() - rest.len();
+        // Records never span frames: the writer cuts frames between them.
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|n| start.checked_add(n))
+            .filter(|&end| end <= self.frame.len())
+        else {
+            return Err(corrupt(&format!(
+                "a record's value of {len} bytes overruns its frame"
+            )));
+        };
+        self.pos = end;
+        Ok(Some((key, &self.frame[start..end])))
+    }
+
     pub fn next_record(&mut self) -> Result<Option<T>> {
         while self.pos >= self.frame.len() {
             if !self.next_frame()? {
@@ -251,6 +279,27 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
         self.pos = self.frame.len() - rest.len();
         Ok(Some(rec))
     }
+}
+
+/// Appends `n` as a LEB128 varint (postcard's encoding of lengths).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads a LEB128 varint of at most 10 bytes; returns it and the bytes after.
+fn take_varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((n, &b[i + 1..]));
+        }
+    }
+    None
 }
 
 fn corrupt(what: &str) -> FlintError {
@@ -394,6 +443,51 @@ mod tests {
                 }
             };
             proptest::prop_assert!(end.is_err(), "flip at byte {} went unnoticed", at);
+        }
+    }
+
+    /// Frames of sized records (key, value length, value).
+    fn sized(recs: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (k, v) in recs {
+            codec::encode_into("t", k, &mut raw).unwrap();
+            put_varint(&mut raw, v.len() as u64);
+            raw.extend_from_slice(v);
+        }
+        let mut w = FrameWriter::new(Vec::new(), Compression::None);
+        w.write_encoded(&raw).unwrap();
+        w.into_inner().unwrap()
+    }
+
+    fn read_sized(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>> {
+        let mut r = FrameReader::<_, ()>::new(bytes, Compression::None, bytes.len() as u64);
+        let mut out = Vec::new();
+        while let Some((k, v)) = r.next_sized::<u32>()? {
+            out.push((k, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn sized_records_read_back_and_bad_lengths_are_errors() {
+        let recs: Vec<(u32, Vec<u8>)> = [0usize, 1, 127, 128, 300, 20_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i as u32, vec![i as u8; n]))
+            .collect();
+        assert_eq!(read_sized(&sized(&recs)).unwrap(), recs);
+        // A value length past the frame's end; a length that never ends.
+        for raw in [
+            vec![7u8, 0x05, 1, 2],
+            vec![
+                7u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+        ] {
+            let mut w = FrameWriter::new(Vec::new(), Compression::None);
+            w.write_encoded(&raw).unwrap();
+            let bytes = w.into_inner().unwrap();
+            let err = read_sized(&bytes).unwrap_err().to_string();
+            assert!(err.contains("corrupt"), "{err}");
         }
     }
 

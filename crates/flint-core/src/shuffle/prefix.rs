@@ -256,10 +256,12 @@ pub(crate) fn sort_by_prefix<E>(
         entries.sort_unstable_by(cmp);
         return Sorted::InPlace(entries);
     }
-    let keys: Vec<u64> = entries.iter().map(&prefix).collect();
-    let (min, max) = keys
-        .iter()
-        .fold((u64::MAX, 0), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+    // Prefixes are computed again in each pass rather than kept (8 bytes an
+    // entry the memory budget would have to cover).
+    let (min, max) = entries.iter().fold((u64::MAX, 0), |(lo, hi), e| {
+        let k = prefix(e);
+        (lo.min(k), hi.max(k))
+    });
     if min == max {
         entries.sort_unstable_by(cmp);
         return Sorted::InPlace(entries);
@@ -276,16 +278,16 @@ pub(crate) fn sort_by_prefix<E>(
     let digit = |k: u64| ((k >> shift) - base) as usize;
     let buckets = digit(max) + 1;
     let mut starts = vec![0u32; buckets + 1];
-    for &k in &keys {
-        starts[digit(k) + 1] += 1;
+    for e in &entries {
+        starts[digit(prefix(e)) + 1] += 1;
     }
     for i in 0..buckets {
         starts[i + 1] += starts[i];
     }
     let mut slots: Vec<Option<E>> = std::iter::repeat_with(|| None).take(n).collect();
     let mut next = starts.clone();
-    for (e, k) in entries.into_iter().zip(keys) {
-        let d = digit(k);
+    for e in entries {
+        let d = digit(prefix(&e));
         slots[next[d] as usize] = Some(e);
         next[d] += 1;
     }

@@ -30,103 +30,166 @@ pub(crate) fn read_partition<T: Data>(
     shuffle_id: usize,
     reduce: usize,
 ) -> Result<ResIter<T>> {
-    let compression = tc.env.compression;
-    let client = tc.env.shuffle_client.get().cloned();
-    let me = tc.env.executor_id.clone();
-    let chunk = tc
-        .env
-        .conf
-        .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
-        .clamp(64 << 10, FETCH_CHUNK)
-        // A reply must fit in one RPC frame.
-        .min(tc.env.conf.rpc_max_message_size()? as u64 / 2);
-    // An executor asks the driver; the driver (and local mode) knows.
-    let mut segments = match &client {
-        Some(c) => c.segments(shuffle_id, reduce)?,
-        None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
-    }
-    .into_iter();
-    type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
+    let mut segments = Segments::new(tc, shuffle_id, reduce)?;
     let mut current: Option<Current<T>> = None;
-    let mut count = ReadCount {
-        metrics: tc.metrics.clone(),
-        records: 0,
-    };
-    let failed = move |seg: &SegmentLocation, reason: String| FlintError::FetchFailed {
-        shuffle_id,
-        map_id: seg.map_id,
-        executor: Some(seg.executor_id.clone()),
-        reason,
-    };
     Ok(Box::new(std::iter::from_fn(move || {
         loop {
             if let Some((seg, r)) = current.as_mut() {
                 match r.next_record() {
                     Ok(Some(rec)) => {
-                        count.record();
+                        segments.count.record();
                         return Some(Ok(rec));
                     }
                     Ok(None) => current = None,
                     Err(e) => {
-                        let err = failed(seg, format!("{}: {e}", seg.data_file.display()));
+                        let err = segments.failed_on(seg, e);
                         current = None;
-                        segments = Vec::new().into_iter();
                         return Some(Err(err));
                     }
                 }
             }
-            let seg = segments.next()?;
-            // Another executor's output: over the network, unless it is on
-            // this host and its file is readable here (node-local).
-            let theirs = client.is_some() && seg.executor_id != me;
-            let host_local = theirs && !seg.data_file.as_os_str().is_empty();
-            let opened = (!theirs || host_local).then(|| {
-                open_segment(&seg).map(|f| {
-                    // Bytes are counted as read (remote ones in `Remote`).
-                    Box::new(Counted {
-                        inner: f,
-                        metrics: count.metrics.clone(),
-                        host_local,
-                    }) as Box<dyn Read>
-                })
-            });
-            let source: std::io::Result<Box<dyn Read>> = match (opened, &client) {
-                (Some(Ok(f)), _) => Ok(f),
-                (Some(Err(e)), _) if !theirs => Err(e),
-                (_, Some(c)) => Ok(Box::new(Remote {
-                    client: c.clone(),
-                    seg: seg.clone(),
-                    shuffle_id,
-                    reduce,
-                    pos: 0,
-                    chunk,
-                    buf: std::io::Cursor::new(Vec::new()),
-                    metrics: count.metrics.clone(),
-                })),
-                // Without a client every segment is this process's own.
-                (opened, None) => {
-                    opened.unwrap_or_else(|| Err(std::io::Error::other("no shuffle client")))
-                }
-            };
-            match source {
-                Ok(src) => {
-                    let r = FrameReader::new(
-                        BufReader::with_capacity(128 << 10, src),
-                        compression,
-                        seg.len,
-                    );
-                    current = Some((seg, r));
-                }
-                Err(e) => {
-                    segments = Vec::new().into_iter();
-                    return Some(Err(failed(
-                        &seg,
-                        format!("{}: {e}", seg.data_file.display()),
-                    )));
-                }
+            match segments.next()? {
+                Ok(c) => current = Some(c),
+                Err(e) => return Some(Err(e)),
             }
         }
     })))
+}
+
+/// Reads a sorted shuffle's partition (records framed as the key, then the
+/// value's encoding behind its length; see `writer`), handing each key and
+/// its value's bytes, undecoded, to `each`.
+pub(crate) fn read_sized_partition<K: Data>(
+    tc: &TaskContext,
+    shuffle_id: usize,
+    reduce: usize,
+    mut each: impl FnMut(K, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut segments = Segments::new(tc, shuffle_id, reduce)?;
+    while let Some(next) = segments.next() {
+        let (seg, mut r): Current<()> = next?;
+        loop {
+            match r.next_sized::<K>() {
+                Ok(Some((k, raw))) => {
+                    segments.count.record();
+                    each(k, raw)?;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(segments.failed_on(&seg, e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+type Current<T> = (SegmentLocation, FrameReader<BufReader<Box<dyn Read>>, T>);
+
+/// The segments of one reduce partition, opened one after another: from a
+/// file here (this executor's, or another's on this host) or fetched.
+struct Segments {
+    compression: crate::env::Compression,
+    client: Option<Arc<dyn ShuffleClient>>,
+    me: String,
+    chunk: u64,
+    shuffle_id: usize,
+    reduce: usize,
+    segments: std::vec::IntoIter<SegmentLocation>,
+    count: ReadCount,
+}
+
+impl Segments {
+    fn new(tc: &TaskContext, shuffle_id: usize, reduce: usize) -> Result<Self> {
+        let client = tc.env.shuffle_client.get().cloned();
+        let chunk = tc
+            .env
+            .conf
+            .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
+            .clamp(64 << 10, FETCH_CHUNK)
+            // A reply must fit in one RPC frame.
+            .min(tc.env.conf.rpc_max_message_size()? as u64 / 2);
+        // An executor asks the driver; the driver (and local mode) knows.
+        let segments = match &client {
+            Some(c) => c.segments(shuffle_id, reduce)?,
+            None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
+        }
+        .into_iter();
+        Ok(Segments {
+            compression: tc.env.compression,
+            client,
+            me: tc.env.executor_id.clone(),
+            chunk,
+            shuffle_id,
+            reduce,
+            segments,
+            count: ReadCount {
+                metrics: tc.metrics.clone(),
+                records: 0,
+            },
+        })
+    }
+
+    /// A fetch failure (the map stage reruns), naming the segment; no
+    /// segment is read after it.
+    fn failed(&mut self, seg: &SegmentLocation, reason: String) -> FlintError {
+        self.segments = Vec::new().into_iter();
+        FlintError::FetchFailed {
+            shuffle_id: self.shuffle_id,
+            map_id: seg.map_id,
+            executor: Some(seg.executor_id.clone()),
+            reason,
+        }
+    }
+
+    fn failed_on(&mut self, seg: &SegmentLocation, e: impl std::fmt::Display) -> FlintError {
+        self.failed(seg, format!("{}: {e}", seg.data_file.display()))
+    }
+
+    fn next<T: Data>(&mut self) -> Option<Result<Current<T>>> {
+        let seg = self.segments.next()?;
+        // Another executor's output: over the network, unless it is on
+        // this host and its file is readable here (node-local).
+        let theirs = self.client.is_some() && seg.executor_id != self.me;
+        let host_local = theirs && !seg.data_file.as_os_str().is_empty();
+        let opened = (!theirs || host_local).then(|| {
+            open_segment(&seg).map(|f| {
+                // Bytes are counted as read (remote ones in `Remote`).
+                Box::new(Counted {
+                    inner: f,
+                    metrics: self.count.metrics.clone(),
+                    host_local,
+                }) as Box<dyn Read>
+            })
+        });
+        let source: std::io::Result<Box<dyn Read>> = match (opened, &self.client) {
+            (Some(Ok(f)), _) => Ok(f),
+            (Some(Err(e)), _) if !theirs => Err(e),
+            (_, Some(c)) => Ok(Box::new(Remote {
+                client: c.clone(),
+                seg: seg.clone(),
+                shuffle_id: self.shuffle_id,
+                reduce: self.reduce,
+                pos: 0,
+                chunk: self.chunk,
+                buf: std::io::Cursor::new(Vec::new()),
+                metrics: self.count.metrics.clone(),
+            })),
+            // Without a client every segment is this process's own.
+            (opened, None) => {
+                opened.unwrap_or_else(|| Err(std::io::Error::other("no shuffle client")))
+            }
+        };
+        Some(match source {
+            Ok(src) => {
+                let r = FrameReader::new(
+                    BufReader::with_capacity(128 << 10, src),
+                    self.compression,
+                    seg.len,
+                );
+                Ok((seg, r))
+            }
+            Err(e) => Err(self.failed_on(&seg, e)),
+        })
+    }
 }
 
 /// A segment read from a file here, counting its bytes as they are read.

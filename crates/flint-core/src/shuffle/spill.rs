@@ -735,14 +735,29 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     /// spare capacity, like the free pages, is reused, not counted, so that
     /// a spill brings the estimate back to zero).
     fn estimate(&self) -> u64 {
-        let per_entry = std::mem::size_of::<(S, Loc)>() as f64 + self.key_est.avg;
+        // Sorting by prefix moves the entries into a second vector of slots
+        // while the first is still held: counted ahead, with each entry.
+        let slots = match self.prefix {
+            Some(_) => std::mem::size_of::<Option<(S, Loc)>>(),
+            None => 0,
+        };
+        let per_entry = (std::mem::size_of::<(S, Loc)>() + slots) as f64 + self.key_est.avg;
         self.page_bytes + (per_entry * self.entries.len() as f64) as u64
     }
 
     pub fn insert(&mut self, key: S, value: V) -> Result<()> {
-        self.scratch.clear();
-        crate::codec::encode_into("sort record", &value, &mut self.scratch)?;
-        let len = self.scratch.len();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        crate::codec::encode_into("sort record", &value, &mut scratch)?;
+        let r = self.insert_encoded(key, &scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Inserts a record whose value is already encoded (as `V`: it is
+    /// decoded when the record leaves the sorter).
+    pub fn insert_encoded(&mut self, key: S, value: &[u8]) -> Result<()> {
+        let len = value.len();
         if self
             .pages
             .last()
@@ -762,7 +777,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                 "a sort buffer outgrew 4G pages or a 4 GiB value; raise the partition count".into(),
             ));
         };
-        page.extend_from_slice(&self.scratch);
+        page.extend_from_slice(value);
         let sampled = self.key_est.ops.is_multiple_of(SAMPLE_EVERY);
         self.key_est.ops += 1;
         if sampled {

@@ -14,7 +14,10 @@ use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
 use crate::rdd::Sink;
 
-/// `records` pushes the map task's input into the sink it is given.
+/// `records` pushes the map task's input into the sink it is given. With
+/// `sized` (a sorted shuffle, no aggregation), each record is written as its
+/// key, then its value's encoding behind its length, so that reducers can
+/// store the value's bytes without decoding them (`FrameReader::next_sized`).
 pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
     tc: &TaskContext,
     shuffle_id: usize,
@@ -22,6 +25,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
     partitioner: &Partitioner<K>,
     aggregator: Option<&A>,
     identity: impl Fn(V) -> C,
+    sized: bool,
 ) -> Result<MapStatus> {
     let env = &tc.env;
     let n = partitioner.num_partitions();
@@ -69,7 +73,11 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                     written += batch.len() as u64;
                     for (k, v) in batch.drain(..) {
                         let p = partitioner.partition(&k);
-                        buckets.insert(p, &(k, identity(v)))?;
+                        if sized {
+                            buckets.insert_sized(p, &k, &identity(v))?;
+                        } else {
+                            buckets.insert(p, &(k, identity(v)))?;
+                        }
                     }
                     Ok(())
                 })?;
@@ -142,6 +150,42 @@ impl EncodedBuckets {
     }
 
     fn insert<T: serde::Serialize>(&mut self, p: usize, rec: &T) -> Result<()> {
+        self.insert_with(p, |chunk| {
+            crate::codec::encode_into("shuffle record", rec, chunk)
+        })
+    }
+
+    /// The key, then the value's encoding behind its length as a varint.
+    fn insert_sized<K: serde::Serialize, C: serde::Serialize>(
+        &mut self,
+        p: usize,
+        key: &K,
+        value: &C,
+    ) -> Result<()> {
+        self.insert_with(p, |chunk| {
+            crate::codec::encode_into("shuffle record", key, chunk)?;
+            // One byte is kept for the length; a longer length (a value of
+            // 128 bytes or more) moves the value up.
+            let at = chunk.len();
+            chunk.push(0);
+            crate::codec::encode_into("shuffle record", value, chunk)?;
+            let len = chunk.len() - at - 1;
+            if len < 0x80 {
+                chunk[at] = len as u8;
+            } else {
+                let mut n = Vec::with_capacity(10);
+                super::frames::put_varint(&mut n, len as u64);
+                chunk.splice(at..at + 1, n);
+            }
+            Ok(())
+        })
+    }
+
+    fn insert_with(
+        &mut self,
+        p: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let part = &mut self.chunks[p];
         if part.last().is_none_or(|c| c.len() >= CHUNK) {
             part.push(Vec::new());
@@ -150,7 +194,7 @@ impl EncodedBuckets {
             return Ok(());
         };
         let cap = chunk.capacity();
-        crate::codec::encode_into("shuffle record", rec, chunk)?;
+        encode(chunk)?;
         self.bytes += (chunk.capacity() - cap) as u64;
         if self.bytes > self.env.task_memory {
             self.spill()?;
