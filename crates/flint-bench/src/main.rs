@@ -946,7 +946,23 @@ fn run(
             .map(|m| m / 1000.0);
         // Spark's reference run sorts into as many partitions as input splits;
         // two output partitions make each reducer exceed its memory share, so
-        // that variant measures spilling.
+        // that variant measures spilling. The first variant alternates with
+        // the physical bound (page cache as hot for both); medians.
+        let baseline = if want("baseline") {
+            Some(build_tool("baseline", "sort-baseline")?)
+        } else {
+            None
+        };
+        let run_in = |cmd: &[String]| -> anyhow::Result<(f64, f64)> {
+            let _ = std::fs::remove_dir_all(&out_dir);
+            let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let (s, rss, _) = measured(&refs)?;
+            let _ = std::fs::remove_dir_all(&out_dir);
+            Ok((s, rss))
+        };
+        let path = |p: &Path| p.to_str().unwrap_or_default().to_string();
+        let mut base_runs = Vec::new();
+        let mut main_median = None;
         for (label, extra) in [
             (
                 "Sort, executor memory 512m (partitions as Spark: one per split)",
@@ -957,51 +973,48 @@ fn run(
                 Some("--partitions=2"),
             ),
         ] {
-            let _ = std::fs::remove_dir_all(&out_dir);
             let mut cmd = vec![
-                ex.join("sort").to_str().unwrap_or_default().to_string(),
-                data.to_str().unwrap_or_default().to_string(),
-                out_dir.to_str().unwrap_or_default().to_string(),
+                path(&ex.join("sort")),
+                path(&data),
+                path(&out_dir),
                 local.to_string(),
                 "--executor-memory=512m".to_string(),
             ];
             cmd.extend(extra.map(str::to_string));
-            let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
-            let (s, rss, _) = measured(&refs)?;
-            let _ = std::fs::remove_dir_all(&out_dir);
+            let reps = if extra.is_none() { repeat.max(1) } else { 1 };
+            let mut runs = Vec::new();
+            for _ in 0..reps {
+                runs.push(run_in(&cmd)?);
+                if let (None, Some(bin)) = (extra, &baseline) {
+                    let b = [path(bin), path(&data), path(&out_dir), "2".into(), "30".into()];
+                    base_runs.push(run_in(&b)?);
+                }
+            }
+            let (s, rss) = median_run(&runs);
+            if extra.is_none() {
+                main_median = Some(s);
+            }
             rows.push(Row {
                 name: label.into(),
                 dataset: sort_name.into(),
                 seconds: s,
                 peak_rss_mib: rss,
-                detail: String::new(),
+                detail: runs_note(&runs),
                 spark: sp,
             });
         }
-        if want("baseline") {
-            // The physical bound, right after Flint's runs (page cache as hot).
-            let bin = build_tool("baseline", "sort-baseline")?;
-            let _ = std::fs::remove_dir_all(&out_dir);
-            let cmd = [
-                bin.to_str().unwrap_or_default(),
-                data.to_str().unwrap_or_default(),
-                out_dir.to_str().unwrap_or_default(),
-                "2",
-                "30",
-            ];
-            let (s, rss, _) = measured(&cmd)?;
-            let _ = std::fs::remove_dir_all(&out_dir);
-            let flint = rows
-                .iter()
-                .find(|r| r.name.starts_with("Sort, executor memory 512m (partitions"))
-                .map(|r| format!("Flint / sort-baseline {:.2}x", r.seconds / s))
-                .unwrap_or_default();
+        if !base_runs.is_empty() {
+            let (s, rss) = median_run(&base_runs);
             rows.push(Row {
                 name: "Sort hand-written bound (sort-baseline, 2 threads, 30 parts)".into(),
                 dataset: sort_name.into(),
                 seconds: s,
                 peak_rss_mib: rss,
-                detail: flint,
+                detail: format!(
+                    "Flint / sort-baseline {:.2}x (medians); {}",
+                    main_median.unwrap_or(0.0) / s,
+                    runs_note(&base_runs)
+                ),
                 spark: None,
             });
         }
