@@ -986,7 +986,13 @@ fn run(
             for _ in 0..reps {
                 runs.push(run_in(&cmd)?);
                 if let (None, Some(bin)) = (extra, &baseline) {
-                    let b = [path(bin), path(&data), path(&out_dir), "2".into(), "30".into()];
+                    let b = [
+                        path(bin),
+                        path(&data),
+                        path(&out_dir),
+                        "2".into(),
+                        "30".into(),
+                    ];
                     base_runs.push(run_in(&b)?);
                 }
             }

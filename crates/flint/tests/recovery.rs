@@ -98,6 +98,37 @@ fn damaged_shuffle_output_is_recomputed_never_lost() {
     }
 }
 
+/// The same for a sorted shuffle, whose records carry their values' lengths
+/// and whose reducers read values undecoded.
+#[test]
+fn damaged_sorted_shuffle_output_is_recomputed_never_lost() {
+    for (what, damage) in DAMAGES {
+        let sc = context();
+        let rows = sc
+            .parallelize(
+                (0..100_000u64)
+                    .map(|i| (i * 7919 % 20_000, format!("value {i}")))
+                    .collect::<Vec<_>>(),
+                4,
+            )
+            .sort_by_key(true, 3)
+            .unwrap();
+        let first = rows.collect().unwrap();
+        assert_eq!(first.len(), 100_000);
+        assert!(first.windows(2).all(|w| w[0].0 <= w[1].0));
+        let outputs = files(sc.env().local_dir(), "shuffle_", ".data");
+        assert_eq!(outputs.len(), 4);
+        for p in &outputs {
+            damage(p);
+        }
+        let again = within_deadline("the job after the damage", move || rows.collect());
+        assert!(
+            again.unwrap() == first,
+            "sorted shuffle output {what}: the same rows in the same order, recomputed"
+        );
+    }
+}
+
 #[test]
 fn a_rerun_result_stage_completes_after_some_partitions_finished() {
     // Two keys over 16 reducers: most reducers are empty and finish at once,
