@@ -45,3 +45,19 @@ pub fn decode_prefix<'a, T: DeserializeOwned>(
         reason: format!("{e} (input is corrupt)"),
     })
 }
+
+/// Decodes one value that must take all of `bytes` (bytes left over mean the
+/// length it was stored with does not match it: corrupt input).
+pub fn decode_exact<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    let (v, rest) = decode_prefix::<T>(what, bytes)?;
+    if !rest.is_empty() {
+        return Err(FlintError::Codec {
+            what,
+            reason: format!(
+                "{} bytes left after the value (input is corrupt)",
+                rest.len()
+            ),
+        });
+    }
+    Ok(v)
+}

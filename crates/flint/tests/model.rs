@@ -231,6 +231,38 @@ fn sorted_values_of_every_length_survive_in_both_orders() {
     }
 }
 
+/// Records whose encoding is empty (keys and values of unit types) still
+/// cross a shuffle and a spill, each one.
+#[test]
+fn records_that_encode_to_nothing_are_not_lost() {
+    let units = sc().parallelize(vec![(); 1000], 4);
+    assert_eq!(units.distinct().count().unwrap(), 1);
+    let pairs = units.map(Fn!(|u: ()| (u, u)));
+    assert_eq!(
+        pairs
+            .group_by_key()
+            .map_values(Fn!(|v: Vec<()>| v.len()))
+            .collect()
+            .unwrap(),
+        vec![((), 1000)]
+    );
+    assert_eq!(pairs.sort_by_key(true, 3).unwrap().count().unwrap(), 1000);
+    assert_eq!(pairs.repartition(3).count().unwrap(), 1000);
+    let small = FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.executor.memory", "2m")
+            .set("flint.memory.fraction", "0.5"),
+    )
+    .unwrap();
+    let many = small.parallelize(vec![((), ()); 20_000], 2);
+    assert_eq!(many.sort_by_key(true, 2).unwrap().count().unwrap(), 20_000);
+    assert!(
+        small.spill_count() > 0,
+        "the sorter spilled its empty records"
+    );
+}
+
 #[test]
 fn sampling_is_deterministic_and_about_right() {
     let rdd = sc().parallelize((0..20_000).collect::<Vec<u32>>(), 4);

@@ -41,17 +41,18 @@ impl<W: Write> FrameWriter<W> {
     }
 
     pub fn write<T: Serialize>(&mut self, rec: &T) -> Result<()> {
-        codec::encode_into("shuffle record", rec, &mut self.buf)?;
+        encode_record(rec, &mut self.buf)?;
         if self.buf.len() >= TARGET_FRAME {
             self.flush_frame()?;
         }
         Ok(())
     }
 
-    /// Writes the record `(key, value)` whose value is already encoded as
-    /// `value` (a tuple's encoding is its fields' encodings in order).
-    pub fn write_parts<K: Serialize>(&mut self, key: &K, value: &[u8]) -> Result<()> {
+    /// Writes a sized record: the key, then `value` (an encoding) behind its
+    /// length (see `FrameReader::next_sized`).
+    pub fn write_sized<K: Serialize>(&mut self, key: &K, value: &[u8]) -> Result<()> {
         codec::encode_into("shuffle record", key, &mut self.buf)?;
+        put_varint(&mut self.buf, value.len() as u64);
         self.buf.extend_from_slice(value);
         if self.buf.len() >= TARGET_FRAME {
             self.flush_frame()?;
@@ -151,6 +152,9 @@ pub struct FrameReader<R: Read, T> {
     /// Bytes the stream holds, and bytes consumed so far.
     len: u64,
     consumed: u64,
+    /// Whether every `T` encodes to nothing (so each record is one
+    /// `EMPTY_RECORD` byte), found out at the first record.
+    empty: Option<bool>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -165,6 +169,7 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
             scratch: Vec::new(),
             len,
             consumed: 0,
+            empty: None,
             _t: PhantomData,
         }
     }
@@ -275,25 +280,68 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
                 return Ok(None);
             }
         }
+        // A type that decodes from no bytes at all encodes every value to
+        // none: its records are marker bytes.
+        let empty = *self.empty.get_or_insert_with(|| {
+            codec::decode_prefix::<T>("shuffle record", &[]).is_ok_and(|(_, r)| r.is_empty())
+        });
+        if empty {
+            if self.frame[self.pos] != EMPTY_RECORD {
+                return Err(corrupt(
+                    "a record of a type without bytes is not its marker",
+                ));
+            }
+            self.pos += 1;
+            return codec::decode::<T>("shuffle record", &[]).map(Some);
+        }
         let (rec, rest) = codec::decode_prefix::<T>("shuffle record", &self.frame[self.pos..])?;
         self.pos = self.frame.len() - rest.len();
         Ok(Some(rec))
     }
 }
 
-/// Appends `n` as a LEB128 varint (postcard's encoding of lengths).
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
+/// Stands for a record whose encoding is empty (a value of unit types only),
+/// which would otherwise leave no trace in its frame and be lost.
+const EMPTY_RECORD: u8 = 0;
+
+/// Appends a record's encoding to a frame's bytes (`EMPTY_RECORD` for an
+/// empty one).
+pub(crate) fn encode_record<T: Serialize + ?Sized>(rec: &T, out: &mut Vec<u8>) -> Result<()> {
+    let before = out.len();
+    codec::encode_into("shuffle record", rec, out)?;
+    if out.len() == before {
+        out.push(EMPTY_RECORD);
     }
-    out.push(n as u8);
+    Ok(())
+}
+
+/// Appends `n` as a LEB128 varint (postcard's encoding of lengths).
+pub(crate) fn put_varint(out: &mut Vec<u8>, n: u64) {
+    let (buf, len) = varint(n);
+    out.extend_from_slice(&buf[..len]);
+}
+
+/// `n` as a LEB128 varint: the bytes and how many of them there are.
+pub(crate) fn varint(mut n: u64) -> ([u8; 10], usize) {
+    let mut buf = [0u8; 10];
+    let mut len = 0;
+    while n >= 0x80 {
+        buf[len] = (n as u8) | 0x80;
+        n >>= 7;
+        len += 1;
+    }
+    buf[len] = n as u8;
+    (buf, len + 1)
 }
 
 /// Reads a LEB128 varint of at most 10 bytes; returns it and the bytes after.
 fn take_varint(b: &[u8]) -> Option<(u64, &[u8])> {
     let mut n = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
+        // The tenth byte holds the 64th bit alone; more would overflow.
+        if i == 9 && byte > 1 {
+            return None;
+        }
         n |= u64::from(byte & 0x7f) << (7 * i);
         if byte < 0x80 {
             return Some((n, &b[i + 1..]));
@@ -476,11 +524,15 @@ mod tests {
             .map(|(i, &n)| (i as u32, vec![i as u8; n]))
             .collect();
         assert_eq!(read_sized(&sized(&recs)).unwrap(), recs);
-        // A value length past the frame's end; a length that never ends.
+        // A value length past the frame's end; a length that never ends; a
+        // length past 64 bits (it would wrap to 0).
         for raw in [
             vec![7u8, 0x05, 1, 2],
             vec![
                 7u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            vec![
+                7u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 1,
             ],
         ] {
             let mut w = FrameWriter::new(Vec::new(), Compression::None);
@@ -489,6 +541,29 @@ mod tests {
             let err = read_sized(&bytes).unwrap_err().to_string();
             assert!(err.contains("corrupt"), "{err}");
         }
+    }
+
+    #[test]
+    fn records_without_bytes_are_counted_by_markers() {
+        let mut w = FrameWriter::new(Vec::new(), Compression::None);
+        for _ in 0..70_000 {
+            w.write(&((), ())).unwrap();
+        }
+        let bytes = w.into_inner().unwrap();
+        let mut r =
+            FrameReader::<_, ((), ())>::new(&bytes[..], Compression::None, bytes.len() as u64);
+        let mut n = 0;
+        while r.next_record().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 70_000);
+        // A byte that is not the marker (a frame of another type's records).
+        let mut w = FrameWriter::new(Vec::new(), Compression::None);
+        w.write_encoded(&[1, 0]).unwrap();
+        let bytes = w.into_inner().unwrap();
+        let mut r = FrameReader::<_, ()>::new(&bytes[..], Compression::None, bytes.len() as u64);
+        let err = r.next_record().unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
     }
 
     #[test]

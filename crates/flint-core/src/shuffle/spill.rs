@@ -835,8 +835,8 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             };
             let p = &self.pages[loc.page as usize];
             let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
-            // A (key, value) record's encoding is the key's then the value's.
-            w.write_parts(k, raw)?;
+            // Runs keep values as stored, behind their lengths.
+            w.write_sized(k, raw)?;
         }
         spill.len = w.finish_segment()?;
         w.into_inner()?;
@@ -876,7 +876,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             };
             let p = &pages[loc.page as usize];
             let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
-            Some(crate::codec::decode::<V>("sort record", raw).map(|v| (k, v)))
+            Some(crate::codec::decode_exact::<V>("sort record", raw).map(|v| (k, v)))
         }));
         if self.spills.is_empty() {
             return Ok(mem);
@@ -885,11 +885,34 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         // which breaks ties by source, stays stable.
         let mut sources: Vec<ResIter<S, V>> = Vec::new();
         for s in self.spills.drain(..) {
-            sources.push(read_run(&self.env, s)?);
+            sources.push(read_sized_run(&self.env, s)?);
         }
         sources.push(mem);
         Ok(merge_sorted(sources))
     }
+}
+
+/// A sorter's spilled run: keys with their values' encodings behind their
+/// lengths, each value required to fill its length exactly.
+fn read_sized_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
+    let f = File::open(&spill.path)
+        .map_err(|e| FlintError::io("cannot open spill file", &spill.path, e))?;
+    let mut r = FrameReader::<_, ()>::new(
+        BufReader::with_capacity(256 << 10, f),
+        env.compression,
+        spill.len,
+    );
+    Ok(Box::new(std::iter::from_fn(move || {
+        let _keep = &spill;
+        let rec = match r.next_sized::<K>() {
+            Ok(Some((k, raw))) => {
+                crate::codec::decode_exact::<V>("sort record", raw).map(|v| (k, v))
+            }
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        };
+        Some(rec)
+    })))
 }
 
 /// A sort order that does not name each entry once (a bug, reported rather
@@ -977,6 +1000,34 @@ mod tests {
         let left = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(left, 0, "spill files are removed once read");
         (out, env.spill_count.load(Ordering::Relaxed))
+    }
+
+    /// A stored value whose length does not match its encoding (bytes from a
+    /// shuffle whose length field was forged) is an error when it leaves the
+    /// sorter, in memory or from a spilled run, never a shortened or extra
+    /// record.
+    #[test]
+    fn a_value_that_does_not_fill_its_length_is_an_error() {
+        for memory in ["1g", "1m"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = ExternalSorter::<u32, u8>::new(env(dir.path(), memory));
+            // The value 7, then two bytes of junk within its stated length.
+            s.insert_encoded(5, &[7, 3, 9]).unwrap();
+            for i in 0..300_000u32 {
+                s.insert(i, (i % 200) as u8).unwrap();
+            }
+            let out: Vec<Result<(u32, u8)>> = s.into_sorted().unwrap().collect();
+            let errors: Vec<String> = out
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            assert_eq!(errors.len(), 1, "{memory}: {errors:?}");
+            assert!(errors[0].contains("corrupt"), "{}", errors[0]);
+            // In memory the other records still come; a merge of spilled
+            // runs ends at the error (the task fails either way).
+            let ok = out.iter().filter(|r| r.is_ok()).count();
+            assert!(ok <= 300_000, "{memory}: {ok} records, one forged");
+        }
     }
 
     #[test]

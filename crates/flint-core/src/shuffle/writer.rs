@@ -150,9 +150,7 @@ impl EncodedBuckets {
     }
 
     fn insert<T: serde::Serialize>(&mut self, p: usize, rec: &T) -> Result<()> {
-        self.insert_with(p, |chunk| {
-            crate::codec::encode_into("shuffle record", rec, chunk)
-        })
+        self.insert_with(p, |chunk| super::frames::encode_record(rec, chunk))
     }
 
     /// The key, then the value's encoding behind its length as a varint.
@@ -173,9 +171,8 @@ impl EncodedBuckets {
             if len < 0x80 {
                 chunk[at] = len as u8;
             } else {
-                let mut n = Vec::with_capacity(10);
-                super::frames::put_varint(&mut n, len as u64);
-                chunk.splice(at..at + 1, n);
+                let (n, k) = super::frames::varint(len as u64);
+                chunk.splice(at..at + 1, n[..k].iter().copied());
             }
             Ok(())
         })
