@@ -699,11 +699,16 @@ pub struct ExternalSorter<S, V> {
     spills: Vec<SpillFile>,
     /// The key's order as a number, for key types that have one.
     prefix: Option<fn(&S) -> u64>,
+    /// Bytes per page: `PAGE`, or a sixteenth of a smaller budget (as
+    /// Spark sizes its pages from memory), so that one page never fills
+    /// the budget and forces a spill every few records.
+    page: usize,
     _v: std::marker::PhantomData<fn() -> V>,
 }
 
 impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     pub fn new(env: Arc<TaskEnv>) -> Self {
+        let page = (env.task_memory as usize / 16).clamp(4096, PAGE);
         ExternalSorter {
             entries: Vec::new(),
             pages: Vec::new(),
@@ -714,6 +719,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             env,
             spills: Vec::new(),
             prefix: super::prefix::prefix_fn::<S>(),
+            page,
             _v: std::marker::PhantomData,
         }
     }
@@ -724,7 +730,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             other => {
                 // (A free page too small for this value stays free.)
                 self.free.extend(other);
-                Vec::with_capacity(min.max(PAGE))
+                Vec::with_capacity(min.max(self.page))
             }
         };
         self.page_bytes += page.capacity() as u64;
@@ -793,7 +799,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         ));
         // Checked on sampled inserts, and after any value larger than a page
         // (a few such values could pass the budget between samples).
-        if (sampled || len > PAGE)
+        if (sampled || len > self.page)
             && self.entries.len() > 1
             && self.estimate() > self.env.task_memory
         {
@@ -854,7 +860,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         }
         for mut p in self.pages.drain(..) {
             // Pages of one large value are let go.
-            if p.capacity() == PAGE {
+            if p.capacity() == self.page {
                 p.clear();
                 self.free.push(p);
             }
@@ -1181,6 +1187,25 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 300_000);
+    }
+
+    /// A budget smaller than a full page gets smaller pages: runs hold about
+    /// the budget, not one page's worth of records each sampled insert.
+    #[test]
+    fn a_small_budget_gets_small_pages_and_few_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), "256k");
+        let mut s = ExternalSorter::new(env.clone());
+        // About 1.5 MB of values and entries: a handful of 256 KiB runs.
+        for i in 0..40_000u32 {
+            s.insert(i.wrapping_mul(2_654_435_761), format!("{i:>12}"))
+                .unwrap();
+        }
+        let spills = env.spill_count.load(Ordering::Relaxed);
+        assert!((2..=30).contains(&spills), "{spills} spills");
+        let out: Vec<_> = s.into_sorted().unwrap().collect::<Result<_>>().unwrap();
+        assert_eq!(out.len(), 40_000);
+        assert!(out.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     /// Values larger than a page are counted when they come, and their pages
