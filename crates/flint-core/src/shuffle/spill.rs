@@ -1189,14 +1189,16 @@ mod tests {
         assert_eq!(n, 300_000);
     }
 
-    /// A budget smaller than a full page gets smaller pages: runs hold about
+    /// A budget smaller than 16 pages gets smaller pages: runs hold about
     /// the budget, not one page's worth of records each sampled insert.
     #[test]
     fn a_small_budget_gets_small_pages_and_few_runs() {
         let dir = tempfile::tempdir().unwrap();
+        // (A task's share is 1 MiB at least: one full page.)
         let env = env(dir.path(), "256k");
+        assert_eq!(env.task_memory, 1 << 20);
         let mut s = ExternalSorter::new(env.clone());
-        // About 1.5 MB of values and entries: a handful of 256 KiB runs.
+        // About 1.5 MB of values and entries: a handful of runs.
         for i in 0..40_000u32 {
             s.insert(i.wrapping_mul(2_654_435_761), format!("{i:>12}"))
                 .unwrap();
