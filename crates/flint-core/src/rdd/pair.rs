@@ -334,7 +334,9 @@ impl<K: Key, V: Data> PartitionFn<(K, V)> for SampleKeysFn {
             if sample.len() < self.per_partition {
                 sample.push(k);
             } else {
-                let j = rng.next_u64() % (n + 1);
+                // Uniform in 0..=n by multiply-shift, not a 64-bit division
+                // per record (Lemire's range reduction).
+                let j = ((u128::from(rng.next_u64()) * u128::from(n + 1)) >> 64) as u64;
                 if (j as usize) < self.per_partition {
                     sample[j as usize] = k;
                 }
