@@ -352,6 +352,16 @@ fn hot_keys_with_growing_combiners_still_spill() {
     }
 }
 
+/// Truncates `path` to `len` bytes behind the engine's back.
+fn cut_file(path: &std::path::Path, len: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 #[test]
 fn globs_and_binary_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -401,12 +411,7 @@ fn globs_and_binary_records() {
     // never fewer records (at a record boundary or inside a record).
     for cut in [9_000u64, 9_005] {
         let rdd = sc().binary_records(path.to_str().unwrap(), 10, 3).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        cut_file(&path, cut);
         let err = rdd.count().unwrap_err().to_string();
         assert!(
             err.contains("recs.bin") && err.contains("changed after the job was planned"),
@@ -421,12 +426,7 @@ fn globs_and_binary_records() {
     let rdd = sc().text_file(text.to_str().unwrap(), 3).unwrap();
     assert_eq!(rdd.count().unwrap(), 20_000);
     for cut in [lines.len() as u64 - 1, 100_000, 7] {
-        std::fs::File::options()
-            .write(true)
-            .open(&text)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        cut_file(&text, cut);
         let err = rdd.count().unwrap_err().to_string();
         assert!(
             err.contains("lines.txt") && err.contains("changed after the job was planned"),
@@ -444,12 +444,7 @@ fn globs_and_binary_records() {
     let crossing_end = starts[in_first] - 1; // its newline
     let cut = first_end + 1;
     assert!(cut < crossing_end, "the cut falls inside the crossing line");
-    std::fs::File::options()
-        .write(true)
-        .open(&text)
-        .unwrap()
-        .set_len(cut as u64)
-        .unwrap();
+    cut_file(&text, cut as u64);
     match rdd.take(in_first) {
         Ok(got) => panic!("took {} lines, the last {:?}", got.len(), got.last()),
         Err(e) => assert!(
