@@ -72,6 +72,18 @@ impl<W: Write> FrameWriter<W> {
     }
 
     fn emit_frame(&mut self, raw: &[u8]) -> Result<()> {
+        // Readers refuse larger frames as corrupt; a record this large is
+        // refused here, once, with its size, not retried as lost output.
+        if raw.len() > MAX_FRAME {
+            return Err(FlintError::Codec {
+                what: "shuffle record",
+                reason: format!(
+                    "a record of {} MiB is larger than the 256 MiB a shuffle, spill or \
+                     cache frame holds; split the value into smaller records",
+                    raw.len() >> 20
+                ),
+            });
+        }
         let io = |e| FlintError::io("cannot write", "shuffle or spill file", e);
         let compressed;
         let stored = match self.compression {
@@ -541,6 +553,14 @@ mod tests {
             let err = read_sized(&bytes).unwrap_err().to_string();
             assert!(err.contains("corrupt"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_record_larger_than_a_frame_is_refused_when_written() {
+        let mut w = FrameWriter::new(Vec::new(), Compression::None);
+        let big = crate::bytes::Bytes(vec![1u8; MAX_FRAME + 1]);
+        let err = w.write(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than the 256 MiB"), "{err}");
     }
 
     #[test]
