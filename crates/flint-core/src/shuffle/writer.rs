@@ -67,12 +67,16 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
             }
             None => {
                 let mut buckets = EncodedBuckets::new(env.clone(), n);
+                let by_prefix = partitioner.range_by_prefix();
                 let mut batches = 0u32;
                 records(&mut |batch| {
                     check_killed(tc, &mut batches)?;
                     written += batch.len() as u64;
                     for (k, v) in batch.drain(..) {
-                        let p = partitioner.partition(&k);
+                        let p = match &by_prefix {
+                            Some(r) => r.partition(&k),
+                            None => partitioner.partition(&k),
+                        };
                         if sized {
                             buckets.insert_sized(p, &k, &identity(v))?;
                         } else {
