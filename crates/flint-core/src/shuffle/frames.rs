@@ -52,7 +52,7 @@ impl<W: Write> FrameWriter<W> {
     /// length (see `FrameReader::next_sized`).
     pub fn write_sized<K: Serialize>(&mut self, key: &K, value: &[u8]) -> Result<()> {
         codec::encode_into("shuffle record", key, &mut self.buf)?;
-        put_varint(&mut self.buf, value.len() as u64);
+        codec::encode_into("shuffle record", &(value.len() as u64), &mut self.buf)?;
         self.buf.extend_from_slice(value);
         if self.buf.len() >= TARGET_FRAME {
             self.flush_frame()?;
@@ -268,9 +268,8 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
             }
         }
         let (key, rest) = codec::decode_prefix::<K>("shuffle record", &self.frame[self.pos..])?;
-        let Some((len, rest)) = take_varint(rest) else {
-            return Err(corrupt("a record's value length is not a number"));
-        };
+        // The length is a `u64` as postcard encodes it (a varint).
+        let (len, rest) = codec::decode_prefix::<u64>("shuffle record length", rest)?;
         let start = self.frame.len() - rest.len();
         // Records never span frames: the writer cuts frames between them.
         let Some(end) = usize::try_from(len)
@@ -325,41 +324,6 @@ pub(crate) fn encode_record<T: Serialize + ?Sized>(rec: &T, out: &mut Vec<u8>) -
         out.push(EMPTY_RECORD);
     }
     Ok(())
-}
-
-/// Appends `n` as a LEB128 varint (postcard's encoding of lengths).
-pub(crate) fn put_varint(out: &mut Vec<u8>, n: u64) {
-    let (buf, len) = varint(n);
-    out.extend_from_slice(&buf[..len]);
-}
-
-/// `n` as a LEB128 varint: the bytes and how many of them there are.
-pub(crate) fn varint(mut n: u64) -> ([u8; 10], usize) {
-    let mut buf = [0u8; 10];
-    let mut len = 0;
-    while n >= 0x80 {
-        buf[len] = (n as u8) | 0x80;
-        n >>= 7;
-        len += 1;
-    }
-    buf[len] = n as u8;
-    (buf, len + 1)
-}
-
-/// Reads a LEB128 varint of at most 10 bytes; returns it and the bytes after.
-fn take_varint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut n = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        // The tenth byte holds the 64th bit alone; more would overflow.
-        if i == 9 && byte > 1 {
-            return None;
-        }
-        n |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some((n, &b[i + 1..]));
-        }
-    }
-    None
 }
 
 fn corrupt(what: &str) -> FlintError {
@@ -511,7 +475,7 @@ mod tests {
         let mut raw = Vec::new();
         for (k, v) in recs {
             codec::encode_into("t", k, &mut raw).unwrap();
-            put_varint(&mut raw, v.len() as u64);
+            codec::encode_into("t", &(v.len() as u64), &mut raw).unwrap();
             raw.extend_from_slice(v);
         }
         let mut w = FrameWriter::new(Vec::new(), Compression::None);

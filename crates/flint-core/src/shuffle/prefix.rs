@@ -110,74 +110,41 @@ fn as_fn<S: 'static, T: Prefixed>() -> Option<fn(&S) -> u64> {
     })
 }
 
+/// Calls `$m!` with the key types whose order is known, then `$extra`.
+macro_rules! known_types {
+    ($m:ident $(, $extra:ty)*) => {
+        $m!(
+            u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, u128, i128, bool, char,
+            String, CompactString, Word, Vec<u8>, Bytes $(, $extra)*
+        )
+    };
+}
+
 /// The prefix of `S`, a type whose order agrees with it; None for types
 /// whose order the engine does not know.
 pub(crate) fn prefix_fn<S: 'static>() -> Option<fn(&S) -> u64> {
-    macro_rules! first {
-        ($($t:ty),*) => {
-            None$(.or_else(|| as_fn::<S, $t>()))*
-        };
-    }
     // Keys alone, and (key, any of these) pairs, each also reversed (a
     // descending sort).
-    macro_rules! with_pairs {
+    macro_rules! alone_or_leading {
         ($($t:ty),*) => {
-            first!($($t, Reverse<$t>),*)
-                $(.or_else(|| pairs_led_by::<S, $t>()))*
+            None$(
+                .or_else(|| as_fn::<S, $t>())
+                .or_else(|| as_fn::<S, Reverse<$t>>())
+                .or_else(|| pairs_led_by::<S, $t>())
+            )*
         };
     }
-    with_pairs!(
-        u8,
-        u16,
-        u32,
-        u64,
-        usize,
-        i8,
-        i16,
-        i32,
-        i64,
-        isize,
-        u128,
-        i128,
-        bool,
-        char,
-        String,
-        CompactString,
-        Word,
-        Vec<u8>,
-        Bytes
-    )
+    known_types!(alone_or_leading)
 }
 
-/// `(A, B)` and `Reverse<(A, B)>` for the usual second elements `B`.
+/// `(A, B)` and `Reverse<(A, B)>` for the known `B` and `()`.
 fn pairs_led_by<S: 'static, A: Prefixed>() -> Option<fn(&S) -> u64> {
     macro_rules! second {
         ($($t:ty),*) => {
             None$(.or_else(|| as_fn::<S, (A, $t)>()).or_else(|| as_fn::<S, Reverse<(A, $t)>>()))*
         };
     }
-    second!(
-        u8,
-        u16,
-        u32,
-        u64,
-        usize,
-        i8,
-        i16,
-        i32,
-        i64,
-        isize,
-        u128,
-        i128,
-        bool,
-        char,
-        String,
-        CompactString,
-        Word,
-        Vec<u8>,
-        Bytes,
-        ()
-    )
+    known_types!(second, ())
 }
 
 /// Fewer entries than this are sorted by comparison alone.

@@ -175,18 +175,17 @@ impl Drop for SpillFile {
     }
 }
 
-fn write_run<K: Serialize, V: Serialize>(
+/// Writes one sorted run to a new spill file: `fill` writes its records.
+fn write_run(
     env: &TaskEnv,
-    run: impl Iterator<Item = (K, V)>,
+    fill: impl FnOnce(&mut FrameWriter<BufWriter<File>>) -> Result<()>,
 ) -> Result<SpillFile> {
     let path = env.temp_file("spill");
     let f =
         File::create(&path).map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
     let mut spill = SpillFile { path, len: 0 };
     let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), env.compression);
-    for rec in run {
-        w.write(&rec)?;
-    }
+    fill(&mut w)?;
     spill.len = w.finish_segment()?;
     w.into_inner()?;
     env.spill_count.fetch_add(1, Ordering::Relaxed);
@@ -200,16 +199,23 @@ fn write_run<K: Serialize, V: Serialize>(
 
 type ResIter<K, V> = Box<dyn Iterator<Item = Result<(K, V)>>>;
 
-fn read_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
+/// A spilled run's frames. A spill file cut short or damaged fails the task
+/// (its retry recomputes the input), never yields fewer records.
+fn open_run<T: DeserializeOwned>(
+    env: &TaskEnv,
+    spill: &SpillFile,
+) -> Result<FrameReader<BufReader<File>, T>> {
     let f = File::open(&spill.path)
         .map_err(|e| FlintError::io("cannot open spill file", &spill.path, e))?;
-    // A spill file cut short or damaged fails the task (its retry recomputes
-    // the input), never yields fewer records.
-    let mut r = FrameReader::<_, (K, V)>::new(
+    Ok(FrameReader::new(
         BufReader::with_capacity(256 << 10, f),
         env.compression,
         spill.len,
-    );
+    ))
+}
+
+fn read_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
+    let mut r = open_run::<(K, V)>(env, &spill)?;
     Ok(Box::new(std::iter::from_fn(move || {
         let _keep = &spill;
         r.next_record().transpose()
@@ -573,7 +579,12 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         let held = self.table.len() + self.inline.as_ref().map_or(0, HashTable::len);
         if self.size.estimate() > self.env.task_memory && held > 0 {
             let run = self.drain_sorted()?;
-            let spill = write_run(&self.env, run.into_iter())?;
+            let spill = write_run(&self.env, |w| {
+                for rec in run {
+                    w.write(&rec)?;
+                }
+                Ok(())
+            })?;
             self.spills.push(spill);
             self.size.reset();
         }
@@ -666,6 +677,13 @@ struct Loc {
     page: u32,
     off: u32,
     len: u32,
+}
+
+impl Loc {
+    /// The value's encoding in `pages`.
+    fn bytes(self, pages: &[Vec<u8>]) -> &[u8] {
+        &pages[self.page as usize][self.off as usize..(self.off + self.len) as usize]
+    }
 }
 
 /// Bytes per page of encoded values (a larger value gets a page of its own).
@@ -827,31 +845,20 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
 
     fn spill(&mut self) -> Result<()> {
         let sorted = self.sorted_entries();
-        let path = self.env.temp_file("spill");
-        let f = File::create(&path)
-            .map_err(|e| FlintError::io("cannot create spill file", &path, e))?;
-        let mut spill = SpillFile { path, len: 0 };
-        let mut w = FrameWriter::new(BufWriter::with_capacity(1 << 20, f), self.env.compression);
-        for i in 0..sorted.len() {
-            if let Some((_, ahead)) = sorted.get(i + PREFETCH_AHEAD) {
-                prefetch(&self.pages, *ahead);
+        let pages = &self.pages;
+        let spill = write_run(&self.env, |w| {
+            for i in 0..sorted.len() {
+                if let Some((_, ahead)) = sorted.get(i + PREFETCH_AHEAD) {
+                    prefetch(pages, *ahead);
+                }
+                let Some((k, loc)) = sorted.get(i) else {
+                    return Err(lost_entry());
+                };
+                // Runs keep values as stored, behind their lengths.
+                w.write_sized(k, loc.bytes(pages))?;
             }
-            let Some((k, loc)) = sorted.get(i) else {
-                return Err(lost_entry());
-            };
-            let p = &self.pages[loc.page as usize];
-            let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
-            // Runs keep values as stored, behind their lengths.
-            w.write_sized(k, raw)?;
-        }
-        spill.len = w.finish_segment()?;
-        w.into_inner()?;
-        self.env.spill_count.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            bytes = spill.len,
-            "spilled sorted run to {}",
-            spill.path.display()
-        );
+            Ok(())
+        })?;
         self.spills.push(spill);
         // Keep the entries' capacity and the pages for the next run.
         if let Sorted::InPlace(mut v) = sorted {
@@ -880,9 +887,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             let Some((k, loc)) = it.next()? else {
                 return Some(Err(lost_entry()));
             };
-            let p = &pages[loc.page as usize];
-            let raw = &p[loc.off as usize..(loc.off + loc.len) as usize];
-            Some(crate::codec::decode_exact::<V>("sort record", raw).map(|v| (k, v)))
+            Some(crate::codec::decode_exact::<V>("sort record", loc.bytes(&pages)).map(|v| (k, v)))
         }));
         if self.spills.is_empty() {
             return Ok(mem);
@@ -901,13 +906,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
 /// A sorter's spilled run: keys with their values' encodings behind their
 /// lengths, each value required to fill its length exactly.
 fn read_sized_run<K: Data, V: Data>(env: &TaskEnv, spill: SpillFile) -> Result<ResIter<K, V>> {
-    let f = File::open(&spill.path)
-        .map_err(|e| FlintError::io("cannot open spill file", &spill.path, e))?;
-    let mut r = FrameReader::<_, ()>::new(
-        BufReader::with_capacity(256 << 10, f),
-        env.compression,
-        spill.len,
-    );
+    let mut r = open_run::<()>(env, &spill)?;
     Ok(Box::new(std::iter::from_fn(move || {
         let _keep = &spill;
         let rec = match r.next_sized::<K>() {

@@ -175,8 +175,8 @@ impl EncodedBuckets {
             if len < 0x80 {
                 chunk[at] = len as u8;
             } else {
-                let (n, k) = super::frames::varint(len as u64);
-                chunk.splice(at..at + 1, n[..k].iter().copied());
+                let n = crate::codec::encode("shuffle record", &(len as u64))?;
+                chunk.splice(at..at + 1, n);
             }
             Ok(())
         })
