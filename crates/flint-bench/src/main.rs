@@ -961,51 +961,67 @@ fn run(
             Ok((s, rss))
         };
         let path = |p: &Path| p.to_str().unwrap_or_default().to_string();
-        let mut base_runs = Vec::new();
-        let mut main_median = None;
-        for (label, extra) in [
-            (
-                "Sort, executor memory 512m (partitions as Spark: one per split)",
-                None,
-            ),
-            (
-                "Sort, executor memory 512m, 2 output partitions (spills)",
-                Some("--partitions=2"),
-            ),
-        ] {
+        let sort_cmd = |example: &str, extra: Option<&str>| {
             let mut cmd = vec![
-                path(&ex.join("sort")),
+                path(&ex.join(example)),
                 path(&data),
                 path(&out_dir),
                 local.to_string(),
                 "--executor-memory=512m".to_string(),
             ];
             cmd.extend(extra.map(str::to_string));
-            let reps = if extra.is_none() { repeat.max(1) } else { 1 };
-            let mut runs = Vec::new();
-            for _ in 0..reps {
-                runs.push(run_in(&cmd)?);
-                if let (None, Some(bin)) = (extra, &baseline) {
-                    let b = [
-                        path(bin),
-                        path(&data),
-                        path(&out_dir),
-                        "2".into(),
-                        "30".into(),
-                    ];
-                    base_runs.push(run_in(&b)?);
-                }
+            cmd
+        };
+        // The tuned example, the bound and the key a user writes (the
+        // record's first 10 bytes, `sort_simple`) alternate.
+        let (mut base_runs, mut main_runs, mut simple_runs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeat.max(1) {
+            main_runs.push(run_in(&sort_cmd("sort", None))?);
+            if let Some(bin) = &baseline {
+                let b = [
+                    path(bin),
+                    path(&data),
+                    path(&out_dir),
+                    "2".into(),
+                    "30".into(),
+                ];
+                base_runs.push(run_in(&b)?);
             }
-            let (s, rss) = median_run(&runs);
-            if extra.is_none() {
-                main_median = Some(s);
+            simple_runs.push(run_in(&sort_cmd("sort_simple", None))?);
+        }
+        let spilled = [run_in(&sort_cmd("sort", Some("--partitions=2")))?];
+        let main_median = median_run(&main_runs).0;
+        for (label, runs, simple) in [
+            (
+                "Sort, executor memory 512m (partitions as Spark: one per split)",
+                &main_runs[..],
+                false,
+            ),
+            (
+                "Sort, the key a user writes (sort_simple: the first 10 bytes as Bytes), 512m",
+                &simple_runs[..],
+                true,
+            ),
+            (
+                "Sort, executor memory 512m, 2 output partitions (spills)",
+                &spilled[..],
+                false,
+            ),
+        ] {
+            let (s, rss) = median_run(runs);
+            let mut detail = runs_note(runs);
+            if simple {
+                detail = format!(
+                    "{:.2}x the tuned example (medians, alternating); {detail}",
+                    s / main_median
+                );
             }
             rows.push(Row {
                 name: label.into(),
                 dataset: sort_name.into(),
                 seconds: s,
                 peak_rss_mib: rss,
-                detail: runs_note(&runs),
+                detail,
                 spark: sp,
             });
         }
@@ -1018,7 +1034,7 @@ fn run(
                 peak_rss_mib: rss,
                 detail: format!(
                     "Flint / sort-baseline {:.2}x (medians); {}",
-                    main_median.unwrap_or(0.0) / s,
+                    main_median / s,
                     runs_note(&base_runs)
                 ),
                 spark: None,

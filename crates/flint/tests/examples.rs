@@ -180,10 +180,10 @@ fn every_example_gives_the_same_output_in_every_mode() {
     sort_input(&records, 20_000);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     // A fresh output directory per run of sort.
-    let sort_case = |tag: &str| {
-        let out = dir.path().join(format!("sorted-{tag}"));
+    let sort_case = |name: &'static str, tag: &str| {
+        let out = dir.path().join(format!("{name}-{tag}"));
         Case {
-            name: "sort",
+            name,
             args: vec![s(&records), s(&out)],
             out_dir: Some(out),
         }
@@ -223,7 +223,9 @@ fn every_example_gives_the_same_output_in_every_mode() {
         .enumerate()
     {
         let mut all = stdout_cases();
-        all.push(sort_case(tag));
+        all.push(sort_case("sort", tag));
+        // The key a user writes (its first 10 bytes), kept encoded by the sorter.
+        all.push(sort_case("sort_simple", tag));
         for case in all {
             let got = match i {
                 0 => run_direct(&case, &[], &["--master", "local[2]"], &work),
@@ -260,4 +262,6 @@ fn every_example_gives_the_same_output_in_every_mode() {
     let got: Vec<&[u8]> = sorted.chunks(100).collect();
     assert_eq!(got.len(), want.len());
     assert!(got.iter().zip(&want).all(|(g, w)| g[..10] == w[..10]));
+    let simple = &cases.iter().find(|(n, _)| n == "sort_simple").unwrap().1[0];
+    assert!(simple == sorted, "sort_simple and sort disagree");
 }

@@ -202,13 +202,7 @@ fn sorted_values_of_every_length_survive_in_both_orders() {
         })
         .collect();
     for memory in ["1g", "2m"] {
-        let sc = FlintContext::new(
-            FlintConf::new()
-                .master("local[2]")
-                .set("flint.executor.memory", memory)
-                .set("flint.memory.fraction", "0.5"),
-        )
-        .unwrap();
+        let sc = with_memory(memory);
         let rdd = sc.parallelize(data.clone(), 5);
         for ascending in [true, false] {
             let got = rdd.sort_by_key(ascending, 3).unwrap().collect().unwrap();
@@ -232,6 +226,86 @@ fn sorted_values_of_every_length_survive_in_both_orders() {
     }
 }
 
+/// A `local[2]` context with this executor memory and half of it for
+/// execution (a task's share is 1 MiB at least).
+fn with_memory(memory: &str) -> FlintContext {
+    FlintContext::new(
+        FlintConf::new()
+            .master("local[2]")
+            .set("flint.executor.memory", memory)
+            .set("flint.memory.fraction", "0.5"),
+    )
+    .unwrap()
+}
+
+/// Text and byte keys, which a sorter keeps encoded and compares as bytes,
+/// sort as their order through a shuffle, ascending and descending, in
+/// memory and spilled: shared prefixes longer than 8 bytes, empty keys, keys
+/// that extend others, non-ASCII text.
+#[test]
+fn text_and_byte_keys_sort_in_both_orders() {
+    let data: Vec<(String, u32)> = (0..80_000u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761) >> 8;
+            let k = match x % 5 {
+                0 => String::new(),
+                1 => format!("sharedprefix{}", x % 700),
+                2 => "b".repeat((x % 11) as usize),
+                3 => format!("ü{}", x % 90),
+                _ => format!("{x:x}"),
+            };
+            (k, i)
+        })
+        .collect();
+    for memory in ["1g", "2m"] {
+        let sc = with_memory(memory);
+        for ascending in [true, false] {
+            let mut want = data.clone();
+            want.sort();
+            if !ascending {
+                want.reverse();
+            }
+            let texts = sc.parallelize(data.clone(), 5);
+            let got = texts.sort_by_key(ascending, 3).unwrap().collect().unwrap();
+            let keys: Vec<&String> = got.iter().map(|r| &r.0).collect();
+            let want_keys: Vec<&String> = want.iter().map(|r| &r.0).collect();
+            assert!(
+                keys == want_keys,
+                "{memory} ascending={ascending}: text key order"
+            );
+            let mut records = got.clone();
+            records.sort();
+            let mut all = data.clone();
+            all.sort();
+            assert!(
+                records == all,
+                "{memory} ascending={ascending}: records differ"
+            );
+            let bytes = texts.map(Fn!(|(k, v): (String, u32)| (
+                flint::Bytes(k.into_bytes()),
+                v
+            )));
+            let got = bytes
+                .sort_by_key(ascending, 3)
+                .unwrap()
+                .keys()
+                .collect()
+                .unwrap();
+            let got: Vec<String> = got
+                .into_iter()
+                .map(|b| String::from_utf8(b.0).unwrap())
+                .collect();
+            assert!(
+                got.iter().collect::<Vec<_>>() == want_keys,
+                "{memory} ascending={ascending}: byte key order"
+            );
+        }
+        if memory == "2m" {
+            assert!(sc.spill_count() > 0, "a 1 MiB task budget spills");
+        }
+    }
+}
+
 /// Records whose encoding is empty (keys and values of unit types) still
 /// cross a shuffle and a spill, each one.
 #[test]
@@ -249,13 +323,7 @@ fn records_that_encode_to_nothing_are_not_lost() {
     );
     assert_eq!(pairs.sort_by_key(true, 3).unwrap().count().unwrap(), 1000);
     assert_eq!(pairs.repartition(3).count().unwrap(), 1000);
-    let small = FlintContext::new(
-        FlintConf::new()
-            .master("local[2]")
-            .set("flint.executor.memory", "2m")
-            .set("flint.memory.fraction", "0.5"),
-    )
-    .unwrap();
+    let small = with_memory("2m");
     let many = small.parallelize(vec![((), ()); 100_000], 2);
     assert_eq!(many.sort_by_key(true, 2).unwrap().count().unwrap(), 100_000);
     assert!(

@@ -99,15 +99,21 @@ fn damaged_shuffle_output_is_recomputed_never_lost() {
 }
 
 /// The same for a sorted shuffle, whose records carry their values' lengths
-/// and whose reducers read values undecoded.
+/// and whose reducers read values undecoded: with number keys, and with text
+/// keys, which reducers also keep undecoded.
 #[test]
 fn damaged_sorted_shuffle_output_is_recomputed_never_lost() {
+    sorted_shuffle_damage(|k| k);
+    sorted_shuffle_damage(|k| format!("key {k:05}"));
+}
+
+fn sorted_shuffle_damage<K: flint::Key + Ord + std::fmt::Debug>(key: fn(u64) -> K) {
     for (what, damage) in DAMAGES {
         let sc = context();
         let rows = sc
             .parallelize(
                 (0..100_000u64)
-                    .map(|i| (i * 7919 % 20_000, format!("value {i}")))
+                    .map(|i| (key(i * 7919 % 20_000), format!("value {i}")))
                     .collect::<Vec<_>>(),
                 4,
             )

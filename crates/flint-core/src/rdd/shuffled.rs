@@ -13,7 +13,7 @@ use crate::ship::Shipped;
 pub use crate::shuffle::Aggregator;
 use crate::shuffle::{
     ExternalAggregator, ExternalSorter, Partitioner, read_partition, read_sized_partition,
-    write_map_output,
+    read_sized_raw_partition, write_map_output,
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
@@ -191,6 +191,13 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
         key: impl Fn(K) -> S,
     ) -> Result<()> {
         if self.sized_values {
+            // Keys the sorter keeps encoded are handed over undecoded
+            // (`Reverse` encodes as its key does).
+            if let Some(key_len) = sorter.raw_key_len() {
+                return read_sized_raw_partition(tc, self.shuffle_id, split, key_len, |k, raw| {
+                    sorter.insert_raw(k, raw)
+                });
+            }
             return read_sized_partition::<K>(tc, self.shuffle_id, split, |k, raw| {
                 sorter.insert_encoded(key(k), raw)
             });

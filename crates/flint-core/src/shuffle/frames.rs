@@ -52,6 +52,16 @@ impl<W: Write> FrameWriter<W> {
     /// length (see `FrameReader::next_sized`).
     pub fn write_sized<K: Serialize>(&mut self, key: &K, value: &[u8]) -> Result<()> {
         codec::encode_into("shuffle record", key, &mut self.buf)?;
+        self.write_value_sized(value)
+    }
+
+    /// As `write_sized`, the key already encoded.
+    pub fn write_sized_raw(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(key);
+        self.write_value_sized(value)
+    }
+
+    fn write_value_sized(&mut self, value: &[u8]) -> Result<()> {
         codec::encode_into("shuffle record", &(value.len() as u64), &mut self.buf)?;
         self.buf.extend_from_slice(value);
         if self.buf.len() >= TARGET_FRAME {
@@ -262,14 +272,56 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
     /// encoding behind its length (the map side of a sorted shuffle writes
     /// them so; see `writer`), the value's bytes left undecoded.
     pub fn next_sized<K: DeserializeOwned>(&mut self) -> Result<Option<(K, &[u8])>> {
+        let Some((key, _, value)) = self.next_sized_with(|b| {
+            let (k, rest) = codec::decode_prefix::<K>("shuffle record", b)?;
+            Ok((k, b.len() - rest.len()))
+        })?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((key, &self.frame[value])))
+    }
+
+    /// As `next_sized`, with the key's encoding left undecoded too:
+    /// `key_len` tells how long the encoding at the front of its input is
+    /// (None: not a key's encoding).
+    pub fn next_sized_raw(
+        &mut self,
+        key_len: impl FnOnce(&[u8]) -> Option<usize>,
+    ) -> Result<Option<(&[u8], &[u8])>> {
+        let Some(((), key, value)) = self.next_sized_with(|b| {
+            key_len(b)
+                .map(|n| ((), n))
+                .ok_or_else(|| corrupt("a record's key is not a key's encoding"))
+        })?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((&self.frame[key], &self.frame[value])))
+    }
+
+    /// Reads the next sized record's key with `key` (what it makes of the
+    /// key, and the key encoding's length) and finds the ranges of the key's
+    /// and the value's bytes in the frame.
+    #[allow(clippy::type_complexity)]
+    fn next_sized_with<X>(
+        &mut self,
+        key: impl FnOnce(&[u8]) -> Result<(X, usize)>,
+    ) -> Result<Option<(X, std::ops::Range<usize>, std::ops::Range<usize>)>> {
         while self.pos >= self.frame.len() {
             if !self.next_frame()? {
                 return Ok(None);
             }
         }
-        let (key, rest) = codec::decode_prefix::<K>("shuffle record", &self.frame[self.pos..])?;
+        let key_start = self.pos;
+        let (x, key_len) = key(&self.frame[key_start..])?;
+        let key_end = key_start + key_len;
+        if key_end > self.frame.len() {
+            return Err(corrupt("a record's key overruns its frame"));
+        }
         // The length is a `u64` as postcard encodes it (a varint).
-        let (len, rest) = codec::decode_prefix::<u64>("shuffle record length", rest)?;
+        let (len, rest) =
+            codec::decode_prefix::<u64>("shuffle record length", &self.frame[key_end..])?;
         let start = self.frame.len() - rest.len();
         // Records never span frames: the writer cuts frames between them.
         let Some(end) = usize::try_from(len)
@@ -282,7 +334,7 @@ impl<R: Read, T: DeserializeOwned> FrameReader<R, T> {
             )));
         };
         self.pos = end;
-        Ok(Some((key, &self.frame[start..end])))
+        Ok(Some((x, key_start..key_end, start..end)))
     }
 
     pub fn next_record(&mut self) -> Result<Option<T>> {

@@ -147,6 +147,55 @@ fn pairs_led_by<S: 'static, A: Prefixed>() -> Option<fn(&S) -> u64> {
     known_types!(second, ())
 }
 
+/// Key types that encode as a length and then the very bytes they order by
+/// (text and bytes, and `Reverse` of them; `Reverse` encodes as its
+/// content): a sorter can keep such keys encoded in its pages and compare
+/// their bytes, building a key only when it leaves the sorter (Spark's
+/// UnsafeExternalSorter keeps keys as bytes the same way).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct RawOrder {
+    reverse: bool,
+}
+
+impl RawOrder {
+    /// The raw order of `S`, if its encoding is a length and its bytes.
+    pub(crate) fn of<S: 'static>() -> Option<RawOrder> {
+        macro_rules! raw {
+            ($($t:ty),*) => {
+                None$(
+                    .or_else(|| (TypeId::of::<S>() == TypeId::of::<$t>())
+                        .then_some(RawOrder { reverse: false }))
+                    .or_else(|| (TypeId::of::<S>() == TypeId::of::<Reverse<$t>>())
+                        .then_some(RawOrder { reverse: true }))
+                )*
+            };
+        }
+        raw!(String, CompactString, Word, Vec<u8>, Bytes)
+    }
+
+    /// Splits the key encoded at the front of `enc` into the bytes it orders
+    /// by and the length of its whole encoding; None if `enc` does not start
+    /// with one (corrupt input).
+    pub(crate) fn split(enc: &[u8]) -> Option<(&[u8], usize)> {
+        let (len, rest) = crate::codec::decode_prefix::<u64>("key length", enc).ok()?;
+        let len = usize::try_from(len).ok().filter(|&n| n <= rest.len())?;
+        let start = enc.len() - rest.len();
+        Some((&rest[..len], start + len))
+    }
+
+    /// The prefix of a key given the bytes it orders by (as `prefix_fn`'s).
+    pub(crate) fn prefix(self, content: &[u8]) -> u64 {
+        let p = bytes_prefix(content);
+        if self.reverse { !p } else { p }
+    }
+
+    /// Compares two keys given the bytes they order by (as their `Ord`).
+    pub(crate) fn cmp(self, a: &[u8], b: &[u8]) -> Ordering {
+        let o = a.cmp(b);
+        if self.reverse { o.reverse() } else { o }
+    }
+}
+
 /// Fewer entries than this are sorted by comparison alone.
 const MIN_BUCKETED: usize = 4096;
 
@@ -170,6 +219,18 @@ impl<E> Sorted<E> {
         match self {
             Sorted::InPlace(v) => v.get(i),
             Sorted::Slots(v) => v.get(i)?.as_ref(),
+        }
+    }
+
+    /// The vector back, emptied, when the entries were sorted where they
+    /// were (its capacity kept for the next run); a new one otherwise.
+    pub(crate) fn emptied(self) -> Vec<E> {
+        match self {
+            Sorted::InPlace(mut v) => {
+                v.clear();
+                v
+            }
+            Sorted::Slots(_) => Vec::new(),
         }
     }
 

@@ -65,14 +65,42 @@ pub(crate) fn read_sized_partition<K: Data>(
     reduce: usize,
     mut each: impl FnMut(K, &[u8]) -> Result<()>,
 ) -> Result<()> {
+    read_sized_with(tc, shuffle_id, reduce, |r| {
+        Ok(r.next_sized::<K>()?.map(|(k, raw)| each(k, raw)))
+    })
+}
+
+/// As `read_sized_partition`, the keys left encoded too: `key_len` tells
+/// how long the key encoding at the front of its input is.
+pub(crate) fn read_sized_raw_partition(
+    tc: &TaskContext,
+    shuffle_id: usize,
+    reduce: usize,
+    key_len: impl Fn(&[u8]) -> Option<usize>,
+    mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    read_sized_with(tc, shuffle_id, reduce, |r| {
+        Ok(r.next_sized_raw(&key_len)?.map(|(k, raw)| each(k, raw)))
+    })
+}
+
+/// Runs `step` on each segment's reader until it has no record left: its
+/// own errors are the data's (a fetch failure names the segment), the
+/// inner ones the consumer's.
+fn read_sized_with(
+    tc: &TaskContext,
+    shuffle_id: usize,
+    reduce: usize,
+    mut step: impl FnMut(&mut FrameReader<BufReader<Box<dyn Read>>, ()>) -> Result<Option<Result<()>>>,
+) -> Result<()> {
     let mut segments = Segments::new(tc, shuffle_id, reduce)?;
     while let Some(next) = segments.next() {
         let (seg, mut r): Current<()> = next?;
         loop {
-            match r.next_sized::<K>() {
-                Ok(Some((k, raw))) => {
+            match step(&mut r) {
+                Ok(Some(consumed)) => {
                     segments.count.record();
-                    each(k, raw)?;
+                    consumed?;
                 }
                 Ok(None) => break,
                 Err(e) => return Err(segments.failed_on(&seg, e)),

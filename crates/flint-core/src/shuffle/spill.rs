@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::frames::{FrameReader, FrameWriter};
 use super::partitioner::{Partitioner, stable_hash};
-use super::prefix::Sorted;
+use super::prefix::{RawOrder, Sorted};
 use crate::env::TaskEnv;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
@@ -680,9 +680,14 @@ struct Loc {
 }
 
 impl Loc {
-    /// The value's encoding in `pages`.
+    /// The record's bytes in `pages`.
     fn bytes(self, pages: &[Vec<u8>]) -> &[u8] {
         &pages[self.page as usize][self.off as usize..(self.off + self.len) as usize]
+    }
+
+    /// Insertion order (locations grow with it).
+    fn order(&self, o: &Loc) -> CmpOrdering {
+        (self.page, self.off).cmp(&(o.page, o.off))
     }
 }
 
@@ -697,12 +702,21 @@ const PREFETCH_AHEAD: usize = 16;
 /// Sorts records by a key within a memory budget (Spark's ExternalSorter without
 /// aggregation, laid out as its UnsafeExternalSorter): values are kept encoded
 /// in 1 MiB pages, with no heap object per record, and only `(key, location)`
-/// entries are sorted. Output decodes each value from its page in key order,
-/// prefetching the values a few entries ahead. Past the task's memory share the
-/// sorted entries are written as a run (key, then the value's bytes as they
-/// are) and the pages are reused.
+/// entries are sorted. Keys that encode as a length and the bytes they order by
+/// (text, bytes) are kept encoded in the pages too, before their values, and
+/// the entries are `(prefix, location)`: such keys are compared as bytes where
+/// prefixes tie and built only when they leave the sorter, in order (a heap
+/// key per record held until then, and freed in another order than it was
+/// allocated, cost more than the sort). Output decodes each record from its
+/// page in key order, prefetching a few entries ahead. Past the task's memory
+/// share the sorted entries are written as a run (key, then the value's bytes
+/// as they are) and the pages are reused.
 pub struct ExternalSorter<S, V> {
     entries: Vec<(S, Loc)>,
+    /// With `raw`: the entries, each a key's prefix and where its key's and
+    /// value's encodings sit, one after the other.
+    raw_entries: Vec<(u64, Loc)>,
+    raw: Option<RawOrder>,
     pages: Vec<Vec<u8>>,
     /// Emptied pages kept for the next run (no fresh page faults). Not
     /// counted against the budget: a run takes them before allocating, so
@@ -729,6 +743,8 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         let page = (env.task_memory as usize / 16).clamp(4096, PAGE);
         ExternalSorter {
             entries: Vec::new(),
+            raw_entries: Vec::new(),
+            raw: RawOrder::of::<S>(),
             pages: Vec::new(),
             free: Vec::new(),
             page_bytes: 0,
@@ -740,6 +756,13 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             page,
             _v: std::marker::PhantomData,
         }
+    }
+
+    /// For keys kept encoded: how long the key encoding at the front of its
+    /// input is, to hand keys to `insert_raw` undecoded.
+    pub fn raw_key_len(&self) -> Option<fn(&[u8]) -> Option<usize>> {
+        self.raw
+            .map(|_| (|b: &[u8]| RawOrder::split(b).map(|(_, n)| n)) as fn(&[u8]) -> Option<usize>)
     }
 
     fn new_page(&mut self, min: usize) -> Vec<u8> {
@@ -755,25 +778,47 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         page
     }
 
+    fn len(&self) -> usize {
+        self.entries.len() + self.raw_entries.len()
+    }
+
     /// Bytes this run holds: its pages and its entries (the entries vector's
     /// spare capacity, like the free pages, is reused, not counted, so that
     /// a spill brings the estimate back to zero).
     fn estimate(&self) -> u64 {
         // Sorting by prefix moves the entries into a second vector of slots
         // while the first is still held: counted ahead, with each entry.
-        let slots = match self.prefix {
-            Some(_) => std::mem::size_of::<Option<(S, Loc)>>(),
-            None => 0,
-        };
-        let per_entry = (std::mem::size_of::<(S, Loc)>() + slots) as f64 + self.key_est.avg;
-        self.page_bytes + (per_entry * self.entries.len() as f64) as u64
+        let per_entry = match self.raw {
+            Some(_) => {
+                std::mem::size_of::<(u64, Loc)>() + std::mem::size_of::<Option<(u64, Loc)>>()
+            }
+            None => {
+                let slots = match self.prefix {
+                    Some(_) => std::mem::size_of::<Option<(S, Loc)>>(),
+                    None => 0,
+                };
+                std::mem::size_of::<(S, Loc)>() + slots
+            }
+        } as f64
+            + self.key_est.avg;
+        self.page_bytes + (per_entry * self.len() as f64) as u64
     }
 
     pub fn insert(&mut self, key: S, value: V) -> Result<()> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        crate::codec::encode_into("sort record", &value, &mut scratch)?;
-        let r = self.insert_encoded(key, &scratch);
+        let r = if self.raw.is_some() {
+            crate::codec::encode_into("sort record", &key, &mut scratch)
+                .and_then(|()| {
+                    let k = scratch.len();
+                    crate::codec::encode_into("sort record", &value, &mut scratch)?;
+                    Ok(k)
+                })
+                .and_then(|k| self.insert_raw(&scratch[..k], &scratch[k..]))
+        } else {
+            crate::codec::encode_into("sort record", &value, &mut scratch)
+                .and_then(|()| self.insert_encoded(key, &scratch))
+        };
         self.scratch = scratch;
         r
     }
@@ -781,7 +826,53 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     /// Inserts a record whose value is already encoded (as `V`: it is
     /// decoded when the record leaves the sorter).
     pub fn insert_encoded(&mut self, key: S, value: &[u8]) -> Result<()> {
-        let len = value.len();
+        if self.raw.is_some() {
+            let mut k = std::mem::take(&mut self.scratch);
+            k.clear();
+            let r = crate::codec::encode_into("sort record", &key, &mut k)
+                .and_then(|()| self.insert_raw(&k, value));
+            self.scratch = k;
+            return r;
+        }
+        let loc = self.store(&[], value)?;
+        let sampled = self.key_est.ops.is_multiple_of(SAMPLE_EVERY);
+        self.key_est.ops += 1;
+        if sampled {
+            self.key_est.sample_key(&key);
+        }
+        self.entries.push((key, loc));
+        self.check_budget(sampled, value.len())
+    }
+
+    /// Inserts a record whose key and value are both encoded (keys that
+    /// `raw_key_len` is given for: `key` must be one key's whole encoding).
+    pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let Some(raw) = self.raw else {
+            return Err(FlintError::Codec {
+                what: "sort record",
+                reason: "an encoded key for a sorter that keeps keys decoded (a bug in Flint)"
+                    .into(),
+            });
+        };
+        let prefix = match RawOrder::split(key) {
+            Some((content, n)) if n == key.len() => raw.prefix(content),
+            _ => {
+                return Err(FlintError::Codec {
+                    what: "sort record",
+                    reason: "a key's encoding does not fill its length (input is corrupt)".into(),
+                });
+            }
+        };
+        let loc = self.store(key, value)?;
+        let sampled = self.key_est.ops.is_multiple_of(SAMPLE_EVERY);
+        self.key_est.ops += 1;
+        self.raw_entries.push((prefix, loc));
+        self.check_budget(sampled, key.len() + value.len())
+    }
+
+    /// Appends `key` and `value` (either may be empty) to the pages, together.
+    fn store(&mut self, key: &[u8], value: &[u8]) -> Result<Loc> {
+        let len = key.len() + value.len();
         if self
             .pages
             .last()
@@ -801,25 +892,20 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                 "a sort buffer outgrew 4G pages or a 4 GiB value; raise the partition count".into(),
             ));
         };
+        page.extend_from_slice(key);
         page.extend_from_slice(value);
-        let sampled = self.key_est.ops.is_multiple_of(SAMPLE_EVERY);
-        self.key_est.ops += 1;
-        if sampled {
-            self.key_est.sample_key(&key);
-        }
-        self.entries.push((
-            key,
-            Loc {
-                page: page_u32,
-                off,
-                len: len32,
-            },
-        ));
-        // Checked on sampled inserts, and after any value larger than a page
-        // (a few such values could pass the budget between samples).
-        if (sampled || len > self.page)
-            && self.entries.len() > 1
-            && self.estimate() > self.env.task_memory
+        Ok(Loc {
+            page: page_u32,
+            off,
+            len: len32,
+        })
+    }
+
+    /// Spills past the budget. Checked on sampled inserts, and after any
+    /// record larger than a page (a few such records could pass the budget
+    /// between samples).
+    fn check_budget(&mut self, sampled: bool, len: usize) -> Result<()> {
+        if (sampled || len > self.page) && self.len() > 1 && self.estimate() > self.env.task_memory
         {
             self.spill()?;
         }
@@ -829,10 +915,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     /// Entries in key order; ties keep insertion order (locations grow with
     /// it).
     fn sorted_entries(&mut self) -> Sorted<(S, Loc)> {
-        let cmp = |a: &(S, Loc), b: &(S, Loc)| {
-            a.0.cmp(&b.0)
-                .then((a.1.page, a.1.off).cmp(&(b.1.page, b.1.off)))
-        };
+        let cmp = |a: &(S, Loc), b: &(S, Loc)| a.0.cmp(&b.0).then(a.1.order(&b.1));
         let mut entries = std::mem::take(&mut self.entries);
         match self.prefix {
             Some(p) => super::prefix::sort_by_prefix(entries, |e| p(&e.0), cmp),
@@ -843,28 +926,42 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         }
     }
 
-    fn spill(&mut self) -> Result<()> {
-        let sorted = self.sorted_entries();
+    /// As `sorted_entries`, for keys kept encoded: by prefix, then by the
+    /// keys' bytes.
+    fn sorted_raw_entries(&mut self, raw: RawOrder) -> Sorted<(u64, Loc)> {
         let pages = &self.pages;
-        let spill = write_run(&self.env, |w| {
-            for i in 0..sorted.len() {
-                if let Some((_, ahead)) = sorted.get(i + PREFETCH_AHEAD) {
-                    prefetch(pages, *ahead);
-                }
-                let Some((k, loc)) = sorted.get(i) else {
-                    return Err(lost_entry());
-                };
-                // Runs keep values as stored, behind their lengths.
-                w.write_sized(k, loc.bytes(pages))?;
+        let content = |l: &Loc| RawOrder::split(l.bytes(pages)).map_or(&[][..], |(c, _)| c);
+        let cmp = |a: &(u64, Loc), b: &(u64, Loc)| {
+            a.0.cmp(&b.0)
+                .then_with(|| raw.cmp(content(&a.1), content(&b.1)))
+                .then(a.1.order(&b.1))
+        };
+        super::prefix::sort_by_prefix(std::mem::take(&mut self.raw_entries), |e| e.0, cmp)
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let spill = match self.raw {
+            Some(raw) => {
+                let sorted = self.sorted_raw_entries(raw);
+                let spill = write_sorted(&self.env, &self.pages, &sorted, |w, _, b| {
+                    let (k, v) = split_raw(b)?;
+                    w.write_sized_raw(k, v)
+                })?;
+                self.raw_entries = sorted.emptied();
+                spill
             }
-            Ok(())
-        })?;
+            None => {
+                let sorted = self.sorted_entries();
+                let spill = write_sorted(&self.env, &self.pages, &sorted, |w, (k, _), b| {
+                    // Runs keep values as stored, behind their lengths.
+                    w.write_sized(k, b)
+                })?;
+                self.entries = sorted.emptied();
+                spill
+            }
+        };
         self.spills.push(spill);
-        // Keep the entries' capacity and the pages for the next run.
-        if let Sorted::InPlace(mut v) = sorted {
-            v.clear();
-            self.entries = v;
-        }
+        // Keep the pages for the next run.
         for mut p in self.pages.drain(..) {
             // Pages of one large value are let go.
             if p.capacity() == self.page {
@@ -878,17 +975,24 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
 
     /// Records in key order (stable).
     pub fn into_sorted(mut self) -> Result<ResIter<S, V>> {
-        let mut it = self.sorted_entries().into_iter();
-        let pages = std::mem::take(&mut self.pages);
-        let mem: ResIter<S, V> = Box::new(std::iter::from_fn(move || {
-            if let Some((_, ahead)) = it.ahead(PREFETCH_AHEAD) {
-                prefetch(&pages, *ahead);
+        let mem = match self.raw {
+            Some(raw) => {
+                let sorted = self.sorted_raw_entries(raw);
+                sorted_output(sorted, std::mem::take(&mut self.pages), |_, b| {
+                    let (k, v) = split_raw(b)?;
+                    Ok((
+                        crate::codec::decode_exact::<S>("sort key", k)?,
+                        crate::codec::decode_exact::<V>("sort record", v)?,
+                    ))
+                })
             }
-            let Some((k, loc)) = it.next()? else {
-                return Some(Err(lost_entry()));
-            };
-            Some(crate::codec::decode_exact::<V>("sort record", loc.bytes(&pages)).map(|v| (k, v)))
-        }));
+            None => {
+                let sorted = self.sorted_entries();
+                sorted_output(sorted, std::mem::take(&mut self.pages), |(k, _), b| {
+                    Ok((k, crate::codec::decode_exact::<V>("sort record", b)?))
+                })
+            }
+        };
         if self.spills.is_empty() {
             return Ok(mem);
         }
@@ -900,6 +1004,67 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         }
         sources.push(mem);
         Ok(merge_sorted(sources))
+    }
+}
+
+/// A sorter's entry: where its record sits.
+trait Located {
+    fn loc(&self) -> Loc;
+}
+impl<K> Located for (K, Loc) {
+    fn loc(&self) -> Loc {
+        self.1
+    }
+}
+
+/// Writes sorted entries as a run: `write` gets each entry with its
+/// record's bytes.
+fn write_sorted<E: Located>(
+    env: &TaskEnv,
+    pages: &[Vec<u8>],
+    sorted: &Sorted<E>,
+    write: impl Fn(&mut FrameWriter<BufWriter<File>>, &E, &[u8]) -> Result<()>,
+) -> Result<SpillFile> {
+    write_run(env, |w| {
+        for i in 0..sorted.len() {
+            if let Some(ahead) = sorted.get(i + PREFETCH_AHEAD) {
+                prefetch(pages, ahead.loc());
+            }
+            let Some(e) = sorted.get(i) else {
+                return Err(lost_entry());
+            };
+            write(w, e, e.loc().bytes(pages))?;
+        }
+        Ok(())
+    })
+}
+
+/// Sorted entries as records: `decode` gets each entry with its record's
+/// bytes.
+fn sorted_output<E: Located + 'static, S, V>(
+    sorted: Sorted<E>,
+    pages: Vec<Vec<u8>>,
+    decode: impl Fn(E, &[u8]) -> Result<(S, V)> + 'static,
+) -> ResIter<S, V> {
+    let mut it = sorted.into_iter();
+    Box::new(std::iter::from_fn(move || {
+        if let Some(ahead) = it.ahead(PREFETCH_AHEAD) {
+            prefetch(&pages, ahead.loc());
+        }
+        let Some(e) = it.next()? else {
+            return Some(Err(lost_entry()));
+        };
+        let loc = e.loc();
+        Some(decode(e, loc.bytes(&pages)))
+    }))
+}
+
+/// A stored record of encoded key and value: the key's encoding and the
+/// value's.
+fn split_raw(b: &[u8]) -> Result<(&[u8], &[u8])> {
+    match RawOrder::split(b) {
+        Some((_, n)) => Ok(b.split_at(n)),
+        None => Err(lost_entry()),
     }
 }
 
@@ -960,6 +1125,7 @@ fn prefetch(pages: &[Vec<u8>], loc: Loc) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Reverse;
 
     fn env(dir: &std::path::Path, memory: &str) -> Arc<TaskEnv> {
         let conf = crate::conf::FlintConf::new()
@@ -1046,6 +1212,112 @@ mod tests {
         let (spilled, spills) = sorted_by("1m", n);
         assert!(spills >= 3, "{spills} spills with a 1 MiB budget");
         assert!(spilled == model, "spilled sort differs from a stable sort");
+    }
+
+    /// Sorts `keys` (values: their positions) with a sorter in `memory`,
+    /// inserting each record decoded, with its value encoded, or with both
+    /// encoded, in turn; returns the records and the spill count.
+    fn sort_keys<S: Data + Ord>(keys: Vec<S>, memory: &str) -> (Vec<(S, u32)>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), memory);
+        let mut s = ExternalSorter::<S, u32>::new(env.clone());
+        for (i, k) in keys.into_iter().enumerate() {
+            let i = i as u32;
+            let v = crate::codec::encode("test", &i).unwrap();
+            match i % 3 {
+                0 => s.insert(k, i).unwrap(),
+                1 => s.insert_encoded(k, &v).unwrap(),
+                _ => match s.raw_key_len() {
+                    Some(_) => s
+                        .insert_raw(&crate::codec::encode("test", &k).unwrap(), &v)
+                        .unwrap(),
+                    None => s.insert_encoded(k, &v).unwrap(),
+                },
+            }
+        }
+        let out = s
+            .into_sorted()
+            .unwrap()
+            .collect::<Result<Vec<_>>>()
+            .unwrap();
+        (out, env.spill_count.load(Ordering::Relaxed))
+    }
+
+    /// Text and byte keys are kept encoded in the sorter's pages and compared
+    /// as bytes: the order must be the keys' own, stable, with shared
+    /// prefixes longer than the 8-byte prefix, empty keys, keys that extend
+    /// others and NULs, ascending and descending, in memory and spilled.
+    #[test]
+    fn keys_kept_encoded_sort_as_their_order() {
+        fn check<S: Data + Ord + Clone + std::fmt::Debug>(keys: Vec<S>) {
+            assert!(RawOrder::of::<S>().is_some());
+            let mut model: Vec<(S, u32)> = keys.iter().cloned().zip(0..).collect();
+            model.sort_by(|a, b| a.0.cmp(&b.0)); // stable
+            for memory in ["1g", "1m"] {
+                let (out, spills) = sort_keys(keys.clone(), memory);
+                assert_eq!(spills > 0, memory == "1m", "{memory}: {spills} spills");
+                assert!(out == model, "{memory}: differs from a stable sort");
+            }
+        }
+        let words: Vec<String> = (0..60_000u64)
+            .map(|i| {
+                let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                match x % 6 {
+                    0 => String::new(),
+                    1 => format!("commonprefix{}", x % 500),
+                    2 => format!("a\0{}", x % 3),
+                    3 => "a".repeat((x % 12) as usize),
+                    4 => "é".repeat((x % 5) as usize),
+                    _ => format!("{x:x}"),
+                }
+            })
+            .collect();
+        check(words.clone());
+        check(words.iter().cloned().map(Reverse).collect());
+        check(
+            words
+                .iter()
+                .map(|w| crate::bytes::Bytes(w.clone().into_bytes()))
+                .collect(),
+        );
+        check(
+            words
+                .iter()
+                .map(|w| w.clone().into_bytes())
+                .map(Reverse)
+                .collect(),
+        );
+        check(words.iter().map(|w| Word::from(w.as_str())).collect());
+        check(
+            words
+                .iter()
+                .map(|w| compact_str::CompactString::from(w.as_str()))
+                .collect(),
+        );
+    }
+
+    /// An encoded key that is not one key's whole encoding is refused when
+    /// inserted; a text key whose bytes are not UTF-8 is an error when it
+    /// leaves the sorter: never a panic or a wrong record.
+    #[test]
+    fn a_forged_encoded_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ExternalSorter::<String, u32>::new(env(dir.path(), "1g"));
+        let v = crate::codec::encode("test", &1u32).unwrap();
+        for forged in [&[][..], &[5, b'a'], &[1, b'a', b'b'], &[0xff; 11]] {
+            let e = s.insert_raw(forged, &v).unwrap_err().to_string();
+            assert!(e.contains("corrupt"), "{forged:?}: {e}");
+        }
+        s.insert_raw(&[2, 0xff, 0xfe], &v).unwrap();
+        s.insert("ok".into(), 2).unwrap();
+        let out: Vec<Result<(String, u32)>> = s.into_sorted().unwrap().collect();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].as_ref().unwrap(), &("ok".to_string(), 2));
+        assert!(out[1].is_err(), "{:?}", out[1]);
+        // A sorter of keys it keeps decoded takes no encoded key.
+        let mut s = ExternalSorter::<u64, u32>::new(env(dir.path(), "1g"));
+        assert!(s.raw_key_len().is_none());
+        assert!(s.insert_raw(&[1], &v).is_err());
     }
 
     proptest::proptest! {
