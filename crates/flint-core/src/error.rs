@@ -22,7 +22,9 @@ pub enum FlintError {
         source: std::io::Error,
     },
 
-    #[error("encoding {what} failed: {reason}")]
+    /// Encoding or decoding; a decoding reason says whether the input is
+    /// corrupt.
+    #[error("{what} could not be encoded or decoded: {reason}")]
     Codec { what: &'static str, reason: String },
 
     /// The executor refused a task because it was built into another binary.

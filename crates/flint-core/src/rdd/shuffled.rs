@@ -191,8 +191,9 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
         key: impl Fn(K) -> S,
     ) -> Result<()> {
         if self.sized_values {
-            // Keys the sorter keeps encoded are handed over undecoded
-            // (`Reverse` encodes as its key does).
+            // Keys the sorter keeps encoded are handed over undecoded: `key`
+            // is the identity or `Reverse`, which encodes as its key does
+            // (another mapping would have to be applied to decoded keys).
             if let Some(key_len) = sorter.raw_key_len() {
                 return read_sized_raw_partition(tc, self.shuffle_id, split, key_len, |k, raw| {
                     sorter.insert_raw(k, raw)

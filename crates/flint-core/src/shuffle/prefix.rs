@@ -155,22 +155,26 @@ fn pairs_led_by<S: 'static, A: Prefixed>() -> Option<fn(&S) -> u64> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct RawOrder {
     reverse: bool,
+    /// Text: its bytes must be UTF-8 (checked as a key is read, so that a
+    /// damaged key fails the fetch, which recomputes it, as decoding it
+    /// would).
+    text: bool,
 }
 
 impl RawOrder {
     /// The raw order of `S`, if its encoding is a length and its bytes.
     pub(crate) fn of<S: 'static>() -> Option<RawOrder> {
         macro_rules! raw {
-            ($($t:ty),*) => {
+            ($text:expr; $($t:ty),*) => {
                 None$(
                     .or_else(|| (TypeId::of::<S>() == TypeId::of::<$t>())
-                        .then_some(RawOrder { reverse: false }))
+                        .then_some(RawOrder { reverse: false, text: $text }))
                     .or_else(|| (TypeId::of::<S>() == TypeId::of::<Reverse<$t>>())
-                        .then_some(RawOrder { reverse: true }))
+                        .then_some(RawOrder { reverse: true, text: $text }))
                 )*
             };
         }
-        raw!(String, CompactString, Word, Vec<u8>, Bytes)
+        raw!(true; String, CompactString, Word).or_else(|| raw!(false; Vec<u8>, Bytes))
     }
 
     /// Splits the key encoded at the front of `enc` into the bytes it orders
@@ -181,6 +185,26 @@ impl RawOrder {
         let len = usize::try_from(len).ok().filter(|&n| n <= rest.len())?;
         let start = enc.len() - rest.len();
         Some((&rest[..len], start + len))
+    }
+
+    /// The bytes `key` orders by, if it is exactly one key of this order's
+    /// type.
+    pub(crate) fn content(self, key: &[u8]) -> Option<&[u8]> {
+        let (content, n) = RawOrder::split(key)?;
+        (n == key.len() && (!self.text || std::str::from_utf8(content).is_ok())).then_some(content)
+    }
+
+    /// The length of the key encoded at the front of `enc`, if it is one of
+    /// this order's keys (for text, valid UTF-8).
+    pub(crate) fn key_len_fn(self) -> fn(&[u8]) -> Option<usize> {
+        fn bytes(enc: &[u8]) -> Option<usize> {
+            RawOrder::split(enc).map(|(_, n)| n)
+        }
+        fn text(enc: &[u8]) -> Option<usize> {
+            let (content, n) = RawOrder::split(enc)?;
+            std::str::from_utf8(content).ok().map(|_| n)
+        }
+        if self.text { text } else { bytes }
     }
 
     /// The prefix of a key given the bytes it orders by (as `prefix_fn`'s).

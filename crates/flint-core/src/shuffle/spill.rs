@@ -761,8 +761,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     /// For keys kept encoded: how long the key encoding at the front of its
     /// input is, to hand keys to `insert_raw` undecoded.
     pub fn raw_key_len(&self) -> Option<fn(&[u8]) -> Option<usize>> {
-        self.raw
-            .map(|_| (|b: &[u8]| RawOrder::split(b).map(|(_, n)| n)) as fn(&[u8]) -> Option<usize>)
+        self.raw.map(RawOrder::key_len_fn)
     }
 
     fn new_page(&mut self, min: usize) -> Vec<u8> {
@@ -854,12 +853,14 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                     .into(),
             });
         };
-        let prefix = match RawOrder::split(key) {
-            Some((content, n)) if n == key.len() => raw.prefix(content),
-            _ => {
+        let prefix = match raw.content(key) {
+            Some(content) => raw.prefix(content),
+            None => {
                 return Err(FlintError::Codec {
                     what: "sort record",
-                    reason: "a key's encoding does not fill its length (input is corrupt)".into(),
+                    reason: "a key's encoding is not one key of its type, or does not fill its \
+                             length (input is corrupt)"
+                        .into(),
                 });
             }
         };
@@ -876,9 +877,9 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         if self
             .pages
             .last()
-            .is_none_or(|p| p.capacity() - p.len() < len)
+            .is_none_or(|p| p.capacity() - p.len() < len.max(1))
         {
-            let page = self.new_page(len);
+            let page = self.new_page(len.max(1));
             self.pages.push(page);
         }
         let page_no = self.pages.len() - 1;
@@ -894,6 +895,11 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
         };
         page.extend_from_slice(key);
         page.extend_from_slice(value);
+        if len == 0 {
+            // A record that encodes to nothing still takes a byte, so that
+            // locations stay distinct and ties keep insertion order.
+            page.push(0);
+        }
         Ok(Loc {
             page: page_u32,
             off,
@@ -1296,6 +1302,35 @@ mod tests {
         );
     }
 
+    /// Records whose values encode to nothing keep insertion order among
+    /// keys that are equal by `Ord` (yet differ): each still takes its own
+    /// place in the pages, which breaks the ties.
+    #[test]
+    fn records_without_value_bytes_sort_stably() {
+        #[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+        struct Key(u8, u32);
+        impl PartialOrd for Key {
+            fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Key {
+            fn cmp(&self, o: &Self) -> CmpOrdering {
+                self.0.cmp(&o.0)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ExternalSorter::<Key, ()>::new(env(dir.path(), "1g"));
+        let keys: Vec<Key> = (0..10_000u32).map(|i| Key((i % 3) as u8, i)).collect();
+        for k in &keys {
+            s.insert(k.clone(), ()).unwrap();
+        }
+        let out: Vec<Key> = s.into_sorted().unwrap().map(|r| r.unwrap().0).collect();
+        let mut want = keys;
+        want.sort(); // stable
+        assert!(out == want, "ties among equal keys left insertion order");
+    }
+
     /// An encoded key that is not one key's whole encoding is refused when
     /// inserted; a text key whose bytes are not UTF-8 is an error when it
     /// leaves the sorter: never a panic or a wrong record.
@@ -1308,12 +1343,13 @@ mod tests {
             let e = s.insert_raw(forged, &v).unwrap_err().to_string();
             assert!(e.contains("corrupt"), "{forged:?}: {e}");
         }
-        s.insert_raw(&[2, 0xff, 0xfe], &v).unwrap();
-        s.insert("ok".into(), 2).unwrap();
-        let out: Vec<Result<(String, u32)>> = s.into_sorted().unwrap().collect();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].as_ref().unwrap(), &("ok".to_string(), 2));
-        assert!(out[1].is_err(), "{:?}", out[1]);
+        // Text keys must be UTF-8; the same bytes are a byte key.
+        let e = s.insert_raw(&[2, 0xff, 0xfe], &v).unwrap_err().to_string();
+        assert!(e.contains("corrupt"), "{e}");
+        let mut b = ExternalSorter::<Vec<u8>, u32>::new(env(dir.path(), "1g"));
+        b.insert_raw(&[2, 0xff, 0xfe], &v).unwrap();
+        let out: Vec<(Vec<u8>, u32)> = b.into_sorted().unwrap().map(Result::unwrap).collect();
+        assert_eq!(out, vec![(vec![0xff, 0xfe], 1)]);
         // A sorter of keys it keeps decoded takes no encoded key.
         let mut s = ExternalSorter::<u64, u32>::new(env(dir.path(), "1g"));
         assert!(s.raw_key_len().is_none());
