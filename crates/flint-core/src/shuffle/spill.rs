@@ -1331,9 +1331,9 @@ mod tests {
         assert!(out == want, "ties among equal keys left insertion order");
     }
 
-    /// An encoded key that is not one key's whole encoding is refused when
-    /// inserted; a text key whose bytes are not UTF-8 is an error when it
-    /// leaves the sorter: never a panic or a wrong record.
+    /// An encoded key that is not one key's whole encoding, or a text key
+    /// whose bytes are not UTF-8, is refused when inserted: never a panic or
+    /// a wrong record.
     #[test]
     fn a_forged_encoded_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
