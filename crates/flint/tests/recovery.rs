@@ -135,12 +135,19 @@ fn sorted_shuffle_damage<K: flint::Key + Ord + std::fmt::Debug>(key: fn(u64) -> 
     }
 }
 
-/// A text key that is not UTF-8, in a frame whose checksum matches (a bug
-/// or a peer that frames it so): the reducer keeps such keys undecoded, yet
-/// it must refuse this one while fetching, so that the map output is
-/// recomputed, as decoding the key would have refused it.
+/// Text that is not UTF-8, in a frame whose checksum matches (a bug or a
+/// peer that frames it so), in a sorted shuffle's keys or values: reducers
+/// keep such keys and values undecoded until output, yet the map output that
+/// holds the text must be recomputed, as it is when a record fails to decode
+/// while fetching, never the job failed.
 #[test]
-fn a_sealed_text_key_that_is_not_text_is_recomputed() {
+fn sealed_text_that_is_not_text_is_recomputed() {
+    sealed_forgery_is_recomputed(b"key ");
+    sealed_forgery_is_recomputed(b"val ");
+}
+
+fn sealed_forgery_is_recomputed(needle: &[u8]) {
+    let what = String::from_utf8_lossy(needle).into_owned();
     let sc = FlintContext::new(
         FlintConf::new()
             .master("local[2]")
@@ -150,7 +157,7 @@ fn a_sealed_text_key_that_is_not_text_is_recomputed() {
     let rows = sc
         .parallelize(
             (0..20_000u64)
-                .map(|i| (format!("key {:05}", i * 7919 % 20_000), i))
+                .map(|i| (format!("key {:05}", i * 7919 % 20_000), format!("val {i}")))
                 .collect::<Vec<_>>(),
             4,
         )
@@ -168,7 +175,7 @@ fn a_sealed_text_key_that_is_not_text_is_recomputed() {
             let stored = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
             let raw = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
             let body = at + 16..at + 16 + stored;
-            if let Some(i) = bytes[body.clone()].windows(4).position(|w| w == b"key ") {
+            if let Some(i) = bytes[body.clone()].windows(4).position(|w| w == needle) {
                 bytes[body.start + i] = 0xff;
                 let sum = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[body.clone()], raw.into());
                 bytes[at + 8..at + 16].copy_from_slice(&sum.to_le_bytes());
@@ -178,11 +185,11 @@ fn a_sealed_text_key_that_is_not_text_is_recomputed() {
         }
         std::fs::write(p, bytes).unwrap();
     }
-    assert!(forged >= 4, "{forged} frames forged");
-    let again = within_deadline("the job after the forged keys", move || rows.collect());
+    assert!(forged >= 4, "{what}: {forged} frames forged");
+    let again = within_deadline("the job after the forged text", move || rows.collect());
     assert!(
         again.unwrap() == first,
-        "the same rows in the same order, recomputed"
+        "{what}: the same rows in the same order, recomputed"
     );
 }
 

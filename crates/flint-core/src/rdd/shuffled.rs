@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, ShuffleDepBase, Sink, shippable};
 use crate::env::TaskContext;
-use crate::error::Result;
+use crate::error::{FlintError, Result};
 use crate::func::{Data, Key};
 use crate::ship::Shipped;
 pub use crate::shuffle::Aggregator;
 use crate::shuffle::{
-    ExternalAggregator, ExternalSorter, Partitioner, read_partition, read_sized_partition,
-    read_sized_raw_partition, write_map_output,
+    ExternalAggregator, ExternalSorter, Partitioner, find_undecodable, read_partition,
+    read_sized_partition, read_sized_raw_partition, write_map_output,
 };
 use crate::task::{StageTask, TaskOutput, ship_stage};
 
@@ -160,12 +160,13 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
                 Some(true) => {
                     let mut s = ExternalSorter::<K, C>::new(tc.env.clone());
                     self.fill(&mut s, split, tc, |k| k)?;
-                    s.into_sorted()?
+                    self.blame_fetch(s.into_sorted()?, split, tc)
                 }
                 Some(false) => {
                     let mut s = ExternalSorter::<std::cmp::Reverse<K>, C>::new(tc.env.clone());
                     self.fill(&mut s, split, tc, std::cmp::Reverse)?;
-                    Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))))
+                    let out = Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))));
+                    self.blame_fetch(out, split, tc)
                 }
             }
         };
@@ -181,6 +182,31 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
 }
 
 impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
+    /// A sorted partition whose records carried their lengths decodes its
+    /// values only on output: a value that does not decode there (under a
+    /// matching checksum) is traced to the map output that holds it, and
+    /// reported as a fetch failure of that output, which is recomputed, as it
+    /// would be had the value been decoded while fetching.
+    fn blame_fetch(
+        &self,
+        out: Box<dyn Iterator<Item = Result<(K, C)>>>,
+        split: usize,
+        tc: &TaskContext,
+    ) -> Box<dyn Iterator<Item = Result<(K, C)>>> {
+        if !self.sized_values {
+            return out;
+        }
+        let (env, shuffle_id) = (tc.env.clone(), self.shuffle_id);
+        Box::new(out.map(move |r| {
+            r.map_err(|e| match e {
+                FlintError::Codec { .. } => {
+                    find_undecodable::<K, C>(&env, shuffle_id, split).unwrap_or(e)
+                }
+                e => e,
+            })
+        }))
+    }
+
     /// Puts this partition's records into a sorter keyed by `key(k)`: values
     /// as the map side encoded them when records carry their lengths.
     fn fill<S: Data + Ord>(

@@ -14,7 +14,9 @@ mod writer;
 
 pub use frames::{FrameReader, FrameWriter};
 pub use partitioner::{Partitioner, stable_hash};
-pub(crate) use reader::{read_partition, read_sized_partition, read_sized_raw_partition};
+pub(crate) use reader::{
+    find_undecodable, read_partition, read_sized_partition, read_sized_raw_partition,
+};
 pub(crate) use spill::SpillFile;
 pub use spill::{Aggregator, ExternalAggregator, ExternalSorter};
 pub use tracker::{MapOutputTracker, MapStatus, SegmentLocation};

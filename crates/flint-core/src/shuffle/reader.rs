@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::frames::FrameReader;
 use super::tracker::SegmentLocation;
-use crate::env::{ShuffleClient, TaskContext};
+use crate::env::{ShuffleClient, TaskContext, TaskEnv};
 use crate::error::{FlintError, Result};
 use crate::func::Data;
 
@@ -84,6 +84,44 @@ pub(crate) fn read_sized_raw_partition(
     })
 }
 
+/// After a value of a sized partition failed to decode on its way out of a
+/// sorter (its frame's checksum matched: written so by a bug or a peer):
+/// reads the partition again, decoding every record, to name the segment
+/// that holds it, as a fetch failure that recomputes that map output. None if
+/// every record decodes (the error came from elsewhere). Reads are not
+/// counted in the task's metrics.
+pub(crate) fn find_undecodable<K: Data, V: Data>(
+    env: &TaskEnv,
+    shuffle_id: usize,
+    reduce: usize,
+) -> Option<FlintError> {
+    let scan = || -> Result<()> {
+        let mut segments = Segments::with(env, Arc::default(), shuffle_id, reduce)?;
+        while let Some(next) = segments.next() {
+            let (seg, mut r): Current<()> = next?;
+            loop {
+                let read = match r.next_sized::<K>() {
+                    Ok(Some((_, raw))) => {
+                        crate::codec::decode_exact::<V>("shuffle record", raw).map(|_| true)
+                    }
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Err(segments.failed_on(&seg, e)),
+                }
+            }
+        }
+        Ok(())
+    };
+    match scan() {
+        Err(e @ FlintError::FetchFailed { .. }) => Some(e),
+        _ => None,
+    }
+}
+
 /// Runs `step` on each segment's reader until it has no record left: its
 /// own errors are the data's (a fetch failure names the segment), the
 /// inner ones the consumer's.
@@ -127,30 +165,38 @@ struct Segments {
 
 impl Segments {
     fn new(tc: &TaskContext, shuffle_id: usize, reduce: usize) -> Result<Self> {
-        let client = tc.env.shuffle_client.get().cloned();
-        let chunk = tc
-            .env
+        Segments::with(&tc.env, tc.metrics.clone(), shuffle_id, reduce)
+    }
+
+    fn with(
+        env: &TaskEnv,
+        metrics: Arc<crate::metrics::LiveMetrics>,
+        shuffle_id: usize,
+        reduce: usize,
+    ) -> Result<Self> {
+        let client = env.shuffle_client.get().cloned();
+        let chunk = env
             .conf
             .get_bytes("flint.reducer.maxSizeInFlight", 48 << 20)?
             .clamp(64 << 10, FETCH_CHUNK)
             // A reply must fit in one RPC frame.
-            .min(tc.env.conf.rpc_max_message_size()? as u64 / 2);
+            .min(env.conf.rpc_max_message_size()? as u64 / 2);
         // An executor asks the driver; the driver (and local mode) knows.
         let segments = match &client {
             Some(c) => c.segments(shuffle_id, reduce)?,
-            None => tc.env.map_outputs.segments(shuffle_id, reduce)?,
+            None => env.map_outputs.segments(shuffle_id, reduce)?,
         }
         .into_iter();
         Ok(Segments {
-            compression: tc.env.compression,
+            compression: env.compression,
             client,
-            me: tc.env.executor_id.clone(),
+            me: env.executor_id.clone(),
             chunk,
             shuffle_id,
             reduce,
             segments,
             count: ReadCount {
-                metrics: tc.metrics.clone(),
+                metrics,
                 records: 0,
             },
         })
