@@ -160,20 +160,20 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for ShuffledRdd<K, V
                 Some(true) => {
                     let mut s = ExternalSorter::<K, C>::new(tc.env.clone());
                     self.fill(&mut s, split, tc, |k| k)?;
-                    self.blame_fetch(s.into_sorted()?, split, tc)
+                    s.into_sorted()?
                 }
                 Some(false) => {
                     let mut s = ExternalSorter::<std::cmp::Reverse<K>, C>::new(tc.env.clone());
                     self.fill(&mut s, split, tc, std::cmp::Reverse)?;
-                    let out = Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))));
-                    self.blame_fetch(out, split, tc)
+                    Box::new(s.into_sorted()?.map(|r| r.map(|(k, c)| (k.0, c))))
                 }
             }
         };
+        let blame = self.blame(split, tc);
         Ok(Box::new(out.map_while(move |r| match r {
             Ok(v) => Some(v),
             Err(e) => {
-                errors.fail(e);
+                errors.fail(blame(e));
                 None
             }
         })))
@@ -186,25 +186,17 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
     /// values only on output: a value that does not decode there (under a
     /// matching checksum) is traced to the map output that holds it, and
     /// reported as a fetch failure of that output, which is recomputed, as it
-    /// would be had the value been decoded while fetching.
-    fn blame_fetch(
-        &self,
-        out: Box<dyn Iterator<Item = Result<(K, C)>>>,
-        split: usize,
-        tc: &TaskContext,
-    ) -> Box<dyn Iterator<Item = Result<(K, C)>>> {
-        if !self.sized_values {
-            return out;
-        }
+    /// would be had the value been decoded while fetching. Returns what
+    /// becomes of an error.
+    fn blame(&self, split: usize, tc: &TaskContext) -> impl Fn(FlintError) -> FlintError + 'static {
+        let sized = self.sized_values && self.combine == Combine::None;
         let (env, shuffle_id) = (tc.env.clone(), self.shuffle_id);
-        Box::new(out.map(move |r| {
-            r.map_err(|e| match e {
-                FlintError::Codec { .. } => {
-                    find_undecodable::<K, C>(&env, shuffle_id, split).unwrap_or(e)
-                }
-                e => e,
-            })
-        }))
+        move |e| match e {
+            FlintError::Codec { .. } if sized => {
+                find_undecodable::<K, C>(&env, shuffle_id, split).unwrap_or(e)
+            }
+            e => e,
+        }
     }
 
     /// Puts this partition's records into a sorter keyed by `key(k)`: values
