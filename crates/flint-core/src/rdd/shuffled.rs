@@ -214,7 +214,7 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
             // (another mapping would have to be applied to decoded keys).
             if let Some(key_len) = sorter.raw_key_len() {
                 return read_sized_raw_partition(tc, self.shuffle_id, split, key_len, |k, raw| {
-                    sorter.insert_raw(k, raw)
+                    sorter.insert_fetched(k, raw)
                 });
             }
             return read_sized_partition::<K>(tc, self.shuffle_id, split, |k, raw| {

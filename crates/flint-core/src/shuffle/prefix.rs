@@ -187,11 +187,13 @@ impl RawOrder {
         Some((&rest[..len], start + len))
     }
 
-    /// The bytes `key` orders by, if it is exactly one key of this order's
-    /// type.
-    pub(crate) fn content(self, key: &[u8]) -> Option<&[u8]> {
+    /// The bytes `key` orders by, if it is exactly one key's encoding (and,
+    /// when `check_text`, valid text for a text type; keys encoded here or
+    /// read through `key_len_fn` were checked already).
+    pub(crate) fn content(self, key: &[u8], check_text: bool) -> Option<&[u8]> {
         let (content, n) = RawOrder::split(key)?;
-        (n == key.len() && (!self.text || std::str::from_utf8(content).is_ok())).then_some(content)
+        let text_ok = !(check_text && self.text) || std::str::from_utf8(content).is_ok();
+        (n == key.len() && text_ok).then_some(content)
     }
 
     /// The length of the key encoded at the front of `enc`, if it is one of

@@ -65,7 +65,7 @@ pub(crate) fn read_sized_partition<K: Data>(
     reduce: usize,
     mut each: impl FnMut(K, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    read_sized_with(tc, shuffle_id, reduce, |r| {
+    read_sized_with(Segments::new(tc, shuffle_id, reduce)?, |r| {
         Ok(r.next_sized::<K>()?.map(|(k, raw)| each(k, raw)))
     })
 }
@@ -79,7 +79,7 @@ pub(crate) fn read_sized_raw_partition(
     key_len: impl Fn(&[u8]) -> Option<usize>,
     mut each: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
-    read_sized_with(tc, shuffle_id, reduce, |r| {
+    read_sized_with(Segments::new(tc, shuffle_id, reduce)?, |r| {
         Ok(r.next_sized_raw(&key_len)?.map(|(k, raw)| each(k, raw)))
     })
 }
@@ -95,26 +95,18 @@ pub(crate) fn find_undecodable<K: Data, V: Data>(
     shuffle_id: usize,
     reduce: usize,
 ) -> Option<FlintError> {
-    let scan = || -> Result<()> {
-        let mut segments = Segments::with(env, Arc::default(), shuffle_id, reduce)?;
-        while let Some(next) = segments.next() {
-            let (seg, mut r): Current<()> = next?;
-            loop {
-                let read = match r.next_sized::<K>() {
-                    Ok(Some((_, raw))) => {
-                        crate::codec::decode_exact::<V>("shuffle record", raw).map(|_| true)
-                    }
-                    Ok(None) => Ok(false),
-                    Err(e) => Err(e),
+    // A value that does not decode is the data's error: it names the segment.
+    let scan = || {
+        read_sized_with(
+            Segments::with(env, Arc::default(), shuffle_id, reduce)?,
+            |r| {
+                let Some((_, raw)) = r.next_sized::<K>()? else {
+                    return Ok(None);
                 };
-                match read {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => return Err(segments.failed_on(&seg, e)),
-                }
-            }
-        }
-        Ok(())
+                crate::codec::decode_exact::<V>("shuffle record", raw)?;
+                Ok(Some(Ok(())))
+            },
+        )
     };
     match scan() {
         Err(e @ FlintError::FetchFailed { .. }) => Some(e),
@@ -126,12 +118,9 @@ pub(crate) fn find_undecodable<K: Data, V: Data>(
 /// own errors are the data's (a fetch failure names the segment), the
 /// inner ones the consumer's.
 fn read_sized_with(
-    tc: &TaskContext,
-    shuffle_id: usize,
-    reduce: usize,
+    mut segments: Segments,
     mut step: impl FnMut(&mut FrameReader<BufReader<Box<dyn Read>>, ()>) -> Result<Option<Result<()>>>,
 ) -> Result<()> {
-    let mut segments = Segments::new(tc, shuffle_id, reduce)?;
     while let Some(next) = segments.next() {
         let (seg, mut r): Current<()> = next?;
         loop {

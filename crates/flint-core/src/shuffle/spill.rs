@@ -813,7 +813,8 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                     crate::codec::encode_into("sort record", &value, &mut scratch)?;
                     Ok(k)
                 })
-                .and_then(|k| self.insert_raw(&scratch[..k], &scratch[k..]))
+                // Encoded from a key here: valid text.
+                .and_then(|k| self.insert_raw_checked(&scratch[..k], &scratch[k..], false))
         } else {
             crate::codec::encode_into("sort record", &value, &mut scratch)
                 .and_then(|()| self.insert_encoded(key, &scratch))
@@ -829,7 +830,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
             let mut k = std::mem::take(&mut self.scratch);
             k.clear();
             let r = crate::codec::encode_into("sort record", &key, &mut k)
-                .and_then(|()| self.insert_raw(&k, value));
+                .and_then(|()| self.insert_raw_checked(&k, value, false));
             self.scratch = k;
             return r;
         }
@@ -846,6 +847,16 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
     /// Inserts a record whose key and value are both encoded (keys that
     /// `raw_key_len` is given for: `key` must be one key's whole encoding).
     pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert_raw_checked(key, value, true)
+    }
+
+    /// As `insert_raw`, for a key that `raw_key_len`'s function accepted
+    /// (text already checked there).
+    pub(crate) fn insert_fetched(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert_raw_checked(key, value, false)
+    }
+
+    fn insert_raw_checked(&mut self, key: &[u8], value: &[u8], check_text: bool) -> Result<()> {
         let Some(raw) = self.raw else {
             return Err(FlintError::Codec {
                 what: "sort record",
@@ -853,7 +864,7 @@ impl<S: Data + Ord, V: Data> ExternalSorter<S, V> {
                     .into(),
             });
         };
-        let prefix = match raw.content(key) {
+        let prefix = match raw.content(key, check_text) {
             Some(content) => raw.prefix(content),
             None => {
                 return Err(FlintError::Codec {
