@@ -247,66 +247,131 @@ impl<'de> serde::Deserialize<'de> for Word {
     }
 }
 
-/// The words of a line as [`Word`]s, split as `split_ascii_whitespace`
-/// splits. Owns its line, so no per-line vector is built; use it as
-/// `flat_map(Fn!(|line: String| flint::text::Words::new(line)))`.
+/// The words of a text as [`Word`]s, split as `split_ascii_whitespace`
+/// splits. Owns its text, so no per-line vector is built; use it as
+/// `flat_map(Fn!(|line: String| flint::text::Words::new(line)))`, or over
+/// chunks of many lines (`FlintContext::text_file_chunks`), which splits the
+/// same words with no record per line.
+///
+/// The text is read in blocks of 64 bytes: one pass builds a block's
+/// whitespace bitmask, eight bytes at a time, and the words starting in the
+/// block come from its bits (a word starts at a non-whitespace byte after a
+/// whitespace byte; its length is the run of zero bits from there), with no
+/// branch per byte and none on a word's length.
 pub struct Words {
-    line: String,
-    pos: usize,
-    /// The line's last 16 bytes followed by 16 spaces, so that words near
-    /// its end are read with the same two loads as the others (filled once,
-    /// when the first such word comes).
-    tail: Option<[u8; 32]>,
+    text: String,
+    /// Offset of the current block in the text, or in `tail` once `in_tail`.
+    off: usize,
+    /// Whitespace masks of the current block and the one after it (bit i
+    /// is byte `off + i`; bytes past the text's end count as whitespace).
+    ws: u64,
+    next_ws: u64,
+    /// Bits of the current block where a word starts, not yet yielded.
+    starts: u64,
+    /// 1 when the byte before the current block is whitespace (or the
+    /// block is the first).
+    carry: u64,
+    started: bool,
+    /// The last blocks (fewer than 128 bytes of text) are read from a copy
+    /// padded with spaces, so every block, the block after it and a word's
+    /// 24-byte load lie within bounds without a test per word.
+    in_tail: bool,
+    /// Offset in the text of `tail[0]`, and the text bytes it holds.
+    tail_at: usize,
+    tail_len: usize,
+    tail: [u8; TAIL],
 }
 
+/// Room for the text's last (fewer than 128) bytes, the mask of the block
+/// after the second, and a 24-byte load at any word start.
+const TAIL: usize = 192;
+
+/// Byte masks keeping a word's first `len` bytes: `LEN_MASK[24 - len..][..24]`.
+const LEN_MASK: [u8; 48] = {
+    let mut m = [0u8; 48];
+    let mut i = 0;
+    while i < 24 {
+        m[i] = 0xFF;
+        i += 1;
+    }
+    m
+};
+
 impl Words {
-    pub fn new(line: String) -> Words {
+    pub fn new(text: String) -> Words {
         Words {
-            line,
-            pos: 0,
-            tail: None,
+            text,
+            off: 0,
+            ws: 0,
+            next_ws: 0,
+            starts: 0,
+            carry: 1,
+            started: false,
+            in_tail: false,
+            tail_at: 0,
+            tail_len: 0,
+            tail: [b' '; TAIL],
         }
     }
 
-    /// The 16 bytes at `i` (`i` < the line's length) as two little-endian
-    /// words; past the line's end they read as spaces (from a copy of its
-    /// last bytes, made once per line).
-    #[inline(always)]
-    fn load16(&mut self, i: usize) -> (u64, u64) {
-        let b = self.line.as_bytes();
-        let src: &[u8] = match b.get(i..i + 16) {
-            Some(c) => c,
-            None => {
-                let n = b.len();
-                let k = n.min(16);
-                let tail = self.tail.get_or_insert_with(|| {
-                    let mut t = [b' '; 32];
-                    t[..k].copy_from_slice(&b[n - k..]);
-                    t
-                });
-                let at = i + k - n;
-                &tail[at..at + 16]
-            }
+    /// Moves to the next block and finds the words starting in it; false
+    /// when the text has no more blocks. Once per 64 bytes, so kept out of
+    /// line: `next` stays small enough to inline into its caller (a `Word`
+    /// returned through memory and copied at once stalls on store forwarding).
+    #[inline(never)]
+    fn advance(&mut self) -> bool {
+        let (at, first) = if self.started {
+            (self.off + 64, false)
+        } else {
+            (0, true)
         };
-        (le64(&src[..8]), le64(&src[8..16]))
+        self.started = true;
+        let len = if self.in_tail {
+            self.tail_len
+        } else {
+            self.text.len()
+        };
+        if at >= len {
+            self.off = at.min(len);
+            return false;
+        }
+        if !self.in_tail && at + 128 > len {
+            let rem = len - at;
+            self.tail[..rem].copy_from_slice(&self.text.as_bytes()[at..]);
+            self.in_tail = true;
+            self.tail_at = at;
+            self.tail_len = rem;
+            self.off = 0;
+            self.ws = block_mask(&self.tail[..64]);
+            self.next_ws = block_mask(&self.tail[64..128]);
+        } else {
+            let src: &[u8] = if self.in_tail {
+                &self.tail
+            } else {
+                self.text.as_bytes()
+            };
+            self.off = at;
+            self.ws = if first {
+                block_mask(&src[at..at + 64])
+            } else {
+                self.next_ws
+            };
+            self.next_ws = block_mask(&src[at + 64..at + 128]);
+        }
+        self.starts = !self.ws & ((self.ws << 1) | self.carry);
+        self.carry = self.ws >> 63;
+        true
     }
 
-    /// A word of 16 bytes or more (out of the hot path, so `next` stays
-    /// small enough to inline into its caller: a `Word` returned through
-    /// memory and copied at once stalls on store forwarding).
+    /// A word of more than [`WORD_INLINE`] bytes starting at `start` in the
+    /// text (rare: kept out of the hot path).
     #[cold]
     #[inline(never)]
     fn long_word(&mut self, start: usize) -> Word {
         let mut pos = start;
-        match next_ascii_word(&self.line, &mut pos) {
-            Some(r) => {
-                self.pos = pos;
-                Word::new(self.line.get(r).unwrap_or(""))
-            }
-            None => {
-                self.pos = self.line.len();
-                Word::new("")
-            }
+        match next_ascii_word(&self.text, &mut pos) {
+            Some(r) => Word::new(self.text.get(r).unwrap_or("")),
+            None => Word::new(""),
         }
     }
 }
@@ -320,60 +385,72 @@ fn le64(b: &[u8]) -> u64 {
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 
-/// The high bit of each byte of `x` that is ASCII whitespace (as
-/// `is_ws`), eight bytes at once. Spaces are tested exactly; tab, LF, FF
-/// and CR are below 0x20, so only words holding a byte below 0x20 test
-/// for those.
+/// The high bit of each byte of `x` that is ASCII whitespace (as `is_ws`:
+/// space, or 0x09..=0x0D but not 0x0B), eight bytes at once, exact for
+/// every byte and without branches. No step carries across a byte.
 #[inline(always)]
 fn ws_bits(x: u64) -> u64 {
     const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HI: u64 = 0x8080_8080_8080_8080;
-    // High bit of each zero byte of v (exact: no carry crosses a byte).
+    // High bit of each zero byte of v.
     let zero = |v: u64| !(((v & LO7) + LO7) | v | LO7);
-    let mut ws = zero(x ^ (ONES * 0x20));
-    let below_space = !(((x & LO7) + ONES * 0x60) | x) & HI;
-    if below_space != 0 {
-        for c in [b'\t', b'\n', b'\x0C', b'\r'] {
-            ws |= zero(x ^ (ONES * u64::from(c)));
-        }
+    let space = zero(x ^ (ONES * 0x20));
+    let below_16 = zero(x & (ONES * 0xF0));
+    let low = x & (ONES * 0x0F);
+    let at_least_9 = (low + ONES * 0x77) & HI;
+    let at_least_14 = (low + ONES * 0x72) & HI;
+    let vtab = zero(x ^ (ONES * 0x0B));
+    space | (below_16 & at_least_9 & !at_least_14 & !vtab)
+}
+
+/// Bit i set when byte i of the 64 is ASCII whitespace.
+#[inline(always)]
+fn block_mask(b: &[u8]) -> u64 {
+    let b = &b[..64];
+    let mut m = 0;
+    for k in 0..8 {
+        let hi = ws_bits(le64(&b[8 * k..]));
+        // The eight high bits gathered into one byte (the multiply moves
+        // each to its place; no two products overlap).
+        m |= ((hi >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
     }
-    ws
+    m
 }
 
 impl Iterator for Words {
     type Item = Word;
 
-    /// Skips whitespace, then reads the word's first 16 bytes as two
-    /// words: the first whitespace byte in them ends the word and its key
-    /// is those words masked, with no loop or branch per byte.
+    /// The next word start from the block's bits; its length is the run
+    /// of non-whitespace bits after it (the two blocks' masks cover at least
+    /// 65 bytes from any start), and its key is 24 bytes loaded there and
+    /// masked to that length.
     #[inline(always)]
     fn next(&mut self) -> Option<Word> {
-        let b = self.line.as_bytes();
-        let n = b.len();
-        let mut i = self.pos;
-        while i < n && is_ws(b[i]) {
-            i += 1;
+        while self.starts == 0 {
+            if !self.advance() {
+                return None;
+            }
         }
-        if i >= n {
-            self.pos = n;
-            return None;
+        let i = self.starts.trailing_zeros();
+        self.starts &= self.starts - 1;
+        let win = (u128::from(self.next_ws) << 64) | u128::from(self.ws);
+        let len = ((win >> i) as u64).trailing_zeros() as usize;
+        let at = self.off + i as usize;
+        if len > WORD_INLINE {
+            let start = if self.in_tail { self.tail_at + at } else { at };
+            return Some(self.long_word(start));
         }
-        let (w0, w1) = self.load16(i);
-        // The 16 bytes as one 128-bit lane, so that the word's end and its
-        // mask come without a branch on which half the word ends in (word
-        // lengths are data: that branch mispredicted). Byte i is not
-        // whitespace, so a word ending here has 1..=15 bytes.
-        let ws = u128::from(ws_bits(w0)) | (u128::from(ws_bits(w1)) << 64);
-        if ws == 0 {
-            return Some(self.long_word(i));
-        }
-        let len = ws.trailing_zeros() / 8;
-        let text = (u128::from(w0) | (u128::from(w1) << 64)) & ((1u128 << (8 * len)) - 1);
-        self.pos = i + len as usize;
+        let src: &[u8] = if self.in_tail {
+            &self.tail
+        } else {
+            self.text.as_bytes()
+        };
+        let b = &src[at..at + 24];
+        let m = &LEN_MASK[24 - len..48 - len];
         Some(Word::from_words([
-            text as u64,
-            (text >> 64) as u64,
-            u64::from(len) << 56,
+            le64(b) & le64(m),
+            le64(&b[8..]) & le64(&m[8..]),
+            (le64(&b[16..]) & le64(&m[16..])) | ((len as u64) << 56),
         ]))
     }
 }
@@ -440,6 +517,32 @@ mod tests {
         }
     }
 
+    /// Every word length at every offset from a block boundary, in texts
+    /// long enough to be read in blocks, in the padded tail and across
+    /// the switch between them.
+    #[test]
+    fn words_at_every_block_offset_split_the_same() {
+        for lead in 0..140 {
+            for len in [1, 2, 7, 8, 15, 16, 23, 24, 25, 63, 64, 65, 130] {
+                for trail in [0, 1, 60, 200] {
+                    let text = format!(
+                        "{}{} z{}",
+                        " a".repeat(lead / 2) + &" ".repeat(lead % 2),
+                        "w".repeat(len),
+                        " ".repeat(trail)
+                    );
+                    let got: Vec<Word> = Words::new(text.clone()).collect();
+                    let want: Vec<&str> = text.split_ascii_whitespace().collect();
+                    assert_eq!(
+                        got.iter().map(Word::as_str).collect::<Vec<_>>(),
+                        want,
+                        "lead {lead} len {len} trail {trail}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_whitespace_test_is_exact_for_every_byte() {
         for c in 0..=255u8 {
@@ -475,6 +578,21 @@ mod tests {
                 let back: Word = crate::codec::decode("t", &enc).unwrap();
                 proptest::prop_assert!(back == fresh);
             }
+        }
+
+        /// Long texts (many blocks) of every whitespace and control byte,
+        /// multi-byte text and words longer than a block.
+        #[test]
+        fn long_texts_split_as_split_ascii_whitespace(
+            parts in proptest::collection::vec(
+                "([ \t\r\n\x0b\x0c\x01\x1fa-z\u{e9}\u{a0}]{1,9}|y{20,90})",
+                0..150,
+            ),
+        ) {
+            let s = parts.concat();
+            let got: Vec<Word> = Words::new(s.clone()).collect();
+            let want: Vec<&str> = s.split_ascii_whitespace().collect();
+            proptest::prop_assert_eq!(got.iter().map(Word::as_str).collect::<Vec<_>>(), want);
         }
 
         #[test]

@@ -42,9 +42,9 @@ fn run() -> anyhow::Result<()> {
     let sc = FlintContext::new(conf)?;
     let parts = args.partitions.unwrap_or_else(|| sc.default_parallelism());
     let counts = sc
-        .text_file(&args.input, parts)
+        .text_file_chunks(&args.input, parts)
         .with_context(|| format!("reading {}", args.input))?
-        .flat_map(Fn!(|line: String| Words::new(line)))
+        .flat_map(Fn!(|text: String| Words::new(text)))
         .map(Fn!(|w: Word| (w, 1u64)))
         .reduce_by_key_with(parts, Fn!(|a: u64, b: u64| a + b));
     match &args.output {

@@ -159,6 +159,14 @@ proptest! {
         std::fs::write(&path, &bytes).unwrap();
         let got = sc().text_file(path.to_str().unwrap(), parts).unwrap().collect().unwrap();
         prop_assert_eq!(got, model_lines(&bytes));
+        // In chunks: the same text, line ends kept, every line whole in one
+        // record (each record but the last ends a line), none empty.
+        let chunks = sc().text_file_chunks(path.to_str().unwrap(), parts).unwrap().collect().unwrap();
+        prop_assert!(chunks.iter().all(|c| !c.is_empty()));
+        if let Some((_, init)) = chunks.split_last() {
+            prop_assert!(init.iter().all(|c| c.ends_with('\n')));
+        }
+        prop_assert_eq!(chunks.concat(), String::from_utf8_lossy(&bytes).into_owned());
     }
 }
 

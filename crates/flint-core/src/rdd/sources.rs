@@ -260,10 +260,13 @@ fn shrunk(planned: u64) -> std::io::Error {
 }
 
 /// Lines of text files; a line belongs to the split in which it starts.
+/// With `chunks`, each record is a run of whole lines (about 64 KiB, line
+/// ends kept) instead of one line.
 #[derive(Serialize, Deserialize)]
 pub struct TextFileRdd {
     pub(crate) id: usize,
     pub(crate) splits: Vec<FileSplit>,
+    pub(crate) chunks: bool,
 }
 
 impl RddBase for TextFileRdd {
@@ -309,6 +312,7 @@ impl TextFileRdd {
             end: s.start + s.len,
             file_len: s.file_len,
             skip_first: s.start > 0,
+            chunks: self.chunks,
             path: s.path.clone(),
             errors: tc.errors(),
         })
@@ -353,6 +357,9 @@ struct Lines {
     file_len: u64,
     /// The first line read belongs to the previous split.
     skip_first: bool,
+    /// Yield runs of whole lines (all of a chunk's lines that belong to the
+    /// split) instead of single lines.
+    chunks: bool,
     path: PathBuf,
     errors: crate::env::ErrorSink,
 }
@@ -366,6 +373,9 @@ impl Lines {
             Chunk::Text(s) => s.into_bytes(),
             Chunk::Raw(b) => b,
         };
+        // A chunk handed out whole (`chunks`) left an empty buffer: make room
+        // at once rather than growing it read by read.
+        buf.reserve(LINES_CHUNK as usize + self.tail.len());
         self.chunk_pos += buf.len() as u64;
         self.at = 0;
         buf.clear();
@@ -397,6 +407,37 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// The chunk's lines from `start` on that start before the split's end,
+    /// as one string (the chunk itself when that is all of it: no copy).
+    fn take_lines(&mut self, start: usize) -> String {
+        let bytes = self.chunk.bytes();
+        let n = bytes.len();
+        // The first line start at or after the split's end: after the first
+        // newline at or after the byte before it.
+        let limit = self.end.saturating_sub(self.chunk_pos);
+        let cut = if limit < n as u64 {
+            let from = (limit as usize).saturating_sub(1).max(start);
+            memchr::memchr(b'\n', &bytes[from..]).map_or(n, |j| from + j + 1)
+        } else {
+            n
+        };
+        self.at = cut;
+        match &mut self.chunk {
+            Chunk::Text(s) if start == 0 && cut == n => {
+                // The chunk is now empty: account for its bytes here, as
+                // `refill` would have.
+                self.chunk_pos += n as u64;
+                self.at = 0;
+                std::mem::take(s)
+            }
+            // Cut at newlines (ASCII): char boundaries.
+            Chunk::Text(s) => s[start..cut].to_owned(),
+            Chunk::Raw(b) => String::from_utf8_lossy(&b[start..cut]).into_owned(),
+        }
+    }
+}
+
 impl Iterator for Lines {
     type Item = String;
 
@@ -407,6 +448,9 @@ impl Iterator for Lines {
                 let start = self.at;
                 if !self.skip_first && self.chunk_pos + start as u64 >= self.end {
                     return None;
+                }
+                if self.chunks && !self.skip_first {
+                    return Some(self.take_lines(start));
                 }
                 let len = memchr::memchr(b'\n', &bytes[start..]).unwrap_or(bytes.len() - start);
                 self.at = start + len + 1;
