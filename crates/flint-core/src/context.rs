@@ -426,16 +426,7 @@ impl FlintContext {
 
     /// Lines of a file, a directory of files, or a glob.
     pub fn text_file(&self, path: &str, min_partitions: usize) -> Result<Rdd<String>> {
-        let files = list_files(path)?;
-        let splits = compute_splits(&files, min_partitions.max(1), 1)?;
-        Ok(Rdd::from_node(
-            self,
-            TextFileRdd {
-                id: self.new_rdd_id(),
-                splits,
-                chunks: false,
-            },
-        ))
+        self.text_source(path, min_partitions, false)
     }
 
     /// The same text as [`text_file`](Self::text_file), as runs of whole
@@ -445,6 +436,10 @@ impl FlintContext {
     /// which then pay no per-line cost. Every line lies in exactly one
     /// record, the one of the split it starts in, as with `text_file`.
     pub fn text_file_chunks(&self, path: &str, min_partitions: usize) -> Result<Rdd<String>> {
+        self.text_source(path, min_partitions, true)
+    }
+
+    fn text_source(&self, path: &str, min_partitions: usize, chunks: bool) -> Result<Rdd<String>> {
         let files = list_files(path)?;
         let splits = compute_splits(&files, min_partitions.max(1), 1)?;
         Ok(Rdd::from_node(
@@ -452,7 +447,7 @@ impl FlintContext {
             TextFileRdd {
                 id: self.new_rdd_id(),
                 splits,
-                chunks: true,
+                chunks,
             },
         ))
     }
