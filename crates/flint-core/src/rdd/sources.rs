@@ -373,12 +373,12 @@ impl Lines {
             Chunk::Text(s) => s.into_bytes(),
             Chunk::Raw(b) => b,
         };
-        // A chunk handed out whole (`chunks`) left an empty buffer: make room
-        // at once rather than growing it read by read.
-        buf.reserve(LINES_CHUNK as usize + self.tail.len());
         self.chunk_pos += buf.len() as u64;
         self.at = 0;
         buf.clear();
+        // A chunk handed out whole (`chunks`) left an empty buffer: make room
+        // at once rather than growing it read by read.
+        buf.reserve(LINES_CHUNK as usize + self.tail.len());
         buf.append(&mut self.tail);
         let mut searched = 0;
         while !self.eof {
