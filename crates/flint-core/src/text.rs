@@ -127,7 +127,7 @@ impl Word {
     /// The inline word whose layout is these three little-endian words
     /// (text, zero padding, length in the top byte; callers build them so).
     #[inline(always)]
-    fn from_words(w: [u64; 3]) -> Word {
+    pub(crate) fn from_words(w: [u64; 3]) -> Word {
         let mut out = [0u8; 24];
         for (i, x) in w.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());

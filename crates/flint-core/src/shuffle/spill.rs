@@ -414,16 +414,31 @@ fn inline_key<K: 'static>(k: &K) -> Option<InlineKey> {
     key_str(k).and_then(|s| InlineKey::new(s.as_bytes()))
 }
 
+/// The value as a `K` if it is one (an `Option` downcast in place: no box
+/// per key).
+fn cast<T: 'static, K: 'static>(v: T) -> Option<K> {
+    let mut slot = Some(v);
+    (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<K>>()?
+        .take()
+}
+
+/// The key of type `K` an inline key stands for. A `Word` has the inline
+/// layout itself, so it is rebuilt from the three words, with no text check
+/// or copy (the key was made from a `Word`, valid text); other types from
+/// the text.
+fn key_from_inline<K: 'static>(ik: InlineKey) -> Option<K> {
+    if TypeId::of::<K>() == TypeId::of::<Word>() {
+        return cast(Word::from_words(ik.0));
+    }
+    let (buf, len) = ik.bytes();
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(key_from_str::<K>)
+}
+
 /// A key of type `K` (one `key_str` accepts) with the given text.
 fn key_from_str<K: 'static>(s: &str) -> Option<K> {
-    /// The value as a `K` if it is one (an `Option` downcast in place: no
-    /// box per key).
-    fn cast<T: 'static, K: 'static>(v: T) -> Option<K> {
-        let mut slot = Some(v);
-        (&mut slot as &mut dyn std::any::Any)
-            .downcast_mut::<Option<K>>()?
-            .take()
-    }
     if TypeId::of::<K>() == TypeId::of::<String>() {
         cast(s.to_string())
     } else if TypeId::of::<K>() == TypeId::of::<compact_str::CompactString>() {
@@ -608,13 +623,9 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         if let Some(t) = self.inline.as_mut() {
             v.reserve(t.len());
             for s in t.drain() {
-                let (buf, len) = s.key.bytes();
-                let key = std::str::from_utf8(&buf[..len])
-                    .ok()
-                    .and_then(key_from_str::<K>)
-                    .ok_or_else(|| {
-                        FlintError::User("an aggregation table key is not valid text".into())
-                    })?;
+                let key = key_from_inline::<K>(s.key).ok_or_else(|| {
+                    FlintError::User("an aggregation table key is not valid text".into())
+                })?;
                 v.push(((group(&key), key), s.comb));
             }
             t.shrink_to(0, |s| s.key.hash());
