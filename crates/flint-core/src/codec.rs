@@ -28,6 +28,51 @@ pub fn encode_into<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// [`encode_into`] for a record's key or value: text and bytes (a Sort
+/// record's key and value) are written as postcard writes them, their length
+/// and then them, without going through serde (whose machinery took a tenth
+/// of Sort's map-side CPU); any other type through serde.
+#[inline]
+pub fn encode_value_into<T: Serialize + 'static>(
+    what: &'static str,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match byte_content(value) {
+        Some(b) => {
+            put_varint(b.len() as u64, out);
+            out.extend_from_slice(b);
+            Ok(())
+        }
+        None => encode_into(what, value, out),
+    }
+}
+
+/// The bytes of a text or byte value, whose encoding is their length and
+/// then them (a `Vec<u8>` is a sequence of bytes, each encoded as one byte,
+/// so it encodes the same).
+#[inline]
+fn byte_content<T: 'static>(value: &T) -> Option<&[u8]> {
+    let v = value as &dyn std::any::Any;
+    if let Some(b) = v.downcast_ref::<crate::Bytes>() {
+        Some(&b.0)
+    } else if let Some(b) = v.downcast_ref::<Vec<u8>>() {
+        Some(b)
+    } else if let Some(s) = v.downcast_ref::<String>() {
+        Some(s.as_bytes())
+    } else {
+        v.downcast_ref::<crate::text::Word>().map(|w| w.as_bytes())
+    }
+}
+
+fn put_varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| FlintError::Codec {
         what,
@@ -60,4 +105,34 @@ pub fn decode_exact<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Re
         });
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct path writes exactly what serde would, so readers decode
+    /// either the same way.
+    fn same<T: Serialize + 'static>(v: &T) {
+        let mut fast = vec![7u8];
+        encode_value_into("t", v, &mut fast).unwrap();
+        let mut slow = vec![7u8];
+        encode_into("t", v, &mut slow).unwrap();
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn text_and_bytes_encode_as_serde_encodes_them() {
+        for n in [0usize, 1, 23, 24, 127, 128, 129, 16_383, 16_384, 70_000] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let text: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            same(&crate::Bytes(bytes.clone()));
+            same(&bytes);
+            same(&text);
+            same(&crate::text::Word::new(&text));
+            same(&"é".repeat(n % 300));
+        }
+        // Other types still go through serde.
+        same(&(3u64, 4u16));
+    }
 }

@@ -158,19 +158,19 @@ impl EncodedBuckets {
     }
 
     /// The key, then the value's encoding behind its length as a varint.
-    fn insert_sized<K: serde::Serialize, C: serde::Serialize>(
+    fn insert_sized<K: serde::Serialize + 'static, C: serde::Serialize + 'static>(
         &mut self,
         p: usize,
         key: &K,
         value: &C,
     ) -> Result<()> {
         self.insert_with(p, |chunk| {
-            crate::codec::encode_into("shuffle record", key, chunk)?;
+            crate::codec::encode_value_into("shuffle record", key, chunk)?;
             // One byte is kept for the length; a longer length (a value of
             // 128 bytes or more) moves the value up.
             let at = chunk.len();
             chunk.push(0);
-            crate::codec::encode_into("shuffle record", value, chunk)?;
+            crate::codec::encode_value_into("shuffle record", value, chunk)?;
             let len = chunk.len() - at - 1;
             if len < 0x80 {
                 chunk[at] = len as u8;
