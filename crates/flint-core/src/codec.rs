@@ -65,6 +65,7 @@ fn byte_content<T: 'static>(value: &T) -> Option<&[u8]> {
     }
 }
 
+#[inline]
 fn put_varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
