@@ -264,4 +264,20 @@ fn every_example_gives_the_same_output_in_every_mode() {
     assert!(got.iter().zip(&want).all(|(g, w)| g[..10] == w[..10]));
     let simple = &cases.iter().find(|(n, _)| n == "sort_simple").unwrap().1[0];
     assert!(simple == sorted, "sort_simple and sort disagree");
+    // The word counts are the sample's (counted here as plain Rust), not
+    // only the same in every mode.
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let mut counts = std::collections::HashMap::<&str, u64>::new();
+    for w in text.split_ascii_whitespace() {
+        *counts.entry(w).or_default() += 1;
+    }
+    let mut top: Vec<(&str, u64)> = counts.iter().map(|(w, c)| (*w, *c)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut want = String::new();
+    for (w, c) in top.iter().take(20) {
+        want.push_str(&format!("{w}\t{c}\n"));
+    }
+    want.push_str(&format!("distinct words: {}\n", counts.len()));
+    let got = &cases.iter().find(|(n, _)| n == "wordcount").unwrap().1[0];
+    assert_eq!(String::from_utf8_lossy(got), want);
 }
