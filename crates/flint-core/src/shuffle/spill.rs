@@ -1437,6 +1437,10 @@ mod tests {
         match i % 7 {
             0 => format!("a-long-word-past-twenty-three-bytes-{}", i % 501),
             1 => String::new(),
+            // Inline keys of every word count: 8-12, 19 and 23 bytes.
+            2 => format!("medium-{}", i % 20_011),
+            3 => format!("nineteen-bytes-{:04}", i % 9_973),
+            4 => format!("exactly-twenty-three-{:02}", i % 100),
             _ => format!("w{}", (i * 2_654_435_761) % 40_009),
         }
     }
