@@ -132,6 +132,17 @@ impl Word {
         for (i, x) in w.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
         }
+        // Equality and hashing compare the raw words: only the canonical
+        // layout (text, then zeros, then its length) may be built.
+        debug_assert!(
+            {
+                let len = usize::from(out[WORD_INLINE]);
+                len <= WORD_INLINE
+                    && out[len..WORD_INLINE].iter().all(|&b| b == 0)
+                    && std::str::from_utf8(&out[..len]).is_ok()
+            },
+            "not a word's inline layout: {w:x?}"
+        );
         Word(Repr::Inline(Inline(out)))
     }
 
