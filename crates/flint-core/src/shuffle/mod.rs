@@ -5,6 +5,7 @@
 //! where outputs are; the reader fetches a reduce partition's segments.
 
 pub(crate) mod frames;
+mod inline;
 mod partitioner;
 mod prefix;
 mod reader;

@@ -53,10 +53,7 @@ pub(crate) fn write_map_output<K: Key, V: Data, C: Data, A: Aggregator<V, C>>(
                 let mut batches = 0u32;
                 records(&mut |batch| {
                     check_killed(tc, &mut batches)?;
-                    for (k, v) in batch.drain(..) {
-                        map.insert_value(agg, k, v)?;
-                    }
-                    Ok(())
+                    map.insert_values(agg, batch)
                 })?;
                 check(tc)?;
                 env.set_agg_hint(shuffle_id, map.len());
