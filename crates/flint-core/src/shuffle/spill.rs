@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::frames::{FrameReader, FrameWriter};
-use super::inline::{InlineKey, InlineSlot, InlineTable};
+use super::inline::{InlineKey, InlineTable};
 use super::partitioner::{Partitioner, stable_hash};
 use super::prefix::{RawOrder, Sorted};
 use crate::env::TaskEnv;
@@ -150,19 +150,20 @@ impl SizeTracker {
         (mean + ENTRY_OVERHEAD) * table.len() as f64
     }
 
-    /// As `measure` for the inline-key table: its slots (held or empty) are
-    /// counted exactly, the combiners' encoded size is sampled.
+    /// The heap memory of the inline-key table's combiners, sampled (its
+    /// slots are counted exactly apart: see `ExternalAggregator::estimate`).
     fn measure_inline<C: Serialize>(&mut self, table: &InlineTable<C>) -> f64 {
-        let slots = table.allocated_bytes() as f64;
         if !std::mem::needs_drop::<C>() {
-            // A plain combiner owns no heap memory: the slots are all of it
-            // (and walking the table to sample it cost 2% of a WordCount).
-            return slots;
+            // A plain combiner owns no heap memory (and walking the table to
+            // sample it cost 2% of a WordCount).
+            return 0.0;
         }
-        let mean = self.sample_mean(table.len(), table.iter(), |s, out| {
-            crate::codec::encode_into("size sample", &s.comb, out).is_ok()
-        });
-        slots + mean * table.len() as f64
+        let mean = self.sample_mean(
+            ENTRIES_PER_SAMPLE,
+            table.sample(ENTRIES_PER_SAMPLE),
+            |s, out| crate::codec::encode_into("size sample", &s.comb, out).is_ok(),
+        );
+        mean * table.len() as f64
     }
 }
 
@@ -393,6 +394,8 @@ pub struct ExternalAggregator<K: Key, C> {
     spills: Vec<SpillFile>,
     /// See `merge_in_place`.
     spare: Option<C>,
+    /// `insert_values`' inline keys and hashes of a batch (kept to reuse).
+    staged: Vec<Option<(InlineKey, u64)>>,
 }
 
 impl<K: Key, C: Data> ExternalAggregator<K, C> {
@@ -406,6 +409,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
             env,
             spills: Vec::new(),
             spare: None,
+            staged: Vec::new(),
         }
     }
 
@@ -419,15 +423,17 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     }
 
     /// Sizes the table for `keys` keys up front (a hint: capped so that empty
-    /// slots alone stay well inside the memory budget).
+    /// slots alone stay within a quarter of the memory budget).
     pub fn reserve(&mut self, keys: usize) {
-        // (An inline slot is counted twice: its table is at most half full.)
-        let slot =
-            (2 * std::mem::size_of::<InlineSlot<C>>()).max(std::mem::size_of::<Slot<K, C>>()) + 1;
-        let keys = keys.min((self.env.task_memory / 4) as usize / slot);
+        let quarter = (self.env.task_memory / 4) as usize;
         match self.inline.as_mut() {
-            Some(t) => t.reserve(keys),
-            None => self.table.reserve(keys, |s| stable_hash(&s.key)),
+            // At most half full and a power of two: up to 4 slots a key.
+            Some(t) => t.reserve(keys.min(quarter / (4 * InlineTable::<C>::SLOT_BYTES))),
+            None => {
+                let slot = std::mem::size_of::<Slot<K, C>>() + 1;
+                self.table
+                    .reserve(keys.min(quarter / slot), |s| stable_hash(&s.key));
+            }
         }
     }
 
@@ -449,44 +455,41 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
     }
 
     /// Merges every `(key, value)` of `batch` (drained) into its combiner,
-    /// as `insert_value` one by one would. Inline keys are built and hashed
-    /// for the whole batch first, and their home slots prefetched, so that
-    /// the lookups' cache misses (the table outgrows L2) overlap instead of
-    /// coming one at a time. A key's values still meet its combiner in batch
-    /// order (a key is inline or not by its length alone).
+    /// as `insert_value` one by one would, in the same order. Inline keys
+    /// are built and hashed for the whole batch first and their home slots
+    /// prefetched, so that the lookups' cache misses (the table outgrows L2)
+    /// overlap instead of coming one at a time.
     pub fn insert_values<V, A: Aggregator<V, C>>(
         &mut self,
         agg: &A,
         batch: &mut Vec<(K, V)>,
     ) -> Result<()> {
-        if self.inline.is_none() {
-            for (k, v) in batch.drain(..) {
-                self.insert_value(agg, k, v)?;
-            }
-            return Ok(());
-        }
-        let mut staged = Vec::with_capacity(batch.len());
-        for (k, v) in batch.drain(..) {
-            match inline_key(&k) {
-                Some(ik) => {
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        if let Some(t) = &self.inline {
+            for (k, _) in batch.iter() {
+                staged.push(inline_key(k).map(|ik| {
                     let hash = ik.hash();
-                    if let Some(t) = &self.inline {
-                        t.prefetch(hash);
-                    }
-                    staged.push((ik, hash, v));
+                    t.prefetch(hash);
+                    (ik, hash)
+                }));
+            }
+        }
+        for (j, (k, v)) in batch.drain(..).enumerate() {
+            let f = |old: Option<C>| match old {
+                Some(c) => agg.merge_value(c, v),
+                None => agg.create(v),
+            };
+            match (staged.get(j).copied().flatten(), self.inline.as_mut()) {
+                (Some((ik, hash)), Some(t)) => {
+                    drop(k);
+                    t.upsert(ik, hash, &mut self.spare, f);
+                    self.counted()?;
                 }
-                None => self.insert_value(agg, k, v)?,
+                _ => self.upsert(k, f)?,
             }
         }
-        for (ik, hash, v) in staged {
-            if let Some(t) = self.inline.as_mut() {
-                t.upsert(ik, hash, &mut self.spare, |old| match old {
-                    Some(c) => agg.merge_value(c, v),
-                    None => agg.create(v),
-                });
-            }
-            self.counted()?;
-        }
+        self.staged = staged;
         Ok(())
     }
 
@@ -549,12 +552,20 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         Ok(())
     }
 
+    /// Bytes held: the sampled estimate, plus the inline table's slots
+    /// exactly (they grow in steps, by doubling, which the estimate's linear
+    /// extrapolation would overshoot and spill early).
+    fn estimate(&self) -> u64 {
+        let slots = self.inline.as_ref().map_or(0, InlineTable::allocated_bytes);
+        self.size.estimate() + slots as u64
+    }
+
     /// Spills everything held as one sorted run when the estimate passes the
     /// task's memory share, even a single key's combiner. A key may then appear
     /// in several runs; the merge combines equal keys wherever they come from.
     fn maybe_spill(&mut self) -> Result<()> {
         let held = self.table.len() + self.inline.as_ref().map_or(0, InlineTable::len);
-        if self.size.estimate() > self.env.task_memory && held > 0 {
+        if self.estimate() > self.env.task_memory && held > 0 {
             let run = self.drain_sorted()?;
             let spill = write_run(&self.env, |w| {
                 for rec in run {
@@ -1377,15 +1388,18 @@ mod tests {
         value: impl Fn(u64) -> V,
     ) {
         let mut batch = Vec::new();
+        let mut size = 1;
         for i in 0..n {
             if !batched {
                 map.insert_value(agg, K::from(word(i)), value(i)).unwrap();
                 continue;
             }
             batch.push((K::from(word(i)), value(i)));
-            if batch.len() == 1 + (i as usize % 97) {
+            if batch.len() >= size {
                 map.insert_values(agg, &mut batch).unwrap();
                 assert!(batch.is_empty());
+                // Batches of 1 to 97 records, 64 (a pipeline's) among them.
+                size = 1 + (size * 7 + i as usize) % 97;
             }
         }
         map.insert_values(agg, &mut batch).unwrap();
@@ -1461,6 +1475,41 @@ mod tests {
         fn as_ref(&self) -> &str {
             &self.0
         }
+    }
+
+    /// The aggregation table spills when what it holds reaches the budget,
+    /// not well before (its slots grow by doubling; extrapolating that
+    /// growth spilled at a quarter of the budget) and not well after.
+    #[test]
+    fn the_table_spills_at_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path(), "1m");
+        assert_eq!(env.task_memory, 1 << 20);
+        let mut map = ExternalAggregator::<String, u64>::new(env.clone(), None);
+        let mut batch = Vec::new();
+        let mut most = 0;
+        for i in 0..400_000u64 {
+            batch.push((format!("k{i}"), 1u64));
+            if batch.len() == crate::rdd::BATCH {
+                map.insert_values(&Sum, &mut batch).unwrap();
+                most = most.max(map.len());
+            }
+        }
+        map.insert_values(&Sum, &mut batch).unwrap();
+        // 32-byte slots at most half full: a 1 MiB table holds 16,384 keys.
+        assert!(
+            (12_000..=16_384).contains(&most),
+            "{most} keys held at most"
+        );
+        let spills = env.spill_count.load(Ordering::Relaxed);
+        assert!((20..=40).contains(&spills), "{spills} spills");
+        let out: Vec<_> = map
+            .into_iter(&Sum, false, false)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(out.len(), 400_000);
+        assert!(out.iter().all(|(_, c)| *c == 1));
     }
 
     /// A spill must bring the sorter back under its budget: the number of
