@@ -506,12 +506,26 @@ fn spark_metric_mode(v: &serde_json::Value, label: &str, field: &str) -> Option<
     })
 }
 
-/// Kills its processes by PID when dropped.
+/// Stops its processes by PID when dropped: SIGTERM, so that a master
+/// removes its temporary binaries directory and a worker its work dirs (a
+/// SIGKILL left a master's uploads in /tmp after every run), then SIGKILL
+/// for any still running after 5 s.
 struct Kill(Vec<std::process::Child>);
 
 impl Drop for Kill {
     fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        for c in &self.0 {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for c in &mut self.0 {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
