@@ -476,18 +476,11 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
             }
         }
         for (j, (k, v)) in batch.drain(..).enumerate() {
-            let f = |old: Option<C>| match old {
+            let inline = staged.get(j).copied().flatten();
+            self.upsert_keyed(k, inline, |old| match old {
                 Some(c) => agg.merge_value(c, v),
                 None => agg.create(v),
-            };
-            match (staged.get(j).copied().flatten(), self.inline.as_mut()) {
-                (Some((ik, hash)), Some(t)) => {
-                    drop(k);
-                    t.upsert(ik, hash, &mut self.spare, f);
-                    self.counted()?;
-                }
-                _ => self.upsert(k, f)?,
-            }
+            })?;
         }
         self.staged = staged;
         Ok(())
@@ -495,13 +488,25 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
 
     #[inline]
     fn upsert(&mut self, k: K, f: impl FnOnce(Option<C>) -> C) -> Result<()> {
-        let short = match self.inline.as_mut() {
-            Some(t) => inline_key(&k).map(|ik| (t, ik)),
+        let inline = match self.inline {
+            Some(_) => inline_key(&k).map(|ik| (ik, ik.hash())),
             None => None,
         };
-        if let Some((t, ik)) = short {
+        self.upsert_keyed(k, inline, f)
+    }
+
+    /// `upsert` of `k` whose inline key and its hash, if it has one and the
+    /// inline table exists, are `inline`.
+    #[inline]
+    fn upsert_keyed(
+        &mut self,
+        k: K,
+        inline: Option<(InlineKey, u64)>,
+        f: impl FnOnce(Option<C>) -> C,
+    ) -> Result<()> {
+        if let (Some((ik, hash)), Some(t)) = (inline, self.inline.as_mut()) {
             drop(k);
-            t.upsert(ik, ik.hash(), &mut self.spare, f);
+            t.upsert(ik, hash, &mut self.spare, f);
         } else {
             let hash = stable_hash(&k);
             match self.table.find_entry(hash, |s| s.key == k) {
