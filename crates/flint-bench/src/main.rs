@@ -69,6 +69,15 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         side: u32,
     },
+    /// The README's WordCount closure alone, no engine: THREADS threads each
+    /// read their share of FILE's lines and run
+    /// `split_whitespace().map(str::to_owned).collect::<Vec<_>>()` on every
+    /// line, dropping the words. What any engine running that code pays.
+    ClosureFloor {
+        file: PathBuf,
+        #[arg(default_value_t = 2)]
+        threads: usize,
+    },
     /// Runs a command and prints its wall time and peak RSS as JSON (internal).
     Measure {
         #[arg(trailing_var_arg = true, required = true)]
@@ -97,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             master,
         } => throughput(partitions, runs, &master),
         Cmd::Measure { cmd } => measure(&cmd),
+        Cmd::ClosureFloor { file, threads } => closure_floor(&file, threads),
         Cmd::Skew { values, side } => skew(values, side),
         Cmd::Run {
             quick,
@@ -212,6 +222,79 @@ fn throughput(partitions: usize, runs: usize, master: &str) -> anyhow::Result<()
         })
     );
     Ok(())
+}
+
+/// The README's `flat_map` closure on one line; the number of words.
+#[inline(never)]
+fn readme_closure(line: &str) -> usize {
+    let words = line
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    std::hint::black_box(&words);
+    words.len()
+}
+
+/// See `Cmd::ClosureFloor`. Each thread takes the lines that start in its
+/// byte range (as text splits do), read in 1 MiB chunks; prints
+/// `{"words": N}`.
+fn closure_floor(file: &Path, threads: usize) -> anyhow::Result<()> {
+    let words = closure_words(file, threads)?;
+    println!("{{\"words\": {words}}}");
+    Ok(())
+}
+
+fn closure_words(file: &Path, threads: usize) -> anyhow::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let threads = threads.max(1) as u64;
+    let share = |t: u64| -> anyhow::Result<usize> {
+        let (start, end) = (len * t / threads, len * (t + 1) / threads);
+        let mut f = std::fs::File::open(file)?;
+        // A range's first line is the one after its first newline (the one
+        // before belongs to the previous range), unless it starts the file.
+        let from = start.saturating_sub(1);
+        f.seek(SeekFrom::Start(from))?;
+        let mut pos = from;
+        let mut skip = start > 0;
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut words = 0usize;
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut chunk)?;
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+                let line_start = pos + at as u64;
+                if skip {
+                    skip = false;
+                } else if line_start < end {
+                    words += readme_closure(std::str::from_utf8(&buf[at..at + i])?);
+                } else {
+                    return Ok(words);
+                }
+                at += i + 1;
+            }
+            pos += at as u64;
+            buf.drain(..at);
+            if n == 0 {
+                // A last line without a newline.
+                if !skip && pos < end && !buf.is_empty() {
+                    words += readme_closure(std::str::from_utf8(&buf)?);
+                }
+                return Ok(words);
+            }
+        }
+    };
+    let words: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads).map(|t| s.spawn(move || share(t))).collect();
+        hs.into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
+            .sum::<anyhow::Result<usize>>()
+    })?;
+    Ok(words)
 }
 
 fn skew(values: u64, side: u32) -> anyhow::Result<()> {
@@ -860,6 +943,16 @@ fn run(
         // runs alternate, `repeat` times each, and the medians are reported.
         let (mut wc_runs, mut base_runs, mut simple_runs) = (Vec::new(), Vec::new(), Vec::new());
         let mut stream_runs = Vec::new();
+        // The README's closure with no engine around it: the part of the
+        // README's code no engine can remove.
+        let me = std::env::current_exe()?;
+        let floor = [
+            me.to_str().unwrap_or_default(),
+            "closure-floor",
+            text_s,
+            "2",
+        ];
+        let mut floor_runs = Vec::new();
         let mut distinct = String::new();
         for _ in 0..repeat.max(1) {
             if want("wordcount") {
@@ -871,6 +964,8 @@ fn run(
                     bail!("wordcount_simple and wordcount disagree");
                 }
                 simple_runs.push((s, rss));
+                let (s, rss, _) = measured(&floor)?;
+                floor_runs.push((s, rss));
             }
             if let Some(cmd) = &base {
                 let (s, rss, _) = measured(cmd)?;
@@ -907,6 +1002,20 @@ fn run(
                     runs_note(&simple_runs)
                 ),
                 spark: sp,
+            });
+            let (fs, frss) = median_run(&floor_runs);
+            rows.push(Row {
+                name: "the README's closure alone, no engine (read lines, split_whitespace, to_owned, collect, drop; 2 threads)".into(),
+                dataset: text_name.into(),
+                seconds: fs,
+                peak_rss_mib: frss,
+                detail: format!(
+                    "{:.2}x the tuned example's whole job; the README's code spends {:.2} s beyond it (medians); {}",
+                    fs / s,
+                    ss - fs,
+                    runs_note(&floor_runs)
+                ),
+                spark: None,
             });
         }
         if !base_runs.is_empty() {
@@ -1172,4 +1281,37 @@ fn run(
     std::fs::write(json, serde_json::to_string_pretty(&rows)?)?;
     eprintln!("wrote {}", json.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every line is counted by exactly one thread, whatever the number of
+    /// threads and wherever the ranges cut: empty lines, a range starting
+    /// just after a newline, a last line without one.
+    #[test]
+    fn the_closure_floor_sees_every_word_once() {
+        let dir = std::env::temp_dir().join(format!("flint-bench-floor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("text.txt");
+        let mut text = String::new();
+        for i in 0..500 {
+            let words = i % 7;
+            text.push_str(&vec!["w"; words].join(" "));
+            text.push_str(if i % 5 == 0 { "  \n" } else { "\n" });
+            if i % 11 == 0 {
+                text.push('\n');
+            }
+        }
+        text.push_str("last line without newline");
+        std::fs::write(&file, &text).unwrap();
+        let want = text.split_whitespace().count();
+        for threads in 1..=9 {
+            assert_eq!(
+                super::closure_words(&file, threads).unwrap(),
+                want,
+                "{threads} threads"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
