@@ -239,62 +239,79 @@ fn readme_closure(line: &str) -> usize {
 /// byte range (as text splits do), read in 1 MiB chunks; prints
 /// `{"words": N}`.
 fn closure_floor(file: &Path, threads: usize) -> anyhow::Result<()> {
-    let words = closure_words(file, threads)?;
-    println!("{{\"words\": {words}}}");
+    let (lines, words) = closure_words(file, threads, 1 << 20)?;
+    println!("{{\"lines\": {lines}, \"words\": {words}}}");
     Ok(())
 }
 
-fn closure_words(file: &Path, threads: usize) -> anyhow::Result<usize> {
+/// Lines and words of `file` as the README's closure sees them, `threads`
+/// threads reading `chunk` bytes at a time.
+fn closure_words(file: &Path, threads: usize, chunk: u64) -> anyhow::Result<(u64, usize)> {
     use std::io::{Read, Seek, SeekFrom};
+    if !(1..=1024).contains(&threads) {
+        bail!("closure-floor takes 1 to 1024 threads, not {threads}");
+    }
     let len = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    let threads = threads.max(1) as u64;
-    let share = |t: u64| -> anyhow::Result<usize> {
+    let threads = threads as u64;
+    fn text<'a>(file: &Path, b: &'a [u8], at: u64) -> anyhow::Result<&'a str> {
+        std::str::from_utf8(b)
+            .map_err(|e| anyhow::anyhow!("{} is not UTF-8 near byte {at}: {e}", file.display()))
+    }
+    let share = |t: u64| -> anyhow::Result<(u64, usize)> {
         let (start, end) = (len * t / threads, len * (t + 1) / threads);
         let mut f = std::fs::File::open(file)?;
         // A range's first line is the one after its first newline (the one
         // before belongs to the previous range), unless it starts the file.
         let from = start.saturating_sub(1);
         f.seek(SeekFrom::Start(from))?;
+        // File offset of buf[0]; bytes of buf already searched for a newline.
         let mut pos = from;
+        let mut searched = 0;
         let mut skip = start > 0;
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut words = 0usize;
-        let mut chunk = vec![0u8; 1 << 20];
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk as usize);
+        let (mut lines, mut words) = (0u64, 0usize);
         loop {
-            let n = f.read(&mut chunk)?;
-            buf.extend_from_slice(&chunk[..n]);
+            // Straight into buf's spare room: no second copy of the text.
+            let n = (&mut f).take(chunk).read_to_end(&mut buf)?;
             let mut at = 0;
-            while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+            while let Some(i) = memchr::memchr(b'\n', &buf[searched..]) {
+                let nl = searched + i;
                 let line_start = pos + at as u64;
                 if skip {
                     skip = false;
                 } else if line_start < end {
-                    words += readme_closure(std::str::from_utf8(&buf[at..at + i])?);
+                    lines += 1;
+                    words += readme_closure(text(file, &buf[at..nl], line_start)?);
                 } else {
-                    return Ok(words);
+                    return Ok((lines, words));
                 }
-                at += i + 1;
+                at = nl + 1;
+                searched = at;
             }
             pos += at as u64;
             buf.drain(..at);
+            searched = buf.len();
             if n == 0 {
                 // A last line without a newline.
                 if !skip && pos < end && !buf.is_empty() {
-                    words += readme_closure(std::str::from_utf8(&buf)?);
+                    lines += 1;
+                    words += readme_closure(text(file, &buf, pos)?);
                 }
-                return Ok(words);
+                return Ok((lines, words));
             }
         }
     };
-    let words: usize = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads).map(|t| s.spawn(move || share(t))).collect();
-        hs.into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
-            .sum::<anyhow::Result<usize>>()
-    })?;
-    Ok(words)
+        hs.into_iter().try_fold((0, 0), |(l, w), h| {
+            let (hl, hw) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a thread panicked"))??;
+            Ok((l + hl, w + hw))
+        })
+    })
 }
 
 fn skew(values: u64, side: u32) -> anyhow::Result<()> {
@@ -1286,32 +1303,39 @@ fn run(
 #[cfg(test)]
 mod tests {
     /// Every line is counted by exactly one thread, whatever the number of
-    /// threads and wherever the ranges cut: empty lines, a range starting
-    /// just after a newline, a last line without one.
+    /// threads, the read size and wherever the ranges cut: empty lines, CRLF,
+    /// a range starting just after a newline, lines longer than a read, a
+    /// last line without a newline, files shorter than the thread count.
     #[test]
-    fn the_closure_floor_sees_every_word_once() {
-        let dir = std::env::temp_dir().join(format!("flint-bench-floor-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("text.txt");
-        let mut text = String::new();
-        for i in 0..500 {
-            let words = i % 7;
-            text.push_str(&vec!["w"; words].join(" "));
-            text.push_str(if i % 5 == 0 { "  \n" } else { "\n" });
-            if i % 11 == 0 {
-                text.push('\n');
+    fn the_closure_floor_sees_every_line_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("text.txt");
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for case in 0..250 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 48) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|i| b"ab \n\r\t"[((x >> (i % 58)) as usize + i * 7) % 6])
+                .collect();
+            std::fs::write(&file, &text).unwrap();
+            let text = String::from_utf8(text).unwrap();
+            let want_lines = text.split_terminator('\n').count() as u64;
+            let want_words = text.split_whitespace().count();
+            for threads in [1, 2, 3, 5, 8, 50] {
+                for chunk in [1, 2, 3, 7, 1 << 20] {
+                    let got = super::closure_words(&file, threads, chunk).unwrap();
+                    assert_eq!(
+                        got,
+                        (want_lines, want_words),
+                        "case {case} {text:?}, {threads} threads, {chunk}-byte reads"
+                    );
+                }
             }
         }
-        text.push_str("last line without newline");
-        std::fs::write(&file, &text).unwrap();
-        let want = text.split_whitespace().count();
-        for threads in 1..=9 {
-            assert_eq!(
-                super::closure_words(&file, threads).unwrap(),
-                want,
-                "{threads} threads"
-            );
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&file, b"ok\n\xff\n").unwrap();
+        let e = super::closure_words(&file, 2, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
     }
 }
