@@ -49,7 +49,8 @@ impl InlineKey {
     /// The CPU must have AVX-512BW and AVX-512VL (see [`masked_loads`]).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512bw,avx512vl")]
-    unsafe fn from_masked(b: &[u8]) -> InlineKey {
+    #[inline]
+    pub(super) unsafe fn from_masked(b: &[u8]) -> InlineKey {
         use std::arch::x86_64::{_mm256_extract_epi64, _mm256_maskz_loadu_epi8};
         let n = b.len().min(INLINE);
         let keep = (1u32 << n) - 1;
@@ -96,7 +97,7 @@ impl InlineKey {
 /// detected once, then a cached flag.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn masked_loads() -> bool {
+pub(super) fn masked_loads() -> bool {
     std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
 }

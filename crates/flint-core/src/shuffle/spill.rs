@@ -343,6 +343,60 @@ fn inline_key<K: 'static>(k: &K) -> Option<InlineKey> {
     key_str(k).and_then(|s| InlineKey::new(s.as_bytes()))
 }
 
+/// Pass 1 of `insert_values`: each record's inline key and hash, its home
+/// slot prefetched. Text keys are built by masked loads where the CPU has
+/// them, chosen once per batch: inside `stage_masked` the load inlines,
+/// where a per-key choice costs a call and the key's round trip through
+/// memory.
+#[inline]
+fn stage_keys<K: 'static, V, C>(
+    batch: &[(K, V)],
+    t: &InlineTable<C>,
+    staged: &mut Vec<Option<(InlineKey, u64)>>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<K>() != TypeId::of::<Word>() && super::inline::masked_loads() {
+        // SAFETY: the CPU has the features `stage_masked` is compiled for
+        // (checked just above).
+        unsafe { stage_masked(batch, t, staged) };
+        return;
+    }
+    for (k, _) in batch {
+        staged.push(inline_key(k).map(|ik| {
+            let hash = ik.hash();
+            t.prefetch(hash);
+            (ik, hash)
+        }));
+    }
+}
+
+/// `stage_keys` for text keys with masked loads.
+///
+/// # Safety
+/// The CPU must have AVX-512BW and AVX-512VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw,avx512vl")]
+unsafe fn stage_masked<K: 'static, V, C>(
+    batch: &[(K, V)],
+    t: &InlineTable<C>,
+    staged: &mut Vec<Option<(InlineKey, u64)>>,
+) {
+    for (k, _) in batch {
+        let ik = match key_str(k) {
+            Some(s) if s.len() <= super::inline::INLINE => {
+                // SAFETY: this function's own features.
+                Some(unsafe { InlineKey::from_masked(s.as_bytes()) })
+            }
+            _ => None,
+        };
+        staged.push(ik.map(|ik| {
+            let hash = ik.hash();
+            t.prefetch(hash);
+            (ik, hash)
+        }));
+    }
+}
+
 /// The value as a `K` if it is one (an `Option` downcast in place: no box
 /// per key).
 fn cast<T: 'static, K: 'static>(v: T) -> Option<K> {
@@ -467,13 +521,7 @@ impl<K: Key, C: Data> ExternalAggregator<K, C> {
         let mut staged = std::mem::take(&mut self.staged);
         staged.clear();
         if let Some(t) = &self.inline {
-            for (k, _) in batch.iter() {
-                staged.push(inline_key(k).map(|ik| {
-                    let hash = ik.hash();
-                    t.prefetch(hash);
-                    (ik, hash)
-                }));
-            }
+            stage_keys(batch, t, &mut staged);
         }
         for (j, (k, v)) in batch.drain(..).enumerate() {
             let inline = staged.get(j).copied().flatten();
