@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{BATCH, Batcher, BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, Sink, shippable};
+use super::{BATCH, BoxIter, Dependency, Ph, Rdd, RddBase, RddNode, Sink, shippable};
 use crate::env::TaskContext;
 use crate::error::{FlintError, Result};
 use crate::func::{Data, Func};
@@ -157,16 +157,29 @@ impl<T: Data, U: Data, I: IntoIterator<Item = U> + 'static, F: Func<(T,), Output
     }
     fn push(&self, split: usize, tc: &TaskContext, sink: Sink<'_, U>) -> Result<()> {
         let f = &self.f;
-        let mut out = Batcher::new();
+        let mut out: Vec<U> = Vec::with_capacity(BATCH);
         self.parent.push(split, tc, &mut |batch| {
             for x in batch.drain(..) {
-                for y in f.call((x,)) {
-                    out.push(y, sink)?;
+                // Each record's outputs go into the batch as a run (a copy of
+                // the run when the function returns a `Vec`), not one checked
+                // push each.
+                let mut it = f.call((x,)).into_iter();
+                loop {
+                    let room = BATCH - out.len();
+                    out.extend(it.by_ref().take(room));
+                    if out.len() < BATCH {
+                        break;
+                    }
+                    sink(&mut out)?;
+                    out.clear();
                 }
             }
             Ok(())
         })?;
-        out.finish(sink)
+        if out.is_empty() {
+            return Ok(());
+        }
+        sink(&mut out)
     }
     shippable!();
 }
