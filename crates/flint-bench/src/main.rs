@@ -921,6 +921,9 @@ fn run(
 ) -> anyhow::Result<()> {
     let want = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
     let ex = examples_dir()?;
+    // This binary, for the benchmarks it runs as a child of itself.
+    let me = std::env::current_exe()?;
+    let me = me.to_str().unwrap_or_default();
     // Running Spark now implies comparing with it.
     let spark_ref = if spark || spark_run {
         let local = only.is_empty() || only.iter().any(|o| o != "cluster");
@@ -962,13 +965,7 @@ fn run(
         let mut stream_runs = Vec::new();
         // The README's closure with no engine around it: the part of the
         // README's code no engine can remove.
-        let me = std::env::current_exe()?;
-        let floor = [
-            me.to_str().unwrap_or_default(),
-            "closure-floor",
-            text_s,
-            "2",
-        ];
+        let floor = [me, "closure-floor", text_s, "2"];
         let mut floor_runs = Vec::new();
         let mut distinct = String::new();
         for _ in 0..repeat.max(1) {
@@ -1181,8 +1178,6 @@ fn run(
             });
         }
     }
-    let me = std::env::current_exe()?;
-    let me = me.to_str().unwrap_or_default();
     if want("standalone") {
         let (alive, rss) = standalone()?;
         let sp = spark_ref

@@ -17,16 +17,32 @@ pub(super) const INLINE: usize = 23;
 impl InlineKey {
     #[inline]
     pub(super) fn new(b: &[u8]) -> Option<InlineKey> {
+        #[cfg(target_arch = "x86_64")]
+        if masked_loads() {
+            // SAFETY: the CPU has the features `new_masked` is compiled for
+            // (checked just above).
+            return unsafe { InlineKey::new_masked(b) };
+        }
         if b.len() > INLINE {
             return None;
         }
-        #[cfg(target_arch = "x86_64")]
-        if masked_loads() {
-            // SAFETY: the CPU has the features `from_masked` is compiled for
-            // (checked just above).
-            return Some(unsafe { InlineKey::from_masked(b) });
-        }
         Some(InlineKey::from_loads(b))
+    }
+
+    /// `new` by a masked load (None past `INLINE` bytes); inlines into
+    /// callers compiled with the same features.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512BW and AVX-512VL (see [`masked_loads`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw,avx512vl")]
+    #[inline]
+    pub(super) unsafe fn new_masked(b: &[u8]) -> Option<InlineKey> {
+        if b.len() > INLINE {
+            return None;
+        }
+        // SAFETY: this function's own features.
+        Some(unsafe { InlineKey::from_masked(b) })
     }
 
     /// The key of `b` (at most `INLINE` bytes) built in registers from loads
@@ -50,7 +66,7 @@ impl InlineKey {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512bw,avx512vl")]
     #[inline]
-    pub(super) unsafe fn from_masked(b: &[u8]) -> InlineKey {
+    unsafe fn from_masked(b: &[u8]) -> InlineKey {
         use std::arch::x86_64::{_mm256_extract_epi64, _mm256_maskz_loadu_epi8};
         let n = b.len().min(INLINE);
         let keep = (1u32 << n) - 1;

@@ -362,12 +362,16 @@ fn stage_keys<K: 'static, V, C>(
         return;
     }
     for (k, _) in batch {
-        staged.push(inline_key(k).map(|ik| {
-            let hash = ik.hash();
-            t.prefetch(hash);
-            (ik, hash)
-        }));
+        staged.push(inline_key(k).map(|ik| hashed(t, ik)));
     }
+}
+
+/// An inline key with its hash, its home slot prefetched.
+#[inline(always)]
+fn hashed<C>(t: &InlineTable<C>, ik: InlineKey) -> (InlineKey, u64) {
+    let hash = ik.hash();
+    t.prefetch(hash);
+    (ik, hash)
 }
 
 /// `stage_keys` for text keys with masked loads.
@@ -382,18 +386,9 @@ unsafe fn stage_masked<K: 'static, V, C>(
     staged: &mut Vec<Option<(InlineKey, u64)>>,
 ) {
     for (k, _) in batch {
-        let ik = match key_str(k) {
-            Some(s) if s.len() <= super::inline::INLINE => {
-                // SAFETY: this function's own features.
-                Some(unsafe { InlineKey::from_masked(s.as_bytes()) })
-            }
-            _ => None,
-        };
-        staged.push(ik.map(|ik| {
-            let hash = ik.hash();
-            t.prefetch(hash);
-            (ik, hash)
-        }));
+        // SAFETY: this function's own features.
+        let ik = key_str(k).and_then(|s| unsafe { InlineKey::new_masked(s.as_bytes()) });
+        staged.push(ik.map(|ik| hashed(t, ik)));
     }
 }
 
