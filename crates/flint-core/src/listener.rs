@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,10 @@ enum Msg {
 pub struct ListenerBus {
     tx: Sender<Msg>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Whether any listener was added. Until then events are dropped where
+    /// they are posted: each would wake the bus's thread (two per task) only
+    /// for it to find no one to tell.
+    listening: Arc<AtomicBool>,
 }
 
 impl ListenerBus {
@@ -87,15 +92,23 @@ impl ListenerBus {
         ListenerBus {
             tx,
             thread: Arc::new(Mutex::new(h)),
+            listening: Arc::default(),
         }
     }
 
     pub fn post(&self, e: Event) {
-        let _ = self.tx.send(Msg::Event(e));
+        if self.listening.load(Ordering::Acquire) {
+            let _ = self.tx.send(Msg::Event(e));
+        }
     }
 
+    /// The listener sees every event posted after this returns (as in Spark,
+    /// none from before).
     pub fn add_listener(&self, l: Box<dyn Listener>) {
+        // Queued before the flag is set: an event posted once the flag is
+        // seen is queued behind the listener.
         let _ = self.tx.send(Msg::Add(l));
+        self.listening.store(true, Ordering::Release);
     }
 
     /// Delivers what is queued, then stops the thread.
@@ -330,5 +343,44 @@ mod tests {
             failure: None,
         });
         assert!(bar.render(Duration::ZERO).is_empty());
+    }
+
+    struct Seen(Arc<Mutex<Vec<usize>>>);
+
+    impl Listener for Seen {
+        fn on_event(&mut self, e: &Event) {
+            if let Event::JobStart { job_id, .. } = e {
+                self.0.lock().push(*job_id);
+            }
+        }
+    }
+
+    fn job(job_id: usize) -> Event {
+        Event::JobStart {
+            job_id,
+            final_stage: None,
+        }
+    }
+
+    #[test]
+    fn listeners_see_every_event_posted_after_they_were_added_in_order() {
+        let bus = ListenerBus::start();
+        // No listener yet: these go nowhere.
+        for j in 0..5 {
+            bus.post(job(j));
+        }
+        let first = Arc::new(Mutex::new(Vec::new()));
+        bus.add_listener(Box::new(Seen(first.clone())));
+        for j in 5..1000 {
+            bus.post(job(j));
+        }
+        let second = Arc::new(Mutex::new(Vec::new()));
+        bus.add_listener(Box::new(Seen(second.clone())));
+        for j in 1000..1010 {
+            bus.post(job(j));
+        }
+        bus.stop();
+        assert_eq!(*first.lock(), (5..1010).collect::<Vec<_>>());
+        assert_eq!(*second.lock(), (1000..1010).collect::<Vec<_>>());
     }
 }
