@@ -92,6 +92,10 @@ struct DriverEndpoint {
 /// Cached partitions the driver tracks for locality at most.
 const MAX_CACHED_BLOCKS: usize = 1 << 20;
 
+/// Replies up to this size are encoded on the RPC thread (a thread hand-off
+/// costs more than copying them).
+const INLINE_REPLY: usize = 64 << 10;
+
 /// Bytes of parallelized slices shipped inside one task at most.
 const ATTACH_LIMIT: usize = 1 << 20;
 
@@ -186,23 +190,34 @@ impl DriverEndpoint {
         Some(sum)
     }
 
-    /// A block the driver keeps encoded for executors, within the frame limit.
-    fn encoded(
+    /// Answers with a block the driver keeps encoded for executors, within
+    /// the frame limit. A large one is encoded into the reply off the RPC
+    /// thread, which everything else of the driver's (and of an in-process
+    /// Master's and Workers') network traffic shares.
+    fn reply_encoded(
         &self,
+        rp: Replier,
         id: flint_core::storage::BlockId,
         what: &str,
         advice: &str,
-    ) -> std::result::Result<serde_bytes::ByteBuf, String> {
+    ) {
         match self.env.blocks.get::<flint_core::env::EncodedBlock>(id) {
-            None => Err(format!(
+            None => rp.reply(&Err::<(), String>(format!(
                 "{what} is not on the driver (destroyed, cleaned up, or not encodable)"
-            )),
-            Some(b) if b.0.len() > self.max_reply => Err(format!(
+            ))),
+            Some(b) if b.0.len() > self.max_reply => rp.reply(&Err::<(), String>(format!(
                 "{what} is {} bytes, over flint.rpc.message.maxSize ({} bytes): {advice}",
                 b.0.len(),
                 self.max_reply
-            )),
-            Some(b) => Ok(serde_bytes::ByteBuf::from(b.0.clone())),
+            ))),
+            Some(b) if b.0.len() <= INLINE_REPLY => {
+                rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)))
+            }
+            Some(b) => {
+                tokio::task::spawn_blocking(move || {
+                    rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)))
+                });
+            }
         }
     }
 
@@ -501,21 +516,23 @@ impl Endpoint for DriverEndpoint {
             DriverMsg::GetSlice { rdd, slice } => {
                 crate::metrics::SLICES_SERVED.fetch_add(1, Ordering::Relaxed);
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded(
+                    self.reply_encoded(
+                        rp,
                         flint_core::storage::BlockId::ParallelSlice { rdd, slice },
                         &format!("slice {slice} of parallelized collection {rdd}"),
                         "parallelize into more slices",
-                    ));
+                    );
                 }
             }
             DriverMsg::GetBroadcast { id } => {
                 crate::metrics::BROADCASTS_SERVED.fetch_add(1, Ordering::Relaxed);
                 if let Some(rp) = reply {
-                    rp.reply(&self.encoded(
+                    self.reply_encoded(
+                        rp,
                         flint_core::storage::BlockId::Broadcast { id },
                         &format!("broadcast {id}"),
                         "broadcast a smaller value",
-                    ));
+                    );
                 }
             }
             DriverMsg::Heartbeat { executor_id, tasks } => {
@@ -975,8 +992,9 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     // One RPC thread: its tasks (endpoint, connection readers and writers)
     // hand each message to the next, and with a second thread every hand-off
     // wakes it (a futex and a context switch), which cost 20% more CPU per
-    // task in the cluster throughput benchmark. Handlers never block;
-    // heavy work goes to spawn_blocking.
+    // task in the cluster throughput benchmark. Handlers never wait; file
+    // reads and large replies go to spawn_blocking (what remains inline, such
+    // as decoding a large direct result, delays the other connections).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("flint-driver-rpc")

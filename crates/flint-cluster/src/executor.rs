@@ -127,8 +127,9 @@ fn serve() -> Result<()> {
     // One RPC thread: its tasks (endpoint, connection readers and writers)
     // hand each message to the next, and with a second thread every hand-off
     // wakes it (a futex and a context switch), which cost 20% more CPU per
-    // task in the cluster throughput benchmark. Handlers never block;
-    // heavy work goes to spawn_blocking.
+    // task in the cluster throughput benchmark. Handlers never wait; file
+    // reads and large replies go to spawn_blocking (what remains inline, such
+    // as decoding a large direct result, delays the other connections).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("flint-executor-rpc")
