@@ -210,13 +210,14 @@ impl DriverEndpoint {
                 b.0.len(),
                 self.max_reply
             ))),
-            Some(b) if b.0.len() <= INLINE_REPLY => {
-                rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)))
-            }
             Some(b) => {
-                tokio::task::spawn_blocking(move || {
-                    rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)))
-                });
+                let large = b.0.len() > INLINE_REPLY;
+                let send = move || rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)));
+                if large {
+                    tokio::task::spawn_blocking(send);
+                } else {
+                    send();
+                }
             }
         }
     }
@@ -989,18 +990,7 @@ pub(crate) fn masters_of(url: &str) -> Result<Vec<RpcAddress>> {
 /// executors.
 pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     let io = |what: &'static str| move |e: std::io::Error| FlintError::io("cannot start", what, e);
-    // One RPC thread: its tasks (endpoint, connection readers and writers)
-    // hand each message to the next, and with a second thread every hand-off
-    // wakes it (a futex and a context switch), which cost 20% more CPU per
-    // task in the cluster throughput benchmark. Handlers never wait; file
-    // reads and large replies go to spawn_blocking (what remains inline, such
-    // as decoding a large direct result, delays the other connections).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("flint-driver-rpc")
-        .enable_all()
-        .build()
-        .map_err(io("the driver's RPC runtime"))?;
+    let rt = crate::rpc_runtime("flint-driver-rpc").map_err(io("the driver's RPC runtime"))?;
     let host = s.conf.get_or("flint.driver.host", "127.0.0.1").to_string();
     // Settings only executors read: checked here, so a bad value fails the
     // context with its message rather than every executor at start-up.

@@ -124,17 +124,7 @@ fn serve() -> Result<()> {
         .ok_or_else(|| FlintError::Config("the application secret is malformed".into()))?;
     // Only envelopes the driver signed with it run here.
     flint_core::ship::set_task_key(Some(secret));
-    // One RPC thread: its tasks (endpoint, connection readers and writers)
-    // hand each message to the next, and with a second thread every hand-off
-    // wakes it (a futex and a context switch), which cost 20% more CPU per
-    // task in the cluster throughput benchmark. Handlers never wait; file
-    // reads and large replies go to spawn_blocking (what remains inline, such
-    // as decoding a large direct result, delays the other connections).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("flint-executor-rpc")
-        .enable_all()
-        .build()
+    let rt = crate::rpc_runtime("flint-executor-rpc")
         .map_err(|e| FlintError::io("cannot start", "the executor's RPC runtime", e))?;
     let env = rt
         .block_on(RpcEnv::server(

@@ -96,9 +96,10 @@ impl ListenerBus {
         }
     }
 
-    pub fn post(&self, e: Event) {
+    /// Posts the event `e` builds; built only when someone listens.
+    pub fn post(&self, e: impl FnOnce() -> Event) {
         if self.listening.load(Ordering::Acquire) {
-            let _ = self.tx.send(Msg::Event(e));
+            let _ = self.tx.send(Msg::Event(e()));
         }
     }
 
@@ -367,17 +368,17 @@ mod tests {
         let bus = ListenerBus::start();
         // No listener yet: these go nowhere.
         for j in 0..5 {
-            bus.post(job(j));
+            bus.post(|| job(j));
         }
         let first = Arc::new(Mutex::new(Vec::new()));
         bus.add_listener(Box::new(Seen(first.clone())));
         for j in 5..1000 {
-            bus.post(job(j));
+            bus.post(|| job(j));
         }
         let second = Arc::new(Mutex::new(Vec::new()));
         bus.add_listener(Box::new(Seen(second.clone())));
         for j in 1000..1010 {
-            bus.post(job(j));
+            bus.post(|| job(j));
         }
         bus.stop();
         assert_eq!(*first.lock(), (5..1010).collect::<Vec<_>>());

@@ -309,11 +309,11 @@ impl DagScheduler {
     ) {
         if partitions.is_empty() {
             // No stage runs, but listeners still see the job (Spark does the same).
-            self.bus.post(Event::JobStart {
+            self.bus.post(|| Event::JobStart {
                 job_id,
                 final_stage: None,
             });
-            self.bus.post(Event::JobEnd {
+            self.bus.post(|| Event::JobEnd {
                 job_id,
                 succeeded: true,
             });
@@ -355,7 +355,7 @@ impl DagScheduler {
             },
         );
         self.mark_job_on_ancestors(stage_id, job_id);
-        self.bus.post(Event::JobStart {
+        self.bus.post(|| Event::JobStart {
             job_id,
             final_stage: Some(stage_id),
         });
@@ -589,7 +589,7 @@ impl DagScheduler {
             driver_blocks,
         };
         self.running.insert(stage_id);
-        self.bus.post(Event::StageSubmitted {
+        self.bus.post(|| Event::StageSubmitted {
             stage_id,
             attempt,
             num_tasks: set.partitions.len(),
@@ -702,7 +702,7 @@ impl DagScheduler {
                     if self.running.remove(&stage_id) {
                         self.post_stage_completed(stage_id, None);
                     }
-                    self.bus.post(Event::JobEnd {
+                    self.bus.post(|| Event::JobEnd {
                         job_id,
                         succeeded: true,
                     });
@@ -809,7 +809,7 @@ impl DagScheduler {
             return;
         };
         tracing::info!("job {job_id} failed: {err}");
-        self.bus.post(Event::JobEnd {
+        self.bus.post(|| Event::JobEnd {
             job_id,
             succeeded: false,
         });
@@ -955,7 +955,7 @@ impl DagScheduler {
             .get(&stage_id)
             .map(|s| s.next_attempt.saturating_sub(1))
             .unwrap_or(0);
-        self.bus.post(Event::StageCompleted {
+        self.bus.post(|| Event::StageCompleted {
             stage_id,
             attempt,
             failure,

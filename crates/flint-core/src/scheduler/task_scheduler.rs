@@ -513,7 +513,7 @@ impl TaskScheduler {
                             desc.stage_id
                         );
                     }
-                    self.bus.post(Event::TaskStart {
+                    self.bus.post(|| Event::TaskStart {
                         stage_id: desc.stage_id,
                         attempt: desc.stage_attempt,
                         task_id: tid,
@@ -567,7 +567,7 @@ impl TaskScheduler {
             tsm.copies[i] -= 1;
             let (stage_id, stage_attempt) = key;
             let partition = tsm.set.partitions[i];
-            self.bus.post(Event::TaskEnd {
+            self.bus.post(|| Event::TaskEnd {
                 stage_id,
                 attempt: stage_attempt,
                 task_id: tid,
@@ -686,7 +686,7 @@ impl TaskScheduler {
 
     /// Metrics of running tasks from an executor's heartbeat, for listeners.
     pub fn executor_metrics(&self, executor: &str, tasks: Vec<(u64, TaskMetrics)>) {
-        self.bus.post(Event::ExecutorMetricsUpdate {
+        self.bus.post(|| Event::ExecutorMetricsUpdate {
             executor: executor.to_string(),
             tasks,
         });
@@ -731,7 +731,7 @@ impl TaskScheduler {
                 tracing::warn!(
                     "lost task {tid} (partition {partition} of stage {stage_id}.{attempt}) with executor {executor}: {reason}"
                 );
-                self.bus.post(Event::TaskEnd {
+                self.bus.post(|| Event::TaskEnd {
                     stage_id,
                     attempt,
                     task_id: tid,
