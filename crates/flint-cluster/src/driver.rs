@@ -21,8 +21,8 @@ use flint_rpc::{Endpoint, EndpointCtx, LocalRef, Peer, Replier, RpcAddress, RpcC
 use parking_lot::Mutex;
 
 use crate::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireFetchFailure,
-    WireSegment, WireTask,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireBinary,
+    WireFetchFailure, WireSegment, WireTask,
 };
 
 struct Exec {
@@ -63,14 +63,19 @@ struct DriverEndpoint {
     cpus: usize,
     /// Largest slice sent in one reply (the frame limit, less the envelope).
     max_reply: usize,
+    /// Bytes of slices shipped inside tasks to one executor in one offer
+    /// round at most: a round sends a task to every free core at once, all
+    /// queued before the connection's writer runs, and must stay well
+    /// within `flint.rpc.maxQueuedBytes`.
+    round_attach: usize,
     /// An executor silent this long is lost (`flint.network.timeout`).
     timeout: Duration,
     /// `flint.driver.maxResultSize` (0: no limit).
     max_result_size: u64,
     /// The application's key: every task sent is signed with it.
     task_key: Vec<u8>,
-    /// The last stage binary signed, with its signature.
-    signed: Option<(Arc<flint_core::ship::Shipped>, Option<[u8; 32]>)>,
+    /// Stage binaries sent, with their ids and signatures.
+    binaries: TaskBinaries,
     /// Bytes of indirect results being fetched, and those waiting to be.
     in_flight: u64,
     waiting: std::collections::VecDeque<PendingFetch>,
@@ -99,6 +104,45 @@ const INLINE_REPLY: usize = 64 << 10;
 /// Bytes of parallelized slices shipped inside one task at most.
 const ATTACH_LIMIT: usize = 1 << 20;
 
+/// Stage binaries up to this size travel inside every task; larger ones are
+/// fetched once per executor (`WireBinary`).
+const INLINE_BINARY: usize = 64 << 10;
+
+/// The stage binaries the driver has sent, by id: held weakly, so a binary
+/// lives as long as its stage's task set and an executor asking for one of
+/// an ended stage gets an error rather than keeping it alive.
+#[derive(Default)]
+struct TaskBinaries {
+    next: u64,
+    live: Vec<(u64, std::sync::Weak<flint_core::ship::Shipped>, [u8; 32])>,
+}
+
+impl TaskBinaries {
+    /// The id and signature of `b`, assigned and computed the first time.
+    fn entry(&mut self, b: &Arc<flint_core::ship::Shipped>, key: &[u8]) -> (u64, [u8; 32]) {
+        // A Weak keeps its allocation, so a live entry's address is only ever
+        // that binary's.
+        if let Some((id, _, mac)) = self
+            .live
+            .iter()
+            .find(|(_, w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(b)))
+        {
+            return (*id, *mac);
+        }
+        self.live.retain(|(_, w, _)| w.strong_count() > 0);
+        self.next += 1;
+        let mac = b.signature(key);
+        self.live.push((self.next, Arc::downgrade(b), mac));
+        (self.next, mac)
+    }
+
+    /// Binary `id` and its signature, while its stage runs.
+    fn get(&self, id: u64) -> Option<(Arc<flint_core::ship::Shipped>, [u8; 32])> {
+        let (_, w, mac) = self.live.iter().find(|(i, _, _)| *i == id)?;
+        Some((w.upgrade()?, *mac))
+    }
+}
+
 /// More cores than any machine has: a claim above it is refused.
 const MAX_EXECUTOR_CORES: usize = 1 << 16;
 
@@ -117,6 +161,8 @@ impl DriverEndpoint {
         if offers.is_empty() {
             return;
         }
+        // Bytes of slices still allowed inside tasks to each executor this round.
+        let mut attached: HashMap<String, usize> = HashMap::new();
         for (exec_id, desc) in self.scheduler.resource_offers(&offers) {
             let Some(e) = self.executors.get_mut(&exec_id) else {
                 continue;
@@ -124,20 +170,34 @@ impl DriverEndpoint {
             e.free = e.free.saturating_sub(self.cpus);
             self.running.insert(desc.task_id, exec_id.clone());
             self.last_launch = Some(Instant::now());
-            let mut task = WireTask::from_desc(&desc);
             // One signature per stage binary (tasks of a stage share it).
-            task.binary.mac = match &self.signed {
-                Some((b, mac)) if Arc::ptr_eq(b, &desc.binary) => *mac,
-                _ => {
-                    task.binary.sign(&self.task_key);
-                    self.signed = Some((desc.binary.clone(), task.binary.mac));
-                    task.binary.mac
+            let (bin_id, mac) = self.binaries.entry(&desc.binary, &self.task_key);
+            let size = desc.binary.payload.len();
+            // One over the frame limit goes inline too, to fail below with
+            // Spark's advice rather than at the executor's fetch.
+            let binary = if size <= INLINE_BINARY || size > self.max_reply {
+                let mut b = (*desc.binary).clone();
+                b.mac = Some(mac);
+                WireBinary::Inline(b)
+            } else {
+                WireBinary::Fetch {
+                    id: bin_id,
+                    size: size as u64,
                 }
             };
+            let inline = if matches!(binary, WireBinary::Inline(_)) {
+                size
+            } else {
+                0
+            };
+            let mut task = WireTask::from_desc(&desc, binary);
             // Small slices travel with the task (no round trip to fetch
-            // them), once per executor, leaving room for the task itself.
-            let mut room =
-                ATTACH_LIMIT.min((self.max_reply / 2).saturating_sub(desc.binary.payload.len()));
+            // them), once per executor, leaving room for the task itself and
+            // within what one round may queue for the executor.
+            let budget = attached.entry(exec_id.clone()).or_insert(self.round_attach);
+            let mut room = ATTACH_LIMIT
+                .min((self.max_reply / 2).saturating_sub(inline))
+                .min(*budget);
             for id in &desc.driver_blocks {
                 if let flint_core::storage::BlockId::ParallelSlice { rdd, slice } = *id
                     && !self.shipped.contains(&(exec_id.clone(), rdd, slice))
@@ -145,6 +205,7 @@ impl DriverEndpoint {
                     && b.0.len() <= room
                 {
                     room -= b.0.len();
+                    *budget -= b.0.len();
                     self.shipped.insert((exec_id.clone(), rdd, slice));
                     task.slices
                         .push((rdd, slice, serde_bytes::ByteBuf::from(b.0.clone())));
@@ -534,6 +595,24 @@ impl Endpoint for DriverEndpoint {
                         &format!("broadcast {id}"),
                         "broadcast a smaller value",
                     );
+                }
+            }
+            DriverMsg::GetTaskBinary { id } => {
+                crate::metrics::TASK_BINARIES_SERVED.fetch_add(1, Ordering::Relaxed);
+                let Some(rp) = reply else { return };
+                match self.binaries.get(id) {
+                    None => rp.reply(&Err::<(), String>(format!(
+                        "the driver no longer has stage binary {id}: its stage has ended"
+                    ))),
+                    // Copied and encoded off the RPC thread: it is large
+                    // (only binaries over INLINE_BINARY are fetched).
+                    Some((b, mac)) => {
+                        tokio::task::spawn_blocking(move || {
+                            let mut signed = (*b).clone();
+                            signed.mac = Some(mac);
+                            rp.reply(&Ok::<_, String>(signed));
+                        });
+                    }
                 }
             }
             DriverMsg::Heartbeat { executor_id, tasks } => {
@@ -1026,6 +1105,25 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         };
     let (network_timeout, heartbeat) = heartbeat_settings(&s.conf)?;
     let max_message_size = s.conf.rpc_max_message_size()?;
+    // What may wait for one executor that does not read (the daemons' flag
+    // of the same name); at least two frames.
+    let max_queued_bytes = match s.conf.get("flint.rpc.maxQueuedBytes") {
+        None => RpcConf::default()
+            .max_queued_bytes
+            .max(2 * max_message_size),
+        Some(_) => {
+            let n = s.conf.get_bytes("flint.rpc.maxQueuedBytes", 0)?;
+            usize::try_from(n)
+                .ok()
+                .filter(|n| *n >= 2 * max_message_size)
+                .ok_or_else(|| {
+                    FlintError::Config(format!(
+                        "flint.rpc.maxQueuedBytes={n} must be at least twice flint.rpc.message.maxSize ({} bytes)",
+                        2 * max_message_size
+                    ))
+                })?
+        }
+    };
     let starvation = s
         .conf
         .get_duration("flint.starvation.timeout", Duration::from_secs(15))?
@@ -1045,9 +1143,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             RpcConf {
                 secret: Some(secret.clone()),
                 max_message_size,
-                max_queued_bytes: RpcConf::default()
-                    .max_queued_bytes
-                    .max(2 * max_message_size),
+                max_queued_bytes,
                 ..RpcConf::default()
             },
         )
@@ -1099,13 +1195,14 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 registered: registered.clone(),
                 cpus,
                 max_reply: max_message_size - 4096,
+                round_attach: (max_queued_bytes / 4).min(16 << 20),
                 max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,
                 kill_executors,
                 last_launch: None,
                 starvation,
                 task_key: s.app_secret.clone(),
-                signed: None,
+                binaries: TaskBinaries::default(),
                 in_flight: 0,
                 waiting: Default::default(),
                 shipped: Default::default(),
@@ -1319,6 +1416,35 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
 mod tests {
     use super::*;
     use flint_core::FlintConf;
+
+    #[test]
+    fn stage_binaries_keep_one_id_while_their_stage_lives() {
+        fn d(_: &[u8]) -> std::result::Result<Box<dyn std::any::Any + Send>, String> {
+            Ok(Box::new(()))
+        }
+        let key = b"0123456789abcdef";
+        let mut reg = TaskBinaries::default();
+        let a = Arc::new(flint_core::ship::Shipped::new("a", d, vec![1; 100]));
+        let b = Arc::new(flint_core::ship::Shipped::new("b", d, vec![2; 100]));
+        let (ia, ma) = reg.entry(&a, key);
+        let (ib, _) = reg.entry(&b, key);
+        assert_ne!(ia, ib);
+        assert_eq!(reg.entry(&a.clone(), key), (ia, ma), "same binary, same id");
+        let (got, mac) = reg.get(ia).unwrap();
+        assert!(Arc::ptr_eq(&got, &a));
+        let mut signed = (*got).clone();
+        signed.mac = Some(mac);
+        signed.verify(key).unwrap();
+        drop(got);
+        // The stage ends: its binary is gone, and forgotten at the next entry.
+        drop(a);
+        assert!(reg.get(ia).is_none());
+        let c = Arc::new(flint_core::ship::Shipped::new("c", d, vec![3; 100]));
+        let (ic, _) = reg.entry(&c, key);
+        assert!(ic > ib);
+        assert_eq!(reg.live.len(), 2, "the ended stage's entry was dropped");
+        assert!(reg.get(ib).is_some());
+    }
 
     #[test]
     fn flint_deploy_and_flint_core_name_the_same_submit_variable() {

@@ -10,15 +10,16 @@ use flint_core::conf::FlintConf;
 use flint_core::env::{ShuffleClient, TaskEnv};
 use flint_core::error::{FlintError, Result};
 use flint_core::metrics::{LiveMetrics, TaskMetrics};
+use flint_core::ship::Shipped;
 use flint_core::shuffle::{MapOutputTracker, MapStatus, SegmentLocation};
 use flint_core::storage::BlockStore;
-use flint_core::task::{TaskDescription, TaskEnd, TaskOutput};
+use flint_core::task::{TaskEnd, TaskOutput};
 use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv, Via};
 use parking_lot::Mutex;
 
 use crate::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireFailure,
-    WireTaskEnd,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, ReduceSegments, WireBinary,
+    WireFailure, WireTask, WireTaskEnd,
 };
 
 /// Longest segment chunk another executor may ask for at once.
@@ -181,6 +182,8 @@ fn serve() -> Result<()> {
         broadcasts: Mutex::new(HashMap::new()),
         broadcast_fetches: Mutex::new(HashMap::new()),
         cleaned_broadcasts: Mutex::new(std::collections::HashSet::new()),
+        task_binaries: Mutex::new(std::collections::VecDeque::new()),
+        binary_fetches: Mutex::new(HashMap::new()),
         // Spark's spark.shuffle.readHostLocalDisk.
         node_local: conf
             .get_bool("flint.shuffle.readHostLocalDisk", true)?
@@ -196,13 +199,13 @@ fn serve() -> Result<()> {
     let running: RunningMetrics = Arc::default();
     // Room for the status update's own fields and accumulator updates.
     let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
-    let (work_tx, work_rx) = crossbeam_channel::unbounded::<(TaskDescription, Arc<AtomicBool>)>();
+    let (work_tx, work_rx) = crossbeam_channel::unbounded::<(WireTask, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
         let results = results.clone();
         let cleaned = cleaned.clone();
         let reported = reported.clone();
         let running = running.clone();
-        let (rx, task_env, env, driver, outputs, kills, id) = (
+        let (rx, task_env, env, driver, outputs, kills, id, client) = (
             work_rx.clone(),
             task_env.clone(),
             env.clone(),
@@ -210,16 +213,21 @@ fn serve() -> Result<()> {
             outputs.clone(),
             kills.clone(),
             id.clone(),
+            client.clone(),
         );
         std::thread::Builder::new()
             .name(format!("flint-task-{i}"))
             .spawn(move || {
-                while let Ok((desc, killed)) = rx.recv() {
+                while let Ok((task, killed)) = rx.recv() {
                     let started = Instant::now();
+                    let task_id = task.task_id;
                     let metrics = Arc::new(LiveMetrics::default());
-                    running.lock().insert(desc.task_id, metrics.clone());
-                    let end = flint_core::task::run_task(&desc, &task_env, killed, &metrics);
-                    running.lock().remove(&desc.task_id);
+                    running.lock().insert(task_id, metrics.clone());
+                    let end = match task.into_desc(|b| client.task_binary(b)) {
+                        Ok(desc) => flint_core::task::run_task(&desc, &task_env, killed, &metrics),
+                        Err(e) => TaskEnd::Failed(e),
+                    };
+                    running.lock().remove(&task_id);
                     let metrics = metrics.snapshot();
                     if let TaskEnd::Success(TaskOutput::Map(st), _) = &end {
                         let ids = flint_core::shuffle::map_output_ids(&st.data_file);
@@ -240,13 +248,13 @@ fn serve() -> Result<()> {
                         }
                     }
                     if let TaskEnd::Failed(e @ FlintError::BadTask(_)) = &end {
-                        tracing::warn!("refused task {}: {e}", desc.task_id);
+                        tracing::warn!("refused task {}: {e}", task_id);
                     }
-                    kills.lock().remove(&desc.task_id);
+                    kills.lock().remove(&task_id);
                     let end = match end {
                         TaskEnd::Success(TaskOutput::Value(v), acc) if v.len() > direct_limit => {
                             let size = v.len() as u64;
-                            results.lock().insert(desc.task_id, Arc::new(v));
+                            results.lock().insert(task_id, Arc::new(v));
                             WireTaskEnd::Indirect { size, acc }
                         }
                         end => WireTaskEnd::from_end(end),
@@ -254,7 +262,7 @@ fn serve() -> Result<()> {
                     report_blocks(&task_env, &reported, &env, &driver, &id);
                     let update = DriverMsg::StatusUpdate {
                         executor_id: id.clone(),
-                        task_id: desc.task_id,
+                        task_id,
                         end,
                         duration_ms: started.elapsed().as_millis() as u64,
                         metrics,
@@ -262,10 +270,10 @@ fn serve() -> Result<()> {
                     if let Err(e) = env.send(&driver, DRIVER_ENDPOINT, &update) {
                         // Never silent: the driver would wait for this task
                         // forever.
-                        tracing::error!("cannot report task {}: {e}", desc.task_id);
+                        tracing::error!("cannot report task {}: {e}", task_id);
                         let failed = DriverMsg::StatusUpdate {
                             executor_id: id.clone(),
-                            task_id: desc.task_id,
+                            task_id,
                             end: WireTaskEnd::Failed(WireFailure::Other(format!(
                                 "executor {id} could not send the task's end to the driver: {e}"
                             ))),
@@ -413,7 +421,7 @@ const LOCAL_DIR: &str = "flint-local";
 
 struct ExecutorEndpoint {
     driver: RpcAddress,
-    work: crossbeam_channel::Sender<(TaskDescription, Arc<AtomicBool>)>,
+    work: crossbeam_channel::Sender<(WireTask, Arc<AtomicBool>)>,
     kills: KillFlags,
     outputs: Outputs,
     done: crossbeam_channel::Sender<String>,
@@ -447,10 +455,9 @@ impl Endpoint for ExecutorEndpoint {
                         attached.insert((rdd, slice), bytes.into_vec());
                     }
                 }
-                let desc = t.into_desc();
                 let flag = Arc::new(AtomicBool::new(false));
-                self.kills.lock().insert(desc.task_id, flag.clone());
-                let _ = self.work.send((desc, flag));
+                self.kills.lock().insert(t.task_id, flag.clone());
+                let _ = self.work.send((t, flag));
             }
             ExecutorMsg::KillTask { task_id } if from_driver => {
                 if let Some(f) = self.kills.lock().get(&task_id) {
@@ -649,10 +656,27 @@ struct Client {
     broadcast_fetches: Mutex<HashMap<usize, Arc<Mutex<()>>>>,
     /// Broadcasts the driver cleaned up: a fetch that ends later keeps nothing.
     cleaned_broadcasts: Mutex<std::collections::HashSet<usize>>,
+    /// Stage binaries fetched from the driver, most recent first.
+    task_binaries: Mutex<std::collections::VecDeque<(u64, Arc<Shipped>)>>,
+    /// One lock per stage binary being fetched, so each is fetched once.
+    binary_fetches: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
     /// This executor's host and its application's directory on this Worker,
     /// when map outputs of executors on the same host are read from disk.
     node_local: Option<(String, std::path::PathBuf)>,
 }
+
+/// The lock that lets one task thread fetch `id` while the others wait.
+fn fetch_gate<K: std::hash::Hash + Eq>(
+    gates: &Mutex<HashMap<K, Arc<Mutex<()>>>>,
+    id: K,
+) -> Arc<Mutex<()>> {
+    gates.lock().entry(id).or_default().clone()
+}
+
+/// Stage binaries an executor keeps at most, and their bytes (the newest is
+/// kept whatever its size).
+const KEPT_BINARIES: usize = 8;
+const KEPT_BINARY_BYTES: usize = 512 << 20;
 
 /// Spark's RetryingBlockTransferor rule: a segment fetch that fails in
 /// transport (no connection, no reply in time, the peer's queue full) is
@@ -751,6 +775,57 @@ impl Client {
         )
     }
 
+    /// A task's stage binary: the one it carries, or one fetched from the
+    /// driver once and kept for the stage's other tasks here.
+    fn task_binary(&self, b: WireBinary) -> Result<Arc<Shipped>> {
+        let (id, size) = match b {
+            WireBinary::Inline(b) => return Ok(Arc::new(b)),
+            WireBinary::Fetch { id, size } => (id, size),
+        };
+        let cached = |held: &mut std::collections::VecDeque<(u64, Arc<Shipped>)>| {
+            let at = held.iter().position(|(i, _)| *i == id)?;
+            let hit = held.remove(at)?;
+            held.push_front(hit.clone());
+            Some(hit.1)
+        };
+        if let Some(b) = cached(&mut self.task_binaries.lock()) {
+            return Ok(b);
+        }
+        // Tasks that need it at once wait for the first one's fetch.
+        let gate = fetch_gate(&self.binary_fetches, id);
+        let _one = gate.lock();
+        if let Some(b) = cached(&mut self.task_binaries.lock()) {
+            return Ok(b);
+        }
+        let got: std::result::Result<std::result::Result<Shipped, String>, _> =
+            self.ask_driver(&DriverMsg::GetTaskBinary { id });
+        // Fetched or failed, this gate is done with (waiters hold it still).
+        self.binary_fetches.lock().remove(&id);
+        let b = Arc::new(
+            got.map_err(|e| {
+                FlintError::User(format!(
+                    "cannot get the stage binary ({size} bytes) from the driver: {e}"
+                ))
+            })?
+            .map_err(FlintError::User)?,
+        );
+        // Its signature is checked when the task opens it, as for any task.
+        let mut held = self.task_binaries.lock();
+        held.push_front((id, b.clone()));
+        // The stages running now at most; an evicted one is fetched again.
+        let mut total = 0;
+        let keep = held
+            .iter()
+            .take_while(|(_, s)| {
+                total += s.payload.len();
+                total <= KEPT_BINARY_BYTES
+            })
+            .count()
+            .clamp(1, KEPT_BINARIES);
+        held.truncate(keep);
+        Ok(b)
+    }
+
     /// A block the driver keeps encoded for executors.
     fn encoded(&self, ask: DriverMsg, what: &str) -> Result<Vec<u8>> {
         let r: std::result::Result<serde_bytes::ByteBuf, String> = self
@@ -806,12 +881,7 @@ impl ShuffleClient for Client {
     fn broadcast(&self, id: usize) -> Result<Arc<Vec<u8>>> {
         // One fetch per executor: tasks that need the value at once wait for
         // the first, then take its copy.
-        let gate = self
-            .broadcast_fetches
-            .lock()
-            .entry(id)
-            .or_insert_with(|| Arc::new(Mutex::new(())))
-            .clone();
+        let gate = fetch_gate(&self.broadcast_fetches, id);
         let _one = gate.lock();
         if let Some(b) = self.broadcasts.lock().get(&id) {
             return Ok(b.clone());

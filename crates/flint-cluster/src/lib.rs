@@ -41,6 +41,14 @@ pub mod metrics {
         BROADCASTS_SERVED.load(Ordering::Relaxed)
     }
 
+    pub(crate) static TASK_BINARIES_SERVED: AtomicU64 = AtomicU64::new(0);
+
+    /// Stage binaries executors fetched from the driver (those too large to
+    /// travel inside every task).
+    pub fn task_binaries_served() -> u64 {
+        TASK_BINARIES_SERVED.load(Ordering::Relaxed)
+    }
+
     pub(crate) static RESULTS_DEFERRED: AtomicU64 = AtomicU64::new(0);
 
     /// Indirect results whose fetch waited for others to finish, to keep the

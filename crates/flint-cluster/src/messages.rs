@@ -38,6 +38,10 @@ pub enum DriverMsg {
     GetSlice { rdd: usize, slice: usize },
     /// Ask; answered with `Result<Vec<u8>, String>`: an encoded broadcast value.
     GetBroadcast { id: usize },
+    /// Ask; answered with `Result<Shipped, String>`: a stage binary the
+    /// driver sent by id (`WireBinary::Fetch`), signed; an error once its
+    /// stage has ended.
+    GetTaskBinary { id: u64 },
     /// Ask; answered with `Option<(String, RpcAddress, [u8; 32])>`: another
     /// executor that holds broadcast `id` and serves it (Spark's
     /// TorrentBroadcast spreads the load the same way), with the SHA-256 of
@@ -183,14 +187,15 @@ pub struct WireTask {
     pub partition: usize,
     pub index: usize,
     pub attempt: usize,
-    pub binary: Shipped,
+    pub binary: WireBinary,
     /// Parallelized slices the task reads, shipped with it when small
     /// (rdd, slice, encoded values); others the executor fetches.
     pub slices: Vec<(usize, usize, serde_bytes::ByteBuf)>,
 }
 
 impl WireTask {
-    pub fn from_desc(d: &TaskDescription) -> Self {
+    /// The task with its stage binary as it travels (signed by the caller).
+    pub fn from_desc(d: &TaskDescription, binary: WireBinary) -> Self {
         WireTask {
             task_id: d.task_id,
             stage_id: d.stage_id,
@@ -198,23 +203,46 @@ impl WireTask {
             partition: d.partition,
             index: d.index,
             attempt: d.attempt,
-            binary: (*d.binary).clone(),
+            binary,
             slices: Vec::new(),
         }
     }
 
-    pub fn into_desc(self) -> TaskDescription {
-        TaskDescription {
+    /// The task to run, its stage binary got by `binary` (inline, or fetched
+    /// by the executor).
+    pub fn into_desc<E>(
+        self,
+        binary: impl FnOnce(WireBinary) -> Result<std::sync::Arc<Shipped>, E>,
+    ) -> Result<TaskDescription, E> {
+        let binary = binary(self.binary)?;
+        Ok(TaskDescription {
             task_id: self.task_id,
             stage_id: self.stage_id,
             stage_attempt: self.stage_attempt,
             partition: self.partition,
             index: self.index,
             attempt: self.attempt,
-            binary: std::sync::Arc::new(self.binary),
+            binary,
             driver_blocks: Vec::new(),
-        }
+        })
     }
+}
+
+/// A stage binary (the closure chain every task of a stage runs) as a task
+/// carries it. Spark broadcasts every task binary; here a small one travels
+/// inside each task (no round trip), and a large one is sent to each executor
+/// once: its tasks name it, and the executor fetches it from the driver with
+/// `DriverMsg::GetTaskBinary` and keeps it for the stage's other tasks. One
+/// offer round can so send a task to every core of an executor without
+/// queueing a copy of a large closure per core.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireBinary {
+    Inline(Shipped),
+    /// Fetch binary `id` (`size` bytes of payload) from the driver.
+    Fetch {
+        id: u64,
+        size: u64,
+    },
 }
 
 /// A task's end as it crosses the wire (`FlintError` is not serde: a fetch
@@ -394,7 +422,7 @@ mod tests {
                 partition: 3,
                 index: 3,
                 attempt: 0,
-                binary: shipped,
+                binary: WireBinary::Inline(shipped),
                 slices: vec![(1, 0, serde_bytes::ByteBuf::from(vec![9u8; 8]))],
             }))
             .unwrap(),
@@ -418,6 +446,21 @@ mod tests {
                 len: 1 << 20,
             })
             .unwrap(),
+            postcard::to_stdvec(&ExecutorMsg::LaunchTask(WireTask {
+                task_id: 2,
+                stage_id: 2,
+                stage_attempt: 1,
+                partition: 0,
+                index: 0,
+                attempt: 1,
+                binary: WireBinary::Fetch {
+                    id: 4,
+                    size: 1 << 20,
+                },
+                slices: Vec::new(),
+            }))
+            .unwrap(),
+            postcard::to_stdvec(&DriverMsg::GetTaskBinary { id: 4 }).unwrap(),
         ]
     }
 
@@ -436,7 +479,7 @@ mod tests {
         #[test]
         fn cluster_messages_from_bytes_never_panic(
             random in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
-            pick in 0usize..5,
+            pick in 0usize..7,
             flips in proptest::collection::vec((0usize..4096, 1u8..=255), 0..6),
             cut in proptest::option::of(0usize..4096),
         ) {

@@ -197,10 +197,15 @@ impl Shipped {
 
     /// Signs the envelope with `key`.
     pub fn sign(&mut self, key: &[u8]) {
+        self.mac = Some(self.signature(key));
+    }
+
+    /// The signature `sign` would attach, without changing the envelope.
+    pub fn signature(&self, key: &[u8]) -> [u8; 32] {
         use hmac::Mac;
         let mut out = [0u8; 32];
         out.copy_from_slice(&self.mac_of(key).finalize().into_bytes());
-        self.mac = Some(out);
+        out
     }
 
     /// Checks the envelope's signature under `key` (constant time).

@@ -135,7 +135,11 @@ pub struct RpcConf {
     /// Connections allowed in their handshake at once; more are closed at once.
     pub max_pending_handshakes: usize,
     /// Bytes a connection may have waiting to be written; a peer that lets
-    /// more pile up (it stopped reading) is disconnected.
+    /// more pile up (it stopped reading) is disconnected. The connection's
+    /// writer runs on the environment's runtime, so what one handler sends
+    /// before it returns is all queued at once: a handler's burst to one
+    /// peer must stay well under this (the driver sends large stage binaries
+    /// once per executor for this reason).
     pub max_queued_bytes: usize,
     /// How long one write may wait for a peer to read before it is dropped.
     pub write_timeout: Duration,

@@ -1097,6 +1097,78 @@ fn broadcasts_spread_between_executors() {
     sc.stop();
 }
 
+/// A closure too large to travel inside every task (Spark broadcasts every
+/// task binary): the driver launches a task on each of an executor's cores
+/// at once, which with a copy of the closure per task would queue more than
+/// `flint.rpc.maxQueuedBytes` for the executor and drop its connection.
+/// Instead the tasks name the binary and the executor fetches it once.
+fn a_large_closure_reaches_every_core_once_per_executor() {
+    let sc = FlintContext::new(
+        cluster_conf("cluster-large-closure")
+            .master("local-cluster[1,8,512]")
+            .set("flint.rpc.message.maxSize", "1")
+            .set("flint.rpc.maxQueuedBytes", "4m"),
+    )
+    .unwrap();
+    let before = flint::cluster_metrics::task_binaries_served();
+    let small: u64 = sc
+        .parallelize((0..64u64).collect::<Vec<_>>(), 8)
+        .reduce(Fn!(|a: u64, b: u64| a + b))
+        .unwrap();
+    assert_eq!(small, 64 * 63 / 2);
+    assert_eq!(
+        flint::cluster_metrics::task_binaries_served(),
+        before,
+        "a small binary travels inside its tasks"
+    );
+    // 900 kB: eight copies are 7 MB, over the 4 MiB that may be queued.
+    let table: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    let want: u64 = table.iter().map(|b| *b as u64).sum();
+    for round in 0..2 {
+        let table = table.clone();
+        let sums = sc
+            .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+            .map(Fn!(move |x: u32| (
+                x,
+                table.iter().map(|b| *b as u64).sum::<u64>()
+            )))
+            .collect()
+            .unwrap();
+        assert_eq!(sums, (0..8).map(|x| (x, want)).collect::<Vec<_>>());
+        assert_eq!(
+            flint::cluster_metrics::task_binaries_served() - before,
+            round + 1,
+            "one fetch per stage for the executor's eight tasks"
+        );
+    }
+    // Slices travel inside tasks up to a quarter of that per executor and
+    // round; the rest are fetched (10-byte varints: 300 kB slices).
+    let served = flint::cluster_metrics::slices_served();
+    let n = sc
+        .parallelize((0..8 * 30_000u64).map(|i| u64::MAX - i).collect(), 8)
+        .count()
+        .unwrap();
+    assert_eq!(n, 8 * 30_000);
+    let fetched = flint::cluster_metrics::slices_served() - served;
+    assert!(
+        (4..8).contains(&fetched),
+        "eight 300 kB slices, 1 MiB of them inside the tasks: {fetched} fetched"
+    );
+    // A binary over the frame limit fails the job with Spark's advice.
+    let huge: Vec<u8> = vec![7; 2 << 20];
+    let err = sc
+        .parallelize(vec![1u32], 1)
+        .map(Fn!(move |x: u32| x as usize + huge.len()))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds max allowed: flint.rpc.message.maxSize"),
+        "{err}"
+    );
+    sc.stop();
+}
+
 /// A Master whose ACLs do not list this user refuses the application, and
 /// the context fails at once with the Master's reason (not after the
 /// registration retries).
@@ -1359,6 +1431,10 @@ fn main() {
     tests.push((
         "broadcasts_spread_between_executors",
         Box::new(broadcasts_spread_between_executors),
+    ));
+    tests.push((
+        "a_large_closure_reaches_every_core_once_per_executor",
+        Box::new(a_large_closure_reaches_every_core_once_per_executor),
     ));
     tests.push((
         "a_master_with_acls_refuses_an_unlisted_user",

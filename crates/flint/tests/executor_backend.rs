@@ -4,8 +4,11 @@
 //! configuration and registers. The fake driver then sends it tasks: a signed
 //! envelope runs and its result matches local mode; a forged one, an
 //! unsigned one, and one from another build are refused with their reasons,
-//! and the executor keeps serving. Broadcast values come from the driver when
-//! the executor the driver names cannot serve them or serves a damaged copy.
+//! and the executor keeps serving. A large stage binary its tasks only name
+//! is fetched from the driver once, checked like one that travels inside its
+//! task, and a driver that no longer has it fails the task with its reason.
+//! Broadcast values come from the driver when the executor the driver names
+//! cannot serve them or serves a damaged copy.
 //! Its own `main` because the executor is this very executable.
 
 use std::time::Duration;
@@ -13,7 +16,8 @@ use std::time::Duration;
 use flint::prelude::*;
 use flint::rdd::CollectFn;
 use flint_cluster::messages::{
-    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, WireFailure, WireTask, WireTaskEnd,
+    DRIVER_ENDPOINT, DriverMsg, EXECUTOR_ENDPOINT, ExecutorMsg, WireBinary, WireFailure, WireTask,
+    WireTaskEnd,
 };
 use flint_rpc::{Endpoint, EndpointCtx, Peer, Replier, RpcAddress, RpcConf, RpcEnv};
 
@@ -31,6 +35,9 @@ struct Broadcasts {
     named: std::collections::HashMap<usize, RpcAddress>,
     served: usize,
     held: Vec<usize>,
+    /// Stage binaries executors fetch by id, and how many were fetched.
+    binaries: std::collections::HashMap<u64, flint::ship::Shipped>,
+    binaries_served: usize,
 }
 
 type Shared = std::sync::Arc<parking_lot::Mutex<Broadcasts>>;
@@ -109,6 +116,18 @@ impl Endpoint for FakeDriver {
                 }
             }
             DriverMsg::BroadcastHeld { id, .. } => self.1.lock().held.push(id),
+            DriverMsg::GetTaskBinary { id } => {
+                let mut b = self.1.lock();
+                b.binaries_served += 1;
+                let v = b
+                    .binaries
+                    .get(&id)
+                    .cloned()
+                    .ok_or(format!("no stage binary {id} here"));
+                if let Some(r) = reply {
+                    r.reply(&v);
+                }
+            }
             _ => {}
         }
     }
@@ -203,9 +222,10 @@ fn main() {
     other_build.build_id ^= 0xdead_beef;
     other_build.sign(&key);
 
-    let mut next_id = 0u64;
-    let mut run = |shipped: &flint::ship::Shipped, partition: usize| -> WireTaskEnd {
-        next_id += 1;
+    let last_id = std::cell::Cell::new(0u64);
+    let run_as = |binary: WireBinary, partition: usize| -> WireTaskEnd {
+        let next_id = last_id.get() + 1;
+        last_id.set(next_id);
         let task = WireTask {
             task_id: next_id,
             stage_id: 0,
@@ -213,7 +233,7 @@ fn main() {
             partition,
             index: partition,
             attempt: 0,
-            binary: shipped.clone(),
+            binary,
             slices: Vec::new(),
         };
         env.send(&executor, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
@@ -222,6 +242,9 @@ fn main() {
             Seen::Ended(id, end) if id == next_id => end,
             _ => panic!("expected the end of task {next_id}"),
         }
+    };
+    let run = |shipped: &flint::ship::Shipped, partition: usize| {
+        run_as(WireBinary::Inline(shipped.clone()), partition)
     };
 
     // Refusals first: the executor must keep serving after each.
@@ -260,6 +283,43 @@ fn main() {
     println!(
         "executor_backend: {} records computed in the executor process match",
         remote.len()
+    );
+
+    // The same stage, its binary named rather than carried: fetched once.
+    {
+        let mut b = shared.lock();
+        b.binaries.insert(1, signed.clone());
+        b.binaries.insert(2, forged.clone());
+    }
+    let fetch = |id| WireBinary::Fetch { id, size: 1 << 20 };
+    let mut remote: Vec<i64> = Vec::new();
+    for p in 0..rdd.num_partitions() {
+        match run_as(fetch(1), p) {
+            WireTaskEnd::Value(bytes, _) => {
+                remote.extend(flint::codec::decode::<Vec<i64>>("result", &bytes).unwrap());
+            }
+            other => panic!("partition {p} with a fetched binary did not run: {other:?}"),
+        }
+    }
+    assert_eq!(remote, expected, "a fetched binary computes the same");
+    assert_eq!(
+        shared.lock().binaries_served,
+        1,
+        "the binary was fetched once for all {} tasks",
+        rdd.num_partitions()
+    );
+    let f = refused(run_as(fetch(2), 0));
+    assert!(
+        matches!(&f, WireFailure::BadTask(m) if m.contains("wrong signature")),
+        "a fetched binary is checked too: {f:?}"
+    );
+    let f = refused(run_as(fetch(99), 0));
+    assert!(
+        format!("{f:?}").contains("no stage binary 99 here"),
+        "the driver's reason reaches the task's end: {f:?}"
+    );
+    println!(
+        "executor_backend: named stage binaries are fetched once, checked, and missing ones fail"
     );
 
     // Broadcasts: one whose named holder is unreachable, one whose holder
