@@ -68,6 +68,8 @@ struct DriverEndpoint {
     /// queued before the connection's writer runs, and must stay well
     /// within `flint.rpc.maxQueuedBytes`.
     round_attach: usize,
+    /// `flint.rpc.maxQueuedBytes` (the executors' too).
+    max_queued: usize,
     /// An executor silent this long is lost (`flint.network.timeout`).
     timeout: Duration,
     /// `flint.driver.maxResultSize` (0: no limit).
@@ -324,8 +326,14 @@ impl DriverEndpoint {
         } = p;
         self.in_flight += size;
         let (env, me) = (ctx.env.clone(), ctx.this().clone());
-        // Parts fit in a frame with room for the reply's envelope.
-        let chunk = crate::RESULT_CHUNK.min(self.max_reply as u64 / 2).max(1);
+        // Parts fit in a frame with room for the reply's envelope, and the
+        // parts of every core's result at once fit in half of what the
+        // executor may queue for the driver.
+        let cores = self.executors.get(&executor_id).map_or(1, |e| e.cores);
+        let chunk = crate::RESULT_CHUNK
+            .min(self.max_reply as u64 / 2)
+            .min((self.max_queued / (2 * cores.max(1))) as u64)
+            .max(64 << 10);
         tokio::spawn(async move {
             let mut bytes = Vec::with_capacity(size as usize);
             let mut result = Ok(());
@@ -1196,6 +1204,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 cpus,
                 max_reply: max_message_size - 4096,
                 round_attach: (max_queued_bytes / 4).min(16 << 20),
+                max_queued: max_queued_bytes,
                 max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,
                 kill_executors,
@@ -1319,6 +1328,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 // (argv is readable by all).
                 (crate::APP_SECRET_VAR.into(), secret),
                 (crate::MAX_MESSAGE_VAR.into(), max_message_size.to_string()),
+                (crate::MAX_QUEUED_VAR.into(), max_queued_bytes.to_string()),
             ],
         },
         app_ui_url: String::new(),

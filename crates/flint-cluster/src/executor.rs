@@ -120,6 +120,16 @@ fn serve() -> Result<()> {
         })?,
         Err(_) => RpcConf::default().max_message_size,
     };
+    let max_queued_bytes: usize = match std::env::var(crate::MAX_QUEUED_VAR) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n >= 2 * max_message_size)
+            .ok_or_else(|| FlintError::Config(format!("{} is malformed", crate::MAX_QUEUED_VAR)))?,
+        Err(_) => RpcConf::default()
+            .max_queued_bytes
+            .max(2 * max_message_size),
+    };
     let secret = crate::unhex(&secret_hex)
         .filter(|k| k.len() >= 16)
         .ok_or_else(|| FlintError::Config("the application secret is malformed".into()))?;
@@ -135,9 +145,7 @@ fn serve() -> Result<()> {
             RpcConf {
                 secret: Some(secret_hex),
                 max_message_size,
-                max_queued_bytes: RpcConf::default()
-                    .max_queued_bytes
-                    .max(2 * max_message_size),
+                max_queued_bytes,
                 ..RpcConf::default()
             },
         ))
@@ -197,8 +205,14 @@ fn serve() -> Result<()> {
     let reported: Reported = Arc::new(Mutex::new((u64::MAX, Vec::new())));
     let results: Results = Arc::default();
     let running: RunningMetrics = Arc::default();
-    // Room for the status update's own fields and accumulator updates.
-    let direct_limit = max_message_size.saturating_sub(1 << 20).max(32 << 10);
+    // Room for the status update's own fields and accumulator updates. Every
+    // task thread may send its result at once, all queued on the connection
+    // to the driver: together they stay within half of what it may queue.
+    // Larger results stay here and the driver fetches them in parts.
+    let direct_limit = max_message_size
+        .saturating_sub(1 << 20)
+        .min(max_queued_bytes / (2 * cores.max(1)))
+        .max(32 << 10);
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(WireTask, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
         let results = results.clone();

@@ -90,6 +90,9 @@ pub const APP_SECRET_VAR: &str = "FLINT_APP_SECRET";
 /// The application's RPC frame limit in bytes (`flint.rpc.message.maxSize`):
 /// the executor's connections must agree with the driver's.
 pub const MAX_MESSAGE_VAR: &str = "FLINT_RPC_MAX_MESSAGE_SIZE";
+/// The application's `flint.rpc.maxQueuedBytes`, for the executor's
+/// connections.
+pub const MAX_QUEUED_VAR: &str = "FLINT_RPC_MAX_QUEUED_BYTES";
 
 /// Largest part of an indirect result asked for at once.
 pub(crate) const RESULT_CHUNK: u64 = 16 << 20;

@@ -1169,6 +1169,38 @@ fn a_large_closure_reaches_every_core_once_per_executor() {
     sc.stop();
 }
 
+/// Every task of an executor returns a large result at once: sent
+/// directly, they would all be queued on the executor's connection to the
+/// driver together, past `flint.rpc.maxQueuedBytes`, and the connection (and
+/// the executor) would be dropped. Results over a core's share stay on the
+/// executor and the driver fetches them in parts.
+fn large_results_from_every_core_at_once() {
+    let sc = FlintContext::new(
+        cluster_conf("cluster-results-at-once")
+            .master("local-cluster[1,8,1024]")
+            .set("flint.rpc.message.maxSize", "8")
+            .set("flint.rpc.maxQueuedBytes", "16m"),
+    )
+    .unwrap();
+    // Eight 6 MB results: each under the frame, together three times the queue.
+    let got = sc
+        .parallelize((0..8u8).collect::<Vec<_>>(), 8)
+        .map(Fn!(
+            |b: u8| std::iter::repeat_n(b, 6_000_000).collect::<Vec<u8>>()
+        ))
+        .collect()
+        .unwrap();
+    assert_eq!(got.len(), 8);
+    for (i, v) in got.iter().enumerate() {
+        assert!(v.len() == 6_000_000 && v.iter().all(|b| *b as usize == i));
+    }
+    assert!(
+        !harness::logs().contains("lost executor"),
+        "no executor was lost to its results"
+    );
+    sc.stop();
+}
+
 /// A Master whose ACLs do not list this user refuses the application, and
 /// the context fails at once with the Master's reason (not after the
 /// registration retries).
@@ -1435,6 +1467,10 @@ fn main() {
     tests.push((
         "a_large_closure_reaches_every_core_once_per_executor",
         Box::new(a_large_closure_reaches_every_core_once_per_executor),
+    ));
+    tests.push((
+        "large_results_from_every_core_at_once",
+        Box::new(large_results_from_every_core_at_once),
     ));
     tests.push((
         "a_master_with_acls_refuses_an_unlisted_user",
