@@ -274,12 +274,14 @@ impl DriverEndpoint {
                 self.max_reply
             ))),
             Some(b) => {
-                let large = b.0.len() > INLINE_REPLY;
-                let send = move || rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)));
-                if large {
-                    tokio::task::spawn_blocking(send);
+                if b.0.len() > INLINE_REPLY {
+                    // Many tasks may fetch at once: wait for room in the
+                    // connection's queue rather than overflow it.
+                    tokio::task::spawn_blocking(move || {
+                        rp.reply_blocking(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)))
+                    });
                 } else {
-                    send();
+                    rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b.0)));
                 }
             }
         }
@@ -618,7 +620,7 @@ impl Endpoint for DriverEndpoint {
                         tokio::task::spawn_blocking(move || {
                             let mut signed = (*b).clone();
                             signed.mac = Some(mac);
-                            rp.reply(&Ok::<_, String>(signed));
+                            rp.reply_blocking(&Ok::<_, String>(signed));
                         });
                     }
                 }

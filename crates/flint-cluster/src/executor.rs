@@ -537,23 +537,26 @@ impl Endpoint for ExecutorEndpoint {
                     let Ok(_permit) = reads.acquire_owned().await else {
                         return;
                     };
-                    let r = tokio::task::spawn_blocking(move || {
-                        match env
-                            .blocks
-                            .encoded_block(flint_core::storage::BlockId::Rdd { rdd, split })
-                        {
-                            None => Err("not cached here".to_string()),
-                            Some(Err(e)) => Err(e.to_string()),
-                            Some(Ok(b)) if b.len() > max => Err(format!(
-                                "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
-                                b.len()
-                            )),
-                            Some(Ok(b)) => Ok(serde_bytes::ByteBuf::from(b)),
-                        }
+                    // Replies wait for room in the connection's queue, and
+                    // hold their read permit meanwhile.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let r = unpanicked("block read", || {
+                            match env
+                                .blocks
+                                .encoded_block(flint_core::storage::BlockId::Rdd { rdd, split })
+                            {
+                                None => Err("not cached here".to_string()),
+                                Some(Err(e)) => Err(e.to_string()),
+                                Some(Ok(b)) if b.len() > max => Err(format!(
+                                    "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
+                                    b.len()
+                                )),
+                                Some(Ok(b)) => Ok(serde_bytes::ByteBuf::from(b)),
+                            }
+                        });
+                        rp.reply_blocking(&r);
                     })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("block read failed: {e}")));
-                    rp.reply(&r);
+                    .await;
                 });
             }
             ExecutorMsg::FetchBroadcast { id } => {
@@ -574,7 +577,9 @@ impl Endpoint for ExecutorEndpoint {
                             "{} bytes, over the frame limit (flint.rpc.message.maxSize)",
                             b.len()
                         ))),
-                        Some(b) => rp.reply(&Ok::<_, String>(serde_bytes::Bytes::new(&b[..]))),
+                        Some(b) => {
+                            rp.reply_blocking(&Ok::<_, String>(serde_bytes::Bytes::new(&b[..])))
+                        }
                     })
                     .await;
                 });
@@ -604,12 +609,14 @@ impl Endpoint for ExecutorEndpoint {
                     let Ok(_permit) = reads.acquire_owned().await else {
                         return;
                     };
-                    let r = tokio::task::spawn_blocking(move || {
-                        read_segment(status, reduce, offset, len).map(serde_bytes::ByteBuf::from)
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let r = unpanicked("segment read", || {
+                            read_segment(status, reduce, offset, len)
+                                .map(serde_bytes::ByteBuf::from)
+                        });
+                        rp.reply_blocking(&r);
                     })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("segment read failed: {e}")));
-                    rp.reply(&r);
+                    .await;
                 });
             }
             other => tracing::warn!("refusing {other:?} from {from}: only the driver may send it"),
@@ -677,6 +684,15 @@ struct Client {
     /// This executor's host and its application's directory on this Worker,
     /// when map outputs of executors on the same host are read from disk.
     node_local: Option<(String, std::path::PathBuf)>,
+}
+
+/// A read's answer, or its panic as an error, so the asker always hears back.
+fn unpanicked<T>(
+    what: &str,
+    read: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(format!("{what} failed (it panicked)")))
 }
 
 /// The lock that lets one task thread fetch `id` while the others wait.

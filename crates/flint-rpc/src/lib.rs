@@ -469,17 +469,34 @@ impl Replier {
         self.finish(result);
     }
 
+    /// As `reply`, from a blocking thread (`spawn_blocking`, never a
+    /// runtime thread): when the connection's queue is full it waits for the
+    /// writer to make room (up to `write_timeout`) instead of closing the
+    /// connection. For large replies that many threads may send at once.
+    pub fn reply_blocking<T: Serialize>(self, value: &T) {
+        let result = encode(value).map_err(|e| e.to_string());
+        self.finish_with(result, true);
+    }
+
     pub fn fail(self, reason: impl Into<String>) {
         self.finish(Err(reason.into()));
     }
 
     fn finish(self, result: Result<Vec<u8>, String>) {
+        self.finish_with(result, false)
+    }
+
+    fn finish_with(self, result: Result<Vec<u8>, String>, wait: bool) {
         match self.kind {
             ReplyKind::Remote { conn, id } => {
                 let result = result.map(serde_bytes::ByteBuf::from);
-                if let Err(RpcError::TooLarge { size, max }) =
-                    conn.send(&Wire::Reply { id, result })
-                {
+                let reply = Wire::Reply { id, result };
+                let sent = if wait {
+                    conn.send_waiting(&reply)
+                } else {
+                    conn.send(&reply)
+                };
+                if let Err(RpcError::TooLarge { size, max }) = sent {
                     // The asker hears why instead of waiting for its timeout.
                     let _ = conn.send(&Wire::Reply {
                         id,
@@ -626,20 +643,52 @@ struct Conn {
 #[derive(Clone)]
 struct ConnTx {
     tx: mpsc::UnboundedSender<bytes::Bytes>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     limit: usize,
+    /// How long `send_waiting` waits for room (`write_timeout`).
+    wait: Duration,
     /// The largest frame the codec will write (`max_message_size`).
     max_frame: usize,
     close: tokio_util::sync::CancellationToken,
 }
 
+/// Bytes queued on one connection, and the threads waiting for room.
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: std::sync::Mutex<()>,
+    room: std::sync::Condvar,
+}
+
+impl Queued {
+    fn load(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// The writer wrote `n` bytes: wake threads waiting for room, if any (a
+    /// waiter counts itself under the lock before checking, so none misses it).
+    fn written(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.lock);
+            self.room.notify_all();
+        }
+    }
+}
+
 impl ConnTx {
-    fn new(limit: usize, max_frame: usize) -> (Self, mpsc::UnboundedReceiver<bytes::Bytes>) {
+    fn new(
+        limit: usize,
+        max_frame: usize,
+        wait: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<bytes::Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let c = ConnTx {
             tx,
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued: Arc::default(),
             limit,
+            wait,
             max_frame,
             close: tokio_util::sync::CancellationToken::new(),
         };
@@ -648,7 +697,45 @@ impl ConnTx {
 
     /// Queues a frame; a peer that has let too much pile up is disconnected.
     fn send(&self, w: &Wire) -> Result<(), RpcError> {
+        self.queue(encode(w)?)
+    }
+
+    /// As `send`, but from a thread that may block (never the runtime's):
+    /// waits up to `write_timeout` for the writer to make room, so many
+    /// large replies from blocking threads at once queue in turn rather than
+    /// overflow the limit together. Only a peer that does not read for that
+    /// long is disconnected.
+    fn send_waiting(&self, w: &Wire) -> Result<(), RpcError> {
         let b = encode(w)?;
+        if b.len() > self.max_frame {
+            return self.queue(b);
+        }
+        let n = b.len() + FRAME_OVERHEAD;
+        let deadline = std::time::Instant::now() + self.wait;
+        let q = &self.queued;
+        // Waiting senders queue one at a time, under the lock.
+        let mut g = lock(&q.lock);
+        q.waiters.fetch_add(1, Ordering::SeqCst);
+        // Room, or an empty queue (a frame never exceeds the limit alone).
+        while q.load() > 0 && q.load() + n > self.limit && !self.is_closed() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Bounded so a connection closed meanwhile is noticed.
+            g = q
+                .room
+                .wait_timeout(g, left.min(Duration::from_millis(100)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        q.waiters.fetch_sub(1, Ordering::SeqCst);
+        let r = self.queue(b);
+        drop(g);
+        r
+    }
+
+    fn queue(&self, b: Vec<u8>) -> Result<(), RpcError> {
         // The codec would refuse it and end the connection: refuse it here,
         // so only this message fails.
         if b.len() > self.max_frame {
@@ -659,9 +746,9 @@ impl ConnTx {
         }
         // Counted with what a queued frame costs in memory, not just its bytes.
         let n = b.len() + FRAME_OVERHEAD;
-        let before = self.queued.fetch_add(n, Ordering::SeqCst);
+        let before = self.queued.bytes.fetch_add(n, Ordering::SeqCst);
         if before + n > self.limit {
-            self.queued.fetch_sub(n, Ordering::SeqCst);
+            self.queued.bytes.fetch_sub(n, Ordering::SeqCst);
             self.close.cancel();
             return Err(RpcError::Backlog {
                 queued: before,
@@ -669,7 +756,7 @@ impl ConnTx {
             });
         }
         self.tx.send(bytes::Bytes::from(b)).map_err(|_| {
-            self.queued.fetch_sub(n, Ordering::SeqCst);
+            self.queued.bytes.fetch_sub(n, Ordering::SeqCst);
             RpcError::Shutdown
         })
     }
@@ -937,6 +1024,7 @@ impl RpcEnv {
         let (tx, rx) = ConnTx::new(
             self.inner.conf.max_queued_bytes,
             self.inner.conf.max_message_size,
+            self.inner.conf.write_timeout,
         );
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         conns.entry(to.clone()).or_default().push(Conn {
@@ -1149,7 +1237,11 @@ impl RpcEnv {
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
         let addr = sender.unwrap_or_else(|| RpcAddress::new(peer.ip().to_string(), peer.port()));
-        let (tx, rx) = ConnTx::new(conf.max_queued_bytes, conf.max_message_size);
+        let (tx, rx) = ConnTx::new(
+            conf.max_queued_bytes,
+            conf.max_message_size,
+            conf.write_timeout,
+        );
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.conns)
             .entry(addr.clone())
@@ -1316,9 +1408,7 @@ impl RpcEnv {
                 while let Some(b) = rx.recv().await {
                     let n = b.len() + FRAME_OVERHEAD;
                     match tokio::time::timeout(wait, sink.send(b)).await {
-                        Ok(Ok(())) => {
-                            queued.fetch_sub(n, Ordering::SeqCst);
-                        }
+                        Ok(Ok(())) => queued.written(n),
                         Ok(Err(_)) => break,
                         Err(_) => {
                             tracing::warn!(
@@ -1501,7 +1591,7 @@ impl RpcEnv {
             Wire::Ping => {
                 // A peer that is not reading our answers needs no more of them
                 // (and a flood of pings must not grow our queue).
-                if conn.queued.load(Ordering::SeqCst) == 0 {
+                if conn.queued.load() == 0 {
                     let _ = conn.send(&Wire::Pong);
                 }
             }
@@ -1842,6 +1932,88 @@ mod tests {
         })
         .await;
         assert!(ended.is_ok(), "the connection stayed open");
+    }
+
+    /// Answers every ask with 256 KiB from a blocking thread, as the
+    /// cluster's large replies are.
+    struct BigReplies;
+    impl Endpoint for BigReplies {
+        type Msg = u8;
+        fn receive(&mut self, _: &EndpointCtx<u8>, _: Peer, b: u8, reply: Option<Replier>) {
+            if let Some(rp) = reply {
+                tokio::task::spawn_blocking(move || {
+                    rp.reply_blocking(&serde_bytes::ByteBuf::from(vec![b; 256 << 10]))
+                });
+            }
+        }
+    }
+
+    fn small_queue() -> RpcConf {
+        RpcConf {
+            max_queued_bytes: 1 << 20,
+            write_timeout: Duration::from_millis(500),
+            ..RpcConf::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_from_blocking_threads_wait_for_room_in_the_queue() {
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
+            .await
+            .unwrap();
+        srv.setup_endpoint("big", BigReplies);
+        let client = RpcEnv::client(RpcConf::default());
+        let to = srv.address().unwrap().clone();
+        // 32 x 256 KiB at once: eight times what may be queued.
+        let asks = (0..32u8).map(|i| {
+            let (client, to) = (client.clone(), to.clone());
+            async move {
+                let got: serde_bytes::ByteBuf = client
+                    .ask(&to, "big", &i, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                assert!(got.len() == 256 << 10 && got.iter().all(|b| *b == i));
+            }
+        });
+        futures::future::join_all(asks).await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_no_blocking_replies_is_still_disconnected() {
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
+            .await
+            .unwrap();
+        srv.setup_endpoint("big", BigReplies);
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        // 16 MiB of replies: more than loopback's socket buffers hold.
+        for id in 0..64u64 {
+            let ask = Wire::Ask {
+                id,
+                to: "big".into(),
+                payload: encode(&1u8).unwrap(),
+            };
+            send_wire(&mut f, &ask).await.unwrap();
+        }
+        // Not reading until the server has given up on the connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while lock(&srv.inner.conns).values().any(|v| !v.is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a peer that does not read kept its connection"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // What was written before it stopped is there; then the stream ends.
+        let ended = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut replies = 0;
+            while let Some(Ok(_)) = f.next().await {
+                replies += 1;
+            }
+            replies
+        })
+        .await;
+        let replies = ended.expect("the connection stayed open");
+        assert!(replies < 64, "every reply was sent: {replies}");
     }
 
     struct Slow {

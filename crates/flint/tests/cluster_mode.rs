@@ -1198,6 +1198,16 @@ fn large_results_from_every_core_at_once() {
         !harness::logs().contains("lost executor"),
         "no executor was lost to its results"
     );
+    let n = sc
+        .parallelize((0..8 * 300_000u64).map(|i| u64::MAX - i).collect(), 8)
+        .map(Fn!(|x: u64| x / 2))
+        .count()
+        .unwrap();
+    assert_eq!(n, 8 * 300_000);
+    assert!(
+        !harness::logs().contains("lost executor"),
+        "no executor was lost to its slices"
+    );
     sc.stop();
 }
 
