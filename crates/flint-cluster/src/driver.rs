@@ -63,11 +63,12 @@ struct DriverEndpoint {
     cpus: usize,
     /// Largest slice sent in one reply (the frame limit, less the envelope).
     max_reply: usize,
-    /// Bytes of slices shipped inside tasks to one executor in one offer
-    /// round at most: a round sends a task to every free core at once, all
-    /// queued before the connection's writer runs, and must stay well
-    /// within `flint.rpc.maxQueuedBytes`.
-    round_attach: usize,
+    /// Bytes of stage binaries and slices shipped inside tasks to one
+    /// executor in one offer round at most (the rest are fetched): a round
+    /// sends a task to every free core at once, all queued before the
+    /// connection's writer runs, and must stay well within
+    /// `flint.rpc.maxQueuedBytes`.
+    round_budget: usize,
     /// `flint.rpc.maxQueuedBytes` (the executors' too).
     max_queued: usize,
     /// An executor silent this long is lost (`flint.network.timeout`).
@@ -163,8 +164,9 @@ impl DriverEndpoint {
         if offers.is_empty() {
             return;
         }
-        // Bytes of slices still allowed inside tasks to each executor this round.
-        let mut attached: HashMap<String, usize> = HashMap::new();
+        // Bytes of binaries and slices each executor may still be sent inside
+        // tasks this round.
+        let mut round: HashMap<String, usize> = HashMap::new();
         for (exec_id, desc) in self.scheduler.resource_offers(&offers) {
             let Some(e) = self.executors.get_mut(&exec_id) else {
                 continue;
@@ -175,9 +177,14 @@ impl DriverEndpoint {
             // One signature per stage binary (tasks of a stage share it).
             let (bin_id, mac) = self.binaries.entry(&desc.binary, &self.task_key);
             let size = desc.binary.payload.len();
+            // What this round may still queue for the executor: small
+            // binaries and slices travel inside tasks while it lasts.
+            let budget = round.entry(exec_id.clone()).or_insert(self.round_budget);
             // One over the frame limit goes inline too, to fail below with
             // Spark's advice rather than at the executor's fetch.
-            let binary = if size <= INLINE_BINARY || size > self.max_reply {
+            let inline = (size <= INLINE_BINARY && size <= *budget) || size > self.max_reply;
+            let binary = if inline {
+                *budget = budget.saturating_sub(size);
                 let mut b = (*desc.binary).clone();
                 b.mac = Some(mac);
                 WireBinary::Inline(b)
@@ -187,18 +194,11 @@ impl DriverEndpoint {
                     size: size as u64,
                 }
             };
-            let inline = if matches!(binary, WireBinary::Inline(_)) {
-                size
-            } else {
-                0
-            };
             let mut task = WireTask::from_desc(&desc, binary);
             // Small slices travel with the task (no round trip to fetch
-            // them), once per executor, leaving room for the task itself and
-            // within what one round may queue for the executor.
-            let budget = attached.entry(exec_id.clone()).or_insert(self.round_attach);
+            // them), once per executor, leaving room for the task itself.
             let mut room = ATTACH_LIMIT
-                .min((self.max_reply / 2).saturating_sub(inline))
+                .min((self.max_reply / 2).saturating_sub(if inline { size } else { 0 }))
                 .min(*budget);
             for id in &desc.driver_blocks {
                 if let flint_core::storage::BlockId::ParallelSlice { rdd, slice } = *id
@@ -1205,7 +1205,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 registered: registered.clone(),
                 cpus,
                 max_reply: max_message_size - 4096,
-                round_attach: (max_queued_bytes / 4).min(16 << 20),
+                round_budget: (max_queued_bytes / 4).min(16 << 20),
                 max_queued: max_queued_bytes,
                 max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,

@@ -502,7 +502,7 @@ impl Endpoint for ExecutorEndpoint {
                 offset,
                 len,
             } if from_driver => {
-                let r = {
+                let part = {
                     let mut results = self.results.lock();
                     match results.get(&task_id).cloned() {
                         None => Err(format!("no result of task {task_id} is kept here")),
@@ -513,9 +513,7 @@ impl Endpoint for ExecutorEndpoint {
                                     if end == size {
                                         results.remove(&task_id);
                                     }
-                                    Ok(serde_bytes::ByteBuf::from(
-                                        v[offset as usize..end as usize].to_vec(),
-                                    ))
+                                    Ok((v, offset as usize..end as usize))
                                 }
                                 _ => Err(format!(
                                     "asked for {len} bytes at {offset} of a {size}-byte result (at most {} at once)",
@@ -525,8 +523,15 @@ impl Endpoint for ExecutorEndpoint {
                         }
                     }
                 };
+                // A part is up to 16 MiB: encoded and queued off the RPC
+                // thread, waiting for room (the driver may fetch many).
                 if let Some(rp) = reply {
-                    rp.reply(&r);
+                    tokio::task::spawn_blocking(move || {
+                        let r = part
+                            .as_ref()
+                            .map(|(v, at)| serde_bytes::Bytes::new(&v[at.clone()]));
+                        rp.reply_blocking(&r);
+                    });
                 }
             }
             ExecutorMsg::FetchBlock { rdd, split } => {
@@ -534,11 +539,12 @@ impl Endpoint for ExecutorEndpoint {
                 let (env, max) = (self.task_env.clone(), self.max_reply);
                 let reads = self.reads.clone();
                 tokio::spawn(async move {
-                    let Ok(_permit) = reads.acquire_owned().await else {
+                    let Ok(permit) = reads.acquire_owned().await else {
                         return;
                     };
-                    // Replies wait for room in the connection's queue, and
-                    // hold their read permit meanwhile.
+                    // The reply waits for room in the connection's queue,
+                    // without the read permit (a peer that reads slowly must
+                    // not hold up reads for the others).
                     let _ = tokio::task::spawn_blocking(move || {
                         let r = unpanicked("block read", || {
                             match env
@@ -554,6 +560,7 @@ impl Endpoint for ExecutorEndpoint {
                                 Some(Ok(b)) => Ok(serde_bytes::ByteBuf::from(b)),
                             }
                         });
+                        drop(permit);
                         rp.reply_blocking(&r);
                     })
                     .await;
@@ -566,7 +573,7 @@ impl Endpoint for ExecutorEndpoint {
                 // Encoding a large value is work: off the RPC threads, and
                 // as many at once as segment reads.
                 tokio::spawn(async move {
-                    let Ok(_permit) = reads.acquire_owned().await else {
+                    let Ok(permit) = reads.acquire_owned().await else {
                         return;
                     };
                     let _ = tokio::task::spawn_blocking(move || match held {
@@ -578,6 +585,8 @@ impl Endpoint for ExecutorEndpoint {
                             b.len()
                         ))),
                         Some(b) => {
+                            // Encoding and waiting for room without the permit.
+                            drop(permit);
                             rp.reply_blocking(&Ok::<_, String>(serde_bytes::Bytes::new(&b[..])))
                         }
                     })
@@ -606,7 +615,7 @@ impl Endpoint for ExecutorEndpoint {
                 let Some(rp) = reply else { return };
                 let reads = self.reads.clone();
                 tokio::spawn(async move {
-                    let Ok(_permit) = reads.acquire_owned().await else {
+                    let Ok(permit) = reads.acquire_owned().await else {
                         return;
                     };
                     let _ = tokio::task::spawn_blocking(move || {
@@ -614,6 +623,7 @@ impl Endpoint for ExecutorEndpoint {
                             read_segment(status, reduce, offset, len)
                                 .map(serde_bytes::ByteBuf::from)
                         });
+                        drop(permit);
                         rp.reply_blocking(&r);
                     })
                     .await;
@@ -679,8 +689,9 @@ struct Client {
     cleaned_broadcasts: Mutex<std::collections::HashSet<usize>>,
     /// Stage binaries fetched from the driver, most recent first.
     task_binaries: Mutex<std::collections::VecDeque<(u64, Arc<Shipped>)>>,
-    /// One lock per stage binary being fetched, so each is fetched once.
-    binary_fetches: Mutex<HashMap<u64, Arc<Mutex<()>>>>,
+    /// One lock per stage binary being fetched, so each is fetched once,
+    /// holding the fetch's failure for the tasks that waited on it.
+    binary_fetches: Mutex<HashMap<u64, Arc<Mutex<Option<String>>>>>,
     /// This executor's host and its application's directory on this Worker,
     /// when map outputs of executors on the same host are read from disk.
     node_local: Option<(String, std::path::PathBuf)>,
@@ -696,10 +707,10 @@ fn unpanicked<T>(
 }
 
 /// The lock that lets one task thread fetch `id` while the others wait.
-fn fetch_gate<K: std::hash::Hash + Eq>(
-    gates: &Mutex<HashMap<K, Arc<Mutex<()>>>>,
+fn fetch_gate<K: std::hash::Hash + Eq, V: Default>(
+    gates: &Mutex<HashMap<K, Arc<Mutex<V>>>>,
     id: K,
-) -> Arc<Mutex<()>> {
+) -> Arc<Mutex<V>> {
     gates.lock().entry(id).or_default().clone()
 }
 
@@ -821,39 +832,50 @@ impl Client {
         if let Some(b) = cached(&mut self.task_binaries.lock()) {
             return Ok(b);
         }
-        // Tasks that need it at once wait for the first one's fetch.
+        // Tasks that need it at once wait for the first one's fetch, and
+        // share its failure rather than each waiting out its own.
         let gate = fetch_gate(&self.binary_fetches, id);
-        let _one = gate.lock();
+        let mut failed = gate.lock();
+        if let Some(why) = failed.as_ref() {
+            return Err(FlintError::User(why.clone()));
+        }
         if let Some(b) = cached(&mut self.task_binaries.lock()) {
             return Ok(b);
         }
         let got: std::result::Result<std::result::Result<Shipped, String>, _> =
             self.ask_driver(&DriverMsg::GetTaskBinary { id });
-        // Fetched or failed, this gate is done with (waiters hold it still).
-        self.binary_fetches.lock().remove(&id);
-        let b = Arc::new(
-            got.map_err(|e| {
-                FlintError::User(format!(
-                    "cannot get the stage binary ({size} bytes) from the driver: {e}"
-                ))
-            })?
-            .map_err(FlintError::User)?,
-        );
-        // Its signature is checked when the task opens it, as for any task.
-        let mut held = self.task_binaries.lock();
-        held.push_front((id, b.clone()));
-        // The stages running now at most; an evicted one is fetched again.
-        let mut total = 0;
-        let keep = held
-            .iter()
-            .take_while(|(_, s)| {
-                total += s.payload.len();
-                total <= KEPT_BINARY_BYTES
-            })
-            .count()
-            .clamp(1, KEPT_BINARIES);
-        held.truncate(keep);
-        Ok(b)
+        let r = match got {
+            Ok(Ok(b)) => Ok(Arc::new(b)),
+            Ok(Err(why)) => Err(why),
+            Err(e) => Err(format!(
+                "cannot get the stage binary ({size} bytes) from the driver: {e}"
+            )),
+        };
+        match &r {
+            // Its signature is checked when the task opens it, as for any task.
+            Ok(b) => {
+                let mut held = self.task_binaries.lock();
+                held.push_front((id, b.clone()));
+                // The stages running now at most; an evicted one is fetched again.
+                let mut total = 0;
+                let keep = held
+                    .iter()
+                    .take_while(|(_, s)| {
+                        total += s.payload.len();
+                        total <= KEPT_BINARY_BYTES
+                    })
+                    .count()
+                    .clamp(1, KEPT_BINARIES);
+                held.truncate(keep);
+            }
+            Err(why) => *failed = Some(why.clone()),
+        }
+        // Done with: later tasks find it cached, or try again.
+        let mut gates = self.binary_fetches.lock();
+        if gates.get(&id).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+            gates.remove(&id);
+        }
+        r.map_err(FlintError::User)
     }
 
     /// A block the driver keeps encoded for executors.

@@ -656,6 +656,8 @@ struct ConnTx {
 #[derive(Default)]
 struct Queued {
     bytes: AtomicUsize,
+    /// Frames written so far: a waiter's clock restarts when it moves.
+    progress: AtomicU64,
     waiters: AtomicUsize,
     lock: std::sync::Mutex<()>,
     room: std::sync::Condvar,
@@ -670,6 +672,7 @@ impl Queued {
     /// waiter counts itself under the lock before checking, so none misses it).
     fn written(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::SeqCst);
+        self.progress.fetch_add(1, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _g = lock(&self.lock);
             self.room.notify_all();
@@ -701,24 +704,33 @@ impl ConnTx {
     }
 
     /// As `send`, but from a thread that may block (never the runtime's):
-    /// waits up to `write_timeout` for the writer to make room, so many
-    /// large replies from blocking threads at once queue in turn rather than
-    /// overflow the limit together. Only a peer that does not read for that
-    /// long is disconnected.
+    /// waits for the writer to make room, so many large replies from
+    /// blocking threads at once queue in turn rather than overflow the limit
+    /// together. They fill half of it at most, leaving the other half to
+    /// the runtime's own sends (which cannot wait). Only a peer that lets
+    /// `write_timeout` pass without the writer writing anything is given up
+    /// on (then the frame is queued as `send` would, and the connection
+    /// closes if it does not fit).
     fn send_waiting(&self, w: &Wire) -> Result<(), RpcError> {
         let b = encode(w)?;
         if b.len() > self.max_frame {
             return self.queue(b);
         }
         let n = b.len() + FRAME_OVERHEAD;
-        let deadline = std::time::Instant::now() + self.wait;
         let q = &self.queued;
+        let mut progress = q.progress.load(Ordering::SeqCst);
+        let mut deadline = std::time::Instant::now() + self.wait;
         // Waiting senders queue one at a time, under the lock.
         let mut g = lock(&q.lock);
         q.waiters.fetch_add(1, Ordering::SeqCst);
-        // Room, or an empty queue (a frame never exceeds the limit alone).
-        while q.load() > 0 && q.load() + n > self.limit && !self.is_closed() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // Room in half the limit, or an empty queue (a frame is at most half).
+        while q.load() > 0 && q.load() + n > self.limit / 2 && !self.is_closed() {
+            let now = std::time::Instant::now();
+            let p = q.progress.load(Ordering::SeqCst);
+            if p != progress {
+                (progress, deadline) = (p, now + self.wait);
+            }
+            let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
                 break;
             }
@@ -2014,6 +2026,106 @@ mod tests {
         .await;
         let replies = ended.expect("the connection stayed open");
         assert!(replies < 64, "every reply was sent: {replies}");
+    }
+
+    /// Byte 0: 256 KiB from a blocking thread (`reply_blocking`); byte 1:
+    /// 258 KiB from the runtime's thread (`reply`, which cannot wait), as a
+    /// launch carrying slices is sent.
+    struct Mixed;
+    impl Endpoint for Mixed {
+        type Msg = u8;
+        fn receive(&mut self, _: &EndpointCtx<u8>, _: Peer, b: u8, reply: Option<Replier>) {
+            let Some(rp) = reply else { return };
+            if b == 0 {
+                tokio::task::spawn_blocking(move || {
+                    rp.reply_blocking(&serde_bytes::ByteBuf::from(vec![0u8; 256 << 10]))
+                });
+            } else {
+                rp.reply(&serde_bytes::ByteBuf::from(vec![1u8; 258 << 10]));
+            }
+        }
+    }
+
+    /// Reads up to `want` frames, pausing after each; how many came.
+    async fn read_frames(
+        f: &mut Framed<Stream, LengthDelimitedCodec>,
+        want: usize,
+        pause: Duration,
+    ) -> usize {
+        let mut got = 0;
+        while got < want {
+            match tokio::time::timeout(Duration::from_secs(10), f.next()).await {
+                Ok(Some(Ok(_))) => got += 1,
+                _ => break,
+            }
+            tokio::time::sleep(pause).await;
+        }
+        got
+    }
+
+    async fn ask_raw(f: &mut Framed<Stream, LengthDelimitedCodec>, id: u64, to: &str, b: u8) {
+        let ask = Wire::Ask {
+            id,
+            to: to.into(),
+            payload: encode(&b).unwrap(),
+        };
+        send_wire(f, &ask).await.unwrap();
+    }
+
+    /// A peer that reads a frame every 50 ms keeps its connection, though
+    /// its 64 replies wait far longer than `write_timeout` (500 ms) in all:
+    /// a waiter's clock restarts whenever the writer writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_but_steady_reader_keeps_its_connection() {
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
+            .await
+            .unwrap();
+        srv.setup_endpoint("big", BigReplies);
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        for id in 0..64u64 {
+            ask_raw(&mut f, id, "big", 1).await;
+        }
+        let got = read_frames(&mut f, 64, Duration::from_millis(50)).await;
+        assert_eq!(got, 64, "the connection closed after {got} replies");
+    }
+
+    /// Waiting replies fill half the queue at most: a reply from the
+    /// runtime's thread, which cannot wait, still fits beside them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_replies_leave_room_for_sends_that_cannot_wait() {
+        let srv = RpcEnv::server(
+            "127.0.0.1",
+            0,
+            "127.0.0.1",
+            RpcConf {
+                max_queued_bytes: 1 << 20,
+                write_timeout: Duration::from_secs(5),
+                ..RpcConf::default()
+            },
+        )
+        .await
+        .unwrap();
+        srv.setup_endpoint("mixed", Mixed);
+        let mut f = raw_peer(srv.address().unwrap()).await;
+        for id in 0..64u64 {
+            ask_raw(&mut f, id, "mixed", 0).await;
+        }
+        // Not reading until replies wait for room: one is waiting and the
+        // queue holds at least half the limit less a reply.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let waiting = || {
+            lock(&srv.inner.conns).values().flatten().any(|c| {
+                let q = &c.tx.queued;
+                q.waiters.load(Ordering::SeqCst) > 0 && q.load() + (260 << 10) > (1 << 20) / 2
+            })
+        };
+        while !waiting() {
+            assert!(std::time::Instant::now() < deadline, "no reply waited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ask_raw(&mut f, 64, "mixed", 1).await;
+        let got = read_frames(&mut f, 65, Duration::ZERO).await;
+        assert_eq!(got, 65, "the connection closed after {got} replies");
     }
 
     struct Slow {

@@ -1167,6 +1167,31 @@ fn a_large_closure_reaches_every_core_once_per_executor() {
         "{err}"
     );
     sc.stop();
+    // Small binaries travel inside tasks, but a round to 48 cores does not
+    // queue 48 copies (3 MB, and slices) past a 2 MiB queue: once the round's
+    // budget is spent, tasks name the binary instead.
+    let sc = FlintContext::new(
+        cluster_conf("cluster-inline-binaries")
+            .master("local-cluster[1,48,512]")
+            .set("flint.rpc.message.maxSize", "1")
+            .set("flint.rpc.maxQueuedBytes", "2m"),
+    )
+    .unwrap();
+    let table: Vec<u8> = (0..62_000u32).map(|i| (i % 251) as u8).collect();
+    // 48 slices of 16 kB (10-byte varints).
+    let data: Vec<u64> = (0..48 * 1600u64).map(|i| u64::MAX - i).collect();
+    let want: Vec<u8> = data.iter().map(|x| ((x % 62_000) % 251) as u8).collect();
+    let got = sc
+        .parallelize(data, 48)
+        .map(Fn!(move |x: u64| table[(x % 62_000) as usize]))
+        .collect()
+        .unwrap();
+    assert_eq!(got, want);
+    sc.stop();
+    assert!(
+        !harness::logs().contains("lost executor"),
+        "no executor was lost to a round of launches"
+    );
 }
 
 /// Every task of an executor returns a large result at once: sent
