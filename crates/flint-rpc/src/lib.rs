@@ -1960,6 +1960,15 @@ mod tests {
         }
     }
 
+    async fn big_replies_to_a_raw_peer() -> (RpcEnv, Framed<Stream, LengthDelimitedCodec>) {
+        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
+            .await
+            .unwrap();
+        srv.setup_endpoint("big", BigReplies);
+        let f = raw_peer(srv.address().unwrap()).await;
+        (srv, f)
+    }
+
     fn small_queue() -> RpcConf {
         RpcConf {
             max_queued_bytes: 1 << 20,
@@ -1992,19 +2001,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_reads_no_blocking_replies_is_still_disconnected() {
-        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
-            .await
-            .unwrap();
-        srv.setup_endpoint("big", BigReplies);
-        let mut f = raw_peer(srv.address().unwrap()).await;
+        let (srv, mut f) = big_replies_to_a_raw_peer().await;
         // 16 MiB of replies: more than loopback's socket buffers hold.
         for id in 0..64u64 {
-            let ask = Wire::Ask {
-                id,
-                to: "big".into(),
-                payload: encode(&1u8).unwrap(),
-            };
-            send_wire(&mut f, &ask).await.unwrap();
+            ask_raw(&mut f, id, "big", 1).await;
         }
         // Not reading until the server has given up on the connection.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -2077,11 +2077,7 @@ mod tests {
     /// a waiter's clock restarts whenever the writer writes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_but_steady_reader_keeps_its_connection() {
-        let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", small_queue())
-            .await
-            .unwrap();
-        srv.setup_endpoint("big", BigReplies);
-        let mut f = raw_peer(srv.address().unwrap()).await;
+        let (_srv, mut f) = big_replies_to_a_raw_peer().await;
         for id in 0..64u64 {
             ask_raw(&mut f, id, "big", 1).await;
         }
