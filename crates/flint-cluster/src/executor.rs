@@ -211,8 +211,8 @@ fn serve() -> Result<()> {
     // Larger results stay here and the driver fetches them in parts.
     let direct_limit = max_message_size
         .saturating_sub(1 << 20)
-        .min(max_queued_bytes / (2 * cores.max(1)))
-        .max(32 << 10);
+        .max(32 << 10)
+        .min(max_queued_bytes / (2 * cores.max(1)));
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<(WireTask, Arc<AtomicBool>)>();
     for i in 0..cores.max(1) {
         let results = results.clone();
