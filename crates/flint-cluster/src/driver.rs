@@ -1118,9 +1118,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     // What may wait for one executor that does not read (the daemons' flag
     // of the same name); at least two frames.
     let max_queued_bytes = match s.conf.get("flint.rpc.maxQueuedBytes") {
-        None => RpcConf::default()
-            .max_queued_bytes
-            .max(2 * max_message_size),
+        None => crate::default_max_queued(max_message_size),
         Some(_) => {
             let n = s.conf.get_bytes("flint.rpc.maxQueuedBytes", 0)?;
             usize::try_from(n)

@@ -126,9 +126,7 @@ fn serve() -> Result<()> {
             .ok()
             .filter(|n| *n >= 2 * max_message_size)
             .ok_or_else(|| FlintError::Config(format!("{} is malformed", crate::MAX_QUEUED_VAR)))?,
-        Err(_) => RpcConf::default()
-            .max_queued_bytes
-            .max(2 * max_message_size),
+        Err(_) => crate::default_max_queued(max_message_size),
     };
     let secret = crate::unhex(&secret_hex)
         .filter(|k| k.len() >= 16)

@@ -94,6 +94,14 @@ pub const MAX_MESSAGE_VAR: &str = "FLINT_RPC_MAX_MESSAGE_SIZE";
 /// connections.
 pub const MAX_QUEUED_VAR: &str = "FLINT_RPC_MAX_QUEUED_BYTES";
 
+/// `flint.rpc.maxQueuedBytes` when the application sets none: the RPC
+/// default, raised to two frames of its `flint.rpc.message.maxSize`.
+pub(crate) fn default_max_queued(max_message_size: usize) -> usize {
+    flint_rpc::RpcConf::default()
+        .max_queued_bytes
+        .max(2 * max_message_size)
+}
+
 /// Largest part of an indirect result asked for at once.
 pub(crate) const RESULT_CHUNK: u64 = 16 << 20;
 
