@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flint_core::conf::FlintConf;
 use flint_core::env::TaskEnv;
 use flint_core::error::{FlintError, Result};
+use flint_core::exit_cleanup::ExitCleanedDir;
 use flint_core::metrics::TaskMetrics;
 use flint_core::scheduler::TaskScheduler;
 use flint_core::scheduler::backend::{ClusterStart, SchedulerBackend, WorkerOffer};
@@ -943,7 +944,7 @@ struct ClusterBackend {
     master_env: RpcEnv,
     masters: Vec<RpcAddress>,
     app_id: Arc<Mutex<Option<String>>>,
-    local: Mutex<Option<(LocalCluster, tempfile::TempDir)>>,
+    local: Mutex<Option<(LocalCluster, ExitCleanedDir)>>,
     total_cores: Arc<AtomicUsize>,
     blocks: BlockMap,
 }
@@ -1105,6 +1106,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 .prefix("flint-local-cluster-")
                 .tempdir()
                 .map_err(io("a local-cluster work dir"))?;
+            // Removed at exit even if the context never is dropped.
+            let dir = ExitCleanedDir::new(dir);
             let cluster = rt
                 .block_on(LocalCluster::start(n, c, m, dir.path()))
                 .map_err(|e| FlintError::Config(format!("cannot start {}: {e}", s.master)))?;

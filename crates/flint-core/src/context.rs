@@ -63,7 +63,7 @@ struct Inner {
     cleaner: crate::cleaner::Cleaner,
     checkpoint_dir: Mutex<Option<std::path::PathBuf>>,
     next_shared_id: AtomicUsize,
-    _local_dir: tempfile::TempDir,
+    _local_dir: crate::exit_cleanup::ExitCleanedDir,
 }
 
 impl FlintContext {
@@ -121,11 +121,11 @@ impl FlintContext {
             .prefix("flint-local-")
             .tempdir_in(&base)
             .map_err(|e| FlintError::io("cannot create local dir in", &base, e))?;
+        let local_dir = crate::exit_cleanup::ExitCleanedDir::new(local_dir);
 
         let tracker = Arc::new(MapOutputTracker::default());
         let executor_memory = conf.get_bytes("flint.executor.memory", 1 << 30)?;
         let storage_memory = conf.get_bytes("flint.storage.memory", executor_memory * 3 / 10)?;
-        exit_cleanup::register(local_dir.path());
         let block_dir = local_dir.path().join("blocks");
         std::fs::create_dir_all(&block_dir)
             .map_err(|e| FlintError::io("cannot create", &block_dir, e))?;
@@ -647,41 +647,6 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
-        exit_cleanup::forget(self._local_dir.path());
-    }
-}
-
-/// Spark deletes its local dirs in a shutdown hook. A context that is never
-/// dropped (one kept in a `static`, the usual pattern in test suites) would
-/// otherwise leave its shuffle files and blocks in the temp dir at every exit.
-mod exit_cleanup {
-    use parking_lot::Mutex;
-    use std::path::{Path, PathBuf};
-    use std::sync::Once;
-
-    static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    static HOOK: Once = Once::new();
-
-    extern "C" fn remove_live_dirs() {
-        // try_lock: never block an exiting process.
-        if let Some(dirs) = LIVE.try_lock() {
-            for d in dirs.iter() {
-                let _ = std::fs::remove_dir_all(d);
-            }
-        }
-    }
-
-    pub(super) fn register(dir: &Path) {
-        HOOK.call_once(|| {
-            // SAFETY: atexit only records a pointer to a plain `extern "C"`
-            // function with no arguments, which lives as long as the program.
-            let _ = unsafe { nix::libc::atexit(remove_live_dirs) };
-        });
-        LIVE.lock().push(dir.to_path_buf());
-    }
-
-    pub(super) fn forget(dir: &Path) {
-        LIVE.lock().retain(|d| d != dir);
     }
 }
 

@@ -24,6 +24,7 @@ pub mod context;
 pub mod env;
 pub mod error;
 pub mod executor;
+pub mod exit_cleanup;
 pub mod func;
 pub mod listener;
 pub mod metrics;

@@ -58,6 +58,8 @@ impl LocalCluster {
         let master = Master::start(MasterConf {
             port: 0,
             webui_port: 0,
+            // Inside the cluster's work dir, so its owner removes one tree.
+            binaries_dir: Some(work_dir.join("master-binaries")),
             ..MasterConf::default()
         })
         .await?;

@@ -1404,6 +1404,67 @@ fn node_local_reads_and_a_dead_host(input: &str, dir: &std::path::Path) {
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// The child of the test below: runs a shuffle on a `local-cluster`, then
+/// leaks the context, as a failed test or a `static` context does.
+fn leaked_local_cluster() {
+    let sc = FlintContext::new(cluster_conf("leaked").master("local-cluster[1,1,512]")).unwrap();
+    let n = sc
+        .parallelize((0..1000u32).map(|i| (i % 7, i)).collect::<Vec<_>>(), 4)
+        .reduce_by_key(Fn!(|a: u32, b: u32| a + b))
+        .count()
+        .unwrap();
+    assert_eq!(n, 7);
+    let tmp = std::env::temp_dir();
+    let names: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("flint-local-cluster-")),
+        "the cluster's work dir is in {}: {names:?}",
+        tmp.display()
+    );
+    std::mem::forget(sc);
+    println!("leaked");
+}
+
+/// A `local-cluster` context that is never dropped leaves nothing in the temp
+/// dir when its process exits: the cluster's work dir (worker and executor
+/// dirs, shuffle files, the master's uploaded binaries) goes with the local
+/// dir, as Spark's shutdown hook removes its temp dirs.
+fn a_leaked_local_cluster_leaves_nothing_at_exit(dir: &std::path::Path) {
+    let tmp = dir.join("leak-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--leaked-local-cluster")
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("leaked"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The executors die with their worker (SIGKILL on the parent's death) and
+    // may still be exiting: poll until nothing is left.
+    let left = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        left(),
+        Vec::<std::path::PathBuf>::new(),
+        "left behind at exit"
+    );
+}
+
 fn main() {
     // Executors (this binary again) log to their stderr files; the driver to the test's.
     harness::init_logging();
@@ -1411,6 +1472,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--worker") {
         worker_process(&args[2], &args[3], &args[4], args[5].parse().unwrap());
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--leaked-local-cluster") {
+        leaked_local_cluster();
         return;
     }
     if args.get(1).map(String::as_str) == Some("--rebuilt-driver") {
@@ -1522,6 +1587,10 @@ fn main() {
     tests.push(("task_metrics_reach_the_driver", {
         let d = d.clone();
         Box::new(move || task_metrics_reach_the_driver(input, &d))
+    }));
+    tests.push(("a_leaked_local_cluster_leaves_nothing_at_exit", {
+        let d = d.clone();
+        Box::new(move || a_leaked_local_cluster_leaves_nothing_at_exit(&d))
     }));
     harness::run("cluster_mode", &args, tests);
 }
