@@ -238,6 +238,38 @@ fn silent_worker_times_out_then_reconnects() {
     });
 }
 
+/// A master stopped (SIGSTOP, a paused VM) for longer than the worker
+/// timeout does not remove its healthy workers the moment it resumes, before
+/// it has read the heartbeats they sent meanwhile: its check gives back the
+/// time it did not run.
+#[test]
+fn a_paused_master_keeps_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = [("flint.worker.timeout", "1")];
+    let m = start_master(dir.path(), 0, &timeout);
+    let props = [("flint.worker.timeout", "1"), FAST[0]];
+    let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
+    poll("worker ALIVE", DEADLINE, || {
+        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
+    });
+    m.d.signal(nix::sys::signal::Signal::SIGSTOP);
+    // The pause under test: three times the 1 s timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    m.d.signal(nix::sys::signal::Signal::SIGCONT);
+    // Several checks (one a second) run after the resume; none may remove
+    // the worker. Waiting for something not to happen is a set wait.
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = m.d.log_tail();
+    assert!(
+        !log.contains("Removing worker"),
+        "the resumed master removed its worker: {log}"
+    );
+    assert_eq!(
+        worker_state(&get_json(m.web).unwrap(), &w.id).as_deref(),
+        Some("ALIVE")
+    );
+}
+
 #[test]
 fn worker_started_before_master_registers_when_it_comes_up() {
     let dir = tempfile::tempdir().unwrap();

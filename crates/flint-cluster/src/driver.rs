@@ -74,6 +74,8 @@ struct DriverEndpoint {
     max_queued: usize,
     /// An executor silent this long is lost (`flint.network.timeout`).
     timeout: Duration,
+    /// How late each heartbeat expiry check runs (see `LateCheck`).
+    expiry_check: flint_deploy::LateCheck,
     /// `flint.driver.maxResultSize` (0: no limit).
     max_result_size: u64,
     /// The application's key: every task sent is signed with it.
@@ -216,8 +218,18 @@ impl DriverEndpoint {
             }
             if let Err(err) =
                 ctx.env
-                    .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
+                    .send_accepted(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
             {
+                if let flint_rpc::RpcError::Connection { reason, .. } = &err {
+                    // Its connection just closed: the task stays counted as
+                    // running there until the disconnect, now on its way,
+                    // declares the executor lost and queues it again.
+                    tracing::debug!(
+                        "task {} not sent to executor {exec_id}: {reason}",
+                        desc.task_id
+                    );
+                    continue;
+                }
                 // Too large for a frame, most likely: the task fails with a
                 // message that says what to do.
                 e.free += self.cpus;
@@ -292,7 +304,7 @@ impl DriverEndpoint {
     /// off the endpoint's thread, then reported as the task's end.
     fn fetch_result(&mut self, ctx: &EndpointCtx<DriverMsg>, p: PendingFetch) {
         if self.max_result_size > 0 && p.size > self.max_result_size {
-            let _ = ctx.env.send(
+            let _ = ctx.env.send_accepted(
                 &p.addr,
                 EXECUTOR_ENDPOINT,
                 &ExecutorMsg::DropResult { task_id: p.task_id },
@@ -347,7 +359,7 @@ impl DriverEndpoint {
                     std::result::Result<serde_bytes::ByteBuf, String>,
                     _,
                 > = env
-                    .ask(
+                    .ask_accepted(
                         &addr,
                         EXECUTOR_ENDPOINT,
                         &ExecutorMsg::FetchResult {
@@ -376,7 +388,7 @@ impl DriverEndpoint {
             }
             if result.is_err() {
                 // It may still hold the rest: let it go.
-                let _ = env.send(
+                let _ = env.send_accepted(
                     &addr,
                     EXECUTOR_ENDPOINT,
                     &ExecutorMsg::DropResult { task_id },
@@ -394,7 +406,14 @@ impl DriverEndpoint {
         });
     }
 
-    fn lost(&mut self, executor_id: &str, reason: &str, ctx: &EndpointCtx<DriverMsg>) {
+    /// `caused_by_app`: see `TaskScheduler::executor_lost`.
+    fn lost(
+        &mut self,
+        executor_id: &str,
+        reason: &str,
+        caused_by_app: bool,
+        ctx: &EndpointCtx<DriverMsg>,
+    ) {
         let Some(e) = self.executors.remove(executor_id) else {
             return;
         };
@@ -403,7 +422,7 @@ impl DriverEndpoint {
         // does not read).
         let _ = ctx
             .env
-            .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
+            .send_accepted(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
         if let Ok(n) = executor_id.parse::<u32>() {
             (self.kill_executors)(vec![n]);
         }
@@ -419,7 +438,8 @@ impl DriverEndpoint {
             !v.is_empty()
         });
         tracing::warn!("lost executor {executor_id} at {}: {reason}", e.addr);
-        self.scheduler.executor_lost(executor_id, reason);
+        self.scheduler
+            .executor_lost(executor_id, reason, caused_by_app);
     }
 }
 
@@ -742,6 +762,16 @@ impl Endpoint for DriverEndpoint {
             }
             DriverMsg::ExpireDeadExecutors => {
                 let now = Instant::now();
+                let late = self.expiry_check.lateness(now);
+                if late > Duration::from_millis(500) {
+                    tracing::warn!(
+                        "the driver did not run for {} ms (stopped or starved of CPU): executors' heartbeat deadlines extended by as much",
+                        late.as_millis()
+                    );
+                }
+                for e in self.executors.values_mut() {
+                    flint_deploy::excuse(&mut e.last_heartbeat, late, now);
+                }
                 let dead: Vec<(String, Duration)> = self
                     .executors
                     .iter()
@@ -755,6 +785,7 @@ impl Endpoint for DriverEndpoint {
                             "Executor heartbeat timed out after {} ms (flint.network.timeout)",
                             silent.as_millis()
                         ),
+                        true,
                         ctx,
                     );
                 }
@@ -778,7 +809,7 @@ impl Endpoint for DriverEndpoint {
                     .get(&task_id)
                     .and_then(|x| self.executors.get(x))
                 {
-                    let _ = ctx.env.send(
+                    let _ = ctx.env.send_accepted(
                         &e.addr,
                         EXECUTOR_ENDPOINT,
                         &ExecutorMsg::KillTask { task_id },
@@ -789,15 +820,18 @@ impl Endpoint for DriverEndpoint {
                 // Forgotten as they are told to stop: their connections
                 // closing next is not a loss.
                 for (_, e) in self.executors.drain() {
-                    let _ = ctx
-                        .env
-                        .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
+                    let _ = ctx.env.send_accepted(
+                        &e.addr,
+                        EXECUTOR_ENDPOINT,
+                        &ExecutorMsg::StopExecutor,
+                    );
                 }
             }
             DriverMsg::Lost {
                 executor_id,
                 reason,
-            } => self.lost(&executor_id, &reason, ctx),
+                caused_by_app,
+            } => self.lost(&executor_id, &reason, caused_by_app, ctx),
             DriverMsg::ResultFetched {
                 executor_id,
                 task_id,
@@ -843,9 +877,11 @@ impl Endpoint for DriverEndpoint {
                     self.shipped.retain(|(_, r, _)| *r != id);
                 }
                 for e in self.executors.values() {
-                    let _ = ctx
-                        .env
-                        .send(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::Cleanup(task));
+                    let _ = ctx.env.send_accepted(
+                        &e.addr,
+                        EXECUTOR_ENDPOINT,
+                        &ExecutorMsg::Cleanup(task),
+                    );
                 }
             }
         }
@@ -859,7 +895,7 @@ impl Endpoint for DriverEndpoint {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            self.lost(&id, "its connection to the driver closed", ctx);
+            self.lost(&id, "its connection to the driver closed", true, ctx);
         }
     }
 }
@@ -917,6 +953,8 @@ impl Endpoint for AppClient {
                     self.driver.send(DriverMsg::Lost {
                         executor_id: id.to_string(),
                         reason: format!("{state:?}: {}", message.unwrap_or_default()),
+                        // The Master reports LOST for a Worker it lost.
+                        caused_by_app: state != ExecutorState::Lost,
                     });
                 }
             }
@@ -1007,6 +1045,37 @@ impl SchedulerBackend for ClusterBackend {
     }
 }
 
+/// `flint.executor.cores` and `flint.cores.max`, each a positive whole
+/// number when set, and `flint.executor.memory`, at least 1 MiB: refused
+/// before anything starts, as spark-submit refuses them ("must be a positive
+/// number"); a zero would have the Master start executors that can run nothing.
+pub(crate) fn resource_settings(conf: &FlintConf) -> Result<(Option<u32>, Option<u32>)> {
+    let positive = |key: &str, what: &str| -> Result<Option<u32>> {
+        conf.get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        FlintError::Config(format!("{key}={v}: {what} must be a positive number"))
+                    })
+            })
+            .transpose()
+    };
+    let cores = positive("flint.executor.cores", "executor cores")?;
+    let max = positive("flint.cores.max", "total executor cores")?;
+    if conf.get("flint.executor.memory").is_some() {
+        let m = conf.get_bytes("flint.executor.memory", 0)?;
+        if m < 1 << 20 {
+            return Err(FlintError::Config(format!(
+                "flint.executor.memory={m} bytes: executor memory must be at least 1m"
+            )));
+        }
+    }
+    Ok((cores, max))
+}
+
 /// The cluster's secret for the connection to the Master, from
 /// `flint.authenticate.secret` or the file `flint.authenticate.secret.file`.
 /// A driver launched by a Worker (cluster deploy mode) gets it in its
@@ -1021,6 +1090,8 @@ fn cluster_secret(conf: &flint_core::FlintConf) -> Result<Option<String>> {
 fn every(period: Duration, driver: LocalRef<DriverMsg>, msg: fn() -> DriverMsg) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(period);
+        // After a pause, one tick rather than a burst of the missed ones.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
@@ -1086,6 +1157,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     // context with its message rather than every executor at start-up.
     crate::executor::FetchRetry::from_conf(&s.conf)?;
     s.conf.get_bool("flint.shuffle.readHostLocalDisk", true)?;
+    let (executor_cores, max_cores) = resource_settings(&s.conf)?;
     let secret = flint_deploy::hex(&s.app_secret);
     let cpus = s.scheduler.cpus_per_task();
     let total_cores = Arc::new(AtomicUsize::new(0));
@@ -1117,6 +1189,11 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             (None, masters_of(&s.master)?, 1, None)
         };
     let (network_timeout, heartbeat) = heartbeat_settings(&s.conf)?;
+    let expiry_period = (network_timeout / 4).min(Duration::from_secs(60));
+    let revive_interval = s
+        .conf
+        .get_duration("flint.scheduler.revive.interval", Duration::from_secs(1))?
+        .max(Duration::from_millis(10));
     let max_message_size = s.conf.rpc_max_message_size()?;
     // What may wait for one executor that does not read (the daemons' flag
     // of the same name); at least two frames.
@@ -1210,6 +1287,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 max_queued: max_queued_bytes,
                 max_result_size: s.conf.get_bytes("flint.driver.maxResultSize", 1 << 30)?,
                 timeout: network_timeout,
+                expiry_check: flint_deploy::LateCheck::new(expiry_period),
                 kill_executors,
                 last_launch: None,
                 starvation,
@@ -1226,11 +1304,13 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         );
         every(starvation, driver.clone(), || DriverMsg::CheckStarvation);
         // Spark's HeartbeatReceiver checks at an interval of its own.
-        every(
-            (network_timeout / 4).min(Duration::from_secs(60)),
-            driver.clone(),
-            || DriverMsg::ExpireDeadExecutors,
-        );
+        every(expiry_period, driver.clone(), || {
+            DriverMsg::ExpireDeadExecutors
+        });
+        // Spark's spark.scheduler.revive.interval: offers are also made
+        // periodically, so delay scheduling relaxes its locality level
+        // without waiting for an event, as the local backend does.
+        every(revive_interval, driver.clone(), || DriverMsg::Revive);
         Ok::<_, FlintError>((app_env, master_env, driver))
     })?;
     rt.block_on(async {
@@ -1291,10 +1371,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     // local-cluster[N,C,M]: executors default to the workers' M MiB, as in Spark.
     let default_memory = local_memory_mb.map_or(1 << 30, |m| m << 20);
     let memory_mb = s.conf.get_bytes("flint.executor.memory", default_memory)? >> 20;
-    let cores_per_executor = match s.conf.get("flint.executor.cores") {
-        Some(v) => Some(v.parse::<u32>().map_err(|_| {
-            FlintError::Config(format!("flint.executor.cores={v} is not a whole number"))
-        })?),
+    let cores_per_executor = match executor_cores {
+        Some(n) => Some(n),
         None if local.is_some() => s
             .master
             .strip_prefix("local-cluster[")
@@ -1310,13 +1388,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
     let desc = ApplicationDescription {
         name: s.app_name.clone(),
         binary,
-        max_cores: match s.conf.get("flint.cores.max") {
-            Some(v) => Some(v.parse().map_err(|_| {
-                FlintError::Config(format!("flint.cores.max={v} is not a whole number"))
-            })?),
-            None => None,
-        },
-        memory_per_executor_mb: memory_mb.max(1),
+        max_cores,
+        memory_per_executor_mb: memory_mb,
         cores_per_executor,
         command: Command {
             program,
@@ -1338,6 +1411,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         event_log_dir: None,
         user: flint_deploy::current_user(),
     };
+    // Why each master did not answer, as the connection saw it.
+    let unreachable: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let register = || {
         for m in &masters {
             if let Err(e) = master_env.send(
@@ -1347,6 +1422,31 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             ) {
                 tracing::warn!("cannot register with master {m}: {e}");
             }
+            // The registration is one-way: a small question over the same
+            // connection tells a refused handshake (a wrong secret: final, at
+            // once) from a master not (yet) there (retried, as Spark does).
+            let (env, m, refused, unreachable) = (
+                master_env.clone(),
+                m.clone(),
+                refused.clone(),
+                unreachable.clone(),
+            );
+            rt.spawn(async move {
+                let probe = MasterMsg::RequestDriverStatus {
+                    driver_id: String::new(),
+                };
+                let r: std::result::Result<flint_deploy::messages::DriverStatusResponse, _> = env
+                    .ask(&m, MASTER_ENDPOINT, &probe, Duration::from_secs(10))
+                    .await;
+                if let Err(flint_rpc::RpcError::Connection { reason, .. }) = r {
+                    if reason.contains("refused by peer") {
+                        refused.lock().get_or_insert_with(|| {
+                            format!("{reason} (check flint.authenticate.secret)")
+                        });
+                    }
+                    unreachable.lock().insert(m.to_string(), reason);
+                }
+            });
         }
     };
     register();
@@ -1377,11 +1477,15 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         } else if attempted.elapsed() >= registration_timeout {
             if attempts >= REGISTRATION_RETRIES {
                 tracing::error!("All masters are unresponsive! Giving up.");
+                let seen = unreachable.lock();
                 failure = Some(format!(
                     "All masters are unresponsive! Giving up. (no answer from {} to {attempts} registrations, {} apart; is the master running, and is flint.authenticate.secret the cluster's?)",
                     masters
                         .iter()
-                        .map(ToString::to_string)
+                        .map(|m| match seen.get(&m.to_string()) {
+                            Some(why) => format!("{m} ({why})"),
+                            None => m.to_string(),
+                        })
                         .collect::<Vec<_>>()
                         .join(", "),
                     humantime(registration_timeout)
@@ -1429,6 +1533,47 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
 mod tests {
     use super::*;
     use flint_core::FlintConf;
+
+    #[test]
+    fn executors_without_cores_or_memory_are_refused_before_anything_starts() {
+        let with = |k: &str, v: &str| FlintConf::new().set(k, v);
+        for (k, v, says) in [
+            (
+                "flint.executor.cores",
+                "0",
+                "executor cores must be a positive number",
+            ),
+            (
+                "flint.executor.cores",
+                "-1",
+                "executor cores must be a positive number",
+            ),
+            (
+                "flint.cores.max",
+                "0",
+                "total executor cores must be a positive number",
+            ),
+            (
+                "flint.executor.memory",
+                "0",
+                "executor memory must be at least 1m",
+            ),
+            (
+                "flint.executor.memory",
+                "512k",
+                "executor memory must be at least 1m",
+            ),
+        ] {
+            let err = resource_settings(&with(k, v)).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains(says), "{k}={v}: {err}");
+        }
+        assert_eq!(
+            resource_settings(&with("flint.executor.cores", "2").set("flint.cores.max", "4"))
+                .unwrap(),
+            (Some(2), Some(4))
+        );
+        assert!(resource_settings(&with("flint.executor.memory", "1m")).is_ok());
+    }
 
     #[test]
     fn stage_binaries_keep_one_id_while_their_stage_lives() {

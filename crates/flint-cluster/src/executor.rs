@@ -152,14 +152,21 @@ fn serve() -> Result<()> {
     let conf: FlintConf = rt
         .block_on(env.ask(&driver, DRIVER_ENDPOINT, &DriverMsg::GetConf, ASK))
         .map_err(|e| FlintError::Config(format!("cannot reach the driver at {driver}: {e}")))?;
-    // 2. The executor's environment: its local dir inside the directory the
-    //    Worker gave it.
+    // 2. The executor's environment: its local dir, named by its id, inside
+    //    the application's local dir on this Worker (Spark's
+    //    SPARK_EXECUTOR_DIRS), which the Worker deletes when the application
+    //    ends, even if this process was killed first. An executor started by
+    //    hand, with no such dir, uses its working directory.
     let cwd = std::env::current_dir().map_err(|e| FlintError::io("cannot read", ".", e))?;
+    let app_local = std::env::var_os(crate::EXECUTOR_DIRS_VAR)
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
+    let base = app_local.clone().unwrap_or_else(|| cwd.clone());
     let local = tempfile::Builder::new()
-        .prefix(LOCAL_DIR)
+        .prefix(&local_dir_name(&id))
         .rand_bytes(0)
-        .tempdir_in(&cwd)
-        .map_err(|e| FlintError::io("cannot create local dir in", &cwd, e))?;
+        .tempdir_in(&base)
+        .map_err(|e| FlintError::io("cannot create local dir in", &base, e))?;
     let blocks_dir = local.path().join("blocks");
     std::fs::create_dir_all(&blocks_dir)
         .map_err(|e| FlintError::io("cannot create", &blocks_dir, e))?;
@@ -193,7 +200,7 @@ fn serve() -> Result<()> {
         // Spark's spark.shuffle.readHostLocalDisk.
         node_local: conf
             .get_bool("flint.shuffle.readHostLocalDisk", true)?
-            .then(|| cwd.parent().map(|app| (host.clone(), app.to_path_buf())))
+            .then(|| app_local.map(|app| (host.clone(), app)))
             .flatten(),
     });
     let _ = task_env.shuffle_client.set(client.clone());
@@ -424,12 +431,14 @@ fn heartbeats(
     Ok(())
 }
 
-/// Where an executor keeps its shuffle files and blocks, inside the
-/// directory its Worker gave it (`work/<app>/<executor>/`): a fixed name, so
-/// another executor of the application on the same Worker finds its map
-/// outputs from numbers alone (node-local reads), never from a path in a
-/// message.
-const LOCAL_DIR: &str = "flint-local";
+/// Where an executor keeps its shuffle files and blocks, inside its
+/// application's local dir on its Worker (`work/<app>/local/executor-<id>/`):
+/// named by the executor's id alone, so another executor of the application on
+/// the same Worker finds its map outputs from numbers (node-local reads),
+/// never from a path in a message.
+fn local_dir_name(executor_id: &str) -> String {
+    format!("executor-{executor_id}")
+}
 
 struct ExecutorEndpoint {
     driver: RpcAddress,
@@ -808,8 +817,7 @@ impl Client {
         }
         Some(
             app_dir
-                .join(&s.executor_id)
-                .join(LOCAL_DIR)
+                .join(local_dir_name(&s.executor_id))
                 .join(format!("shuffle_{shuffle_id}_{}_{attempt}.data", s.map_id)),
         )
     }

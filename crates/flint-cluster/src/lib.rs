@@ -86,6 +86,9 @@ pub const DRIVER_URL_VAR: &str = "FLINT_DRIVER_URL";
 pub const EXECUTOR_ID_VAR: &str = "FLINT_EXECUTOR_ID";
 pub const EXECUTOR_CORES_VAR: &str = "FLINT_EXECUTOR_CORES";
 pub const EXECUTOR_HOST_VAR: &str = "FLINT_EXECUTOR_HOST";
+/// The application's local dir on the Worker (Spark's SPARK_EXECUTOR_DIRS):
+/// set by the Worker, which deletes it when the application finishes.
+pub const EXECUTOR_DIRS_VAR: &str = "FLINT_EXECUTOR_DIRS";
 pub const APP_SECRET_VAR: &str = "FLINT_APP_SECRET";
 /// The application's RPC frame limit in bytes (`flint.rpc.message.maxSize`):
 /// the executor's connections must agree with the driver's.

@@ -79,7 +79,13 @@ pub enum DriverMsg {
     StopExecutors,
     /// Internal: the Master says an executor is gone.
     #[serde(skip_deserializing)]
-    Lost { executor_id: String, reason: String },
+    Lost {
+        executor_id: String,
+        reason: String,
+        /// Whether the application may have caused it (see
+        /// `TaskScheduler::executor_lost`): not when its Worker died.
+        caused_by_app: bool,
+    },
     /// Internal timer: declare executors silent past `flint.network.timeout` lost.
     #[serde(skip_deserializing)]
     ExpireDeadExecutors,
@@ -512,6 +518,7 @@ mod tests {
             DriverMsg::Lost {
                 executor_id: "1".into(),
                 reason: "r".into(),
+                caused_by_app: true,
             },
             DriverMsg::ExpireDeadExecutors,
             DriverMsg::CheckStarvation,

@@ -154,6 +154,10 @@ pub fn run_with(a: SubmitArgs, launch: ClientLaunch) -> Result<i32> {
             "--supervise restarts a driver a Worker runs: use it with --deploy-mode cluster",
         ));
     }
+    if let Some(m) = &master {
+        // Refused here, not by the application it would start.
+        flint_core::conf::MasterUrl::parse(m)?;
+    }
     let cluster_master = match a.deploy_mode {
         DeployMode::Client => None,
         DeployMode::Cluster => {
@@ -213,6 +217,13 @@ fn settings(a: &SubmitArgs) -> Result<BTreeMap<String, String>> {
             conf.insert(k.to_string(), v);
         }
     }
+    // Here as well as in the driver, so that cluster deploy mode refuses them
+    // before a Worker launches a driver that would only fail.
+    let mut check = flint_core::FlintConf::new();
+    for (k, v) in &conf {
+        check.set_mut(k.clone(), v.clone());
+    }
+    crate::driver::resource_settings(&check)?;
     Ok(conf)
 }
 

@@ -260,6 +260,13 @@ impl MasterUrl {
         if u.starts_with("flint://") || u.starts_with("local-cluster[") {
             return Ok(MasterUrl::Cluster { url: u.to_string() });
         }
+        // A Spark user's URL for the same kind of Master (the daemons accept
+        // it too).
+        if let Some(rest) = u.strip_prefix("spark://") {
+            return Ok(MasterUrl::Cluster {
+                url: format!("flint://{rest}"),
+            });
+        }
         Err(err("unrecognised master URL"))
     }
 }
@@ -326,7 +333,19 @@ mod tests {
         for bad in ["local[0]", "local[x]", "yarn", "local[2,0]", "local[1,2,3]"] {
             let e = MasterUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
+            // The message names every form, the cluster ones too.
+            assert!(
+                e.contains("flint://host:port") && e.contains("local-cluster[N,C,M]"),
+                "{e}"
+            );
         }
+        // Spark's URL for a standalone Master names Flint's.
+        assert_eq!(
+            MasterUrl::parse("spark://h:7077").unwrap(),
+            MasterUrl::Cluster {
+                url: "flint://h:7077".into()
+            }
+        );
         // Cluster URLs go to the cluster backend, which parses them itself.
         for url in ["flint://h:7077", "local-cluster[2,1,512]"] {
             assert_eq!(

@@ -68,6 +68,9 @@ struct Inner {
 
 impl FlintContext {
     pub fn new(conf: FlintConf) -> Result<Self> {
+        if let Some(hook) = ON_NEW_CONTEXT.get() {
+            hook();
+        }
         if std::env::var(crate::executor::ROLE_VAR).as_deref() == Ok("executor") {
             // Else a Worker's executor would run the application's main as a
             // second driver.
@@ -80,8 +83,14 @@ impl FlintContext {
             Some(m) => m.to_string(),
             None => std::env::var("FLINT_MASTER").unwrap_or_else(|_| "local[*]".into()),
         };
+        let parsed = MasterUrl::parse(&master)?;
+        // `spark://` comes back as `flint://`: the backend parses that.
+        let master = match &parsed {
+            MasterUrl::Cluster { url } => url.clone(),
+            MasterUrl::Local { .. } => master,
+        };
         conf.set_mut("flint.master", master.clone());
-        let (threads, mut max_failures, cluster) = match MasterUrl::parse(&master)? {
+        let (threads, mut max_failures, cluster) = match parsed {
             MasterUrl::Local {
                 threads,
                 max_failures,
@@ -648,6 +657,15 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+static ON_NEW_CONTEXT: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs as each context is created (the first setting stays):
+/// `flint::init` installs its default logging there, so that a subscriber the
+/// application installs after `init` and before its context comes first.
+pub fn on_new_context(hook: fn()) {
+    let _ = ON_NEW_CONTEXT.set(hook);
 }
 
 /// Refuses a job over partitions the RDD does not have (or one listed twice)

@@ -11,7 +11,9 @@ pub enum FlintError {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    #[error("invalid master URL '{url}': {reason}. Use local, local[N], local[*] or local[N,F]")]
+    #[error(
+        "invalid master URL '{url}': {reason}. Use local, local[N], local[*] or local[N,F] (threads in this process), local-cluster[N,C,M] (a cluster in this process), or flint://host:port (a standalone Master)"
+    )]
     MasterUrl { url: String, reason: String },
 
     #[error("{op} '{path}': {source}")]

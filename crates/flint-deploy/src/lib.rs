@@ -44,6 +44,42 @@ pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)
 /// `flint_core::conf::SUBMIT_CONF_VAR`); never inherited by executors.
 pub const SUBMIT_CONF_VAR: &str = "FLINT_SUBMIT_CONF";
 
+/// How late a periodic liveness check ran. A process that was stopped
+/// (SIGSTOP, a debugger, a VM pause) or starved of CPU could read no heartbeat
+/// meanwhile either: the heartbeats its peers sent are still in its sockets.
+/// The check gives its peers that time back instead of declaring them dead the
+/// moment it resumes, before it has read them (found stopping a driver for
+/// 15 s: both healthy executors were killed on resume, their blocks and map
+/// outputs lost).
+#[derive(Debug)]
+pub struct LateCheck {
+    last: std::time::Instant,
+    period: std::time::Duration,
+}
+
+impl LateCheck {
+    pub fn new(period: std::time::Duration) -> Self {
+        LateCheck {
+            last: std::time::Instant::now(),
+            period,
+        }
+    }
+
+    /// Called at each check: how much later than one period after the last
+    /// check this one runs (zero when on time).
+    pub fn lateness(&mut self, now: std::time::Instant) -> std::time::Duration {
+        let gap = now.saturating_duration_since(self.last);
+        self.last = now;
+        gap.saturating_sub(self.period)
+    }
+}
+
+/// A peer's last heartbeat moved later by `late` (the time this process did not
+/// run), never past `now`.
+pub fn excuse(last: &mut std::time::Instant, late: std::time::Duration, now: std::time::Instant) {
+    *last = (*last + late).min(now);
+}
+
 /// Bytes as lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -128,4 +164,31 @@ pub fn current_user() -> String {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_late_check_gives_its_peers_the_time_it_did_not_run() {
+        let period = Duration::from_secs(1);
+        let mut check = LateCheck::new(period);
+        let start = check.last;
+        // On time: nothing given back.
+        assert_eq!(check.lateness(start + period), Duration::ZERO);
+        // The next check comes 10 s after that one: 9 s late.
+        let now = start + period + Duration::from_secs(10);
+        let late = check.lateness(now);
+        assert_eq!(late, Duration::from_secs(9));
+        // A heartbeat 10.5 s old counts as 1.5 s old; one newer than the
+        // pause is not moved past now.
+        let mut old = now - Duration::from_millis(10_500);
+        excuse(&mut old, late, now);
+        assert_eq!(now.duration_since(old), Duration::from_millis(1500));
+        let mut fresh = now - Duration::from_millis(100);
+        excuse(&mut fresh, late, now);
+        assert_eq!(fresh, now);
+    }
 }

@@ -257,6 +257,8 @@ fn now_ms() -> i64 {
 
 pub struct Master {
     conf: MasterConf,
+    /// How late each worker-timeout check runs (see `LateCheck`).
+    timeout_check: crate::LateCheck,
     url: String,
     address: RpcAddress,
     webui_url: String,
@@ -352,6 +354,7 @@ impl Master {
                     .build_hasher()
                     .finish()
             },
+            timeout_check: crate::LateCheck::new(conf.worker_timeout),
             conf,
         };
         let master_ref = env.setup_endpoint(MASTER_ENDPOINT, master);
@@ -536,7 +539,21 @@ impl Master {
         if let Some(b) = &mut desc.binary {
             b.source = from.clone();
         }
-        let refused = refuse_user(&self.conf.acls, &desc.user, "register applications");
+        let refused = refuse_user(&self.conf.acls, &desc.user, "register applications").or_else(
+            || {
+                // Executors with no cores or memory could run nothing, and
+                // would be launched again and again.
+                (desc.cores_per_executor == Some(0)
+                    || desc.max_cores == Some(0)
+                    || desc.memory_per_executor_mb == 0)
+                    .then(|| {
+                        format!(
+                            "application {} asks for executors with no cores or no memory (flint.executor.cores, flint.cores.max and flint.executor.memory must be positive)",
+                            desc.name
+                        )
+                    })
+            },
+        );
         if let Some(message) = refused {
             tracing::warn!("{message} (from {from})");
             self.send_app(ctx, &from, &AppClientMsg::ApplicationRemoved { message });
@@ -1019,6 +1036,16 @@ impl Master {
         let timeout = self.conf.worker_timeout;
         let reap = timeout * (self.conf.reaper_iterations + 1);
         let now = Instant::now();
+        let late = self.timeout_check.lateness(now);
+        if late > Duration::from_millis(500) {
+            tracing::warn!(
+                "the master did not run for {} ms (stopped or starved of CPU): workers' heartbeat deadlines extended by as much",
+                late.as_millis()
+            );
+        }
+        for w in self.workers.values_mut() {
+            crate::excuse(&mut w.last_heartbeat, late, now);
+        }
         let expired: Vec<String> = self
             .workers
             .values()

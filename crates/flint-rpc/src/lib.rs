@@ -946,9 +946,55 @@ impl RpcEnv {
         })
     }
 
+    /// As `send`, but only over the live connection `to` opened to this
+    /// process (the newest, if several), never one this process dialed and
+    /// never dialing: how a server talks to the peers that registered with
+    /// it over their own connections (a driver to its executors), whatever
+    /// was dialed at their address before (a dead peer's port, reused by a
+    /// new one, would otherwise be dialed, and the new peer would rightly
+    /// refuse what arrives on a connection it did not open).
+    pub fn send_accepted<M: Serialize>(
+        &self,
+        to: &RpcAddress,
+        endpoint: &str,
+        msg: &M,
+    ) -> Result<(), RpcError> {
+        let payload = encode(msg)?;
+        self.check_size(payload.len())?;
+        let (_, conn) = self.accepted_connection(to, endpoint)?;
+        conn.send(&Wire::Send {
+            to: endpoint.to_string(),
+            payload,
+        })
+    }
+
+    /// `ask` over the connection `send_accepted` would use.
+    pub async fn ask_accepted<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        to: &RpcAddress,
+        endpoint: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let route = self.accepted_connection(to, endpoint)?;
+        self.ask_over(route, to, endpoint, req, timeout).await
+    }
+
     /// Sends `req` and waits up to `timeout` for the reply.
     pub async fn ask<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        to: &RpcAddress,
+        endpoint: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let route = self.connection(to);
+        self.ask_over(route, to, endpoint, req, timeout).await
+    }
+
+    async fn ask_over<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        (conn_id, conn): (u64, ConnTx),
         to: &RpcAddress,
         endpoint: &str,
         req: &Req,
@@ -958,7 +1004,6 @@ impl RpcEnv {
         self.check_size(payload.len())?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let (conn_id, conn) = self.connection(to);
         lock(&self.inner.asks).insert(id, ReplySlot { conn: conn_id, tx });
         let sent = conn.send(&Wire::Ask {
             id,
@@ -1012,6 +1057,23 @@ impl RpcEnv {
         LengthDelimitedCodec::builder()
             .max_frame_length(HANDSHAKE_FRAME_LIMIT)
             .new_codec()
+    }
+
+    /// The newest live connection that `to` opened to this process.
+    fn accepted_connection(
+        &self,
+        to: &RpcAddress,
+        endpoint: &str,
+    ) -> Result<(u64, ConnTx), RpcError> {
+        lock(&self.inner.conns)
+            .get(to)
+            .and_then(|v| v.iter().rev().find(|c| !c.dialed && !c.tx.is_closed()))
+            .map(|c| (c.id, c.tx.clone()))
+            .ok_or_else(|| RpcError::Connection {
+                to: to.to_string(),
+                endpoint: endpoint.into(),
+                reason: "no live connection from it".into(),
+            })
     }
 
     /// The id and writer channel of the connection to `to`: a live one this

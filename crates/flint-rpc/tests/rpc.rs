@@ -415,3 +415,71 @@ async fn tls_connections_work_and_refuse_peers_outside_the_trust() {
         "{e}"
     );
 }
+
+/// Records how each note arrived: over a connection it dialed or one it accepted.
+struct ViaLog(Log);
+
+impl Endpoint for ViaLog {
+    type Msg = Msg;
+    fn receive(&mut self, _ctx: &EndpointCtx<Msg>, from: Peer, msg: Msg, _reply: Option<Replier>) {
+        if let Msg::Note(n) = msg {
+            self.0
+                .0
+                .lock()
+                .unwrap()
+                .push(format!("note {n} via {:?}", from.via));
+        }
+    }
+}
+
+/// A peer that registered over its own connection dies, the server dials its
+/// address once (refused), and a new peer comes up on the same port (the
+/// kernel reuses ephemeral ports): `send_accepted` reaches the new peer over
+/// the connection it opened, as a driver's messages to its executors must
+/// (an executor refuses tasks arriving on a connection it did not open),
+/// where `send` would dial the address again.
+#[tokio::test]
+async fn send_accepted_uses_the_peer_s_own_connection_after_its_port_is_reused() {
+    let log = Log::default();
+    let srv = server(&log).await;
+    let srv_addr = srv.address().unwrap().clone();
+    let first = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", RpcConf::default())
+        .await
+        .unwrap();
+    let addr = first.address().unwrap().clone();
+    first.send(&srv_addr, "echo", &Msg::Note(1)).unwrap();
+    wait_for(&log, &format!("note 1 from {addr}")).await;
+    first.shutdown();
+    wait_for(&log, &format!("disconnected {addr}")).await;
+    // No live connection from it: refused at once, nothing dialed.
+    let e = srv.send_accepted(&addr, "echo", &Msg::Note(2)).unwrap_err();
+    assert!(e.to_string().contains("no live connection"), "{e}");
+    // A plain send dials the dead address (refused): now "dialed before".
+    let _ = srv.send(&addr, "echo", &Msg::Note(3));
+    wait_for(&log, &format!("disconnected {addr}")).await;
+    // The same port again, for a new peer.
+    let mut second = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.is_none() {
+        match RpcEnv::server("127.0.0.1", addr.port, "127.0.0.1", RpcConf::default()).await {
+            Ok(env) => second = Some(env),
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "port {} not free again: {e}",
+                    addr.port
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let second = second.unwrap();
+    let seen = Log::default();
+    second.setup_endpoint("echo", ViaLog(seen.clone()));
+    second.send(&srv_addr, "echo", &Msg::Note(4)).unwrap();
+    wait_for(&log, &format!("note 4 from {addr}")).await;
+    srv.send_accepted(&addr, "echo", &Msg::Note(5)).unwrap();
+    wait_for(&seen, "note 5 via Dialed").await;
+    second.shutdown();
+    srv.shutdown();
+}

@@ -118,6 +118,31 @@ fn tune_allocator() {
     }
 }
 
+/// What Spark's default log4j configuration does: warnings and errors go to
+/// standard error, so a driver that waits for resources, loses an executor or
+/// retries a fetch says so instead of going quiet (an executor's lands in its
+/// stderr file in the Worker's work dir). `FLINT_LOG` (then `RUST_LOG`) sets
+/// the filter, as `info` or `flint_cluster=debug`. Installed as the first
+/// context is created, unless the application has installed a subscriber by
+/// then (in an executor, at once).
+#[cfg(feature = "logging")]
+fn install_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::EnvFilter;
+        let filter = std::env::var("FLINT_LOG")
+            .ok()
+            .and_then(|v| EnvFilter::try_new(v).ok())
+            .or_else(|| EnvFilter::try_from_default_env().ok())
+            .unwrap_or_else(|| EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init();
+    });
+}
+
 /// See `flint_cluster::submit::is_flint_application`.
 static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
 
@@ -135,8 +160,14 @@ pub fn init() {
     if std::env::var(flint_core::executor::ROLE_VAR).as_deref() == Ok("executor")
         && std::env::var(flint_cluster::DRIVER_URL_VAR).is_ok()
     {
+        #[cfg(feature = "logging")]
+        install_logging();
         flint_cluster::executor::run();
     }
+    // In a driver, as its context is created: after the application's own
+    // logging set-up, if it has one.
+    #[cfg(feature = "logging")]
+    flint_core::context::on_new_context(install_logging);
     flint_core::init();
 }
 

@@ -369,7 +369,8 @@ fn a_killed_executor_s_map_outputs_are_recomputed(input: &str, dir: &std::path::
 /// removed on the executors too, not only in the driver's own directory.
 fn cleanup_reaches_the_executors(input: &str) {
     let sc = FlintContext::new(cluster_conf("cluster-cleanup")).unwrap();
-    // Each executor's work dir (its local dirs live inside).
+    // Each executor's work dir (`work/<app>/<id>`); their local dirs live in
+    // the application's local dir beside them (`work/<app>/local`).
     let dirs: Vec<std::path::PathBuf> = sc
         .parallelize((0..8u32).collect::<Vec<_>>(), 8)
         .map(Fn!(|_x: u32| std::env::current_dir()
@@ -381,7 +382,7 @@ fn cleanup_reaches_the_executors(input: &str) {
         .collect()
         .unwrap()
         .into_iter()
-        .map(std::path::PathBuf::from)
+        .map(|d| std::path::Path::new(&d).parent().unwrap().join("local"))
         .collect();
     fn shuffle_files(dir: &std::path::Path) -> usize {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -616,13 +617,46 @@ fn no_resources_warn_and_a_dead_master_is_given_up(dir: &std::path::Path) {
     .expect("a context without a master")
     .to_string();
     assert!(
-        err.contains("All masters are unresponsive! Giving up."),
-        "{err}"
+        err.contains("All masters are unresponsive! Giving up.")
+            && err.contains("Connection refused"),
+        "the error says what the connection saw: {err}"
     );
     assert!(
         started.elapsed() >= std::time::Duration::from_millis(600),
         "3 attempts, 200 ms apart"
     );
+    // A master with a secret refuses a driver without it: the context fails
+    // at once with the refusal, not after three registrations.
+    let secured = rt
+        .block_on(flint_deploy::Master::start(flint_deploy::MasterConf {
+            port: 0,
+            webui_port: 0,
+            rpc: flint_rpc::RpcConf {
+                secret: Some("a-cluster-secret".into()),
+                ..flint_rpc::RpcConf::default()
+            },
+            ..flint_deploy::MasterConf::default()
+        }))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = FlintContext::new(
+        FlintConf::new()
+            .master(format!("flint://{}", secured.address))
+            .set("flint.standalone.registrationTimeout", "20s"),
+    )
+    .err()
+    .expect("a context refused by its master")
+    .to_string();
+    assert!(
+        err.contains("refused") && err.contains("flint.authenticate.secret"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "refused at once, not after a registration timeout: {:?}",
+        started.elapsed()
+    );
+    rt.block_on(async { secured.env.shutdown() });
 }
 
 /// Two applications share a two-core cluster by the Master's rules
@@ -1400,8 +1434,156 @@ fn node_local_reads_and_a_dead_host(input: &str, dir: &std::path::Path) {
     let mut again = counts.collect().unwrap();
     again.sort();
     assert_eq!(again, got, "the same counts after the host died");
+    let app_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("hostB"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("app-"))
+        .collect();
+    assert_eq!(app_dirs.len(), 1, "one application ran: {app_dirs:?}");
+    let app = &app_dirs[0];
+    let shuffle_files = || {
+        std::fs::read_dir(app.join("local"))
+            .into_iter()
+            .flatten()
+            .flat_map(|e| std::fs::read_dir(e.unwrap().path()).into_iter().flatten())
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("shuffle_")
+            })
+            .count()
+    };
+    assert!(
+        shuffle_files() > 0,
+        "the executors keep their map outputs in the application's local dir"
+    );
     sc.stop();
+    // As Spark's Worker: when the application ends its local dirs (shuffle
+    // files, blocks) are deleted, whatever its executors managed to remove
+    // as they were stopped; the executors' logs stay.
+    wait_until(
+        "the finished application's local dir is deleted",
+        30,
+        || !app.join("local").exists(),
+    );
+    let logs = std::fs::read_dir(app)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("stderr").exists())
+        .count();
+    assert_eq!(logs, 2, "both executors' logs are kept");
     rt.block_on(async { master.env.shutdown() });
+}
+
+/// A task that aborts its executor's process on every attempt fails its job
+/// after flint.task.maxFailures (4) attempts, as Spark's ExecutorLostFailure
+/// ("exited caused by one of the running tasks"), instead of having the
+/// Master start executors for it forever; the context still works after.
+fn a_task_that_kills_its_executor_fails_the_job() {
+    let sc = FlintContext::new(cluster_conf("executor-killing-task")).unwrap();
+    let job = {
+        let sc = sc.clone();
+        std::thread::spawn(move || {
+            sc.parallelize((0..8u32).collect::<Vec<_>>(), 4)
+                .map(Fn!(|x: u32| {
+                    if x == 7 {
+                        std::process::abort();
+                    }
+                    x
+                }))
+                .collect()
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !job.is_finished() {
+        if std::time::Instant::now() > deadline {
+            sc.stop();
+            panic!("the job neither failed nor finished within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("failed 4 times") && err.contains("exited caused by one of the running tasks"),
+        "{err}"
+    );
+    // New executors replace the dead ones and the next job runs.
+    let n = sc
+        .parallelize((0..8u32).collect::<Vec<_>>(), 4)
+        .count()
+        .unwrap();
+    assert_eq!(n, 8);
+    sc.stop();
+}
+
+/// The child of the test below: a driver with a 2 s network timeout that
+/// its parent stops (SIGSTOP) for longer than that once its executors run.
+fn paused_driver() {
+    let sc = FlintContext::new(
+        cluster_conf("paused-driver")
+            .set("flint.network.timeout", "2s")
+            .set("flint.executor.heartbeatInterval", "200ms"),
+    )
+    .unwrap();
+    let pids = || {
+        let mut p = sc
+            .parallelize((0..20u32).collect::<Vec<_>>(), 20)
+            .map(Fn!(|_x: u32| std::process::id()))
+            .distinct()
+            .collect()
+            .unwrap();
+        p.sort();
+        p
+    };
+    let mut before = pids();
+    while before.len() < 2 {
+        before = pids();
+    }
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    // Resumed: whatever expiry checks run now (several periods of 500 ms)
+    // must not count the pause against the executors. Waiting for something
+    // not to happen is a wait of a set length.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let lost: Vec<String> = harness::logs()
+        .lines()
+        .filter(|l| l.contains("lost executor"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lost, Vec::<String>::new(), "executors lost after the pause");
+    assert_eq!(pids(), before, "the same executors run the next job");
+    println!("no executor lost");
+    sc.stop();
+}
+
+/// A driver that was stopped (SIGSTOP, a debugger, a paused VM) for longer
+/// than flint.network.timeout does not declare its healthy executors dead the
+/// moment it resumes, before it has read the heartbeats they sent meanwhile:
+/// the expiry check gives back the time it did not run.
+fn a_paused_driver_keeps_its_executors() {
+    use std::io::{BufRead, Write};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--paused-driver")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the child's executors run");
+    signal(pid, "-STOP");
+    // The pause under test: longer than the 2 s network timeout.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    signal(pid, "-CONT");
+    writeln!(child.stdin.as_mut().unwrap(), "resumed").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && rest.contains("no executor lost"),
+        "the paused driver lost executors: {status} {rest}"
+    );
 }
 
 /// The child of the test below: runs a shuffle on a `local-cluster`, then
@@ -1472,6 +1654,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--worker") {
         worker_process(&args[2], &args[3], &args[4], args[5].parse().unwrap());
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--paused-driver") {
+        paused_driver();
         return;
     }
     if args.get(1).map(String::as_str) == Some("--leaked-local-cluster") {
@@ -1592,5 +1778,13 @@ fn main() {
         let d = d.clone();
         Box::new(move || a_leaked_local_cluster_leaves_nothing_at_exit(&d))
     }));
+    tests.push((
+        "a_task_that_kills_its_executor_fails_the_job",
+        Box::new(a_task_that_kills_its_executor_fails_the_job),
+    ));
+    tests.push((
+        "a_paused_driver_keeps_its_executors",
+        Box::new(a_paused_driver_keeps_its_executors),
+    ));
     harness::run("cluster_mode", &args, tests);
 }

@@ -676,9 +676,6 @@ impl TaskScheduler {
         self.revive();
     }
 
-    /// An executor died (its process, not a task's fault): its running tasks
-    /// are queued again without counting as failures, and the DAG scheduler
-    /// forgets the map outputs it held (Spark's executorLost).
     /// Whether any task set still has tasks to run or running.
     pub fn has_active_task_sets(&self) -> bool {
         !self.state.lock().sets.is_empty()
@@ -699,7 +696,17 @@ impl TaskScheduler {
         });
     }
 
-    pub fn executor_lost(&self, executor: &str, reason: &str) {
+    /// An executor died: its running tasks are queued again and the DAG
+    /// scheduler forgets the map outputs it held (Spark's executorLost). As
+    /// Spark's ExecutorLostFailure, each of those tasks counts a failure when
+    /// the loss may be the application's doing (`caused_by_app`: the process
+    /// exited or went silent, perhaps because a task aborted or exhausted it),
+    /// so a task that kills every executor it runs on fails its job after
+    /// `maxFailures` attempts instead of killing executors forever; a loss
+    /// known not to be (its Worker died) counts nothing.
+    pub fn executor_lost(&self, executor: &str, reason: &str, caused_by_app: bool) {
+        let mut failed = Vec::new();
+        let mut kills = Vec::new();
         {
             let mut st = self.state.lock();
             let st = &mut *st;
@@ -716,11 +723,32 @@ impl TaskScheduler {
                         continue;
                     };
                     let i = copy.index;
+                    let partition = tsm.set.partitions[i];
                     tsm.copies[i] -= 1;
-                    if !tsm.successful[i] && !tsm.zombie && tsm.copies[i] == 0 {
-                        tsm.add_pending(i, true);
+                    if !tsm.successful[i] && !tsm.zombie {
+                        if caused_by_app {
+                            tsm.failures[i] += 1;
+                        }
+                        if tsm.failures[i] >= self.max_failures {
+                            tsm.zombie = true;
+                            kills.extend(tsm.running.keys().copied());
+                            let (stage_id, stage_attempt) = *key;
+                            failed.push(DagEvent::TaskSetFailed {
+                                stage_id,
+                                stage_attempt,
+                                partition,
+                                attempts: tsm.failures[i],
+                                message: format!(
+                                    "Lost task {partition}.{} in stage {stage_id}.{stage_attempt} (TID {tid}) ({} executor {executor}): ExecutorLostFailure (executor {executor} exited caused by one of the running tasks) Reason: {reason}",
+                                    copy.attempt, copy.host
+                                ),
+                                backtrace: None,
+                            });
+                        } else if tsm.copies[i] == 0 {
+                            tsm.add_pending(i, true);
+                        }
                     }
-                    lost.push((tid, *key, tsm.set.partitions[i], tsm.set.pool.clone()));
+                    lost.push((tid, *key, partition, tsm.set.pool.clone()));
                 }
             }
             for (tid, (stage_id, attempt), partition, pool) in lost {
@@ -746,6 +774,14 @@ impl TaskScheduler {
         let _ = self.dag.send(DagEvent::ExecutorLost {
             executor: executor.to_string(),
         });
+        for e in failed {
+            let _ = self.dag.send(e);
+        }
+        if let Some(b) = self.backend.get() {
+            for k in kills {
+                b.kill_task(k);
+            }
+        }
         self.revive();
     }
 
@@ -1162,7 +1198,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_executor_s_tasks_run_again_without_counting_as_failures() {
+    fn tasks_of_an_executor_whose_worker_died_run_again_without_counting_as_failures() {
         // maxFailures 1: a counted failure would abort the set.
         let (ts, dag) = scheduler_with(Duration::ZERO, 1);
         ts.submit_tasks(set(0, 0, 0, 2));
@@ -1177,7 +1213,8 @@ mod tests {
         let a = launch(&ts, &on("A"), now);
         let b = launch(&ts, &on("B"), now);
         assert_eq!((a.len(), b.len()), (1, 1));
-        ts.executor_lost("A", "process died");
+        // Its Worker died: not the application's doing.
+        ts.executor_lost("A", "worker lost", false);
         assert!(
             matches!(dag.try_recv(), Ok(DagEvent::ExecutorLost { ref executor }) if executor == "A"),
             "the DAG scheduler hears of it"
@@ -1192,7 +1229,7 @@ mod tests {
             !events
                 .iter()
                 .any(|e| matches!(e, DagEvent::TaskSetFailed { .. })),
-            "an executor's death is not the task's failure"
+            "a dead Worker is not the task's failure"
         );
         assert_eq!(
             events
@@ -1204,5 +1241,50 @@ mod tests {
         // A late report from the dead executor's task is ignored.
         ts.status_update(a[0].0, failed("late"), Duration::ZERO);
         assert!(dag.try_recv().is_err());
+    }
+
+    /// A task that kills each executor it runs on (it aborts the process, or
+    /// exhausts its memory) fails its job after maxFailures attempts, as
+    /// Spark's ExecutorLostFailure, instead of killing executors forever.
+    #[test]
+    fn a_task_that_kills_its_executors_fails_after_max_failures() {
+        let (ts, dag) = scheduler_with(Duration::ZERO, 3);
+        ts.submit_tasks(set(0, 0, 0, 1));
+        let now = Instant::now();
+        for (n, e) in ["A", "B", "C"].into_iter().enumerate() {
+            let offer = vec![WorkerOffer {
+                executor_id: e.into(),
+                host: format!("h{e}"),
+                cores: 1,
+            }];
+            let got = launch(&ts, &offer, now);
+            assert_eq!(got.len(), 1, "attempt {n} launched on {e}");
+            ts.executor_lost(e, "its connection to the driver closed", true);
+        }
+        let failed: Vec<_> = dag
+            .try_iter()
+            .filter_map(|e| match e {
+                DagEvent::TaskSetFailed {
+                    attempts, message, ..
+                } => Some((attempts, message)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, 3);
+        assert!(
+            failed[0]
+                .1
+                .contains("executor C exited caused by one of the running tasks")
+                && failed[0].1.contains("its connection to the driver closed"),
+            "{}",
+            failed[0].1
+        );
+        let offer = vec![WorkerOffer {
+            executor_id: "D".into(),
+            host: "hD".into(),
+            cores: 1,
+        }];
+        assert!(launch(&ts, &offer, now).is_empty(), "nothing more runs");
     }
 }
