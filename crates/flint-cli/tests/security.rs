@@ -464,6 +464,71 @@ fn idle_web_ui_clients_cannot_starve_the_daemon_of_file_descriptors() {
     drop(d);
 }
 
+/// Sockets that send nothing, from several hosts, fill the web UI's
+/// connection slots and stay open: they are closed after the UI's idle time
+/// (10 s), so `/json` answers again while the strangers still hold their
+/// sockets, rather than never.
+#[test]
+fn idle_web_ui_sockets_from_many_hosts_are_closed_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = spawn(
+        "master",
+        dir.path(),
+        &[
+            "master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+        ],
+    );
+    let web: u16 = d
+        .line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let rt = runtime();
+    // 8 hosts x 24 sockets: more than the UI's 128 slots, each host within
+    // its quarter.
+    let idle: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut v = Vec::new();
+        for host in 2..10u8 {
+            for _ in 0..24 {
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                sock.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+                    .unwrap();
+                if let Ok(c) = sock
+                    .connect(std::net::SocketAddr::from(([127, 0, 0, 1], web)))
+                    .await
+                {
+                    v.push(c);
+                }
+            }
+        }
+        v
+    });
+    assert!(idle.len() > 128, "only {} connections opened", idle.len());
+    let started = std::time::Instant::now();
+    poll(
+        "the web UI answers while idle sockets are open",
+        DEADLINE,
+        || get_json(web),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    drop(d);
+}
+
 /// The `sleep` processes running with a working directory under `dir`.
 fn sleepers_under(dir: &std::path::Path) -> Vec<i32> {
     processes_under(dir)

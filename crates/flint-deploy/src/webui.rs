@@ -41,7 +41,18 @@ fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsC
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_UI_CONNECTIONS));
         let r = match tls {
-            None => axum::serve(Capped { listener, slots }, app).await,
+            None => {
+                let per_source = PerSource::default();
+                axum::serve(
+                    Capped {
+                        listener,
+                        slots,
+                        per_source,
+                    },
+                    app,
+                )
+                .await
+            }
             Some(tls) => axum::serve(TlsListener::start(listener, tls, slots), app).await,
         };
         if let Err(e) = r {
@@ -69,6 +80,7 @@ impl TlsListener {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         let slots = Arc::new(tokio::sync::Semaphore::new(64));
+        let per_source = PerSource::default();
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -82,6 +94,9 @@ impl TlsListener {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
+                let Some(source) = SourceSlot::take(&per_source, peer.ip()) else {
+                    continue;
+                };
                 let Ok(held) = open.clone().try_acquire_owned() else {
                     continue;
                 };
@@ -90,7 +105,7 @@ impl TlsListener {
                     let _permit = permit;
                     match tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await {
                         Ok(Ok(s)) => {
-                            let _ = done.send((Held { io: s, _slot: held }, peer)).await;
+                            let _ = done.send((Held::new(s, held, source), peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!("web UI TLS handshake from {peer} failed: {e}")
@@ -191,6 +206,7 @@ async fn master_page(State(m): State<LocalRef<MasterMsg>>) -> Response {
 struct Capped {
     listener: tokio::net::TcpListener,
     slots: Arc<tokio::sync::Semaphore>,
+    per_source: PerSource,
 }
 
 impl axum::serve::Listener for Capped {
@@ -200,10 +216,16 @@ impl axum::serve::Listener for Capped {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.listener.accept().await {
-                Ok((io, peer)) => match self.slots.clone().try_acquire_owned() {
-                    Ok(slot) => return (Held { io, _slot: slot }, peer),
-                    Err(_) => tracing::debug!("web UI full; closing connection from {peer}"),
-                },
+                Ok((io, peer)) => {
+                    let Some(source) = SourceSlot::take(&self.per_source, peer.ip()) else {
+                        tracing::debug!("web UI: {peer}'s host holds its share; closing");
+                        continue;
+                    };
+                    match self.slots.clone().try_acquire_owned() {
+                        Ok(slot) => return (Held::new(io, slot, source), peer),
+                        Err(_) => tracing::debug!("web UI full; closing connection from {peer}"),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!("web UI accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -218,9 +240,85 @@ impl axum::serve::Listener for Capped {
 }
 
 /// A connection holding one of the web UI's slots until it closes.
+/// A web UI connection that moves no byte either way for this long is closed
+/// (no request in time, an idle keep-alive, a client that stopped reading),
+/// so sockets left open cannot keep the UI's slots from other clients.
+const UI_IDLE: Duration = Duration::from_secs(10);
+
+/// Slots one source address may hold (a quarter of them).
+const UI_CONNECTIONS_PER_SOURCE: usize = MAX_UI_CONNECTIONS / 4;
+
+/// Open connections per source address, shared by a listener's connections.
+type PerSource = Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// A source address's share of the slots, given back on drop.
+struct SourceSlot {
+    counts: PerSource,
+    ip: std::net::IpAddr,
+}
+
+impl SourceSlot {
+    fn take(counts: &PerSource, ip: std::net::IpAddr) -> Option<Self> {
+        let mut m = counts.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= UI_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 struct Held<S> {
     io: S,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _source: SourceSlot,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Held<S> {
+    fn new(io: S, slot: tokio::sync::OwnedSemaphorePermit, source: SourceSlot) -> Self {
+        Held {
+            io,
+            _slot: slot,
+            _source: source,
+            idle: Box::pin(tokio::time::sleep(UI_IDLE)),
+        }
+    }
+
+    /// Bytes moved: the idle clock starts again.
+    fn moved(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(tokio::time::Instant::now() + UI_IDLE);
+    }
+
+    /// Pending I/O: an error once the connection has been idle too long.
+    fn idle_too_long(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.idle.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "web UI connection idle too long",
+    )
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
@@ -229,7 +327,19 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.io).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.moved();
+                }
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending if self.idle_too_long(cx) => {
+                std::task::Poll::Ready(Err(idle_error()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -239,7 +349,18 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.moved();
+                }
+                std::task::Poll::Ready(r)
+            }
+            std::task::Poll::Pending if self.idle_too_long(cx) => {
+                std::task::Poll::Ready(Err(idle_error()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 
     fn poll_flush(

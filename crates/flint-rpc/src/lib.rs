@@ -12,7 +12,8 @@
 //! they know the secret without sending it; a dialer with a secret refuses a
 //! peer that cannot prove it. Until the handshake completes frames are limited
 //! to [`HANDSHAKE_FRAME_LIMIT`] bytes, at most `max_pending_handshakes`
-//! connections may be in their handshake at once, and each has
+//! connections may be in their handshake at once (a new one replaces the
+//! oldest; a quarter of them per source address), and each has
 //! `handshake_timeout` to finish; after it, frames are bounded by
 //! `RpcConf::max_message_size` (128 MiB by default, Spark's
 //! `spark.rpc.message.maxSize`). Bad bytes close that connection with a logged
@@ -132,7 +133,8 @@ pub struct RpcConf {
     pub secret: Option<String>,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// Connections allowed in their handshake at once; more are closed at once.
+    /// Connections allowed in their handshake at once (a quarter of them per
+    /// source address); when all are taken, a new one replaces the oldest.
     pub max_pending_handshakes: usize,
     /// Bytes a connection may have waiting to be written; a peer that lets
     /// more pile up (it stopped reading) is disconnected. The connection's
@@ -443,6 +445,15 @@ fn nonce() -> [u8; 32] {
         panic!("the system's random number source failed: {e}");
     }
     n
+}
+
+/// A warning about a refused connection, rate-limited (`refusal_logged`).
+macro_rules! refusal {
+    ($($arg:tt)*) => {
+        if refusal_logged() {
+            tracing::warn!($($arg)*);
+        }
+    };
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RpcError> {
@@ -792,7 +803,10 @@ struct Inner {
     pending_from: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Nonces of this process's own handshakes in flight (see dial_handshake).
     dialing: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
-    handshakes: Arc<tokio::sync::Semaphore>,
+    /// Connections in their handshake, oldest first, each with the token
+    /// that gives it up (see `HandshakeSlot`).
+    handshakes:
+        std::sync::Mutex<std::collections::VecDeque<(u64, tokio_util::sync::CancellationToken)>>,
     shutdown: tokio_util::sync::CancellationToken,
     /// The runtime this environment's tasks run on, so `send` and
     /// `setup_endpoint` also work from threads outside it.
@@ -824,9 +838,7 @@ impl RpcEnv {
                 dialing: Default::default(),
                 pending_from: Default::default(),
                 dialed_before: Default::default(),
-                handshakes: Arc::new(tokio::sync::Semaphore::new(
-                    conf.max_pending_handshakes.max(1),
-                )),
+                handshakes: Default::default(),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 rt: tokio::runtime::Handle::current(),
             }),
@@ -1244,23 +1256,39 @@ impl RpcEnv {
     }
 
     async fn accept(&self, stream: TcpStream, peer: SocketAddr) {
-        // Bounded before anything is read: a flood of half-open connections
-        // costs a refused socket each, not memory or tasks.
-        let Ok(permit) = self.inner.handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "refusing connection from {peer}: {} connections are already in their handshake",
-                self.inner.conf.max_pending_handshakes
-            );
-            return;
-        };
-        // And at most a quarter of the slots per source address, so one host
-        // holding silent sockets cannot lock out the others.
+        // At most a quarter of the handshake slots per source address, so one
+        // host holding silent sockets cannot lock out the others (nor evict
+        // them, below).
         let Some(_per_source) = PendingFrom::take(&self.inner, peer.ip()) else {
-            tracing::warn!(
+            refusal!(
                 "refusing connection from {peer}: too many of its connections are in their handshake"
             );
             return;
         };
+        // Bounded before anything is read: when every slot is taken, the
+        // oldest handshake is given up for this one rather than this one
+        // refused, so sockets that send nothing cannot keep honest peers
+        // (whose handshakes take a round trip) out for long.
+        let slot = HandshakeSlot::take(&self.inner);
+        let cancelled = slot.token.clone();
+        tokio::select! {
+            _ = cancelled.cancelled() => {
+                refusal!(
+                    "closing connection from {peer}: all {} handshake slots were taken and it was the oldest",
+                    self.inner.conf.max_pending_handshakes
+                );
+            }
+            () = self.accept_connection(stream, peer, slot, _per_source) => {}
+        }
+    }
+
+    async fn accept_connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: HandshakeSlot<'_>,
+        per_source: PendingFrom<'_>,
+    ) {
         let _ = stream.set_nodelay(true);
         keep_alive(&stream);
         let conf = &self.inner.conf;
@@ -1271,13 +1299,11 @@ impl RpcEnv {
                 {
                     Ok(Ok(s)) => Box::new(s),
                     Ok(Err(e)) => {
-                        tracing::warn!(
-                            "refusing connection from {peer}: TLS handshake failed: {e}"
-                        );
+                        refusal!("refusing connection from {peer}: TLS handshake failed: {e}");
                         return;
                     }
                     Err(_) => {
-                        tracing::warn!("closing connection from {peer}: no TLS handshake in time");
+                        refusal!("closing connection from {peer}: no TLS handshake in time");
                         return;
                     }
                 }
@@ -1291,22 +1317,22 @@ impl RpcEnv {
             {
                 Ok(Ok(sender)) => sender,
                 Ok(Err(Refusal { reason, tell })) => {
-                    tracing::warn!("refusing connection from {peer}: {reason}");
+                    refusal!("refusing connection from {peer}: {reason}");
                     if tell {
                         let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
                     }
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!(
+                    refusal!(
                         "closing connection from {peer}: no handshake within {:?}",
                         conf.handshake_timeout
                     );
                     return;
                 }
             };
-        drop(permit);
-        drop(_per_source);
+        drop(slot);
+        drop(per_source);
         framed
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
@@ -1690,6 +1716,64 @@ fn keep_alive(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// A connection's place among those in their handshake, given back on
+/// drop. Taking one when all are taken gives up the oldest (its token is
+/// cancelled, and its task closes the connection).
+struct HandshakeSlot<'a> {
+    inner: &'a Inner,
+    id: u64,
+    token: tokio_util::sync::CancellationToken,
+}
+
+impl<'a> HandshakeSlot<'a> {
+    fn take(inner: &'a Inner) -> Self {
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = tokio_util::sync::CancellationToken::new();
+        let mut q = lock(&inner.handshakes);
+        while q.len() >= inner.conf.max_pending_handshakes.max(1) {
+            match q.pop_front() {
+                Some((_, oldest)) => oldest.cancel(),
+                None => break,
+            }
+        }
+        q.push_back((id, token.clone()));
+        HandshakeSlot { inner, id, token }
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.handshakes).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// What refused connections cost in log: at most `REFUSALS_PER_SECOND`
+/// lines a second, then one line saying how many were left out (a stranger
+/// opening connections in a loop would otherwise grow the log by megabytes a
+/// second).
+const REFUSALS_PER_SECOND: u32 = 10;
+
+fn refusal_logged() -> bool {
+    static STATE: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>> =
+        std::sync::Mutex::new(None);
+    let mut st = lock(&STATE);
+    let now = std::time::Instant::now();
+    let (start, n, dropped) = st.get_or_insert((now, 0, 0));
+    if now.duration_since(*start) >= Duration::from_secs(1) {
+        if *dropped > 0 {
+            tracing::warn!("{dropped} more refused connections were not logged");
+        }
+        (*start, *n, *dropped) = (now, 0, 0);
+    }
+    if *n < REFUSALS_PER_SECOND {
+        *n += 1;
+        true
+    } else {
+        *dropped += 1;
+        false
     }
 }
 

@@ -325,6 +325,79 @@ async fn strangers_cannot_make_the_server_reserve_memory_or_hold_slots() {
     drop(silent);
 }
 
+/// Silent sockets from four hosts, each within its share, take every
+/// handshake slot and keep it (a handshake deadline of a minute here): an
+/// honest peer still gets in at once, in place of the oldest of them.
+#[tokio::test]
+async fn silent_sockets_from_many_hosts_cannot_lock_out_an_honest_peer() {
+    let log = Log::default();
+    let conf = RpcConf {
+        handshake_timeout: Duration::from_secs(60),
+        max_pending_handshakes: 8,
+        ..RpcConf::default()
+    };
+    let srv = RpcEnv::server("127.0.0.1", 0, "127.0.0.1", conf)
+        .await
+        .unwrap();
+    srv.setup_endpoint("echo", Echo(log.clone()));
+    let addr = srv.address().unwrap().clone();
+    let target: std::net::SocketAddr = format!("{}:{}", addr.host, addr.port).parse().unwrap();
+    let mut silent = Vec::new();
+    for host in 2..=5u8 {
+        for _ in 0..2 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+                .unwrap();
+            silent.push(sock.connect(target).await.unwrap());
+        }
+    }
+    // Closed by the server (end of stream), as the oldest is when a new one
+    // arrives with every slot taken.
+    async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(5), s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+    // More from a fifth host until one of the first is given up: every slot
+    // is taken now.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut evicted = false;
+    let mut extras = Vec::new();
+    while !evicted {
+        assert!(Instant::now() < deadline, "no slot was ever given up");
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(std::net::SocketAddr::from((
+            [127, 0, 0, 6 + extras.len() as u8],
+            0,
+        )))
+        .unwrap();
+        extras.push(sock.connect(target).await.unwrap());
+        for s in silent.iter_mut() {
+            evicted |= closed(s).await;
+        }
+    }
+    let client = RpcEnv::client(RpcConf::default());
+    let started = Instant::now();
+    let r = client
+        .ask::<_, String>(
+            &addr,
+            "echo",
+            &Msg::Echo("honest".into()),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(r.is_ok(), "refused while strangers held the slots: {r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "admitted after {:?}",
+        started.elapsed()
+    );
+    drop((silent, extras));
+}
+
 /// A CA and a certificate for 127.0.0.1 it signed, as PEM (cert, key, ca).
 fn test_pki() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
