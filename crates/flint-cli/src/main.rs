@@ -10,7 +10,12 @@ use flint_deploy::{Master, MasterConf, Worker, WorkerConf};
 use flint_rpc::{RpcAddress, RpcConf};
 
 #[derive(Parser)]
-#[command(name = "flint", version, about = "Flint: Spark's architecture in Rust")]
+#[command(
+    name = "flint",
+    version,
+    about = "Flint: Spark's architecture in Rust",
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -74,7 +79,20 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as their chain of causes, one line, without the
+/// backtrace anyhow's `Debug` adds when RUST_BACKTRACE is set (a mistyped URL
+/// is not a crash).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flint: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

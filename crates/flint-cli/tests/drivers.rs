@@ -109,6 +109,7 @@ fn description(
             env: vec![],
         },
         user: "tester".into(),
+        name: String::new(),
     }
 }
 
@@ -183,7 +184,13 @@ fn supervised_driver_restarts_with_backoff_until_it_succeeds() {
     // Without supervise a failure is final.
     std::fs::remove_file(&counter).unwrap();
     let id = c.submit(&app, &[counter.to_str().unwrap()], false);
-    c.wait_state(&id, DriverState::Failed);
+    let st = c.wait_state(&id, DriverState::Failed);
+    // The submitter hears why and where its output is.
+    let why = st.exception.unwrap_or_default();
+    assert!(
+        why.contains("exited with code 1") && why.contains("stdout and stderr are in"),
+        "{why}"
+    );
 }
 
 /// A supervised driver that replaces its own copy and fails is not run

@@ -413,6 +413,10 @@ fn cluster_mode(
             env: vec![(SUBMIT_CONF_VAR.into(), encode(&conf)?)],
         },
         user: flint_deploy::current_user(),
+        name: std::path::Path::new(binary)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     // The binary goes to a Master (content-addressed), which Workers fetch it
     // from; a standby Master refuses the driver, so the next one is tried.

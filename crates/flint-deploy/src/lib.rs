@@ -158,11 +158,19 @@ pub fn resolve_secret<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Optio
 pub const USER_ENV: &str = "FLINT_USER";
 
 /// The user a client acts as: `FLINT_USER` (Spark's `SPARK_USER`), else the
-/// login name from the environment. The Master's ACLs check it.
+/// login name from the environment, else the name of the account running it.
+/// The Master's ACLs check it.
 pub fn current_user() -> String {
     [USER_ENV, "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        // As Spark falls back to the account running it.
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
         .unwrap_or_default()
 }
 

@@ -246,7 +246,7 @@ impl DriverInfo {
             memory: self.desc.memory_mb,
             submitdate: self.submit_date.clone(),
             worker: self.worker.clone().unwrap_or_else(|| "None".into()),
-            mainclass: self.desc.command.program.clone(),
+            mainclass: self.desc.main_class(),
         }
     }
 }

@@ -94,6 +94,20 @@ pub struct DriverDescription {
     /// Who submitted it (checked against the Master's ACLs when
     /// `flint.acls.enable` is on; declared by an authenticated client).
     pub user: String,
+    /// What the UIs show as its main class (Spark's mainClass): the
+    /// submitted binary's file name. Shown only, never run.
+    pub name: String,
+}
+
+impl DriverDescription {
+    /// The UIs' "main class": its name, else the program it runs.
+    pub fn main_class(&self) -> String {
+        if self.name.is_empty() {
+            self.command.program.clone()
+        } else {
+            self.name.clone()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -614,6 +628,7 @@ mod tests {
                     supervise: true,
                     command: cmd,
                     user: "u".into(),
+                    name: "x".into(),
                 },
             })
             .unwrap(),

@@ -575,7 +575,7 @@ impl Worker {
                 memory: d.desc.memory_mb,
                 submitdate: String::new(),
                 worker: self.id.clone(),
-                mainclass: d.desc.command.program.clone(),
+                mainclass: d.desc.main_class(),
             });
             if self.finished_drivers.len() > self.conf.retained_drivers {
                 trim_oldest(&mut self.finished_drivers);
@@ -697,7 +697,7 @@ impl Worker {
                     memory: d.desc.memory_mb,
                     submitdate: String::new(),
                     worker: self.id.clone(),
-                    mainclass: d.desc.command.program.clone(),
+                    mainclass: d.desc.main_class(),
                 })
                 .collect(),
             finisheddrivers: self.finished_drivers.clone(),
@@ -979,8 +979,8 @@ async fn run_executor(spec: RunSpec) {
     let mut kill = spec.kill;
     tokio::select! {
         status = child.wait() => {
-            let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
-            report(ExecutorState::Exited, Some(format!("Command exited with code {code}")), Some(code));
+            let (code, how) = exit_description(status);
+            report(ExecutorState::Exited, Some(format!("Command {how}")), Some(code));
         }
         _ = &mut kill => {
             let code = terminate(&mut child).await;
@@ -1252,8 +1252,8 @@ async fn run_driver(spec: DriverSpec) {
             pid,
         });
         let started = std::time::Instant::now();
-        let code = tokio::select! {
-            status = child.wait() => status.ok().and_then(|s| s.code()).unwrap_or(-1),
+        let (code, how) = tokio::select! {
+            status = child.wait() => exit_description(status),
             _ = &mut kill => {
                 terminate(&mut child).await;
                 report(DriverState::Killed, None);
@@ -1267,23 +1267,24 @@ async fn run_driver(spec: DriverSpec) {
             pid: None,
         });
         if !(spec.desc.supervise && code != 0) {
-            report(
-                if code == 0 {
-                    DriverState::Finished
-                } else {
-                    DriverState::Failed
-                },
-                None,
-            );
+            if code == 0 {
+                report(DriverState::Finished, None);
+            } else {
+                // What `flint submit` prints: why, and where to look.
+                report(
+                    DriverState::Failed,
+                    Some(format!(
+                        "the driver {how}; its stdout and stderr are in {} on this Worker",
+                        spec.dir.display()
+                    )),
+                );
+            }
             return;
         }
         if started.elapsed() > SUCCESSFUL_RUN_DURATION {
             wait = Duration::from_secs(1);
         }
-        tracing::info!(
-            "Command exited with status {code}, re-launching after {} s.",
-            wait.as_secs()
-        );
+        tracing::info!("Command {how}, re-launching after {} s.", wait.as_secs());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = &mut kill => {
@@ -1292,6 +1293,25 @@ async fn run_driver(spec: DriverSpec) {
             }
         }
         wait *= 2;
+    }
+}
+
+/// A process's end as a code (0 for success; -1 when it has none) and in
+/// words ("exited with code 3", "was killed by signal 6 (SIGABRT)").
+fn exit_description(status: std::io::Result<std::process::ExitStatus>) -> (i32, String) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => (c, format!("exited with code {c}")),
+            (None, Some(sig)) => {
+                let name = nix::sys::signal::Signal::try_from(sig)
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
+                (-1, format!("was killed by signal {sig}{name}"))
+            }
+            (None, None) => (-1, "ended with no exit code".into()),
+        },
+        Err(e) => (-1, format!("could not be waited for: {e}")),
     }
 }
 

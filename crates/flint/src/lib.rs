@@ -143,6 +143,37 @@ fn install_logging() {
     });
 }
 
+/// As Spark's shutdown hooks: a driver stopped by Ctrl-C, `kill` or a closed
+/// terminal (SIGINT, SIGTERM, SIGHUP) exits through `exit`, so its local dirs
+/// and any `local-cluster` work dir are removed (`flint_core::exit_cleanup`)
+/// and its in-process Workers' executors follow it; the exit status is 128
+/// plus the signal's number, as the default action would report. An
+/// application that installs its own handlers later replaces these.
+fn exit_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "flint: cannot watch for SIGINT/SIGTERM ({e}); temp dirs may be left behind on Ctrl-C"
+            );
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("flint-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                std::process::exit(128 + sig);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!(
+            "flint: cannot start the signal thread ({e}); temp dirs may be left behind on Ctrl-C"
+        );
+    }
+}
+
 /// See `flint_cluster::submit::is_flint_application`.
 static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
 
@@ -168,6 +199,7 @@ pub fn init() {
     // logging set-up, if it has one.
     #[cfg(feature = "logging")]
     flint_core::context::on_new_context(install_logging);
+    exit_on_signals();
     flint_core::init();
 }
 

@@ -57,3 +57,78 @@ fn a_context_never_dropped_leaves_no_local_dir_at_exit() {
         .collect();
     assert!(left.is_empty(), "left behind at exit: {left:?}");
 }
+
+/// Ctrl-C (SIGINT) on a driver whose context still runs, on a `local-cluster`:
+/// it exits with status 130 as the default action would report, and its
+/// local dir and the cluster's work dir are gone, as Spark's shutdown hooks
+/// delete them on SIGINT and SIGTERM.
+#[test]
+fn a_driver_stopped_by_sigint_leaves_no_temp_dirs() {
+    if std::env::var(CHILD_VAR).is_ok() {
+        flint::init();
+        let sc = FlintContext::new(
+            FlintConf::new()
+                .master("local-cluster[1,1,512]")
+                .set("flint.ui.showConsoleProgress", "false"),
+        )
+        .unwrap();
+        let n = sc
+            .parallelize((0..1000u32).map(|i| (i % 7, i)).collect::<Vec<_>>(), 4)
+            .reduce_by_key(Fn!(|a: u32, b: u32| a + b))
+            .count()
+            .unwrap();
+        assert_eq!(n, 7);
+        println!("ready");
+        // Until the signal ends the process (a bounded wait: the parent
+        // fails the test if it never comes).
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        panic!("no signal came");
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_driver_stopped_by_sigint_leaves_no_temp_dirs",
+            "--nocapture",
+        ])
+        .env(CHILD_VAR, dir.path())
+        .env("TMPDIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let ready = out
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.trim() == "ready");
+    assert!(ready, "the child ran its job");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        names()
+            .iter()
+            .any(|n| n.starts_with("flint-local-cluster-")),
+        "the cluster's work dir exists: {:?}",
+        names()
+    );
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+    // Its executor dies with its Worker (SIGKILL on the parent's death) and
+    // may still be exiting: poll.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !names().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(names(), Vec::<String>::new(), "left behind after SIGINT");
+}
