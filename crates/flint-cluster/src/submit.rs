@@ -450,6 +450,8 @@ fn cluster_mode(
     // Spark's Client reports the driver's state once it leaves SUBMITTED;
     // with waitAppCompletion it waits for the end.
     let started = Instant::now();
+    let mut last_state = None;
+    let mut hinted = false;
     loop {
         let st: DriverStatusResponse = client.ask_any(&MasterMsg::RequestDriverStatus {
             driver_id: id.clone(),
@@ -471,6 +473,30 @@ fn cluster_mode(
             )
         );
         let placed = !matches!(state, None | Some(DriverState::Submitted));
+        // While waiting for the end, each change of state is told (a driver
+        // that waits for a Worker, or is relaunched again and again, is not
+        // a silent terminal).
+        if wait && !finished && st.state != last_state {
+            if let Some(s) = st.state {
+                println!("State of {id} is {}", format!("{s:?}").to_uppercase());
+                if s == DriverState::Relaunching
+                    && let Some(e) = &st.exception
+                {
+                    println!("  ({e})");
+                }
+            }
+            last_state = st.state;
+        }
+        if wait
+            && state == Some(DriverState::Submitted)
+            && !hinted
+            && started.elapsed() > Duration::from_secs(10)
+        {
+            println!(
+                "  (no Worker has taken it yet: one with the cores and memory it asks for, --driver-cores and --driver-memory, must be free; see the Master's web UI)"
+            );
+            hinted = true;
+        }
         if finished || (!wait && (placed || started.elapsed() > Duration::from_secs(10))) {
             report_status(&id, &st);
             return Ok(match state {
