@@ -1182,7 +1182,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             let dir = ExitCleanedDir::new(dir);
             let cluster = rt
                 .block_on(LocalCluster::start(n, c, m, dir.path()))
-                .map_err(|e| FlintError::Config(format!("cannot start {}: {e}", s.master)))?;
+                .map_err(|e| FlintError::Cluster(format!("cannot start {}: {e}", s.master)))?;
             let masters = vec![cluster.master.address.clone()];
             (Some((cluster, dir)), masters, n, Some(m))
         } else {
@@ -1507,7 +1507,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
             rt.block_on(cluster.stop());
         }
         rt.shutdown_timeout(Duration::from_secs(2));
-        return Err(FlintError::Config(message));
+        return Err(FlintError::Cluster(message));
     }
     if registered.load(Ordering::SeqCst) == 0 {
         tracing::warn!(

@@ -578,7 +578,8 @@ impl MasterClient {
     }
 
     fn ask<R: serde::de::DeserializeOwned>(&self, m: &RpcAddress, msg: &MasterMsg) -> Result<R> {
-        self.ask_raw(m, msg).map_err(|e| bad(e.to_string()))
+        self.ask_raw(m, msg)
+            .map_err(|e| FlintError::Cluster(e.to_string()))
     }
 
     fn ask_raw<R: serde::de::DeserializeOwned>(

@@ -11,6 +11,10 @@ pub enum FlintError {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The cluster could not be reached, or refused: says which and why.
+    #[error("{0}")]
+    Cluster(String),
+
     #[error(
         "invalid master URL '{url}': {reason}. Use local, local[N], local[*] or local[N,F] (threads in this process), local-cluster[N,C,M] (a cluster in this process), or flint://host:port (a standalone Master)"
     )]
