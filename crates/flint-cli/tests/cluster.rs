@@ -63,6 +63,49 @@ fn master_and_two_workers_come_up_alive() {
     ] {
         assert!(!json[key].is_null(), "master /json lacks {key}");
     }
+    // The HTML pages show what Spark's do: workers, applications and drivers
+    // (running and completed) on the Master; executors and drivers on a Worker.
+    let page = |port: u16| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    let master_page = page(m.web);
+    for heading in [
+        "Workers",
+        "Running applications",
+        "Running drivers",
+        "Completed applications",
+        "Completed drivers",
+    ] {
+        assert!(
+            master_page.contains(&format!("<h2>{heading}</h2>")),
+            "master page lacks {heading}: {master_page}"
+        );
+    }
+    assert!(master_page.contains(&w1.id), "{master_page}");
+    // "flint worker ID listening at 127.0.0.1:P (web UI port W)"
+    let worker_web: u16 =
+        w1.d.line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+    let worker_page = page(worker_web);
+    for heading in ["Running executors", "Running drivers", "Finished executors"] {
+        assert!(
+            worker_page.contains(&format!("<h2>{heading}</h2>")),
+            "worker page lacks {heading}: {worker_page}"
+        );
+    }
+    assert!(worker_page.contains(&m.url), "{worker_page}");
 }
 
 #[derive(Clone, Default)]

@@ -177,27 +177,110 @@ async fn master_page(State(m): State<LocalRef<MasterMsg>>) -> Response {
             w.memoryused
         ));
     }
-    let mut apps = String::new();
-    for a in &s.activeapps {
-        apps.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
-            esc(&a.id),
-            esc(&a.name),
-            a.cores,
-            a.state
-        ));
-    }
+    let apps = |list: &[crate::messages::AppSummary]| {
+        list.iter()
+            .map(|a| {
+                format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} MiB</td><td>{}</td><td>{}</td><td>{:?}</td><td>{:.1} s</td></tr>",
+                    esc(&a.id),
+                    esc(&a.name),
+                    a.cores,
+                    a.memoryperexecutor,
+                    esc(&a.user),
+                    esc(&a.submitdate),
+                    a.state,
+                    a.duration as f64 / 1000.0
+                )
+            })
+            .collect::<String>()
+    };
+    const APP_HEAD: &str = "<tr><th>Id</th><th>Name</th><th>Cores</th><th>Memory per executor</th><th>User</th><th>Submitted</th><th>State</th><th>Duration</th></tr>";
     Html(format!(
         "<!doctype html><html><head><title>Flint Master at {url}</title></head><body>\
-         <h1>Flint Master at {url}</h1><p>Status: {status:?}. Alive workers: {alive}. Cores: {cores} ({used} used).</p>\
+         <h1>Flint Master at {url}</h1><p>Status: {status:?}. Alive workers: {alive}. Cores: {cores} ({used} used). Memory: {mem} MiB ({mem_used} MiB used).</p>\
          <h2>Workers</h2><table border=1><tr><th>Id</th><th>Address</th><th>State</th><th>Cores</th><th>Memory</th></tr>{rows}</table>\
-         <h2>Running applications</h2><table border=1><tr><th>Id</th><th>Name</th><th>Cores</th><th>State</th></tr>{apps}</table>\
+         <h2>Running applications</h2><table border=1>{APP_HEAD}{active}</table>\
+         <h2>Running drivers</h2><table border=1>{DRIVER_HEAD}{active_drivers}</table>\
+         <h2>Completed applications</h2><table border=1>{APP_HEAD}{completed}</table>\
+         <h2>Completed drivers</h2><table border=1>{DRIVER_HEAD}{completed_drivers}</table>\
          </body></html>",
         url = esc(&s.url),
         status = s.status,
         alive = s.aliveworkers,
         cores = s.cores,
         used = s.coresused,
+        mem = s.memory,
+        mem_used = s.memoryused,
+        active = apps(&s.activeapps),
+        completed = apps(&s.completedapps),
+        active_drivers = drivers(&s.activedrivers),
+        completed_drivers = drivers(&s.completeddrivers),
+    ))
+    .into_response()
+}
+
+const DRIVER_HEAD: &str = "<tr><th>Id</th><th>Submitted</th><th>Worker</th><th>State</th><th>Cores</th><th>Memory</th><th>Main class</th></tr>";
+
+fn drivers(list: &[crate::messages::DriverSummary]) -> String {
+    list.iter()
+        .map(|d| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{} MiB</td><td>{}</td></tr>",
+                esc(&d.id),
+                esc(&d.submitdate),
+                esc(&d.worker),
+                d.state,
+                d.cores,
+                d.memory,
+                esc(&d.mainclass)
+            )
+        })
+        .collect()
+}
+
+fn executors(list: &[crate::messages::ExecutorSummary]) -> String {
+    list.iter()
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} MiB</td><td>{:?}</td></tr>",
+                e.id,
+                esc(&e.appid),
+                e.cores,
+                e.memory,
+                e.state
+            )
+        })
+        .collect()
+}
+
+async fn worker_page(State(w): State<LocalRef<WorkerMsg>>) -> Response {
+    let s = match w
+        .ask::<WorkerStateResponse>(WorkerMsg::RequestWorkerState, ASK)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    };
+    const EXEC_HEAD: &str =
+        "<tr><th>Id</th><th>Application</th><th>Cores</th><th>Memory</th><th>State</th></tr>";
+    Html(format!(
+        "<!doctype html><html><head><title>Flint Worker {id}</title></head><body>\
+         <h1>Flint Worker {id}</h1><p>Master: {master}. Cores: {cores} ({cores_used} used). Memory: {mem} MiB ({mem_used} MiB used).</p>\
+         <h2>Running executors</h2><table border=1>{EXEC_HEAD}{running}</table>\
+         <h2>Running drivers</h2><table border=1>{DRIVER_HEAD}{drivers}</table>\
+         <h2>Finished executors</h2><table border=1>{EXEC_HEAD}{finished}</table>\
+         <h2>Finished drivers</h2><table border=1>{DRIVER_HEAD}{finished_drivers}</table>\
+         </body></html>",
+        id = esc(&s.id),
+        master = esc(&s.masterurl),
+        cores = s.cores,
+        cores_used = s.coresused,
+        mem = s.memory,
+        mem_used = s.memoryused,
+        running = executors(&s.executors),
+        finished = executors(&s.finishedexecutors),
+        drivers = drivers(&s.drivers),
+        finished_drivers = drivers(&s.finisheddrivers),
     ))
     .into_response()
 }
@@ -386,6 +469,7 @@ pub(crate) fn serve_worker(
     let app = Router::new()
         .route("/json", get(worker_json))
         .route("/json/", get(worker_json))
+        .route("/", get(worker_page))
         .with_state(worker);
     serve("worker", listener, tls, app);
 }
