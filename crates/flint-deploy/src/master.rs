@@ -709,11 +709,20 @@ impl Master {
         exit_status: Option<i32>,
     ) {
         let Some(app) = self.apps.get_mut(&app_id) else {
-            tracing::warn!("Got status update for unknown executor {app_id}/{exec_id}");
+            // The usual end of an application: its executors report their
+            // end after the Master has let it go.
+            if self.completed_apps.iter().any(|a| a.id == app_id) {
+                tracing::debug!(
+                    "status update for executor {app_id}/{exec_id} of a finished application"
+                );
+            } else {
+                tracing::warn!("Got status update for unknown executor {app_id}/{exec_id}");
+            }
             return;
         };
         let Some(exec) = app.executors.get_mut(&exec_id) else {
-            tracing::warn!("Got status update for unknown executor {app_id}/{exec_id}");
+            // Already removed (its driver asked for it to be killed).
+            tracing::debug!("Got status update for unknown executor {app_id}/{exec_id}");
             return;
         };
         exec.state = state;
