@@ -464,12 +464,12 @@ fn idle_web_ui_clients_cannot_starve_the_daemon_of_file_descriptors() {
     drop(d);
 }
 
-/// Sockets that send nothing, from several hosts, fill the web UI's
-/// connection slots and stay open: they are closed after the UI's idle time
-/// (10 s), so `/json` answers again while the strangers still hold their
-/// sockets, rather than never.
+/// Sockets that send nothing (or trickle a byte now and then, which the
+/// idle limit alone would not stop), from several hosts, fill the web UI's
+/// connection slots and stay open: a new client still gets its answer at once,
+/// in place of the oldest of them, well before the 10 s idle limit.
 #[test]
-fn idle_web_ui_sockets_from_many_hosts_are_closed_in_time() {
+fn web_ui_sockets_held_open_from_many_hosts_cannot_keep_clients_out() {
     let dir = tempfile::tempdir().unwrap();
     let d = spawn(
         "master",
@@ -521,7 +521,7 @@ fn idle_web_ui_sockets_from_many_hosts_are_closed_in_time() {
         || get_json(web),
     );
     assert!(
-        started.elapsed() < Duration::from_secs(25),
+        started.elapsed() < Duration::from_secs(5),
         "answered after {:?}",
         started.elapsed()
     );

@@ -220,12 +220,16 @@ impl DriverEndpoint {
                 ctx.env
                     .send_accepted(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::LaunchTask(task))
             {
-                if let flint_rpc::RpcError::Connection { reason, .. } = &err {
-                    // Its connection just closed: the task stays counted as
-                    // running there until the disconnect, now on its way,
-                    // declares the executor lost and queues it again.
+                if matches!(
+                    err,
+                    flint_rpc::RpcError::Connection { .. } | flint_rpc::RpcError::Backlog { .. }
+                ) {
+                    // Its connection closed (or is closing: the executor
+                    // stopped reading): the task stays counted as running
+                    // there until the disconnect, now on its way, declares
+                    // the executor lost and queues it again, once.
                     tracing::debug!(
-                        "task {} not sent to executor {exec_id}: {reason}",
+                        "task {} not sent to executor {exec_id}: {err}",
                         desc.task_id
                     );
                     continue;

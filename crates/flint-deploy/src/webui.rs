@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use flint_rpc::{LocalRef, ServerTlsStream, TlsConf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::messages::{MasterMsg, MasterStateResponse, WorkerMsg, WorkerStateResponse};
 
@@ -33,13 +34,58 @@ pub(crate) fn serve_master(
     serve("master", listener, tls, app);
 }
 
-/// Open web UI connections at once: past it new ones are closed, so idle
-/// clients cannot use up the daemon's file descriptors (its RPC needs them).
+/// Open web UI connections at once, so idle clients cannot use up the
+/// daemon's file descriptors (its RPC needs them). A new connection past it
+/// closes the oldest: sockets held open (idle, or trickling a byte at a time
+/// to defeat the idle limit) cannot keep other clients out.
 const MAX_UI_CONNECTIONS: usize = 128;
+
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Clone, Default)]
+struct Open(Arc<parking_lot::Mutex<OpenList>>);
+
+/// The last id given, and the open connections' ids and tokens.
+type OpenList = (u64, std::collections::VecDeque<(u64, CancellationToken)>);
+
+impl Open {
+    /// A place for a new connection; when all are taken, the oldest is closed.
+    fn take(&self) -> UiSlot {
+        let token = CancellationToken::new();
+        let mut g = self.0.lock();
+        let (next, q) = &mut *g;
+        while q.len() >= MAX_UI_CONNECTIONS {
+            match q.pop_front() {
+                Some((_, oldest)) => oldest.cancel(),
+                None => break,
+            }
+        }
+        *next += 1;
+        let id = *next;
+        q.push_back((id, token.clone()));
+        UiSlot {
+            open: self.clone(),
+            id,
+            closed: Box::pin(token.cancelled_owned()),
+        }
+    }
+}
+
+/// A connection's place among the open ones, given back on drop.
+struct UiSlot {
+    open: Open,
+    id: u64,
+    closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Drop for UiSlot {
+    fn drop(&mut self) {
+        self.open.0.lock().1.retain(|(id, _)| *id != self.id);
+    }
+}
 
 fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsConf>, app: Router) {
     tokio::spawn(async move {
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_UI_CONNECTIONS));
+        let slots = Open::default();
         let r = match tls {
             None => {
                 let per_source = PerSource::default();
@@ -70,11 +116,7 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn start(
-        listener: tokio::net::TcpListener,
-        tls: TlsConf,
-        open: Arc<tokio::sync::Semaphore>,
-    ) -> Self {
+    fn start(listener: tokio::net::TcpListener, tls: TlsConf, open: Open) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -97,15 +139,12 @@ impl TlsListener {
                 let Some(source) = SourceSlot::take(&per_source, peer.ip()) else {
                     continue;
                 };
-                let Ok(held) = open.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let (tls, done) = (tls.clone(), tx.clone());
+                let (tls, done, open) = (tls.clone(), tx.clone(), open.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     match tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await {
                         Ok(Ok(s)) => {
-                            let _ = done.send((Held::new(s, held, source), peer)).await;
+                            let _ = done.send((Held::new(s, open.take(), source), peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!("web UI TLS handshake from {peer} failed: {e}")
@@ -285,10 +324,11 @@ async fn worker_page(State(w): State<LocalRef<WorkerMsg>>) -> Response {
     .into_response()
 }
 
-/// A plain listener that closes connections past `MAX_UI_CONNECTIONS`.
+/// A plain listener whose connections past `MAX_UI_CONNECTIONS` close the
+/// oldest.
 struct Capped {
     listener: tokio::net::TcpListener,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Open,
     per_source: PerSource,
 }
 
@@ -304,10 +344,7 @@ impl axum::serve::Listener for Capped {
                         tracing::debug!("web UI: {peer}'s host holds its share; closing");
                         continue;
                     };
-                    match self.slots.clone().try_acquire_owned() {
-                        Ok(slot) => return (Held::new(io, slot, source), peer),
-                        Err(_) => tracing::debug!("web UI full; closing connection from {peer}"),
-                    }
+                    return (Held::new(io, self.slots.take(), source), peer);
                 }
                 Err(e) => {
                     tracing::warn!("web UI accept failed: {e}");
@@ -369,19 +406,24 @@ impl Drop for SourceSlot {
 
 struct Held<S> {
     io: S,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    slot: UiSlot,
     _source: SourceSlot,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> Held<S> {
-    fn new(io: S, slot: tokio::sync::OwnedSemaphorePermit, source: SourceSlot) -> Self {
+    fn new(io: S, slot: UiSlot, source: SourceSlot) -> Self {
         Held {
             io,
-            _slot: slot,
+            slot,
             _source: source,
             idle: Box::pin(tokio::time::sleep(UI_IDLE)),
         }
+    }
+
+    /// Closed to make room for a newer connection.
+    fn evicted(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.slot.closed.as_mut().poll(cx).is_ready()
     }
 
     /// Bytes moved: the idle clock starts again.
@@ -397,6 +439,13 @@ impl<S> Held<S> {
     }
 }
 
+fn evicted_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "web UI connection closed for a newer one",
+    )
+}
+
 fn idle_error() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -410,6 +459,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.evicted(cx) {
+            return std::task::Poll::Ready(Err(evicted_error()));
+        }
         let before = buf.filled().len();
         match std::pin::Pin::new(&mut self.io).poll_read(cx, buf) {
             std::task::Poll::Ready(r) => {
@@ -432,6 +484,9 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.evicted(cx) {
+            return std::task::Poll::Ready(Err(evicted_error()));
+        }
         match std::pin::Pin::new(&mut self.io).poll_write(cx, buf) {
             std::task::Poll::Ready(r) => {
                 if matches!(r, Ok(n) if n > 0) {

@@ -1271,68 +1271,27 @@ impl RpcEnv {
         // (whose handshakes take a round trip) out for long.
         let slot = HandshakeSlot::take(&self.inner);
         let cancelled = slot.token.clone();
-        tokio::select! {
+        // Only the handshake can be given up: once it is done the connection
+        // is registered and runs to its end (dropping it half-way would leave
+        // a registered connection nobody reads, blocking its address).
+        // Biased: a handshake that completes first is kept.
+        let done = tokio::select! {
+            biased;
+            r = self.accept_handshake_phase(stream, peer) => r,
             _ = cancelled.cancelled() => {
                 refusal!(
                     "closing connection from {peer}: all {} handshake slots were taken and it was the oldest",
                     self.inner.conf.max_pending_handshakes
                 );
+                None
             }
-            () = self.accept_connection(stream, peer, slot, _per_source) => {}
-        }
-    }
-
-    async fn accept_connection(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        slot: HandshakeSlot<'_>,
-        per_source: PendingFrom<'_>,
-    ) {
-        let _ = stream.set_nodelay(true);
-        keep_alive(&stream);
-        let conf = &self.inner.conf;
-        let stream: Stream = match &conf.tls {
-            Some(tls) => {
-                match tokio::time::timeout(conf.handshake_timeout, tls.acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => {
-                        refusal!("refusing connection from {peer}: TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        refusal!("closing connection from {peer}: no TLS handshake in time");
-                        return;
-                    }
-                }
-            }
-            None => Box::new(stream),
         };
-        let mut framed = Framed::new(stream, self.handshake_codec());
-        let sender =
-            match tokio::time::timeout(conf.handshake_timeout, self.accept_handshake(&mut framed))
-                .await
-            {
-                Ok(Ok(sender)) => sender,
-                Ok(Err(Refusal { reason, tell })) => {
-                    refusal!("refusing connection from {peer}: {reason}");
-                    if tell {
-                        let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
-                    }
-                    return;
-                }
-                Err(_) => {
-                    refusal!(
-                        "closing connection from {peer}: no handshake within {:?}",
-                        conf.handshake_timeout
-                    );
-                    return;
-                }
-            };
         drop(slot);
-        drop(per_source);
+        drop(_per_source);
+        let Some((mut framed, sender)) = done else {
+            return;
+        };
+        let conf = &self.inner.conf;
         framed
             .codec_mut()
             .set_max_frame_length(conf.max_message_size);
@@ -1352,6 +1311,59 @@ impl RpcEnv {
                 dialed: false,
             });
         self.run_conn(framed, addr, Via::Accepted, id, rx).await;
+    }
+
+    /// TLS (if on) and the handshake of an accepted connection, within
+    /// `handshake_timeout`: its framed stream and the address the peer
+    /// speaks for, or None (refused, logged).
+    async fn accept_handshake_phase(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Framed<Stream, LengthDelimitedCodec>, Option<RpcAddress>)> {
+        let _ = stream.set_nodelay(true);
+        keep_alive(&stream);
+        let conf = &self.inner.conf;
+        let stream: Stream = match &conf.tls {
+            Some(tls) => {
+                match tokio::time::timeout(conf.handshake_timeout, tls.acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        refusal!("refusing connection from {peer}: TLS handshake failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        refusal!("closing connection from {peer}: no TLS handshake in time");
+                        return None;
+                    }
+                }
+            }
+            None => Box::new(stream),
+        };
+        let mut framed = Framed::new(stream, self.handshake_codec());
+        let sender =
+            match tokio::time::timeout(conf.handshake_timeout, self.accept_handshake(&mut framed))
+                .await
+            {
+                Ok(Ok(sender)) => sender,
+                Ok(Err(Refusal { reason, tell })) => {
+                    refusal!("refusing connection from {peer}: {reason}");
+                    if tell {
+                        let _ = send_wire(&mut framed, &Wire::Rejected { reason }).await;
+                    }
+                    return None;
+                }
+                Err(_) => {
+                    refusal!(
+                        "closing connection from {peer}: no handshake within {:?}",
+                        conf.handshake_timeout
+                    );
+                    return None;
+                }
+            };
+        Some((framed, sender))
     }
 
     /// Whether a dialer that dialed `target` reached this process: the port

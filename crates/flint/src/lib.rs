@@ -147,11 +147,18 @@ fn install_logging() {
 /// terminal (SIGINT, SIGTERM, SIGHUP) exits through `exit`, so its local dirs
 /// and any `local-cluster` work dir are removed (`flint_core::exit_cleanup`)
 /// and its in-process Workers' executors follow it; the exit status is 128
-/// plus the signal's number, as the default action would report. An
-/// application that installs its own handlers later replaces these.
+/// plus the signal's number, as the default action would report. Signals
+/// the parent set to be ignored (`nohup`) are left alone;
+/// `init_keeping_signals` leaves all three to the application.
 fn exit_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    // A signal the parent set to be ignored stays ignored (`nohup`, or a
+    // shell's background job ignoring SIGINT).
+    let watched: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|&sig| !ignored(sig))
+        .collect();
+    let mut signals = match signal_hook::iterator::Signals::new(&watched) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -174,6 +181,17 @@ fn exit_on_signals() {
     }
 }
 
+/// Whether `sig`'s disposition is SIG_IGN.
+fn ignored(sig: i32) -> bool {
+    let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, a zeroed sigaction we own; `sig` is a valid signal number.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: on success the kernel filled `old`; it was zeroed before, so
+    // it is initialized either way.
+    rc == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 /// See `flint_cluster::submit::is_flint_application`.
 static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
 
@@ -181,7 +199,23 @@ static APPLICATION_MARKER: [u8; 31] = *b"\0flint-application-calls-init\0\0";
 /// `flint://` and `local-cluster[...]` masters work) and returns; started by a
 /// Worker as an executor (`FLINT_ROLE=executor`), the same binary runs the
 /// executor and exits instead of returning to user code.
+///
+/// A driver also exits on SIGINT, SIGTERM and SIGHUP (unless they are
+/// ignored) with its temp dirs removed, as Spark's shutdown hooks do; an
+/// application that handles those signals itself (a graceful shutdown on
+/// Ctrl-C) calls [`init_keeping_signals`] instead.
 pub fn init() {
+    init_with(true)
+}
+
+/// As [`init`], but leaves SIGINT, SIGTERM and SIGHUP to the application: on
+/// such a signal its temp dirs are removed only if it then exits normally
+/// (returns from `main` or calls `std::process::exit`).
+pub fn init_keeping_signals() {
+    init_with(false)
+}
+
+fn init_with(signals: bool) {
     // Kept in every binary that calls init: `flint submit` looks for it to
     // tell a Flint application from any other program.
     std::hint::black_box(&APPLICATION_MARKER);
@@ -199,7 +233,9 @@ pub fn init() {
     // logging set-up, if it has one.
     #[cfg(feature = "logging")]
     flint_core::context::on_new_context(install_logging);
-    exit_on_signals();
+    if signals {
+        exit_on_signals();
+    }
     flint_core::init();
 }
 

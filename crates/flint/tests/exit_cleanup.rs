@@ -86,7 +86,9 @@ fn a_driver_stopped_by_sigint_leaves_no_temp_dirs() {
     }
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    // Under nohup: SIGHUP stays ignored (a closed terminal must not end it).
+    let mut child = std::process::Command::new("nohup")
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "a_driver_stopped_by_sigint_leaves_no_temp_dirs",
@@ -116,12 +118,23 @@ fn a_driver_stopped_by_sigint_leaves_no_temp_dirs() {
         "the cluster's work dir exists: {:?}",
         names()
     );
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    kill("-HUP");
+    // Still running a while later (a set wait: nothing should happen).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended a driver started under nohup"
+    );
+    kill("-INT");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status}");
     // Its executor dies with its Worker (SIGKILL on the parent's death) and

@@ -703,7 +703,10 @@ impl TaskScheduler {
     /// exited or went silent, perhaps because a task aborted or exhausted it),
     /// so a task that kills every executor it runs on fails its job after
     /// `maxFailures` attempts instead of killing executors forever; a loss
-    /// known not to be (its Worker died) counts nothing.
+    /// known not to be (the Master reports its Worker lost before the
+    /// executor's connection closes, which is rarer) counts nothing. As in
+    /// Spark, an executor that dies with its Worker usually counts one
+    /// failure for each of its tasks.
     pub fn executor_lost(&self, executor: &str, reason: &str, caused_by_app: bool) {
         let mut failed = Vec::new();
         let mut kills = Vec::new();
