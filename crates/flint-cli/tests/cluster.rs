@@ -65,15 +65,7 @@ fn master_and_two_workers_come_up_alive() {
     }
     // The HTML pages show what Spark's do: workers, applications and drivers
     // (running and completed) on the Master; executors and drivers on a Worker.
-    let page = |port: u16| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let page = |port: u16| get_page(port, "/").unwrap();
     let master_page = page(m.web);
     for heading in [
         "Workers",
@@ -251,16 +243,22 @@ fn killed_worker_is_noticed_by_disconnect_and_its_executor_reported_lost() {
     });
 }
 
-#[test]
-fn silent_worker_times_out_then_reconnects() {
-    let dir = tempfile::tempdir().unwrap();
+/// A master and one ALIVE worker, both with `flint.worker.timeout` 1 s.
+fn alive_worker_with_a_1s_timeout(dir: &std::path::Path) -> (MasterProc, WorkerProc) {
     let timeout = [("flint.worker.timeout", "1")];
-    let m = start_master(dir.path(), 0, &timeout);
+    let m = start_master(dir, 0, &timeout);
     let props = [("flint.worker.timeout", "1"), FAST[0]];
-    let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
+    let w = start_worker(dir, "w1", &m.url, 0, &props);
     poll("worker ALIVE", DEADLINE, || {
         (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
     });
+    (m, w)
+}
+
+#[test]
+fn silent_worker_times_out_then_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, w) = alive_worker_with_a_1s_timeout(dir.path());
     // Stopped, the worker keeps its connection but sends no heartbeats.
     w.d.signal(nix::sys::signal::Signal::SIGSTOP);
     let t = Instant::now();
@@ -288,13 +286,7 @@ fn silent_worker_times_out_then_reconnects() {
 #[test]
 fn a_paused_master_keeps_its_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let timeout = [("flint.worker.timeout", "1")];
-    let m = start_master(dir.path(), 0, &timeout);
-    let props = [("flint.worker.timeout", "1"), FAST[0]];
-    let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
-    poll("worker ALIVE", DEADLINE, || {
-        (worker_state(&get_json(m.web)?, &w.id)? == "ALIVE").then_some(())
-    });
+    let (m, w) = alive_worker_with_a_1s_timeout(dir.path());
     m.d.signal(nix::sys::signal::Signal::SIGSTOP);
     // The pause under test: three times the 1 s timeout.
     std::thread::sleep(Duration::from_secs(3));

@@ -471,28 +471,8 @@ fn idle_web_ui_clients_cannot_starve_the_daemon_of_file_descriptors() {
 #[test]
 fn web_ui_sockets_held_open_from_many_hosts_cannot_keep_clients_out() {
     let dir = tempfile::tempdir().unwrap();
-    let d = spawn(
-        "master",
-        dir.path(),
-        &[
-            "master",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--webui-port",
-            "0",
-        ],
-    );
-    let web: u16 = d
-        .line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .trim_end_matches(')')
-        .parse()
-        .unwrap();
+    let m = start_master(dir.path(), 0, &[]);
+    let web = m.web;
     let rt = runtime();
     // 8 hosts x 24 sockets: more than the UI's 128 slots, each host within
     // its quarter.
@@ -526,7 +506,7 @@ fn web_ui_sockets_held_open_from_many_hosts_cannot_keep_clients_out() {
         started.elapsed()
     );
     drop(idle);
-    drop(d);
+    drop(m);
 }
 
 /// The `sleep` processes running with a working directory under `dir`.

@@ -293,12 +293,9 @@ fn executors(list: &[crate::messages::ExecutorSummary]) -> String {
 }
 
 async fn worker_page(State(w): State<LocalRef<WorkerMsg>>) -> Response {
-    let s = match w
-        .ask::<WorkerStateResponse>(WorkerMsg::RequestWorkerState, ASK)
-        .await
-    {
+    let s = match worker_state(&w).await {
         Ok(s) => s,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(r) => return r,
     };
     const EXEC_HEAD: &str =
         "<tr><th>Id</th><th>Application</th><th>Cores</th><th>Memory</th><th>State</th></tr>";
@@ -529,12 +526,15 @@ pub(crate) fn serve_worker(
     serve("worker", listener, tls, app);
 }
 
-async fn worker_json(State(w): State<LocalRef<WorkerMsg>>) -> Response {
-    match w
-        .ask::<WorkerStateResponse>(WorkerMsg::RequestWorkerState, ASK)
+async fn worker_state(w: &LocalRef<WorkerMsg>) -> Result<WorkerStateResponse, Response> {
+    w.ask::<WorkerStateResponse>(WorkerMsg::RequestWorkerState, ASK)
         .await
-    {
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response())
+}
+
+async fn worker_json(State(w): State<LocalRef<WorkerMsg>>) -> Response {
+    match worker_state(&w).await {
         Ok(s) => Json(s).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(r) => r,
     }
 }

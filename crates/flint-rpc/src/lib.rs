@@ -949,9 +949,18 @@ impl RpcEnv {
         endpoint: &str,
         msg: &M,
     ) -> Result<(), RpcError> {
+        self.send_over(&self.connection(to).1, endpoint, msg)
+    }
+
+    /// Encodes `msg` for `endpoint` and queues it on `conn`.
+    fn send_over<M: Serialize>(
+        &self,
+        conn: &ConnTx,
+        endpoint: &str,
+        msg: &M,
+    ) -> Result<(), RpcError> {
         let payload = encode(msg)?;
         self.check_size(payload.len())?;
-        let (_, conn) = self.connection(to);
         conn.send(&Wire::Send {
             to: endpoint.to_string(),
             payload,
@@ -971,13 +980,8 @@ impl RpcEnv {
         endpoint: &str,
         msg: &M,
     ) -> Result<(), RpcError> {
-        let payload = encode(msg)?;
-        self.check_size(payload.len())?;
         let (_, conn) = self.accepted_connection(to, endpoint)?;
-        conn.send(&Wire::Send {
-            to: endpoint.to_string(),
-            payload,
-        })
+        self.send_over(&conn, endpoint, msg)
     }
 
     /// `ask` over the connection `send_accepted` would use.

@@ -6,6 +6,16 @@ use flint::prelude::*;
 
 const CHILD_VAR: &str = "FLINT_TEST_EXIT_CLEANUP_DIR";
 
+/// A job with a shuffle, so shuffle files and blocks exist.
+fn run_a_shuffle(sc: &FlintContext) {
+    let n = sc
+        .parallelize((0..1000u32).map(|i| (i % 7, i)).collect::<Vec<_>>(), 4)
+        .reduce_by_key(Fn!(|a: u32, b: u32| a + b))
+        .count()
+        .unwrap();
+    assert_eq!(n, 7);
+}
+
 #[test]
 fn a_context_never_dropped_leaves_no_local_dir_at_exit() {
     if let Ok(dir) = std::env::var(CHILD_VAR) {
@@ -17,12 +27,7 @@ fn a_context_never_dropped_leaves_no_local_dir_at_exit() {
                 .set("flint.ui.showConsoleProgress", "false"),
         )
         .unwrap();
-        let n = sc
-            .parallelize((0..1000u32).map(|i| (i % 7, i)).collect::<Vec<_>>(), 4)
-            .reduce_by_key(Fn!(|a: u32, b: u32| a + b))
-            .count()
-            .unwrap();
-        assert_eq!(n, 7);
+        run_a_shuffle(&sc);
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
             1,
@@ -72,12 +77,7 @@ fn a_driver_stopped_by_sigint_leaves_no_temp_dirs() {
                 .set("flint.ui.showConsoleProgress", "false"),
         )
         .unwrap();
-        let n = sc
-            .parallelize((0..1000u32).map(|i| (i % 7, i)).collect::<Vec<_>>(), 4)
-            .reduce_by_key(Fn!(|a: u32, b: u32| a + b))
-            .count()
-            .unwrap();
-        assert_eq!(n, 7);
+        run_a_shuffle(&sc);
         println!("ready");
         // Until the signal ends the process (a bounded wait: the parent
         // fails the test if it never comes).

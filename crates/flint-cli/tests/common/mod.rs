@@ -252,14 +252,19 @@ pub fn start_worker_on(
 
 /// GET http://127.0.0.1:PORT/json as JSON (plain HTTP/1.0 over a socket).
 pub fn get_json(port: u16) -> Option<serde_json::Value> {
+    serde_json::from_str(&get_page(port, "/json")?).ok()
+}
+
+/// GET http://127.0.0.1:PORT/PATH, the body (plain HTTP/1.0 over a socket).
+#[allow(dead_code)]
+pub fn get_page(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /json HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    let body = buf.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(body).ok()
+    buf.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
 /// Polls `f` until it returns Some, or panics after the deadline.
