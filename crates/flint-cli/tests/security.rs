@@ -345,9 +345,9 @@ fn a_daemon_reachable_from_other_machines_needs_a_secret() {
     );
 }
 
-#[test]
-fn daemons_talk_over_tls_when_enabled() {
-    let dir = tempfile::tempdir().unwrap();
+/// TLS settings for daemons in `dir` (a CA, a certificate for 127.0.0.1 it
+/// signed, its key, and a shared secret), and the CA's PEM for clients.
+fn tls_props(dir: &std::path::Path) -> (Vec<(&'static str, String)>, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -359,28 +359,30 @@ fn daemons_talk_over_tls_when_enabled() {
         .signed_by(&key, &issuer)
         .unwrap();
     let write = |name: &str, text: String| {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let (c, k, t) = (
-        write("cert.pem", cert.pem()),
-        write("key.pem", key.serialize_pem()),
-        write("ca.pem", ca.pem()),
-    );
-    let props = [
-        ("flint.ssl.enabled", "true"),
-        ("flint.ssl.certFile", c.as_str()),
-        ("flint.ssl.keyFile", k.as_str()),
-        ("flint.ssl.trustFile", t.as_str()),
+    let props = vec![
+        ("flint.ssl.enabled", "true".to_string()),
+        ("flint.ssl.certFile", write("cert.pem", cert.pem())),
+        ("flint.ssl.keyFile", write("key.pem", key.serialize_pem())),
+        ("flint.ssl.trustFile", write("ca.pem", ca.pem())),
         (
             "flint.authenticate.secret",
-            "a long random shared secret for tls",
+            "a long random shared secret for tls".to_string(),
         ),
     ];
+    (props, ca.pem())
+}
+
+#[test]
+fn daemons_talk_over_tls_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (props, ca_pem) = tls_props(dir.path());
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let m = start_master(dir.path(), 0, &props);
     let w = start_worker(dir.path(), "w1", &m.url, 0, &props);
-    let ca_pem = ca.pem();
     poll(
         "worker ALIVE over TLS (web UI over HTTPS)",
         DEADLINE,
@@ -473,26 +475,9 @@ fn web_ui_sockets_held_open_from_many_hosts_cannot_keep_clients_out() {
     let dir = tempfile::tempdir().unwrap();
     let m = start_master(dir.path(), 0, &[]);
     let web = m.web;
-    let rt = runtime();
     // 8 hosts x 24 sockets: more than the UI's 128 slots, each host within
     // its quarter.
-    let idle: Vec<tokio::net::TcpStream> = rt.block_on(async {
-        let mut v = Vec::new();
-        for host in 2..10u8 {
-            for _ in 0..24 {
-                let sock = tokio::net::TcpSocket::new_v4().unwrap();
-                sock.bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
-                    .unwrap();
-                if let Ok(c) = sock
-                    .connect(std::net::SocketAddr::from(([127, 0, 0, 1], web)))
-                    .await
-                {
-                    v.push(c);
-                }
-            }
-        }
-        v
-    });
+    let idle = hold_sockets_from_hosts(web, 8, 24);
     assert!(idle.len() > 128, "only {} connections opened", idle.len());
     let started = std::time::Instant::now();
     poll(
@@ -507,6 +492,56 @@ fn web_ui_sockets_held_open_from_many_hosts_cannot_keep_clients_out() {
     );
     drop(idle);
     drop(m);
+}
+
+/// Silent sockets from several hosts, more than the HTTPS web UI's 64 TLS
+/// handshake slots: a new client's handshake takes the oldest one's place
+/// and it gets its answer at once, not after their 5 s handshake timeout.
+#[test]
+fn silent_sockets_cannot_keep_clients_out_of_the_https_web_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let (props, ca_pem) = tls_props(dir.path());
+    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let m = start_master(dir.path(), 0, &props);
+    poll("the HTTPS web UI answers", DEADLINE, || {
+        get_json_tls(m.web, &ca_pem)
+    });
+    let idle = hold_sockets_from_hosts(m.web, 8, 24);
+    assert!(idle.len() > 64, "only {} connections opened", idle.len());
+    let started = std::time::Instant::now();
+    poll(
+        "the HTTPS web UI answers while silent sockets are open",
+        DEADLINE,
+        || get_json_tls(m.web, &ca_pem),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    drop(m);
+}
+
+/// `per_host` connections to 127.0.0.1:`port` from each of `hosts` loopback
+/// addresses (127.0.0.2 on), held open and silent until dropped.
+fn hold_sockets_from_hosts(port: u16, hosts: u8, per_host: usize) -> Vec<std::net::TcpStream> {
+    let mut v = Vec::new();
+    for host in 2..2 + hosts {
+        for _ in 0..per_host {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.bind(&std::net::SocketAddr::from(([127, 0, 0, host], 0)).into())
+                .unwrap();
+            if sock
+                .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+                .is_ok()
+            {
+                v.push(sock.into());
+            }
+        }
+    }
+    v
 }
 
 /// The `sleep` processes running with a working directory under `dir`.

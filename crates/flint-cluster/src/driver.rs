@@ -98,7 +98,15 @@ struct DriverEndpoint {
     /// `flint.starvation.timeout` (15 s).
     starvation: Duration,
     kill_executors: KillExecutors,
+    /// Executors told to stop whose connections are still open, and who
+    /// waits for them all to close (the context's stop).
+    stopping: std::collections::HashSet<RpcAddress>,
+    stopped: Option<Replier>,
 }
+
+/// How long a context's stop waits for its executors to exit, and for the
+/// Master to take note that the application finished.
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// Cached partitions the driver tracks for locality at most.
 const MAX_CACHED_BLOCKS: usize = 1 << 20;
@@ -153,6 +161,15 @@ impl TaskBinaries {
 const MAX_EXECUTOR_CORES: usize = 1 << 16;
 
 impl DriverEndpoint {
+    /// Tells the context's stop that every executor told to stop is gone.
+    fn all_stopped(&mut self) {
+        if self.stopping.is_empty()
+            && let Some(r) = self.stopped.take()
+        {
+            r.reply(&());
+        }
+    }
+
     fn make_offers(&mut self, ctx: &EndpointCtx<DriverMsg>) {
         let offers: Vec<WorkerOffer> = self
             .executors
@@ -822,14 +839,19 @@ impl Endpoint for DriverEndpoint {
             }
             DriverMsg::StopExecutors => {
                 // Forgotten as they are told to stop: their connections
-                // closing next is not a loss.
+                // closing next is not a loss. The asker hears when they
+                // have all closed.
                 for (_, e) in self.executors.drain() {
-                    let _ = ctx.env.send_accepted(
-                        &e.addr,
-                        EXECUTOR_ENDPOINT,
-                        &ExecutorMsg::StopExecutor,
-                    );
+                    if ctx
+                        .env
+                        .send_accepted(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor)
+                        .is_ok()
+                    {
+                        self.stopping.insert(e.addr);
+                    }
                 }
+                self.stopped = reply;
+                self.all_stopped();
             }
             DriverMsg::Lost {
                 executor_id,
@@ -892,6 +914,9 @@ impl Endpoint for DriverEndpoint {
     }
 
     fn on_disconnected(&mut self, ctx: &EndpointCtx<DriverMsg>, peer: &RpcAddress) {
+        if self.stopping.remove(peer) {
+            self.all_stopped();
+        }
         let gone: Vec<String> = self
             .executors
             .iter()
@@ -1025,19 +1050,25 @@ impl SchedulerBackend for ClusterBackend {
             .unwrap_or_default()
     }
     fn stop(&self) {
-        self.driver.send(DriverMsg::StopExecutors);
         let Some(rt) = self.rt.lock().take() else {
+            self.driver.send(DriverMsg::StopExecutors);
             return;
         };
+        // As Spark's stop: the executors first (they exit, their connections
+        // close), then the application is unregistered, each waited for
+        // (briefly) so that nothing is cut off half-way: a local cluster's
+        // daemons are stopped next, and the connections closed.
+        let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
         if let Some(app_id) = self.app_id.lock().clone() {
             for m in &self.masters {
-                let _ = self.master_env.send(
+                let _ = rt.block_on(self.master_env.ask::<_, ()>(
                     m,
                     MASTER_ENDPOINT,
                     &MasterMsg::UnregisterApplication {
                         app_id: app_id.clone(),
                     },
-                );
+                    STOP_WAIT,
+                ));
             }
         }
         if let Some((cluster, _dir)) = self.local.lock().take() {
@@ -1293,6 +1324,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 timeout: network_timeout,
                 expiry_check: flint_deploy::LateCheck::new(expiry_period),
                 kill_executors,
+                stopping: Default::default(),
+                stopped: None,
                 last_launch: None,
                 starvation,
                 task_key: s.app_secret.clone(),

@@ -1272,9 +1272,17 @@ impl Endpoint for Master {
                 // Only the application's own driver ends it this way; anyone
                 // else uses KillApplication, which the ACLs check.
                 if self.address_to_app.get(&from) == Some(&app_id) {
-                    self.remove_application(ctx, &app_id, ApplicationState::Finished)
+                    self.remove_application(ctx, &app_id, ApplicationState::Finished);
+                    // A driver that asks waits to know it is done before it
+                    // closes its connection.
+                    if let Some(r) = reply {
+                        r.reply(&());
+                    }
                 } else {
                     tracing::warn!("refusing to unregister {app_id} for {from}: not its driver");
+                    if let Some(r) = reply {
+                        r.fail(format!("{app_id} is not this connection's application"));
+                    }
                 }
             }
             MasterMsg::KillApplication { app_id, user } => {

@@ -11,11 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use flint_rpc::slots::{PerSource, Slot, Slots, SourceShare};
 use flint_rpc::{LocalRef, ServerTlsStream, TlsConf};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::messages::{MasterMsg, MasterStateResponse, WorkerMsg, WorkerStateResponse};
 
@@ -40,55 +39,12 @@ pub(crate) fn serve_master(
 /// to defeat the idle limit) cannot keep other clients out.
 const MAX_UI_CONNECTIONS: usize = 128;
 
-/// The open connections, oldest first, each with the token that closes it.
-#[derive(Clone, Default)]
-struct Open(Arc<parking_lot::Mutex<OpenList>>);
-
-/// The last id given, and the open connections' ids and tokens.
-type OpenList = (u64, std::collections::VecDeque<(u64, CancellationToken)>);
-
-impl Open {
-    /// A place for a new connection; when all are taken, the oldest is closed.
-    fn take(&self) -> UiSlot {
-        let token = CancellationToken::new();
-        let mut g = self.0.lock();
-        let (next, q) = &mut *g;
-        while q.len() >= MAX_UI_CONNECTIONS {
-            match q.pop_front() {
-                Some((_, oldest)) => oldest.cancel(),
-                None => break,
-            }
-        }
-        *next += 1;
-        let id = *next;
-        q.push_back((id, token.clone()));
-        UiSlot {
-            open: self.clone(),
-            id,
-            closed: Box::pin(token.cancelled_owned()),
-        }
-    }
-}
-
-/// A connection's place among the open ones, given back on drop.
-struct UiSlot {
-    open: Open,
-    id: u64,
-    closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
-}
-
-impl Drop for UiSlot {
-    fn drop(&mut self) {
-        self.open.0.lock().1.retain(|(id, _)| *id != self.id);
-    }
-}
-
 fn serve(what: &'static str, listener: tokio::net::TcpListener, tls: Option<TlsConf>, app: Router) {
     tokio::spawn(async move {
-        let slots = Open::default();
+        let slots = Slots::new(MAX_UI_CONNECTIONS);
         let r = match tls {
             None => {
-                let per_source = PerSource::default();
+                let per_source = PerSource::new(UI_CONNECTIONS_PER_SOURCE);
                 axum::serve(
                     Capped {
                         listener,
@@ -116,13 +72,15 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn start(listener: tokio::net::TcpListener, tls: TlsConf, open: Open) -> Self {
+    fn start(listener: tokio::net::TcpListener, tls: TlsConf, open: Slots) -> Self {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let slots = Arc::new(tokio::sync::Semaphore::new(64));
-        let per_source = PerSource::default();
+        // TLS handshakes in progress: a new one gives up the oldest, so
+        // sockets that never finish theirs cannot keep clients out.
+        let handshakes = Slots::new(UI_TLS_HANDSHAKES);
+        let per_source = PerSource::new(UI_CONNECTIONS_PER_SOURCE);
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
@@ -133,16 +91,24 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let Some(source) = per_source.take(peer.ip()) else {
+                    tracing::debug!("web UI: {peer}'s host holds its share; closing");
                     continue;
                 };
-                let Some(source) = SourceSlot::take(&per_source, peer.ip()) else {
-                    continue;
-                };
+                let handshake = handshakes.take();
                 let (tls, done, open) = (tls.clone(), tx.clone(), open.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(Duration::from_secs(5), tls.accept(tcp)).await {
+                    let given_up = handshake.token().clone();
+                    let r = tokio::select! {
+                        biased;
+                        r = tokio::time::timeout(UI_TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)) => r,
+                        _ = given_up.cancelled() => {
+                            tracing::debug!("web UI TLS handshake from {peer} given up for a newer one");
+                            return;
+                        }
+                    };
+                    drop(handshake);
+                    match r {
                         Ok(Ok(s)) => {
                             let _ = done.send((Held::new(s, open.take(), source), peer)).await;
                         }
@@ -325,7 +291,7 @@ async fn worker_page(State(w): State<LocalRef<WorkerMsg>>) -> Response {
 /// oldest.
 struct Capped {
     listener: tokio::net::TcpListener,
-    slots: Open,
+    slots: Slots,
     per_source: PerSource,
 }
 
@@ -337,7 +303,7 @@ impl axum::serve::Listener for Capped {
         loop {
             match self.listener.accept().await {
                 Ok((io, peer)) => {
-                    let Some(source) = SourceSlot::take(&self.per_source, peer.ip()) else {
+                    let Some(source) = self.per_source.take(peer.ip()) else {
                         tracing::debug!("web UI: {peer}'s host holds its share; closing");
                         continue;
                     };
@@ -362,57 +328,29 @@ impl axum::serve::Listener for Capped {
 /// so sockets left open cannot keep the UI's slots from other clients.
 const UI_IDLE: Duration = Duration::from_secs(10);
 
+/// TLS handshakes the web UI runs at once (a new one gives up the oldest),
+/// and the time each may take.
+const UI_TLS_HANDSHAKES: usize = 64;
+const UI_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Slots one source address may hold (a quarter of them).
 const UI_CONNECTIONS_PER_SOURCE: usize = MAX_UI_CONNECTIONS / 4;
 
-/// Open connections per source address, shared by a listener's connections.
-type PerSource = Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
-
-/// A source address's share of the slots, given back on drop.
-struct SourceSlot {
-    counts: PerSource,
-    ip: std::net::IpAddr,
-}
-
-impl SourceSlot {
-    fn take(counts: &PerSource, ip: std::net::IpAddr) -> Option<Self> {
-        let mut m = counts.lock();
-        let n = m.entry(ip).or_insert(0);
-        if *n >= UI_CONNECTIONS_PER_SOURCE {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut m = self.counts.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
 struct Held<S> {
     io: S,
-    slot: UiSlot,
-    _source: SourceSlot,
+    _slot: Slot,
+    _source: SourceShare,
+    /// Ready once the slot is given to a newer connection.
+    evicted: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<S> Held<S> {
-    fn new(io: S, slot: UiSlot, source: SourceSlot) -> Self {
+    fn new(io: S, slot: Slot, source: SourceShare) -> Self {
         Held {
             io,
-            slot,
+            evicted: Box::pin(slot.token().clone().cancelled_owned()),
+            _slot: slot,
             _source: source,
             idle: Box::pin(tokio::time::sleep(UI_IDLE)),
         }
@@ -420,7 +358,7 @@ impl<S> Held<S> {
 
     /// Closed to make room for a newer connection.
     fn evicted(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        self.slot.closed.as_mut().poll(cx).is_ready()
+        self.evicted.as_mut().poll(cx).is_ready()
     }
 
     /// Bytes moved: the idle clock starts again.

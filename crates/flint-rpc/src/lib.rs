@@ -47,6 +47,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+pub mod slots;
+
 /// Version of the wire protocol; peers with another version are refused.
 pub const PROTOCOL_VERSION: u32 = 2;
 
@@ -799,14 +801,14 @@ struct Inner {
     /// Addresses this process has dialed: they are reached by dialing, never
     /// through a connection that merely claims them.
     dialed_before: std::sync::Mutex<std::collections::HashSet<RpcAddress>>,
-    /// Connections in their handshake per source address.
-    pending_from: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Connections in their handshake per source address (a quarter of
+    /// the handshake slots each).
+    pending_from: slots::PerSource,
     /// Nonces of this process's own handshakes in flight (see dial_handshake).
     dialing: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
-    /// Connections in their handshake, oldest first, each with the token
-    /// that gives it up (see `HandshakeSlot`).
-    handshakes:
-        std::sync::Mutex<std::collections::VecDeque<(u64, tokio_util::sync::CancellationToken)>>,
+    /// Connections in their handshake: a new one gives up the oldest when
+    /// all `max_pending_handshakes` are taken.
+    handshakes: slots::Slots,
     shutdown: tokio_util::sync::CancellationToken,
     /// The runtime this environment's tasks run on, so `send` and
     /// `setup_endpoint` also work from threads outside it.
@@ -836,9 +838,9 @@ impl RpcEnv {
                 asks: Default::default(),
                 next_id: AtomicU64::new(1),
                 dialing: Default::default(),
-                pending_from: Default::default(),
+                pending_from: slots::PerSource::new(conf.max_pending_handshakes / 4),
                 dialed_before: Default::default(),
-                handshakes: Default::default(),
+                handshakes: slots::Slots::new(conf.max_pending_handshakes),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 rt: tokio::runtime::Handle::current(),
             }),
@@ -1126,9 +1128,18 @@ impl RpcEnv {
         let env = self.clone();
         let to = to.clone();
         self.inner.rt.spawn(async move {
-            match env.connect(&to).await {
+            // A shut-down environment dials no one (an endpoint told its
+            // peer is gone by the shutdown itself may try to reconnect).
+            let shutdown = env.inner.shutdown.clone();
+            let dialed = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(None),
+                r = env.connect(&to) => r.map_err(Some),
+            };
+            match dialed {
                 Ok(framed) => env.run_conn(framed, to, Via::Dialed, id, rx).await,
-                Err(reason) => {
+                Err(None) => env.drop_conn(&to, id, "the RPC environment is shut down".into()),
+                Err(Some(reason)) => {
                     let reason = format!("cannot connect to {to}: {reason}");
                     tracing::warn!("{reason}");
                     env.drop_conn(&to, id, reason);
@@ -1263,7 +1274,7 @@ impl RpcEnv {
         // At most a quarter of the handshake slots per source address, so one
         // host holding silent sockets cannot lock out the others (nor evict
         // them, below).
-        let Some(_per_source) = PendingFrom::take(&self.inner, peer.ip()) else {
+        let Some(_per_source) = self.inner.pending_from.take(peer.ip()) else {
             refusal!(
                 "refusing connection from {peer}: too many of its connections are in their handshake"
             );
@@ -1273,8 +1284,8 @@ impl RpcEnv {
         // oldest handshake is given up for this one rather than this one
         // refused, so sockets that send nothing cannot keep honest peers
         // (whose handshakes take a round trip) out for long.
-        let slot = HandshakeSlot::take(&self.inner);
-        let cancelled = slot.token.clone();
+        let slot = self.inner.handshakes.take();
+        let cancelled = slot.token().clone();
         // Only the handshake can be given up: once it is done the connection
         // is registered and runs to its end (dropping it half-way would leave
         // a registered connection nobody reads, blocking its address).
@@ -1566,7 +1577,15 @@ impl RpcEnv {
             match frame {
                 None => break format!("connection to {peer} closed"),
                 Some(Err(e)) => {
-                    tracing::warn!("closing connection to {peer}: {e}");
+                    // A peer that went away (a process that exited with
+                    // bytes unread resets its connections) is news for the
+                    // endpoints (`on_disconnected`), which say what it means;
+                    // anything else is this connection's own trouble.
+                    if peer_gone(&e) {
+                        tracing::debug!("connection to {peer} ended: {e}");
+                    } else {
+                        tracing::warn!("closing connection to {peer}: {e}");
+                    }
                     break format!("connection to {peer} failed: {e}");
                 }
                 Some(Ok(bytes)) => match decode::<Wire>(&bytes) {
@@ -1724,6 +1743,15 @@ impl RpcEnv {
     }
 }
 
+/// Whether a read failed because the peer closed or reset the connection.
+fn peer_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 /// TCP keepalive on a connection, so a peer whose host vanished is noticed
 /// by the kernel too (the pings notice it sooner).
 fn keep_alive(stream: &TcpStream) {
@@ -1732,37 +1760,6 @@ fn keep_alive(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
-    }
-}
-
-/// A connection's place among those in their handshake, given back on
-/// drop. Taking one when all are taken gives up the oldest (its token is
-/// cancelled, and its task closes the connection).
-struct HandshakeSlot<'a> {
-    inner: &'a Inner,
-    id: u64,
-    token: tokio_util::sync::CancellationToken,
-}
-
-impl<'a> HandshakeSlot<'a> {
-    fn take(inner: &'a Inner) -> Self {
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let token = tokio_util::sync::CancellationToken::new();
-        let mut q = lock(&inner.handshakes);
-        while q.len() >= inner.conf.max_pending_handshakes.max(1) {
-            match q.pop_front() {
-                Some((_, oldest)) => oldest.cancel(),
-                None => break,
-            }
-        }
-        q.push_back((id, token.clone()));
-        HandshakeSlot { inner, id, token }
-    }
-}
-
-impl Drop for HandshakeSlot<'_> {
-    fn drop(&mut self) {
-        lock(&self.inner.handshakes).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -1790,37 +1787,6 @@ fn refusal_logged() -> bool {
     } else {
         *dropped += 1;
         false
-    }
-}
-
-/// A source address's share of the handshake slots, given back on drop.
-struct PendingFrom<'a> {
-    inner: &'a Inner,
-    ip: std::net::IpAddr,
-}
-
-impl<'a> PendingFrom<'a> {
-    fn take(inner: &'a Inner, ip: std::net::IpAddr) -> Option<Self> {
-        let cap = (inner.conf.max_pending_handshakes / 4).max(1);
-        let mut m = lock(&inner.pending_from);
-        let n = m.entry(ip).or_insert(0);
-        if *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(PendingFrom { inner, ip })
-    }
-}
-
-impl Drop for PendingFrom<'_> {
-    fn drop(&mut self) {
-        let mut m = lock(&self.inner.pending_from);
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
     }
 }
 

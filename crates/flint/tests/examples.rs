@@ -94,6 +94,14 @@ fn run_direct(case: &Case, env: &[(&str, String)], extra: &[&str], work: &Path) 
         String::from_utf8_lossy(&out.stderr),
         logs_under(work)
     );
+    // A job that went well logs no warning: users take one for trouble (a
+    // context's stop once cut its executors' connections and warned).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(" WARN ") && !stderr.contains(" ERROR "),
+        "{} {extra:?} succeeded but warned:\n{stderr}",
+        case.name
+    );
     answer(case, &out.stdout)
 }
 
