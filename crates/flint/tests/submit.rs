@@ -199,10 +199,145 @@ fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) 
     rt.block_on(cluster.stop());
 }
 
+/// `flint submit` in a child process (this binary with `--submit`), its
+/// stdout and stderr in files read while it runs; killed by PID on drop.
+struct SubmitProc {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl SubmitProc {
+    fn start(dir: &std::path::Path, tag: &str, args: &[&str]) -> Self {
+        let out = dir.join(format!("submit-{tag}.out"));
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--submit")
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap();
+        SubmitProc { child, out }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Stdout and stderr, for failure messages.
+    fn both(&self) -> String {
+        let err = std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default();
+        format!("{}\n--- stderr ---\n{err}", self.stdout())
+    }
+
+    fn wait(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!(
+            "flint submit still running after {limit:?}:\n{}",
+            self.both()
+        )
+    }
+}
+
+impl Drop for SubmitProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// While it waits for the end (`waitAppCompletion`), `flint submit` tells
+/// each state the driver enters, the end with the driver's exit code, and,
+/// when no Worker takes the driver for a while, what it waits for.
+fn submit_tells_the_driver_s_states_while_it_waits(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let work = dir.join("states");
+    let cluster = rt
+        .block_on(flint_deploy::LocalCluster::start(1, 2, 2048, &work))
+        .unwrap();
+    let url = format!("flint://{}", cluster.master.address);
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    let base = [
+        "--deploy-mode",
+        "cluster",
+        "--master",
+        &url,
+        "--driver-memory",
+        "256m",
+        "--conf",
+        "flint.standalone.submit.waitAppCompletion=true",
+    ];
+    let run = |tag: &str, extra: &[&str], app_args: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra);
+        args.push(exe);
+        args.extend(app_args);
+        SubmitProc::start(dir, tag, &args)
+    };
+    let limit = std::time::Duration::from_secs(60);
+    let mut s = run("short", &[], &["--sleep-ms", "500"]);
+    assert_eq!(s.wait(limit), Some(0), "{}", s.both());
+    let out = s.stdout();
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("driver-"))
+        .unwrap_or_else(|| panic!("no driver id in:\n{out}"));
+    let running = out
+        .find(&format!("State of {id} is RUNNING"))
+        .unwrap_or_else(|| panic!("RUNNING not told:\n{out}"));
+    let finished = out
+        .find(&format!("State of {id} is FINISHED"))
+        .unwrap_or_else(|| panic!("FINISHED not told:\n{out}"));
+    assert!(running < finished, "{out}");
+    // A failing driver: FAILED with its exit code, and submit exits non-zero.
+    let mut s = run("fails", &[], &["--exit-code", "3"]);
+    assert_eq!(s.wait(limit), Some(1), "{}", s.both());
+    let out = s.stdout();
+    assert!(out.contains(" is FAILED"), "{out}");
+    assert!(out.contains("exited with code 3"), "{out}");
+    // A driver no Worker can take (64 cores): SUBMITTED, then the hint.
+    let s = run("big", &["--driver-cores", "64"], &["--exit-code", "0"]);
+    let deadline = std::time::Instant::now() + limit;
+    let out = loop {
+        let out = s.stdout();
+        if out.contains("no Worker has taken it yet") {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no hint after {limit:?}:\n{}",
+            s.both()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(out.contains(" is SUBMITTED"), "{out}");
+    assert!(out.contains("--driver-cores and --driver-memory"), "{out}");
+    drop(s);
+    rt.block_on(cluster.stop());
+}
+
 fn main() {
     harness::init_logging();
     flint::init();
     let args: Vec<String> = std::env::args().collect();
+    // Drivers that only wait or exit, and `flint submit` itself.
+    match args.get(1).map(String::as_str) {
+        Some("--sleep-ms") => {
+            std::thread::sleep(std::time::Duration::from_millis(args[2].parse().unwrap()));
+            return;
+        }
+        Some("--exit-code") => std::process::exit(args[2].parse().unwrap()),
+        Some("--submit") => std::process::exit(submit(
+            &args[2..].iter().map(String::as_str).collect::<Vec<_>>(),
+        )),
+        _ => {}
+    }
     if args.get(1).map(String::as_str) == Some("--app") {
         // A crash marker: the first run (cluster-wide) creates it and fails.
         if let Some(marker) = args.get(4)
@@ -226,7 +361,7 @@ fn main() {
     std::fs::write(&input, text).unwrap();
     let input = input.to_str().unwrap().to_owned();
     let d = dir.path().to_path_buf();
-    let (i1, i2, d2) = (input.clone(), input, d.clone());
+    let (i1, i2, d2, d3) = (input.clone(), input, d.clone(), d.clone());
     let tests: Vec<harness::Test> = vec![
         (
             "client_mode_runs_the_app_here_with_the_submitted_settings",
@@ -235,6 +370,10 @@ fn main() {
         (
             "cluster_mode_runs_the_driver_on_a_worker",
             Box::new(move || cluster_mode_runs_the_driver_on_a_worker(&d2, &i2)),
+        ),
+        (
+            "submit_tells_the_driver_s_states_while_it_waits",
+            Box::new(move || submit_tells_the_driver_s_states_while_it_waits(&d3)),
         ),
     ];
     harness::run("submit", &args, tests);
