@@ -95,7 +95,12 @@ impl TlsListener {
                     tracing::debug!("web UI: {peer}'s host holds its share; closing");
                     continue;
                 };
-                let handshake = handshakes.take();
+                let Some(handshake) = handshakes.take(&source) else {
+                    tracing::debug!(
+                        "web UI: {peer}'s host has evicted enough this second; closing"
+                    );
+                    continue;
+                };
                 let (tls, done, open) = (tls.clone(), tx.clone(), open.clone());
                 tokio::spawn(async move {
                     let given_up = handshake.token().clone();
@@ -109,9 +114,14 @@ impl TlsListener {
                     };
                     drop(handshake);
                     match r {
-                        Ok(Ok(s)) => {
-                            let _ = done.send((Held::new(s, open.take(), source), peer)).await;
-                        }
+                        Ok(Ok(s)) => match open.take(&source) {
+                            Some(slot) => {
+                                let _ = done.send((Held::new(s, slot, source), peer)).await;
+                            }
+                            None => tracing::debug!(
+                                "web UI: {peer}'s host has evicted enough this second; closing"
+                            ),
+                        },
                         Ok(Err(e)) => {
                             tracing::debug!("web UI TLS handshake from {peer} failed: {e}")
                         }
@@ -307,7 +317,13 @@ impl axum::serve::Listener for Capped {
                         tracing::debug!("web UI: {peer}'s host holds its share; closing");
                         continue;
                     };
-                    return (Held::new(io, self.slots.take(), source), peer);
+                    let Some(slot) = self.slots.take(&source) else {
+                        tracing::debug!(
+                            "web UI: {peer}'s host has evicted enough this second; closing"
+                        );
+                        continue;
+                    };
+                    return (Held::new(io, slot, source), peer);
                 }
                 Err(e) => {
                     tracing::warn!("web UI accept failed: {e}");

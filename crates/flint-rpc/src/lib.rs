@@ -13,7 +13,8 @@
 //! peer that cannot prove it. Until the handshake completes frames are limited
 //! to [`HANDSHAKE_FRAME_LIMIT`] bytes, at most `max_pending_handshakes`
 //! connections may be in their handshake at once (a new one replaces the
-//! oldest; a quarter of them per source address), and each has
+//! oldest, at most [`slots::EVICTIONS_PER_SECOND`] a second per source
+//! address; a quarter of them per source address), and each has
 //! `handshake_timeout` to finish; after it, frames are bounded by
 //! `RpcConf::max_message_size` (128 MiB by default, Spark's
 //! `spark.rpc.message.maxSize`). Bad bytes close that connection with a logged
@@ -1274,7 +1275,7 @@ impl RpcEnv {
         // At most a quarter of the handshake slots per source address, so one
         // host holding silent sockets cannot lock out the others (nor evict
         // them, below).
-        let Some(_per_source) = self.inner.pending_from.take(peer.ip()) else {
+        let Some(per_source) = self.inner.pending_from.take(peer.ip()) else {
             refusal!(
                 "refusing connection from {peer}: too many of its connections are in their handshake"
             );
@@ -1284,7 +1285,14 @@ impl RpcEnv {
         // oldest handshake is given up for this one rather than this one
         // refused, so sockets that send nothing cannot keep honest peers
         // (whose handshakes take a round trip) out for long.
-        let slot = self.inner.handshakes.take();
+        let Some(slot) = self.inner.handshakes.take(&per_source) else {
+            refusal!(
+                "refusing connection from {peer}: all {} handshake slots are taken and its host has given up {} of them this second",
+                self.inner.conf.max_pending_handshakes,
+                slots::EVICTIONS_PER_SECOND
+            );
+            return;
+        };
         let cancelled = slot.token().clone();
         // Only the handshake can be given up: once it is done the connection
         // is registered and runs to its end (dropping it half-way would leave
@@ -1302,7 +1310,7 @@ impl RpcEnv {
             }
         };
         drop(slot);
-        drop(_per_source);
+        drop(per_source);
         let Some((mut framed, sender)) = done else {
             return;
         };
