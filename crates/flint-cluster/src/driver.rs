@@ -1002,6 +1002,17 @@ impl Endpoint for AppClient {
             }
         }
     }
+
+    fn on_disconnected(&mut self, _: &EndpointCtx<AppClientMsg>, peer: &RpcAddress) {
+        // As Spark's client, the application goes on with the executors it
+        // has (they talk to the driver, not the Master); only new ones,
+        // to replace lost executors, need a Master.
+        if self.masters.contains(peer) && self.app_id.lock().is_some() {
+            tracing::warn!(
+                "Connection to master {peer} lost: the application keeps the executors it has, but cannot replace any it loses"
+            );
+        }
+    }
 }
 
 struct ClusterBackend {
@@ -1059,7 +1070,9 @@ impl SchedulerBackend for ClusterBackend {
         // (briefly) so that nothing is cut off half-way: a local cluster's
         // daemons are stopped next, and the connections closed.
         let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
-        if let Some(app_id) = self.app_id.lock().clone() {
+        // Taken: once unregistered, a closing master connection is no news.
+        let app_id = self.app_id.lock().take();
+        if let Some(app_id) = app_id {
             for m in &self.masters {
                 let _ = rt.block_on(self.master_env.ask::<_, ()>(
                     m,

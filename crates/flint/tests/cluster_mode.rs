@@ -1086,6 +1086,45 @@ fn a_killed_worker_s_job_finishes_on_the_other(input: &str, dir: &std::path::Pat
     rt.block_on(async { master.env.shutdown() });
 }
 
+/// A Master that dies leaves its running applications running, as in Spark:
+/// executors talk to the driver, not to the Master. The driver says it lost
+/// the Master, its next job runs on the executors it has, and its stop does
+/// not hang on the dead Master.
+fn a_dead_master_leaves_applications_running(input: &str, dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt.block_on(start_master());
+    let _worker = spawn_worker(&master.address, &dir.join("w-dead-master"), "127.0.0.1", 2);
+    let sc = FlintContext::new(
+        cluster_conf("dead-master").master(format!("flint://{}", master.address)),
+    )
+    .unwrap();
+    let count = || {
+        let mut c = sc
+            .text_file(input, 4)
+            .unwrap()
+            .flat_map(Fn!(|l: String| words(l)))
+            .map(Fn!(|w: String| (w, 1u64)))
+            .reduce_by_key(Fn!(|a: u64, b: u64| a + b))
+            .collect()
+            .unwrap();
+        c.sort();
+        c
+    };
+    check_counts(&count(), "before the master died");
+    rt.block_on(async { master.env.shutdown() });
+    wait_until("the driver says it lost the master", 30, || {
+        harness::logs().contains(&format!("Connection to master {} lost", master.address))
+    });
+    check_counts(&count(), "after the master died");
+    let started = std::time::Instant::now();
+    sc.stop();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stop took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Broadcast values spread between executors (Spark's TorrentBroadcast, whole
 /// values here): the driver sends a value once, to the first executor that
 /// needs it; the other gets it from that executor.
@@ -1782,6 +1821,10 @@ fn main() {
         "a_task_that_kills_its_executor_fails_the_job",
         Box::new(a_task_that_kills_its_executor_fails_the_job),
     ));
+    tests.push(("a_dead_master_leaves_applications_running", {
+        let d = d.clone();
+        Box::new(move || a_dead_master_leaves_applications_running(input, &d))
+    }));
     tests.push((
         "a_paused_driver_keeps_its_executors",
         Box::new(a_paused_driver_keeps_its_executors),
