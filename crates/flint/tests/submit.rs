@@ -100,14 +100,24 @@ fn client_mode_runs_the_app_here_with_the_submitted_settings(dir: &std::path::Pa
     assert_ne!(code, 0);
 }
 
-fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) {
+/// An in-process standalone cluster of one Worker with `cores` cores in
+/// `work`, its runtime, and its `flint://` URL.
+fn one_worker_cluster(
+    work: &std::path::Path,
+    cores: u32,
+) -> (tokio::runtime::Runtime, flint_deploy::LocalCluster, String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let work = dir.join("cluster");
-    // One worker: 3 cores for the driver (1) and an executor (2).
     let cluster = rt
-        .block_on(flint_deploy::LocalCluster::start(1, 3, 2048, &work))
+        .block_on(flint_deploy::LocalCluster::start(1, cores, 2048, work))
         .unwrap();
     let url = format!("flint://{}", cluster.master.address);
+    (rt, cluster, url)
+}
+
+fn cluster_mode_runs_the_driver_on_a_worker(dir: &std::path::Path, input: &str) {
+    // One worker: 3 cores for the driver (1) and an executor (2).
+    let work = dir.join("cluster");
+    let (rt, cluster, url) = one_worker_cluster(&work, 3);
     let exe = std::env::current_exe().unwrap();
     let out = dir.join("cluster.out");
     let code = submit(&[
@@ -255,12 +265,7 @@ impl Drop for SubmitProc {
 /// each state the driver enters, the end with the driver's exit code, and,
 /// when no Worker takes the driver for a while, what it waits for.
 fn submit_tells_the_driver_s_states_while_it_waits(dir: &std::path::Path) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let work = dir.join("states");
-    let cluster = rt
-        .block_on(flint_deploy::LocalCluster::start(1, 2, 2048, &work))
-        .unwrap();
-    let url = format!("flint://{}", cluster.master.address);
+    let (rt, cluster, url) = one_worker_cluster(&dir.join("states"), 2);
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap();
     let base = [
