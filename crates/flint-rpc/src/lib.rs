@@ -1687,6 +1687,11 @@ impl RpcEnv {
                         },
                     ));
                 }
+                // Endpoints leave as the environment shuts down, while its
+                // connections may still hand over a frame read just before.
+                None if self.inner.shutdown.is_cancelled() => {
+                    tracing::debug!("message from {peer} for '{to}' dropped: shutting down")
+                }
                 None => tracing::warn!("message from {peer} for unknown endpoint '{to}' dropped"),
             },
             Wire::Ask { id, to, payload } => {
