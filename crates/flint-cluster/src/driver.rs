@@ -98,8 +98,8 @@ struct DriverEndpoint {
     /// `flint.starvation.timeout` (15 s).
     starvation: Duration,
     kill_executors: KillExecutors,
-    /// Executors told to stop whose connections are still open, and who
-    /// waits for them all to close (the context's stop).
+    /// Executors forgotten as the context stops whose connections are still
+    /// open, and who waits for them all to close (the context's stop).
     stopping: std::collections::HashSet<RpcAddress>,
     stopped: Option<Replier>,
 }
@@ -838,17 +838,20 @@ impl Endpoint for DriverEndpoint {
                 }
             }
             DriverMsg::StopExecutors => {
-                // Forgotten as they are told to stop: their connections
-                // closing next is not a loss. The asker hears when they
-                // have all closed.
-                for (_, e) in self.executors.drain() {
-                    if ctx
-                        .env
-                        .send_accepted(&e.addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor)
-                        .is_ok()
-                    {
-                        self.stopping.insert(e.addr);
-                    }
+                // Forgotten first, so their connections closing next (the
+                // Master kills them once the application is unregistered)
+                // is not a loss; told to stop by `AwaitExecutorsGone`.
+                self.stopping
+                    .extend(self.executors.drain().map(|(_, e)| e.addr));
+                if let Some(r) = reply {
+                    r.reply(&());
+                }
+            }
+            DriverMsg::AwaitExecutorsGone => {
+                for addr in &self.stopping {
+                    let _ =
+                        ctx.env
+                            .send_accepted(addr, EXECUTOR_ENDPOINT, &ExecutorMsg::StopExecutor);
                 }
                 self.stopped = reply;
                 self.all_stopped();
@@ -1063,12 +1066,15 @@ impl SchedulerBackend for ClusterBackend {
     fn stop(&self) {
         let Some(rt) = self.rt.lock().take() else {
             self.driver.send(DriverMsg::StopExecutors);
+            self.driver.send(DriverMsg::AwaitExecutorsGone);
             return;
         };
-        // As Spark's stop: the executors first (they exit, their connections
-        // close), then the application is unregistered, each waited for
-        // (briefly) so that nothing is cut off half-way: a local cluster's
-        // daemons are stopped next, and the connections closed.
+        // The executors are forgotten, then the application unregistered,
+        // then the executors told to stop and waited for (each briefly), so
+        // that nothing is cut off half-way and the Master never sees an
+        // executor of a running application exit (it would start another):
+        // a local cluster's daemons are stopped next, and the connections
+        // closed.
         let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
         // Taken: once unregistered, a closing master connection is no news.
         let app_id = self.app_id.lock().take();
@@ -1084,6 +1090,10 @@ impl SchedulerBackend for ClusterBackend {
                 ));
             }
         }
+        let _ = rt.block_on(
+            self.driver
+                .ask::<()>(DriverMsg::AwaitExecutorsGone, STOP_WAIT),
+        );
         if let Some((cluster, _dir)) = self.local.lock().take() {
             rt.block_on(cluster.stop());
         }

@@ -74,9 +74,13 @@ pub enum DriverMsg {
     /// Internal: kill a task wherever it runs.
     #[serde(skip_deserializing)]
     Kill { task_id: u64 },
-    /// Internal: stop every executor (the context stops).
+    /// Internal: forget every executor (the context stops).
     #[serde(skip_deserializing)]
     StopExecutors,
+    /// Internal: tell the forgotten executors to stop; the reply comes once
+    /// their connections have closed.
+    #[serde(skip_deserializing)]
+    AwaitExecutorsGone,
     /// Internal: the Master says an executor is gone.
     #[serde(skip_deserializing)]
     Lost {
@@ -515,6 +519,7 @@ mod tests {
             DriverMsg::Revive,
             DriverMsg::Kill { task_id: 1 },
             DriverMsg::StopExecutors,
+            DriverMsg::AwaitExecutorsGone,
             DriverMsg::Lost {
                 executor_id: "1".into(),
                 reason: "r".into(),
