@@ -623,7 +623,41 @@ fn only_an_application_s_driver_kills_its_executors() {
             &format!("Killing executor {app_id}/0 at its driver's request"),
         )
     });
-    poll("a replacement executor", DEADLINE, || {
+    let replacement = poll("a replacement executor", DEADLINE, || {
         sleepers_under(dir.path()).into_iter().find(|p| *p != pid)
     });
+    // Only its driver may say how many executors it wants (a stopping
+    // driver asks for none, so the executors it stops are not replaced).
+    let none = MasterMsg::RequestExecutors {
+        app_id: app_id.clone(),
+        total: 0,
+    };
+    let e = rt
+        .block_on(stranger.ask::<_, ()>(&master, "Master", &none, DEADLINE))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not this connection's application"), "{e}");
+    rt.block_on(driver.ask::<_, ()>(&master, "Master", &none, DEADLINE))
+        .unwrap();
+    let kill = MasterMsg::KillExecutors {
+        app_id: app_id.clone(),
+        executor_ids: vec![1],
+    };
+    driver.send(&master, "Master", &kill).unwrap();
+    poll("the second executor ended", DEADLINE, || {
+        (!sleepers_under(dir.path()).contains(&replacement)).then_some(())
+    });
+    // The Master decides launches as it handles the kill, and logs them
+    // first: none followed this one.
+    poll("the master logged the kill", DEADLINE, || {
+        log_has(
+            &m.d,
+            &format!("Killing executor {app_id}/1 at its driver's request"),
+        )
+    });
+    assert!(
+        log_has(&m.d, &format!("Launching executor {app_id}/2")).is_none(),
+        "an executor was launched past the 0 the driver asked for"
+    );
+    assert!(sleepers_under(dir.path()).is_empty());
 }

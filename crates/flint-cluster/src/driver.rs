@@ -101,6 +101,9 @@ struct DriverEndpoint {
     /// Executors forgotten as the context stops whose connections are still
     /// open, and who waits for them all to close (the context's stop).
     stopping: std::collections::HashSet<RpcAddress>,
+    /// The application is stopping: executors that register now (launched
+    /// before the Master was told to launch no more) are refused, and exit.
+    closing: bool,
     stopped: Option<Replier>,
 }
 
@@ -487,6 +490,8 @@ impl Endpoint for DriverEndpoint {
                     || cores > MAX_EXECUTOR_CORES
                 {
                     Err("an executor registers over its own connection, with cores".into())
+                } else if self.closing {
+                    Err("the application is stopping".into())
                 } else {
                     match self.executors.entry(executor_id) {
                         Entry::Occupied(o) => Err(format!("Duplicate executor ID: {}", o.key())),
@@ -841,6 +846,7 @@ impl Endpoint for DriverEndpoint {
                 // Forgotten first, so their connections closing next (the
                 // Master kills them once the application is unregistered)
                 // is not a loss; told to stop by `AwaitExecutorsGone`.
+                self.closing = true;
                 self.stopping
                     .extend(self.executors.drain().map(|(_, e)| e.addr));
                 if let Some(r) = reply {
@@ -932,10 +938,20 @@ impl Endpoint for DriverEndpoint {
     }
 }
 
+/// The application's id, and the master that gave it: only that master is
+/// asked to kill executors and to unregister the application (a listed
+/// master that never answered would hold up every stop).
+struct Registration {
+    app_id: String,
+    master: RpcAddress,
+}
+
+type Registered = Arc<Mutex<Option<Registration>>>;
+
 /// The application's client of the Master (Spark's StandaloneAppClient).
 struct AppClient {
     driver: LocalRef<DriverMsg>,
-    app_id: Arc<Mutex<Option<String>>>,
+    app_id: Registered,
     /// Only the masters this client dialed speak for the cluster.
     masters: Vec<RpcAddress>,
     scheduler: Arc<TaskScheduler>,
@@ -964,7 +980,10 @@ impl Endpoint for AppClient {
                 let mut slot = self.app_id.lock();
                 if slot.is_none() {
                     tracing::info!("Connected to master {from}; application {app_id}");
-                    *slot = Some(app_id);
+                    *slot = Some(Registration {
+                        app_id,
+                        master: from.addr.clone(),
+                    });
                 }
             }
             AppClientMsg::ExecutorAdded {
@@ -1010,7 +1029,12 @@ impl Endpoint for AppClient {
         // As Spark's client, the application goes on with the executors it
         // has (they talk to the driver, not the Master); only new ones,
         // to replace lost executors, need a Master.
-        if self.masters.contains(peer) && self.app_id.lock().is_some() {
+        if self
+            .app_id
+            .lock()
+            .as_ref()
+            .is_some_and(|r| &r.master == peer)
+        {
             tracing::warn!(
                 "Connection to master {peer} lost: the application keeps the executors it has, but cannot replace any it loses"
             );
@@ -1023,8 +1047,7 @@ struct ClusterBackend {
     driver: LocalRef<DriverMsg>,
     app_env: RpcEnv,
     master_env: RpcEnv,
-    masters: Vec<RpcAddress>,
-    app_id: Arc<Mutex<Option<String>>>,
+    app_id: Registered,
     local: Mutex<Option<(LocalCluster, ExitCleanedDir)>>,
     total_cores: Arc<AtomicUsize>,
     blocks: BlockMap,
@@ -1069,31 +1092,44 @@ impl SchedulerBackend for ClusterBackend {
             self.driver.send(DriverMsg::AwaitExecutorsGone);
             return;
         };
-        // The executors are forgotten, then the application unregistered,
-        // then the executors told to stop and waited for (each briefly), so
-        // that nothing is cut off half-way and the Master never sees an
-        // executor of a running application exit (it would start another):
-        // a local cluster's daemons are stopped next, and the connections
-        // closed.
+        // The executors are forgotten (their exits are no loss), the Master
+        // told to launch no more (it would replace each one that exits),
+        // then the executors told to stop and waited for, and only then the
+        // application unregistered (which has their Workers kill what is
+        // left): each exits by itself, and nothing is cut off half-way. Each
+        // step is bounded; a local cluster's daemons are stopped next, and
+        // the connections closed.
         let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
-        // Taken: once unregistered, a closing master connection is no news.
-        let app_id = self.app_id.lock().take();
-        if let Some(app_id) = app_id {
-            for m in &self.masters {
-                let _ = rt.block_on(self.master_env.ask::<_, ()>(
-                    m,
-                    MASTER_ENDPOINT,
-                    &MasterMsg::UnregisterApplication {
-                        app_id: app_id.clone(),
-                    },
-                    STOP_WAIT,
-                ));
-            }
+        let registration = self
+            .app_id
+            .lock()
+            .as_ref()
+            .map(|r| (r.app_id.clone(), r.master.clone()));
+        if let Some((app_id, master)) = &registration {
+            let _ = rt.block_on(self.master_env.ask::<_, ()>(
+                master,
+                MASTER_ENDPOINT,
+                &MasterMsg::RequestExecutors {
+                    app_id: app_id.clone(),
+                    total: 0,
+                },
+                STOP_WAIT,
+            ));
         }
         let _ = rt.block_on(
             self.driver
                 .ask::<()>(DriverMsg::AwaitExecutorsGone, STOP_WAIT),
         );
+        // Taken: once unregistered, a closing master connection is no news.
+        self.app_id.lock().take();
+        if let Some((app_id, master)) = registration {
+            let _ = rt.block_on(self.master_env.ask::<_, ()>(
+                &master,
+                MASTER_ENDPOINT,
+                &MasterMsg::UnregisterApplication { app_id },
+                STOP_WAIT,
+            ));
+        }
         if let Some((cluster, _dir)) = self.local.lock().take() {
             rt.block_on(cluster.stop());
         }
@@ -1278,7 +1314,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         "flint.executor.heartbeatInterval",
         format!("{}ms", heartbeat.as_millis()),
     );
-    let app_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let app_id: Registered = Arc::new(Mutex::new(None));
     let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let blocks: BlockMap = Arc::default();
     let (app_env, master_env, driver) = rt.block_on(async {
@@ -1312,21 +1348,23 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         .await
         .map_err(|e| FlintError::Config(e.to_string()))?;
         let kill_executors: KillExecutors = {
-            let (env, masters, app_id) = (master_env.clone(), masters.clone(), app_id.clone());
+            let (env, app_id) = (master_env.clone(), app_id.clone());
             Arc::new(move |executor_ids: Vec<u32>| {
-                let Some(app_id) = app_id.lock().clone() else {
+                let Some((app_id, master)) = app_id
+                    .lock()
+                    .as_ref()
+                    .map(|r| (r.app_id.clone(), r.master.clone()))
+                else {
                     return;
                 };
-                for m in &masters {
-                    let _ = env.send(
-                        m,
-                        MASTER_ENDPOINT,
-                        &MasterMsg::KillExecutors {
-                            app_id: app_id.clone(),
-                            executor_ids: executor_ids.clone(),
-                        },
-                    );
-                }
+                let _ = env.send(
+                    &master,
+                    MASTER_ENDPOINT,
+                    &MasterMsg::KillExecutors {
+                        app_id,
+                        executor_ids,
+                    },
+                );
             })
         };
         let driver = app_env.setup_endpoint(
@@ -1348,6 +1386,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 expiry_check: flint_deploy::LateCheck::new(expiry_period),
                 kill_executors,
                 stopping: Default::default(),
+                closing: false,
                 stopped: None,
                 last_launch: None,
                 starvation,
@@ -1579,7 +1618,6 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         driver,
         app_env,
         master_env,
-        masters,
         app_id,
         local: Mutex::new(local),
         total_cores,

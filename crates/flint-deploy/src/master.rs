@@ -204,6 +204,9 @@ struct AppInfo {
     submit_date: String,
     end_ms: Option<i64>,
     requested_cores: u32,
+    /// Executors the driver wants in all (`RequestExecutors`); none are
+    /// launched past it.
+    executor_limit: usize,
 }
 
 impl AppInfo {
@@ -574,6 +577,7 @@ impl Master {
             submit_date: chrono::Utc::now().to_rfc2822(),
             end_ms: None,
             requested_cores: requested,
+            executor_limit: usize::MAX,
             desc,
         };
         self.apps.insert(id.clone(), app);
@@ -939,7 +943,8 @@ impl Master {
             };
             let cpe = app.desc.cores_per_executor;
             let mem = app.desc.memory_per_executor_mb;
-            if app.cores_left() < cpe.unwrap_or(1) {
+            let executor_limit = app.executor_limit.saturating_sub(app.executors.len());
+            if app.cores_left() < cpe.unwrap_or(1) || executor_limit == 0 {
                 continue;
             }
             let mut usable: Vec<&WorkerInfo> = self
@@ -972,7 +977,7 @@ impl Master {
                 cores_left: app.cores_left(),
                 cores_per_executor: cpe,
                 memory_per_executor_mb: mem,
-                executor_limit: usize::MAX,
+                executor_limit,
             };
             let assigned = schedule_executors_on_workers(demand, &frees, self.conf.spread_out);
             let ids: Vec<String> = usable.iter().map(|w| w.id.clone()).collect();
@@ -1302,6 +1307,24 @@ impl Endpoint for Master {
                 app_id,
                 executor_ids,
             } => self.kill_executors(ctx, &from, &app_id, executor_ids),
+            MasterMsg::RequestExecutors { app_id, total } => match self.apps.get_mut(&app_id) {
+                Some(app) if app.driver == from => {
+                    tracing::info!("Application {app_id} requested {total} executors in all");
+                    app.executor_limit = total as usize;
+                    if let Some(r) = reply {
+                        r.reply(&());
+                    }
+                    self.schedule(ctx);
+                }
+                _ => {
+                    tracing::warn!(
+                        "refusing an executor request for {app_id} from {from}: not its driver"
+                    );
+                    if let Some(r) = reply {
+                        r.fail(format!("{app_id} is not this connection's application"));
+                    }
+                }
+            },
             MasterMsg::UploadBinary {
                 sha256,
                 size,

@@ -268,6 +268,14 @@ pub enum MasterMsg {
         app_id: String,
         executor_ids: Vec<u32>,
     },
+    /// Ask, from an application's driver: the number of executors it wants
+    /// in all (Spark's RequestExecutors); the Master launches none past it.
+    /// A stopping driver asks for 0 before it stops its executors, so their
+    /// exits are not replaced. Answered with `()`.
+    RequestExecutors {
+        app_id: String,
+        total: u32,
+    },
     // Internal variants stay last: serde numbers the variants it can
     // deserialize consecutively, so a skipped one in the middle would shift
     // the wire index of every variant after it.

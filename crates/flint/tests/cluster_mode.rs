@@ -1125,6 +1125,110 @@ fn a_dead_master_leaves_applications_running(input: &str, dir: &std::path::Path)
     );
 }
 
+/// A context's stop ends its executors as a finished application's, not as
+/// lost ones: the Master starts no spare executor while the application
+/// stops, each executor is told to stop by the driver, and a listed master that never answers (first in the URL) does not hold
+/// the stop up: only the master that registered the application is asked.
+fn a_stop_ends_the_executors_and_waits_for_no_silent_master(input: &str, dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let master = rt.block_on(start_master());
+    // Accepts connections (the kernel does, into its backlog) and never speaks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap();
+    let _worker = spawn_worker(&master.address, &dir.join("w-stop"), "127.0.0.1", 2);
+    let sc = FlintContext::new(
+        cluster_conf("clean-stop")
+            .master(format!("flint://{silent},{}", master.address))
+            .set("flint.executor.cores", "1")
+            .set("flint.executor.memory", "256m"),
+    )
+    .unwrap();
+    // Both executors up (the second may start later than the first job).
+    wait_until("both executors run tasks", 60, || {
+        let mut pids = sc
+            .parallelize((0..8u32).collect::<Vec<_>>(), 8)
+            .map(Fn!(|_x: u32| std::process::id()))
+            .collect()
+            .unwrap();
+        pids.sort();
+        pids.dedup();
+        pids.len() == 2
+    });
+    let n = sc
+        .text_file(input, 4)
+        .unwrap()
+        .flat_map(Fn!(|l: String| words(l)))
+        .count()
+        .unwrap();
+    assert_eq!(n, 60_000);
+    let started = std::time::Instant::now();
+    sc.stop();
+    // The driver waits at most 3 s for each answer at stop: asking the
+    // silent master would take all of it.
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let client = rt.block_on(async { flint_rpc::RpcEnv::client(flint_rpc::RpcConf::default()) });
+    let ask_master = || {
+        rt.block_on(
+            client.ask::<_, flint_deploy::messages::MasterStateResponse>(
+                &master.address,
+                "Master",
+                &flint_deploy::messages::MasterMsg::RequestMasterState,
+                std::time::Duration::from_secs(10),
+            ),
+        )
+        .unwrap()
+    };
+    wait_until("the application is finished", 30, || {
+        let s = ask_master();
+        s.activeapps.is_empty() && s.completedapps.len() == 1
+    });
+    let w = ask_master().workers.remove(0);
+    let worker = flint_rpc::RpcAddress::new(&w.host, w.port);
+    let mut finished = Vec::new();
+    wait_until("the worker has no executor running", 30, || {
+        let s = rt
+            .block_on(
+                client.ask::<_, flint_deploy::messages::WorkerStateResponse>(
+                    &worker,
+                    "Worker",
+                    &flint_deploy::messages::WorkerMsg::RequestWorkerState,
+                    std::time::Duration::from_secs(10),
+                ),
+            )
+            .unwrap();
+        finished = s.finishedexecutors;
+        s.executors.is_empty()
+    });
+    let states: Vec<_> = finished.iter().map(|e| (e.id, e.state)).collect();
+    assert_eq!(states.len(), 2, "two executors, no spare: {states:?}");
+    // Each was told to stop before its application ended (after that, its
+    // Worker ends what is left of the process, so it may show KILLED, as in
+    // Spark).
+    let app = ask_master().completedapps.remove(0).id;
+    for e in &finished {
+        let log = dir
+            .join("w-stop")
+            .join(&app)
+            .join(e.id.to_string())
+            .join("stderr");
+        let log =
+            std::fs::read_to_string(&log).unwrap_or_else(|err| panic!("{}: {err}", log.display()));
+        assert!(
+            log.contains("exits: the driver said stop"),
+            "executor {} was not told to stop:\n{log}",
+            e.id
+        );
+    }
+    rt.block_on(async {
+        client.shutdown();
+        master.env.shutdown()
+    });
+}
+
 /// Broadcast values spread between executors (Spark's TorrentBroadcast, whole
 /// values here): the driver sends a value once, to the first executor that
 /// needs it; the other gets it from that executor.
@@ -1381,6 +1485,8 @@ fn spawn_worker(
             host,
             &cores.to_string(),
         ])
+        // Its executors (this binary again) say why they exit.
+        .env("RUST_LOG", "warn,flint_cluster::executor=info")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -1772,6 +1878,15 @@ fn main() {
             let d = d.clone();
             Box::new(move || applications_share_the_cluster(&d))
         }),
+        (
+            "a_stop_ends_the_executors_and_waits_for_no_silent_master",
+            {
+                let d = d.clone();
+                Box::new(move || {
+                    a_stop_ends_the_executors_and_waits_for_no_silent_master(input, &d)
+                })
+            },
+        ),
         ("a_killed_worker_s_job_finishes_on_the_other", {
             let d = d.clone();
             Box::new(move || a_killed_worker_s_job_finishes_on_the_other(input, &d))
