@@ -433,7 +433,10 @@ impl FlintContext {
         ))
     }
 
-    /// Lines of a file, a directory of files, or a glob.
+    /// Lines of a file, a directory of files, or a glob, or of several of
+    /// them separated by commas. Files named `.gz`, `.bz2` or `.deflate` are
+    /// decompressed, each read whole by one task (as Hadoop's codecs, they
+    /// cannot be split); `.zst`, `.lz4` and `.snappy` files are refused.
     pub fn text_file(&self, path: &str, min_partitions: usize) -> Result<Rdd<String>> {
         self.text_source(path, min_partitions, false)
     }
@@ -450,7 +453,7 @@ impl FlintContext {
 
     fn text_source(&self, path: &str, min_partitions: usize, chunks: bool) -> Result<Rdd<String>> {
         let files = list_files(path)?;
-        let splits = compute_splits(&files, min_partitions.max(1), 1)?;
+        let splits = compute_splits(&files, min_partitions.max(1), 1, true)?;
         Ok(Rdd::from_node(
             self,
             TextFileRdd {
@@ -468,6 +471,9 @@ impl FlintContext {
         min_partitions: usize,
     ) -> Result<Rdd<(String, String)>> {
         let files = list_files(path)?;
+        for f in &files {
+            crate::rdd::sources::Codec::of(f)?;
+        }
         let n = min_partitions.max(1).min(files.len().max(1));
         let mut groups = vec![Vec::new(); n];
         for (i, f) in files.into_iter().enumerate() {
@@ -506,7 +512,7 @@ impl FlintContext {
                 )));
             }
         }
-        let splits = compute_splits(&files, min_partitions.max(1), record_len as u64)?;
+        let splits = compute_splits(&files, min_partitions.max(1), record_len as u64, false)?;
         Ok(Rdd::from_node(
             self,
             BinaryRecordsRdd {

@@ -686,3 +686,91 @@ fn a_damaged_remote_copy_of_a_cached_partition_is_recomputed() {
     assert_eq!(rdd.count().unwrap(), 100);
     sc.stop();
 }
+
+/// Compressed text (`.gz`, `.bz2`, `.deflate`, known by the name as Hadoop
+/// knows it) is read decompressed, each file whole by one task; concatenated
+/// gzip members read as one text; a truncated file is an error naming it,
+/// never fewer lines; formats Flint cannot decode are refused by name.
+#[test]
+fn compressed_text_files_are_read_decompressed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| format!("line {i} {}", "y".repeat(i % 23)))
+        .collect();
+    let text = lines.join("\n") + "\n";
+    let half = text[..text.len() / 2].rfind('\n').unwrap() + 1;
+    let gz = |t: &str| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(t.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    // Two gzip members, as `cat a.gz b.gz` makes.
+    let gzipped = [gz(&text[..half]), gz(&text[half..])].concat();
+    let bz2 = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let deflate = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    for (name, bytes) in [
+        ("in.gz", &gzipped),
+        ("in.bz2", &bz2),
+        ("in.deflate", &deflate),
+    ] {
+        let path = files.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let rdd = sc().text_file(p, 4).unwrap();
+        assert_eq!(rdd.num_partitions(), 1, "{name}: one task reads it whole");
+        assert_eq!(rdd.collect().unwrap(), lines, "{name}");
+        let chunks = sc().text_file_chunks(p, 4).unwrap().collect().unwrap();
+        assert_eq!(chunks.concat(), text, "{name} in chunks");
+    }
+    let whole = sc()
+        .whole_text_files(files.to_str().unwrap(), 3)
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(whole.len(), 3);
+    assert!(
+        whole.iter().all(|(_, t)| *t == text),
+        "whole files decompressed"
+    );
+    // Comma-separated paths, read in the order given.
+    let plain = dir.path().join("plain.txt");
+    std::fs::write(&plain, "last\n").unwrap();
+    let both = format!("{},{}", files.join("in.gz").display(), plain.display());
+    let got = sc().text_file(&both, 2).unwrap().collect().unwrap();
+    assert_eq!(got.len(), lines.len() + 1);
+    assert_eq!(got.last().unwrap(), "last");
+    // A truncated file fails the job; it does not lose lines quietly.
+    for (name, bytes) in [
+        ("cut.gz", &gzipped),
+        ("cut.bz2", &bz2),
+        ("cut.deflate", &deflate),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+        let e = sc()
+            .text_file(path.to_str().unwrap(), 1)
+            .unwrap()
+            .count()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(name), "{name}: {e}");
+    }
+    let zst = dir.path().join("in.zst");
+    std::fs::write(&zst, b"(zstd bytes)").unwrap();
+    let Err(e) = sc().text_file(zst.to_str().unwrap(), 1) else {
+        panic!("a .zst file is refused")
+    };
+    let e = e.to_string();
+    assert!(e.contains("zstd-compressed input is not supported"), "{e}");
+}

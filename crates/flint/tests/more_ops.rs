@@ -386,3 +386,23 @@ fn checkpoints_let_an_iterative_job_shed_its_old_shuffles() {
     let sum: u64 = ranks.values().collect().unwrap().iter().sum();
     assert_eq!(sum, 200 + 15 * 20);
 }
+
+/// `max` and `min` of doubles order NaN above every number, as Spark's
+/// ordering of doubles does, wherever the NaN lies in the data; an empty
+/// sum is +0.0, as in Spark.
+#[test]
+fn max_and_min_with_nan_do_not_depend_on_the_order_of_the_data() {
+    for data in [
+        vec![f64::NAN, 1.0, 3.0, -2.0],
+        vec![1.0, 3.0, f64::NAN, -2.0],
+        vec![1.0, 3.0, -2.0, f64::NAN],
+    ] {
+        for parts in [1, 2, 4] {
+            let rdd = sc().parallelize(data.clone(), parts);
+            assert!(rdd.max().unwrap().is_nan(), "max of {data:?} in {parts}");
+            assert_eq!(rdd.min().unwrap(), -2.0, "min of {data:?} in {parts}");
+        }
+    }
+    let sum = sc().parallelize(Vec::<f64>::new(), 2).sum().unwrap();
+    assert!(sum == 0.0 && sum.is_sign_positive(), "empty sum {sum}");
+}

@@ -133,7 +133,8 @@ pub struct SumFn;
 impl<T: Numeric> PartitionFn<T> for SumFn {
     type Out = f64;
     fn apply(&self, it: BoxIter<T>, _: &TaskContext) -> Result<f64> {
-        Ok(it.map(Numeric::as_f64).sum())
+        // Folded from +0.0: an empty sum of f64 is -0.0 in Rust, 0.0 in Spark.
+        Ok(it.map(Numeric::as_f64).fold(0.0, |a, b| a + b))
     }
 }
 
@@ -202,8 +203,24 @@ impl<T: Data + PartialOrd> PartitionFn<T> for ExtremeFn {
     }
 }
 
+/// The largest (`max`) or smallest element, ordered as Spark orders doubles
+/// (`java.lang.Double.compare`): a value unordered even with itself (NaN)
+/// above all others, so the answer does not depend on the order in which
+/// the elements arrive. Of equal elements, the first is kept.
 fn extreme<T: PartialOrd>(it: impl Iterator<Item = T>, max: bool) -> Option<T> {
-    it.reduce(|a, b| if (b > a) == max && b != a { b } else { a })
+    use std::cmp::Ordering;
+    let cmp = |a: &T, b: &T| {
+        a.partial_cmp(b).unwrap_or_else(|| {
+            let nan = |x: &T| x.partial_cmp(x).is_none();
+            nan(a).cmp(&nan(b))
+        })
+    };
+    let wanted = if max {
+        Ordering::Greater
+    } else {
+        Ordering::Less
+    };
+    it.reduce(|a, b| if cmp(&b, &a) == wanted { b } else { a })
 }
 
 impl<T: Data + PartialOrd> Rdd<T> {
@@ -234,7 +251,10 @@ impl<T: Numeric> Rdd<T> {
 
     /// The sum (0 for an empty RDD), folded in f64 as Spark's `sum`.
     pub fn sum(&self) -> Result<f64> {
-        Ok(self.run_job(SumFn, None)?.into_iter().sum())
+        Ok(self
+            .run_job(SumFn, None)?
+            .into_iter()
+            .fold(0.0, |a, b| a + b))
     }
 
     /// The mean (NaN for an empty RDD, as Spark).

@@ -139,9 +139,27 @@ impl RddNode for RangeRdd {
     shippable!();
 }
 
-/// Expands a path, directory or glob into the files to read, skipping hidden
+/// Expands a path, directory or glob, or several of them separated by
+/// commas (as Hadoop's input paths), into the files to read, skipping hidden
 /// files and Hadoop-style markers (`_SUCCESS`, `.crc`) inside directories.
 pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
+    // A name that exists with its commas is one path.
+    if path.contains(',') && !Path::new(path).exists() {
+        let mut out = Vec::new();
+        for one in path.split(',') {
+            if one.is_empty() {
+                return Err(FlintError::InvalidArgument(format!(
+                    "empty path in the comma-separated input paths '{path}'"
+                )));
+            }
+            out.extend(list_one(one)?);
+        }
+        return Ok(out);
+    }
+    list_one(path)
+}
+
+fn list_one(path: &str) -> Result<Vec<PathBuf>> {
     let p = Path::new(path);
     let mut out = Vec::new();
     if p.is_dir() {
@@ -166,7 +184,7 @@ pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
             if e.is_file() {
                 out.push(e);
             } else if e.is_dir() {
-                out.extend(list_files(&e.to_string_lossy())?);
+                out.extend(list_one(&e.to_string_lossy())?);
             }
         }
     } else {
@@ -198,15 +216,86 @@ pub struct FileSplit {
     /// The file's size when the job was planned: a reader that meets the end
     /// of file before it reports the change instead of returning less.
     pub file_len: u64,
+    /// How the file is compressed, if it is (then the split is the whole
+    /// file, and its lines are the decompressed text's).
+    #[serde(default)]
+    pub codec: Option<Codec>,
+}
+
+/// A text file's compression, known by its name's extension as Hadoop's
+/// codec factory knows it (`.gz`, `.bz2`, `.deflate`). A compressed file
+/// cannot be split: it is read whole, by one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    Gzip,
+    Bzip2,
+    /// Hadoop's DefaultCodec: a zlib stream.
+    Deflate,
+}
+
+impl Codec {
+    /// The codec of `path`, none for a plain file; an error for the
+    /// compressed formats Flint cannot read, rather than their bytes taken
+    /// for text.
+    pub fn of(path: &Path) -> Result<Option<Codec>> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let unsupported = match ext {
+            "gz" => return Ok(Some(Codec::Gzip)),
+            "bz2" => return Ok(Some(Codec::Bzip2)),
+            "deflate" => return Ok(Some(Codec::Deflate)),
+            "zst" => "zstd",
+            "lz4" => "LZ4",
+            "snappy" => "Snappy",
+            _ => return Ok(None),
+        };
+        Err(FlintError::InvalidArgument(format!(
+            "{}: {unsupported}-compressed input is not supported; decompress it first (Flint reads plain, .gz, .bz2 and .deflate files)",
+            path.display()
+        )))
+    }
+
+    /// Decompresses a whole file (several gzip or bzip2 streams one after
+    /// another read as one, as `cat a.gz b.gz` and Hadoop do).
+    fn reader(self, f: File) -> Box<dyn Read + Send> {
+        match self {
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
+            Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
+            Codec::Deflate => Box::new(flate2::read::ZlibDecoder::new(f)),
+        }
+    }
+}
+
+/// The whole of `path`, decompressed when its name says it is compressed.
+pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>> {
+    let read = |path: &Path| -> std::io::Result<Vec<u8>> {
+        let f = File::open(path)?;
+        match Codec::of(path).ok().flatten() {
+            None => {
+                let mut f = f;
+                let mut out = Vec::new();
+                f.read_to_end(&mut out)?;
+                Ok(out)
+            }
+            Some(c) => {
+                let mut out = Vec::new();
+                c.reader(f).read_to_end(&mut out)?;
+                Ok(out)
+            }
+        }
+    };
+    read(path).map_err(|e| FlintError::io("cannot read", path, e))
 }
 
 /// Hadoop's rule: split size = max(1, min(total / min_partitions, block size)),
 /// with the local file system's 32 MiB block size; the last piece of a file may be
 /// up to 10% larger than the split size rather than leave a sliver.
+///
+/// With `text`, a compressed file (see [`Codec`]) is one split, read whole.
 pub(crate) fn compute_splits(
     files: &[PathBuf],
     min_partitions: usize,
     align: u64,
+    text: bool,
 ) -> Result<Vec<FileSplit>> {
     let mut sizes = Vec::with_capacity(files.len());
     for f in files {
@@ -222,6 +311,17 @@ pub(crate) fn compute_splits(
     }
     let mut out = Vec::new();
     for (f, &size) in files.iter().zip(&sizes) {
+        let codec = if text { Codec::of(f)? } else { None };
+        if codec.is_some() {
+            out.push(FileSplit {
+                path: f.clone(),
+                start: 0,
+                len: size,
+                file_len: size,
+                codec,
+            });
+            continue;
+        }
         let mut start = 0;
         while size - start > split + split / 10 {
             out.push(FileSplit {
@@ -229,6 +329,7 @@ pub(crate) fn compute_splits(
                 start,
                 len: split,
                 file_len: size,
+                codec: None,
             });
             start += split;
         }
@@ -238,6 +339,7 @@ pub(crate) fn compute_splits(
                 start,
                 len: size - start,
                 file_len: size,
+                codec: None,
             });
         }
     }
@@ -302,15 +404,22 @@ impl TextFileRdd {
         // `start` and belongs to us; otherwise we skip the rest of a line the
         // previous split owns.
         let first = s.start.saturating_sub(1);
+        let file = open_at(&s.path, first)?;
+        // A compressed file is one split: every decompressed line is its own,
+        // and a truncated stream is the decoder's error.
+        let (file, end, file_len): (Box<dyn Read + Send>, u64, u64) = match s.codec {
+            Some(c) => (c.reader(file), u64::MAX, 0),
+            None => (Box::new(file), s.start + s.len, s.file_len),
+        };
         Ok(Lines {
-            file: open_at(&s.path, first)?,
+            file,
             chunk: Chunk::Text(String::new()),
             at: 0,
             chunk_pos: first,
             tail: Vec::new(),
             eof: false,
-            end: s.start + s.len,
-            file_len: s.file_len,
+            end,
+            file_len,
             skip_first: s.start > 0,
             chunks: self.chunks,
             path: s.path.clone(),
@@ -342,7 +451,7 @@ impl Chunk {
 /// Lines of one split. The file is read in chunks of whole lines, each checked
 /// as UTF-8 in one pass, and every line is copied once, into its `String`.
 struct Lines {
-    file: File,
+    file: Box<dyn Read + Send>,
     chunk: Chunk,
     /// Where the next line starts in `chunk`.
     at: usize,
@@ -506,7 +615,7 @@ impl RddNode for WholeTextFilesRdd {
     fn compute(&self, split: usize, _tc: &TaskContext) -> Result<BoxIter<(String, String)>> {
         let mut out = Vec::new();
         for p in &self.groups[split] {
-            let bytes = std::fs::read(p).map_err(|e| FlintError::io("cannot read", p, e))?;
+            let bytes = read_whole(p)?;
             let text = String::from_utf8(bytes)
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             out.push((p.to_string_lossy().into_owned(), text));
