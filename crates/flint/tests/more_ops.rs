@@ -406,3 +406,83 @@ fn max_and_min_with_nan_do_not_depend_on_the_order_of_the_data() {
     let sum = sc().parallelize(Vec::<f64>::new(), 2).sum().unwrap();
     assert!(sum == 0.0 && sum.is_sign_positive(), "empty sum {sum}");
 }
+
+/// Aggregating an RDD by the partitioning it already has needs no shuffle
+/// (Spark combines each partition in place and keeps the partitioner): the
+/// lineage holds one shuffle, the result keeps the partitioner, and each key
+/// stays in the partition it was in. Another partitioning shuffles.
+#[test]
+fn aggregations_by_an_existing_partitioning_do_not_shuffle_again() {
+    let shuffles = |dbg: String| dbg.matches("ShuffledRDD").count();
+    let pairs: Vec<(u32, u64)> = (0..1000u32).map(|i| (i % 37, u64::from(i))).collect();
+    let expect: Vec<(u32, u64)> = (0..37u32)
+        .map(|k| (k, pairs.iter().filter(|p| p.0 == k).map(|p| p.1).sum()))
+        .collect();
+    let parted = sc().parallelize(pairs, 3).partition_by(5);
+    assert_eq!(shuffles(parted.partition_by(5).to_debug_string()), 1);
+    assert_eq!(shuffles(parted.partition_by(4).to_debug_string()), 2);
+    let sums = parted.reduce_by_key(Fn!(|a: u64, b: u64| a + b));
+    assert_eq!(
+        shuffles(sums.to_debug_string()),
+        1,
+        "{}",
+        sums.to_debug_string()
+    );
+    assert_eq!(sums.num_partitions(), 5);
+    assert!(sums.partitioner().is_some() && sums.partitioner() == parted.partitioner());
+    assert_eq!(sorted(sums.collect().unwrap()), expect);
+    // Every key where the partitioner put it.
+    let where_before: std::collections::HashMap<u32, usize> = parted
+        .glom()
+        .collect()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, part)| part.into_iter().map(move |(k, _)| (k, i)))
+        .collect();
+    for (i, part) in sums.glom().collect().unwrap().into_iter().enumerate() {
+        for (k, _) in part {
+            assert_eq!(where_before[&k], i, "key {k}");
+        }
+    }
+    let same = [
+        parted
+            .aggregate_by_key(
+                0u64,
+                Fn!(|a: u64, v: u64| a + v),
+                Fn!(|a: u64, b: u64| a + b),
+            )
+            .to_debug_string(),
+        parted
+            .fold_by_key(0u64, Fn!(|a: u64, b: u64| a + b))
+            .to_debug_string(),
+        parted
+            .combine_by_key(
+                Fn!(|v: u64| v),
+                Fn!(|c: u64, v: u64| c + v),
+                Fn!(|a: u64, b: u64| a + b),
+                5,
+            )
+            .to_debug_string(),
+        parted.group_by_key().to_debug_string(),
+    ];
+    for dbg in same {
+        assert_eq!(shuffles(dbg.clone()), 1, "{dbg}");
+    }
+    let groups = parted
+        .group_by_key()
+        .map_values(Fn!(|v: Vec<u64>| v.iter().sum::<u64>()));
+    assert_eq!(sorted(groups.collect().unwrap()), expect);
+    let other = parted.reduce_by_key_with(4, Fn!(|a: u64, b: u64| a + b));
+    assert_eq!(shuffles(other.to_debug_string()), 2);
+    assert_eq!(sorted(other.collect().unwrap()), expect);
+    // `subtract` has as many partitions as its left side, as in Spark.
+    let a = sc().parallelize((0..100u32).collect::<Vec<_>>(), 3);
+    let b = sc().parallelize((0..50u32).collect::<Vec<_>>(), 7);
+    let rest = a.subtract(&b);
+    assert_eq!(rest.num_partitions(), 3);
+    assert_eq!(
+        sorted(rest.collect().unwrap()),
+        (50..100).collect::<Vec<_>>()
+    );
+}

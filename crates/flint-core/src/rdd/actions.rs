@@ -676,9 +676,14 @@ impl<T: Key> Rdd<T> {
     }
 
     /// Elements of this RDD (with duplicates) not present in `other`.
+    /// The elements not in `other`, in as many partitions as this RDD has
+    /// (as Spark's `subtract`).
     pub fn subtract(&self, other: &Rdd<T>) -> Rdd<T> {
         self.map(WithUnit(Default::default()))
-            .cogroup(&other.map(WithUnit(Default::default())))
+            .cogroup_with(
+                &other.map(WithUnit(Default::default())),
+                crate::shuffle::Partitioner::Hash(self.num_partitions().max(1)),
+            )
             .flat_map(super::pair::LeftOnly(Default::default()))
     }
 

@@ -438,20 +438,6 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         }
     }
 
-    /// Partition count for a shuffle with no explicit count: `flint.default.parallelism`
-    /// when set, else this RDD's partition count (Spark's defaultPartitioner).
-    fn default_partitions(&self) -> usize {
-        self.sc
-            .as_ref()
-            .and_then(|sc| {
-                sc.conf()
-                    .get("flint.default.parallelism")
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(self.num_partitions())
-            .max(1)
-    }
-
     /// The general shuffle: partition by `partitioner`, combine with `agg`.
     pub(crate) fn shuffle<C: Data, A: Aggregator<V, C>>(
         &self,
@@ -461,6 +447,23 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         ordering: Option<bool>,
     ) -> Rdd<(K, C)> {
         let sc = self.sc.as_ref();
+        // Already partitioned so: every key's records share a partition, and
+        // combining them in place is the whole aggregation (as Spark does).
+        if combine != Combine::None
+            && ordering.is_none()
+            && self.partitioner().as_ref() == Some(&partitioner)
+        {
+            let id = sc.map(|s| s.new_rdd_id()).unwrap_or(usize::MAX);
+            return Rdd::with_node(
+                sc,
+                Arc::new(super::shuffled::CombinedRdd {
+                    id,
+                    parent: self.clone(),
+                    aggregator: agg,
+                    _p: Default::default(),
+                }),
+            );
+        }
         let shuffle_id = sc.map(|s| s.new_shuffle_id()).unwrap_or(usize::MAX);
         let n = partitioner.num_partitions();
         // A sort without aggregation keeps values encoded on the reduce side.
@@ -522,8 +525,16 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         )
     }
 
+    /// Merges the values of each key with `f`, into this RDD's own
+    /// partitioning when it has one (then without a shuffle), else into
+    /// `flint.default.parallelism` or as many partitions as it has.
     pub fn reduce_by_key<F: Func<(V, V), Output = V>>(&self, f: F) -> Rdd<(K, V)> {
-        self.reduce_by_key_with(self.default_partitions(), f)
+        self.shuffle(
+            self.default_partitioner(None, 0),
+            ReduceAgg(f, Default::default()),
+            Combine::MapAndReduceSide,
+            None,
+        )
     }
 
     pub fn reduce_by_key_with<F: Func<(V, V), Output = V>>(
@@ -556,15 +567,21 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             _p: Default::default(),
         };
         self.shuffle(
-            Partitioner::Hash(self.default_partitions()),
+            self.default_partitioner(None, 0),
             agg,
             Combine::MapAndReduceSide,
             None,
         )
     }
 
+    /// The values of each key, partitioned as `reduce_by_key` partitions.
     pub fn group_by_key(&self) -> Rdd<(K, Vec<V>)> {
-        self.group_by_key_with(self.default_partitions())
+        self.shuffle(
+            self.default_partitioner(None, 0),
+            GroupAgg(Default::default()),
+            Combine::ReduceSide,
+            None,
+        )
     }
 
     pub fn group_by_key_with(&self, num_partitions: usize) -> Rdd<(K, Vec<V>)> {
@@ -576,8 +593,12 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
         )
     }
 
-    /// Hash-partitions the pairs into `num_partitions` without combining.
+    /// Hash-partitions the pairs into `num_partitions` without combining
+    /// (this RDD itself when it is partitioned so already, as in Spark).
     pub fn partition_by(&self, num_partitions: usize) -> Rdd<(K, V)> {
+        if self.partitioner() == Some(Partitioner::Hash(num_partitions.max(1))) {
+            return self.clone();
+        }
         self.shuffle(
             Partitioner::Hash(num_partitions.max(1)),
             NoAgg(Default::default()),

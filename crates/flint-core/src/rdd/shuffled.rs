@@ -228,3 +228,64 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> ShuffledRdd<K, V, C, A> {
         Ok(())
     }
 }
+
+/// Combines values by key within each partition of an RDD already
+/// partitioned as the combine asks (Spark's `combineByKey` with the RDD's
+/// own partitioner: `mapPartitions` of `combineValuesByKey`, no shuffle).
+/// Every key's records already share a partition, so combining them there
+/// is the whole aggregation; the result keeps the parent's partitioner.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct CombinedRdd<K: Key, V: Data, C: Data, A: Aggregator<V, C>> {
+    pub(crate) id: usize,
+    pub(crate) parent: Rdd<(K, V)>,
+    pub(crate) aggregator: A,
+    #[serde(skip)]
+    pub(crate) _p: Ph<C>,
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddBase for CombinedRdd<K, V, C, A> {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn name(&self) -> String {
+        "MapPartitionsRDD".into()
+    }
+    fn num_partitions(&self) -> usize {
+        self.parent.num_partitions()
+    }
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Narrow(self.parent.base())]
+    }
+    fn partitioner(&self) -> Option<Arc<super::PartitionerAny>> {
+        self.parent.partitioner_any()
+    }
+}
+
+impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for CombinedRdd<K, V, C, A> {
+    type Item = (K, C);
+    fn compute(&self, split: usize, tc: &TaskContext) -> Result<BoxIter<(K, C)>> {
+        // Spills past the task's memory share, as a reducer's combine does.
+        let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
+        let mut batch = Vec::with_capacity(super::BATCH);
+        for kv in self.parent.iterator(split, tc)? {
+            batch.push(kv);
+            if batch.len() == super::BATCH {
+                map.insert_values(&self.aggregator, &mut batch)?;
+            }
+        }
+        map.insert_values(&self.aggregator, &mut batch)?;
+        let errors = tc.errors();
+        Ok(Box::new(
+            map.into_iter(&self.aggregator, false, false)?
+                .map_while(move |r| match r {
+                    Ok(((_, k), c)) => Some((k, c)),
+                    Err(e) => {
+                        errors.fail(e);
+                        None
+                    }
+                }),
+        ))
+    }
+    shippable!();
+}

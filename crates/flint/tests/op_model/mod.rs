@@ -322,6 +322,15 @@ pub fn pair_ops(
         sorted(left.clone())
     );
     prop_assert_eq!(pa.join(&pb).partitioner(), pa.partitioner());
+    // Aggregations by that partitioning combine in place (no shuffle).
+    let in_place = pa
+        .map_values(Fn!(|v: i32| v as i64))
+        .reduce_by_key(Fn!(|x: i64, y: i64| x + y));
+    prop_assert_eq!(in_place.partitioner(), pa.partitioner());
+    prop_assert_eq!(
+        sorted(in_place.collect().unwrap()),
+        sum.clone().into_iter().collect::<Vec<_>>()
+    );
 
     let mut cbk: HashMap<u8, u64> = HashMap::new();
     for &(k, _) in &a {
