@@ -486,3 +486,41 @@ fn aggregations_by_an_existing_partitioning_do_not_shuffle_again() {
         (50..100).collect::<Vec<_>>()
     );
 }
+
+/// An RDD keeps the storage level it was first given (Spark refuses a
+/// change) until it is unpersisted; asking again for the same level is fine.
+#[test]
+fn a_storage_level_stays_until_unpersist() {
+    let rdd = sc().parallelize((0..10u32).collect::<Vec<_>>(), 2).cache();
+    rdd.persist(StorageLevel::MemoryOnly);
+    rdd.persist(StorageLevel::DiskOnly);
+    assert_eq!(rdd.storage_level(), StorageLevel::MemoryOnly);
+    assert_eq!(rdd.count().unwrap(), 10);
+    rdd.unpersist();
+    rdd.persist(StorageLevel::DiskOnly);
+    assert_eq!(rdd.storage_level(), StorageLevel::DiskOnly);
+    assert_eq!(rdd.count().unwrap(), 10);
+}
+
+/// `repartition` deals records round-robin (Spark's), so even a few records
+/// spread evenly: each output partition gets its share.
+#[test]
+fn repartition_spreads_even_a_few_records_evenly() {
+    for (records, n) in [(10u32, 5usize), (7, 7), (1000, 9), (3, 8)] {
+        let sizes: Vec<usize> = sc()
+            .parallelize((0..records).collect::<Vec<_>>(), 1)
+            .repartition(n)
+            .glom()
+            .collect()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .collect();
+        let (lo, hi) = (records as usize / n, (records as usize).div_ceil(n));
+        assert!(
+            sizes.len() == n && sizes.iter().all(|s| (lo..=hi).contains(s)),
+            "{records} records into {n}: {sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), records as usize);
+    }
+}

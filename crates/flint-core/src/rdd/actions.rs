@@ -296,19 +296,48 @@ impl<T: Data, I: IntoIterator + 'static, F: Func<(BoxIter<T>,), Output = I>> Clo
 }
 engine_fn!(impl[T: Data, I: IntoIterator + 'static, F: Func<(BoxIter<T>,), Output = I>] IgnoreIndex<T, I, F>, (usize, BoxIter<T>) => I);
 
-/// Keys records with consecutive positions from a per-partition start, so a hash
-/// partitioner spreads them evenly (Spark's `repartition`).
+/// Deals a partition's records round-robin over the `n` output partitions,
+/// from a start that depends on the partition (Spark's `repartition`): each
+/// record is keyed with a key the hash partitioner puts in the next
+/// partition, so every output partition gets its share, even of a handful of
+/// records (hashing consecutive positions would scatter small inputs unevenly).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
-pub struct SpreadFn<T: Data>(#[serde(skip)] Ph<T>);
+pub struct SpreadFn<T: Data> {
+    n: usize,
+    #[serde(skip)]
+    _p: Ph<T>,
+}
 impl<T: Data> SpreadFn<T> {
     fn invoke(&self, (idx, it): (usize, BoxIter<T>)) -> BoxIter<(u64, T)> {
-        let start = crate::shuffle::stable_hash(&idx);
-        Box::new(
-            it.enumerate()
-                .map(move |(i, x)| (start.wrapping_add(i as u64), x)),
-        )
+        let n = self.n.max(1);
+        let keys = keys_per_partition(n);
+        let start = (crate::shuffle::stable_hash(&idx) % n as u64) as usize;
+        Box::new(it.enumerate().map(move |(i, x)| (keys[(start + i) % n], x)))
     }
+}
+
+/// For each of `n` hash partitions, a `u64` key the hash partitioner puts
+/// there: found by trying 0, 1, 2... (about n ln n tries). A partition no
+/// key reached within 64 tries per partition (never seen) gets its own
+/// index, placed wherever it hashes.
+fn keys_per_partition(n: usize) -> Vec<u64> {
+    let p = crate::shuffle::Partitioner::<u64>::Hash(n);
+    let mut keys: Vec<Option<u64>> = vec![None; n];
+    let mut missing = n;
+    let mut k = 0u64;
+    while missing > 0 && k < 64 * n as u64 {
+        let slot = &mut keys[p.partition(&k)];
+        if slot.is_none() {
+            *slot = Some(k);
+            missing -= 1;
+        }
+        k += 1;
+    }
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, k)| k.unwrap_or(i as u64))
+        .collect()
 }
 engine_fn!(impl[T: Data] SpreadFn<T>, (usize, BoxIter<T>) => BoxIter<(u64, T)>);
 
@@ -471,9 +500,12 @@ impl<T: Data> Rdd<T> {
 
     /// Exactly `n` partitions of about equal size, through a shuffle.
     pub fn repartition(&self, n: usize) -> Rdd<T> {
-        self.map_partitions_with_index(SpreadFn(Default::default()))
-            .partition_by(n.max(1))
-            .values()
+        self.map_partitions_with_index(SpreadFn {
+            n: n.max(1),
+            _p: Default::default(),
+        })
+        .partition_by(n.max(1))
+        .values()
     }
 
     pub fn sort_by<K: Key, F: Func<(T,), Output = K>>(

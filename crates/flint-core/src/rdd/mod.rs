@@ -414,9 +414,25 @@ impl<T: Data> Rdd<T> {
     }
 
     /// Keeps computed partitions at `level` for reuse by later jobs; a lost block
-    /// is recomputed from lineage.
+    /// is recomputed from lineage. An RDD keeps the first level it is given
+    /// until `unpersist` (Spark refuses to change it; here the change is
+    /// refused with a warning).
     pub fn persist(&self, level: StorageLevel) -> Rdd<T> {
-        self.meta.storage.store(level.to_u8(), Ordering::Relaxed);
+        let none = StorageLevel::None.to_u8();
+        if let Err(old) = self.meta.storage.compare_exchange(
+            none,
+            level.to_u8(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) && old != level.to_u8()
+            && level != StorageLevel::None
+        {
+            tracing::warn!(
+                "Cannot change storage level of an RDD after it was already assigned a level: RDD {} stays {:?}, not {level:?} (unpersist it first)",
+                self.id(),
+                StorageLevel::from_u8(old)
+            );
+        }
         self.clone()
     }
 
