@@ -678,7 +678,9 @@ impl Endpoint for DriverEndpoint {
                         e.last_heartbeat = Instant::now();
                         true
                     }
-                    _ => false,
+                    // Being stopped: it waits to be told, rather than exit
+                    // as unknown (an exit the Master might replace).
+                    _ => self.stopping.contains(&from.addr),
                 };
                 // Only tasks the driver sent to this executor.
                 let tasks: Vec<_> = tasks
@@ -964,7 +966,7 @@ impl Endpoint for AppClient {
 
     fn receive(
         &mut self,
-        _: &EndpointCtx<AppClientMsg>,
+        ctx: &EndpointCtx<AppClientMsg>,
         from: Peer,
         msg: AppClientMsg,
         _: Option<Replier>,
@@ -978,12 +980,30 @@ impl Endpoint for AppClient {
         match msg {
             AppClientMsg::RegisteredApplication { app_id, .. } => {
                 let mut slot = self.app_id.lock();
-                if slot.is_none() {
-                    tracing::info!("Connected to master {from}; application {app_id}");
-                    *slot = Some(Registration {
-                        app_id,
-                        master: from.addr.clone(),
-                    });
+                match &*slot {
+                    None => {
+                        tracing::info!("Connected to master {from}; application {app_id}");
+                        *slot = Some(Registration {
+                            app_id,
+                            master: from.addr.clone(),
+                        });
+                    }
+                    // One master runs the application (as one active master
+                    // of a Spark HA group does): another that also took it
+                    // is told to let it go, so that no second set of
+                    // executors starts, and the stop has one master to tell.
+                    Some(r) if r.master != from.addr => {
+                        tracing::info!(
+                            "Master {from} also registered the application (as {app_id}); it is running on {}: unregistering there",
+                            r.master
+                        );
+                        let _ = ctx.env.send(
+                            &from.addr,
+                            MASTER_ENDPOINT,
+                            &MasterMsg::UnregisterApplication { app_id },
+                        );
+                    }
+                    Some(_) => {}
                 }
             }
             AppClientMsg::ExecutorAdded {
@@ -1092,21 +1112,32 @@ impl SchedulerBackend for ClusterBackend {
             self.driver.send(DriverMsg::AwaitExecutorsGone);
             return;
         };
-        // The executors are forgotten (their exits are no loss), the Master
-        // told to launch no more (it would replace each one that exits),
-        // then the executors told to stop and waited for, and only then the
+        // The Master is told to launch no more executors (it would replace
+        // each one that exits), the executors are forgotten (their exits
+        // are no loss), told to stop and waited for, and only then is the
         // application unregistered (which has their Workers kill what is
-        // left): each exits by itself, and nothing is cut off half-way. Each
-        // step is bounded; a local cluster's daemons are stopped next, and
-        // the connections closed.
-        let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
+        // left): each exits by itself, and nothing is cut off half-way.
+        // Each step is bounded; a local cluster's daemons are stopped next,
+        // and the connections closed.
         let registration = self
             .app_id
             .lock()
             .as_ref()
             .map(|r| (r.app_id.clone(), r.master.clone()));
-        if let Some((app_id, master)) = &registration {
-            let _ = rt.block_on(self.master_env.ask::<_, ()>(
+        let unregister = |registration: Option<(String, RpcAddress)>| {
+            // Taken: once unregistered, a closing master connection is no news.
+            self.app_id.lock().take();
+            if let Some((app_id, master)) = registration {
+                let _ = rt.block_on(self.master_env.ask::<_, ()>(
+                    &master,
+                    MASTER_ENDPOINT,
+                    &MasterMsg::UnregisterApplication { app_id },
+                    STOP_WAIT,
+                ));
+            }
+        };
+        let limited = registration.as_ref().is_none_or(|(app_id, master)| {
+            rt.block_on(self.master_env.ask::<_, ()>(
                 master,
                 MASTER_ENDPOINT,
                 &MasterMsg::RequestExecutors {
@@ -1114,21 +1145,21 @@ impl SchedulerBackend for ClusterBackend {
                     total: 0,
                 },
                 STOP_WAIT,
-            ));
+            ))
+            .is_ok()
+        });
+        if !limited {
+            // A Master that cannot limit them (an older one): unregistered
+            // first, so that it replaces none; their Workers end them.
+            unregister(registration.clone());
         }
+        let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
         let _ = rt.block_on(
             self.driver
                 .ask::<()>(DriverMsg::AwaitExecutorsGone, STOP_WAIT),
         );
-        // Taken: once unregistered, a closing master connection is no news.
-        self.app_id.lock().take();
-        if let Some((app_id, master)) = registration {
-            let _ = rt.block_on(self.master_env.ask::<_, ()>(
-                &master,
-                MASTER_ENDPOINT,
-                &MasterMsg::UnregisterApplication { app_id },
-                STOP_WAIT,
-            ));
+        if limited {
+            unregister(registration);
         }
         if let Some((cluster, _dir)) = self.local.lock().take() {
             rt.block_on(cluster.stop());

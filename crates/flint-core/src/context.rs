@@ -560,13 +560,20 @@ impl FlintContext {
         }
     }
 
-    /// Removes a broadcast's copies; tasks that use it afterwards fail.
+    /// Removes a broadcast's copies, here and on the executors (Spark's
+    /// `Broadcast.destroy`): using it afterwards, in a task or on the
+    /// driver, panics ("Attempted to use Broadcast(N) after it was
+    /// destroyed"; a task that does fails).
     pub fn destroy_broadcast<T: Data>(&self, b: &Broadcast<T>) {
         let id = b.id();
+        b.mark_destroyed();
         self.inner
             .env
             .blocks
             .remove_where(|k| matches!(k, BlockId::Broadcast { id: i } if *i == id));
+        self.inner
+            .backend
+            .cleanup(crate::cleaner::CleanupTask::Broadcast(id));
     }
 
     /// An accumulator of kind `K` (`LongSum`, `DoubleSum`, `Collect<T>`).

@@ -65,6 +65,9 @@ pub struct Broadcast<T: Data> {
     value: OnceLock<Arc<T>>,
     /// Driver-side handles share it: the last one dropped removes the blocks.
     cleanup: Option<Arc<crate::cleaner::CleanupOnDrop>>,
+    /// Set by `FlintContext::destroy_broadcast`, shared by the driver's
+    /// handles (and local mode's tasks, which hold clones of them).
+    destroyed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<T: Data> Clone for Broadcast<T> {
@@ -77,6 +80,7 @@ impl<T: Data> Clone for Broadcast<T> {
             id: self.id,
             value,
             cleanup: self.cleanup.clone(),
+            destroyed: self.destroyed.clone(),
         }
     }
 }
@@ -89,7 +93,13 @@ impl<T: Data> Broadcast<T> {
             id,
             value: cell,
             cleanup: Some(Arc::new(cleanup)),
+            destroyed: Arc::default(),
         }
+    }
+
+    pub(crate) fn mark_destroyed(&self) {
+        self.destroyed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn id(&self) -> usize {
@@ -102,6 +112,13 @@ impl<T: Data> Broadcast<T> {
     /// Inside a task whose executor has no copy of the broadcast (it was destroyed
     /// or the executor was not given it); the task then fails with this message.
     pub fn value(&self) -> &T {
+        // Spark's words: a destroyed broadcast is unusable, on the driver too.
+        if self.destroyed.load(std::sync::atomic::Ordering::Relaxed) {
+            panic!(
+                "Attempted to use Broadcast({}) after it was destroyed",
+                self.id
+            );
+        }
         self.value.get_or_init(|| {
             let block = BlockId::Broadcast { id: self.id };
             let env = CURRENT_ENV.with(|c| c.borrow().clone());
@@ -139,6 +156,7 @@ impl<'de, T: Data> Deserialize<'de> for Broadcast<T> {
             id: usize::deserialize(d)?,
             value: OnceLock::new(),
             cleanup: None,
+            destroyed: Arc::default(),
         })
     }
 }

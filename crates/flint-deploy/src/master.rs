@@ -1318,7 +1318,7 @@ impl Endpoint for Master {
                 }
                 _ => {
                     tracing::warn!(
-                        "refusing an executor request for {app_id} from {from}: not its driver"
+                        "refusing an executor request for {app_id:?} from {from}: not its driver"
                     );
                     if let Some(r) = reply {
                         r.fail(format!("{app_id} is not this connection's application"));

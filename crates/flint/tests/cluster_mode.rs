@@ -78,6 +78,18 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("broadcast"), "{err}");
+    // So does one the executors hold copies of: destroying it removes them.
+    let used = sc.broadcast(5u64);
+    let read = || {
+        let u = used.clone();
+        sc.parallelize(vec![1u64; 4], 4)
+            .map(Fn!(move |x: u64| x + *u.value()))
+            .collect()
+    };
+    assert_eq!(read().unwrap(), vec![6; 4]);
+    sc.destroy_broadcast(&used);
+    let err = read().unwrap_err().to_string();
+    assert!(err.contains("roadcast"), "{err}");
     sc.stop();
     (counts, pids)
 }
@@ -1171,17 +1183,7 @@ fn a_stop_ends_the_executors_and_waits_for_no_silent_master(input: &str, dir: &s
         started.elapsed()
     );
     let client = rt.block_on(async { flint_rpc::RpcEnv::client(flint_rpc::RpcConf::default()) });
-    let ask_master = || {
-        rt.block_on(
-            client.ask::<_, flint_deploy::messages::MasterStateResponse>(
-                &master.address,
-                "Master",
-                &flint_deploy::messages::MasterMsg::RequestMasterState,
-                std::time::Duration::from_secs(10),
-            ),
-        )
-        .unwrap()
-    };
+    let ask_master = || master_state(&rt, &client, &master.address);
     wait_until("the application is finished", 30, || {
         let s = ask_master();
         s.activeapps.is_empty() && s.completedapps.len() == 1
@@ -1226,6 +1228,64 @@ fn a_stop_ends_the_executors_and_waits_for_no_silent_master(input: &str, dir: &s
     rt.block_on(async {
         client.shutdown();
         master.env.shutdown()
+    });
+}
+
+/// What a Master says of itself.
+fn master_state(
+    rt: &tokio::runtime::Runtime,
+    client: &flint_rpc::RpcEnv,
+    master: &flint_rpc::RpcAddress,
+) -> flint_deploy::messages::MasterStateResponse {
+    rt.block_on(client.ask(
+        master,
+        "Master",
+        &flint_deploy::messages::MasterMsg::RequestMasterState,
+        std::time::Duration::from_secs(10),
+    ))
+    .unwrap()
+}
+
+/// Two live masters listed (nothing elects one of them): the application
+/// runs on the one that answered first, and the other is told at once to
+/// let it go, so that no second set of executors starts for it; the stop
+/// ends it there.
+fn one_of_two_listed_masters_runs_the_application(dir: &std::path::Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = rt.block_on(async { (start_master().await, start_master().await) });
+    let _wa = spawn_worker(&a.address, &dir.join("w-two-a"), "127.0.0.1", 1);
+    let _wb = spawn_worker(&b.address, &dir.join("w-two-b"), "127.0.0.1", 1);
+    let sc = FlintContext::new(
+        cluster_conf("two-masters")
+            .master(format!("flint://{},{}", a.address, b.address))
+            .set("flint.executor.memory", "256m"),
+    )
+    .unwrap();
+    let n = sc
+        .parallelize((0..10u32).collect::<Vec<_>>(), 2)
+        .count()
+        .unwrap();
+    assert_eq!(n, 10);
+    let client = rt.block_on(async { flint_rpc::RpcEnv::client(flint_rpc::RpcConf::default()) });
+    let apps = || {
+        let (sa, sb) = (
+            master_state(&rt, &client, &a.address),
+            master_state(&rt, &client, &b.address),
+        );
+        (
+            sa.activeapps.len() + sb.activeapps.len(),
+            sa.completedapps.len() + sb.completedapps.len(),
+        )
+    };
+    wait_until("one master runs it and the other let it go", 30, || {
+        apps() == (1, 1)
+    });
+    sc.stop();
+    wait_until("both masters see it finished", 30, || apps() == (0, 2));
+    rt.block_on(async {
+        client.shutdown();
+        a.env.shutdown();
+        b.env.shutdown();
     });
 }
 
@@ -1877,6 +1937,10 @@ fn main() {
         ("applications_share_the_cluster", {
             let d = d.clone();
             Box::new(move || applications_share_the_cluster(&d))
+        }),
+        ("one_of_two_listed_masters_runs_the_application", {
+            let d = d.clone();
+            Box::new(move || one_of_two_listed_masters_runs_the_application(&d))
         }),
         (
             "a_stop_ends_the_executors_and_waits_for_no_silent_master",

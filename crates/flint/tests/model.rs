@@ -712,11 +712,13 @@ fn compressed_text_files_are_read_decompressed() {
         e.write_all(text.as_bytes()).unwrap();
         e.finish().unwrap()
     };
-    let deflate = {
+    let zlib = |t: &str| {
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(text.as_bytes()).unwrap();
+        e.write_all(t.as_bytes()).unwrap();
         e.finish().unwrap()
     };
+    // Two zlib streams one after the other: both are read.
+    let deflate = [zlib(&text[..half]), zlib(&text[half..])].concat();
     let files = dir.path().join("files");
     std::fs::create_dir(&files).unwrap();
     for (name, bytes) in [
@@ -743,6 +745,16 @@ fn compressed_text_files_are_read_decompressed() {
         whole.iter().all(|(_, t)| *t == text),
         "whole files decompressed"
     );
+    // Empty compressed files hold no lines (Spark skips empty splits).
+    for name in ["empty.gz", "empty.bz2", "empty.deflate"] {
+        std::fs::write(files.join(name), b"").unwrap();
+    }
+    let all = sc().text_file(files.to_str().unwrap(), 2).unwrap();
+    assert_eq!(all.count().unwrap(), 3 * lines.len() as u64);
+    // Braces stand for alternatives, their commas separate no paths.
+    let pattern = format!("{}/in.{{gz,bz2,nothing}}", files.display());
+    let two = sc().text_file(&pattern, 2).unwrap().count().unwrap();
+    assert_eq!(two, 2 * lines.len() as u64);
     // Comma-separated paths, read in the order given.
     let plain = dir.path().join("plain.txt");
     std::fs::write(&plain, "last\n").unwrap();

@@ -403,6 +403,12 @@ fn max_and_min_with_nan_do_not_depend_on_the_order_of_the_data() {
             assert_eq!(rdd.min().unwrap(), -2.0, "min of {data:?} in {parts}");
         }
     }
+    // -0.0 below 0.0, as Java's Double.compare.
+    for data in [vec![-0.0f64, 0.0], vec![0.0, -0.0]] {
+        let rdd = sc().parallelize(data.clone(), 1);
+        let (max, min) = (rdd.max().unwrap(), rdd.min().unwrap());
+        assert!(max.is_sign_positive() && min.is_sign_negative(), "{data:?}");
+    }
     let sum = sc().parallelize(Vec::<f64>::new(), 2).sum().unwrap();
     assert!(sum == 0.0 && sum.is_sign_positive(), "empty sum {sum}");
 }

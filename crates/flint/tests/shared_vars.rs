@@ -35,6 +35,18 @@ fn broadcast_values_reach_tasks_and_ship_by_id() {
         err.contains("broadcast") && err.contains("not available"),
         "{err}"
     );
+    // A task's clone of the handle is unusable too, and so is the driver's
+    // (Spark's "Attempted to use Broadcast(N) after it was destroyed").
+    let b4 = bc.clone();
+    let err = sc
+        .parallelize(vec![1usize], 1)
+        .map(Fn!(move |i: usize| b4.value()[i]))
+        .collect()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("destroyed"), "{err}");
+    let on_driver = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bc.value().len()));
+    assert!(on_driver.is_err(), "the driver read a destroyed broadcast");
 }
 
 /// Size in the engine's task encoding.

@@ -204,12 +204,26 @@ impl<T: Data + PartialOrd> PartitionFn<T> for ExtremeFn {
 }
 
 /// The largest (`max`) or smallest element, ordered as Spark orders doubles
-/// (`java.lang.Double.compare`): a value unordered even with itself (NaN)
-/// above all others, so the answer does not depend on the order in which
-/// the elements arrive. Of equal elements, the first is kept.
-fn extreme<T: PartialOrd>(it: impl Iterator<Item = T>, max: bool) -> Option<T> {
+/// (`java.lang.Double.compare`): NaN above all numbers, -0.0 below 0.0, so
+/// the answer does not depend on the order in which the elements arrive.
+/// Other types: a value unordered even with itself ranks above the rest; of
+/// equal elements, the first is kept.
+fn extreme<T: PartialOrd + 'static>(it: impl Iterator<Item = T>, max: bool) -> Option<T> {
+    use std::any::Any;
     use std::cmp::Ordering;
+    fn java(a: f64, b: f64) -> Ordering {
+        // One NaN for all of them: `total_cmp` would put negative ones first.
+        let canon = |x: f64| if x.is_nan() { f64::NAN } else { x };
+        canon(a).total_cmp(&canon(b))
+    }
     let cmp = |a: &T, b: &T| {
+        let (a_any, b_any) = (a as &dyn Any, b as &dyn Any);
+        if let (Some(x), Some(y)) = (a_any.downcast_ref::<f64>(), b_any.downcast_ref::<f64>()) {
+            return java(*x, *y);
+        }
+        if let (Some(x), Some(y)) = (a_any.downcast_ref::<f32>(), b_any.downcast_ref::<f32>()) {
+            return java(f64::from(*x), f64::from(*y));
+        }
         a.partial_cmp(b).unwrap_or_else(|| {
             let nan = |x: &T| x.partial_cmp(x).is_none();
             nan(a).cmp(&nan(b))

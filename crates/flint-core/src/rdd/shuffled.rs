@@ -268,13 +268,24 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for CombinedRdd<K, V
         // Spills past the task's memory share, as a reducer's combine does.
         let mut map = ExternalAggregator::<K, C>::new(tc.env.clone(), None);
         let mut batch = Vec::with_capacity(super::BATCH);
+        let mut batches = 0u32;
         for kv in self.parent.iterator(split, tc)? {
             batch.push(kv);
             if batch.len() == super::BATCH {
                 map.insert_values(&self.aggregator, &mut batch)?;
+                // A killed task (a cancelled job, a losing speculative copy)
+                // stops here rather than after the whole partition.
+                batches = batches.wrapping_add(1);
+                if batches.is_multiple_of(16) && tc.is_killed() {
+                    return Err(FlintError::User("task killed".into()));
+                }
             }
         }
         map.insert_values(&self.aggregator, &mut batch)?;
+        // The parent's read failed part-way: not a partial aggregate.
+        if let Some(e) = tc.take_error() {
+            return Err(e);
+        }
         let errors = tc.errors();
         Ok(Box::new(
             map.into_iter(&self.aggregator, false, false)?

@@ -142,21 +142,113 @@ impl RddNode for RangeRdd {
 /// Expands a path, directory or glob, or several of them separated by
 /// commas (as Hadoop's input paths), into the files to read, skipping hidden
 /// files and Hadoop-style markers (`_SUCCESS`, `.crc`) inside directories.
+///
+/// As in Hadoop's globs, `{a,b}` stands for either alternative (commas
+/// inside braces do not separate paths).
 pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
-    // A name that exists with its commas is one path.
-    if path.contains(',') && !Path::new(path).exists() {
-        let mut out = Vec::new();
-        for one in path.split(',') {
-            if one.is_empty() {
-                return Err(FlintError::InvalidArgument(format!(
-                    "empty path in the comma-separated input paths '{path}'"
-                )));
-            }
-            out.extend(list_one(one)?);
-        }
-        return Ok(out);
+    // A name that exists with its commas and braces is one path.
+    if !path.contains([',', '{']) || Path::new(path).exists() {
+        return list_one(path);
     }
-    list_one(path)
+    let mut out = Vec::new();
+    for one in split_paths(path) {
+        if one.is_empty() {
+            return Err(FlintError::InvalidArgument(format!(
+                "empty path in the comma-separated input paths '{path}'"
+            )));
+        }
+        if !one.contains('{') {
+            out.extend(list_one(one)?);
+            continue;
+        }
+        let mut found = Vec::new();
+        for pattern in expand_braces(one)? {
+            // An alternative that names nothing is no error: the pattern
+            // as a whole must match something.
+            if Path::new(&pattern).exists() || pattern.contains(['*', '?', '[']) {
+                found.extend(list_one(&pattern).unwrap_or_default());
+            }
+        }
+        if found.is_empty() {
+            return Err(FlintError::InvalidArgument(format!(
+                "Input pattern {one} matches 0 files"
+            )));
+        }
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// `path` cut at the commas outside braces.
+fn split_paths(path: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0usize, 0);
+    for (i, c) in path.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&path[start..]);
+    out
+}
+
+/// Most patterns one path's braces may stand for.
+const MAX_BRACE_EXPANSION: usize = 10_000;
+
+/// The patterns `{a,b}` alternatives stand for (nested ones too); an
+/// unmatched brace is taken as it is.
+fn expand_braces(pattern: &str) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mut todo = vec![pattern.to_string()];
+    while let Some(p) = todo.pop() {
+        let Some((open, commas, close)) = first_braces(&p) else {
+            done.push(p);
+            continue;
+        };
+        let mut start = open + 1;
+        for end in commas.into_iter().chain([close]) {
+            todo.push(format!(
+                "{}{}{}",
+                &p[..open],
+                &p[start..end],
+                &p[close + 1..]
+            ));
+            start = end + 1;
+        }
+        if done.len() + todo.len() > MAX_BRACE_EXPANSION {
+            return Err(FlintError::InvalidArgument(format!(
+                "input pattern '{pattern}' stands for more than {MAX_BRACE_EXPANSION} paths"
+            )));
+        }
+    }
+    done.reverse();
+    Ok(done)
+}
+
+/// The first `{`, the commas directly inside it, and its matching `}`.
+fn first_braces(p: &str) -> Option<(usize, Vec<usize>, usize)> {
+    let open = p.find('{')?;
+    let (mut depth, mut commas) = (0usize, Vec::new());
+    for (i, c) in p[open..].char_indices() {
+        let i = i + open;
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((open, commas, i));
+                }
+            }
+            ',' if depth == 1 => commas.push(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn list_one(path: &str) -> Result<Vec<PathBuf>> {
@@ -223,8 +315,9 @@ pub struct FileSplit {
 }
 
 /// A text file's compression, known by its name's extension as Hadoop's
-/// codec factory knows it (`.gz`, `.bz2`, `.deflate`). A compressed file
-/// cannot be split: it is read whole, by one task.
+/// codec factory knows it (`.gz`, `.bz2`, `.deflate`). A compressed file is
+/// read whole, by one task: gzip and zlib streams cannot be split (Hadoop
+/// splits bzip2 at its block markers; Flint does not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Codec {
     Gzip,
@@ -254,13 +347,52 @@ impl Codec {
         )))
     }
 
-    /// Decompresses a whole file (several gzip or bzip2 streams one after
-    /// another read as one, as `cat a.gz b.gz` and Hadoop do).
-    fn reader(self, f: File) -> Box<dyn Read + Send> {
-        match self {
+    /// Decompresses a whole file (streams one after another read as one, as
+    /// `cat a.gz b.gz` makes and Hadoop reads them). An empty file is empty
+    /// text (Spark skips empty splits).
+    fn reader(self, f: File) -> std::io::Result<Box<dyn Read + Send>> {
+        if f.metadata()?.len() == 0 {
+            return Ok(Box::new(std::io::empty()));
+        }
+        Ok(match self {
             Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
             Codec::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
-            Codec::Deflate => Box::new(flate2::read::ZlibDecoder::new(f)),
+            Codec::Deflate => Box::new(MultiZlib {
+                stream: Some(flate2::bufread::ZlibDecoder::new(BufReader::new(f))),
+            }),
+        })
+    }
+}
+
+/// Zlib streams one after another, read as one text (flate2's decoder stops
+/// at the first stream's end, and would drop the rest unnoticed).
+struct MultiZlib {
+    stream: Option<flate2::bufread::ZlibDecoder<BufReader<File>>>,
+}
+
+impl Read for MultiZlib {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(0);
+            };
+            let n = stream.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // A stream ended: another follows unless the file did. The
+            // decoder leaves the bytes it did not use in the buffer.
+            let Some(stream) = self.stream.take() else {
+                return Ok(0);
+            };
+            let mut rest = stream.into_inner();
+            if rest.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            self.stream = Some(flate2::bufread::ZlibDecoder::new(rest));
         }
     }
 }
@@ -278,7 +410,7 @@ pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>> {
             }
             Some(c) => {
                 let mut out = Vec::new();
-                c.reader(f).read_to_end(&mut out)?;
+                c.reader(f)?.read_to_end(&mut out)?;
                 Ok(out)
             }
         }
@@ -408,7 +540,12 @@ impl TextFileRdd {
         // A compressed file is one split: every decompressed line is its own,
         // and a truncated stream is the decoder's error.
         let (file, end, file_len): (Box<dyn Read + Send>, u64, u64) = match s.codec {
-            Some(c) => (c.reader(file), u64::MAX, 0),
+            Some(c) => (
+                c.reader(file)
+                    .map_err(|e| FlintError::io("cannot read", &s.path, e))?,
+                u64::MAX,
+                0,
+            ),
             None => (Box::new(file), s.start + s.len, s.file_len),
         };
         Ok(Lines {
