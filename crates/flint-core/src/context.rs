@@ -416,6 +416,23 @@ impl FlintContext {
         )
     }
 
+    /// An RDD with no partitions and no elements (Spark's `emptyRDD`).
+    pub fn empty_rdd<T: Data>(&self) -> Rdd<T> {
+        self.union(&[])
+    }
+
+    /// The elements of all of `rdds`, their partitions one after another
+    /// (Spark's `SparkContext.union`).
+    pub fn union<T: Data>(&self, rdds: &[Rdd<T>]) -> Rdd<T> {
+        Rdd::from_node(
+            self,
+            crate::rdd::UnionRdd {
+                id: self.new_rdd_id(),
+                parents: rdds.to_vec(),
+            },
+        )
+    }
+
     /// The numbers `start, start+step, ...` below `end` (above it for a negative step).
     pub fn range(&self, start: i64, end: i64, step: i64, slices: usize) -> Result<Rdd<i64>> {
         if step == 0 {

@@ -530,3 +530,67 @@ fn repartition_spreads_even_a_few_records_evenly() {
         assert_eq!(sizes.iter().sum::<usize>(), records as usize);
     }
 }
+
+/// Spark's `SparkContext.union`, `emptyRDD`, `toLocalIterator`,
+/// `distinct(numPartitions)` and joins into a given partitioning.
+#[test]
+fn union_of_many_empty_rdds_local_iteration_and_partition_counts() {
+    let a = sc().parallelize(vec![1u32, 2], 2);
+    let b = sc().parallelize(vec![3u32], 1);
+    let c = sc().parallelize(vec![4u32, 5, 6], 3);
+    let all = sc().union(&[a, b, c]);
+    assert_eq!(all.num_partitions(), 6);
+    assert_eq!(all.collect().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    let empty = sc().empty_rdd::<u32>();
+    assert_eq!(empty.num_partitions(), 0);
+    assert_eq!(empty.count().unwrap(), 0);
+    assert!(empty.collect().unwrap().is_empty());
+    assert_eq!(empty.to_local_iterator().count(), 0);
+    let items: Vec<u32> = all.to_local_iterator().map(Result::unwrap).collect();
+    assert_eq!(items, vec![1, 2, 3, 4, 5, 6]);
+    // One job per partition, as the iterator reaches it; a failure ends it.
+    let failing = sc().parallelize(vec![1u32, 2, 3], 3).map(Fn!(|x: u32| {
+        assert!(x != 2, "no twos");
+        x
+    }));
+    let got: Vec<flint::Result<u32>> = failing.to_local_iterator().collect();
+    assert_eq!(got.len(), 2, "the first element, then the error");
+    assert_eq!(*got[0].as_ref().unwrap(), 1);
+    assert!(got[1].as_ref().unwrap_err().to_string().contains("no twos"));
+    let d = sc()
+        .parallelize(vec![1u32, 1, 2, 3, 3, 3], 2)
+        .distinct_with(5);
+    assert_eq!(d.num_partitions(), 5);
+    assert_eq!(sorted(d.collect().unwrap()), vec![1, 2, 3]);
+    let l = sc().parallelize(vec![(1u32, 'a'), (2, 'b')], 2);
+    let r = sc().parallelize(vec![(1u32, 10u8), (3, 30)], 2);
+    let j = l.join_with(&r, Partitioner::Hash(7));
+    assert_eq!(j.num_partitions(), 7);
+    assert_eq!(j.collect().unwrap(), vec![(1, ('a', 10))]);
+    let full = l.full_outer_join_with(&r, Partitioner::Hash(3));
+    assert_eq!(full.num_partitions(), 3);
+    assert_eq!(
+        sorted(full.collect().unwrap()),
+        vec![
+            (1, (Some('a'), Some(10))),
+            (2, (Some('b'), None)),
+            (3, (None, Some(30)))
+        ]
+    );
+    assert_eq!(
+        sorted(
+            l.left_outer_join_with(&r, Partitioner::Hash(2))
+                .collect()
+                .unwrap()
+        ),
+        vec![(1, ('a', Some(10))), (2, ('b', None))]
+    );
+    assert_eq!(
+        sorted(
+            l.right_outer_join_with(&r, Partitioner::Hash(2))
+                .collect()
+                .unwrap()
+        ),
+        vec![(1, (Some('a'), 10)), (3, (None, 30))]
+    );
+}

@@ -551,6 +551,29 @@ impl<T: Data> Rdd<T> {
             .collect()
     }
 
+    /// The elements, one partition at a time: a job per partition, run as
+    /// the iterator reaches it, so the driver holds at most one partition
+    /// (Spark's `toLocalIterator`). A failed job ends the iteration with its
+    /// error.
+    pub fn to_local_iterator(&self) -> impl Iterator<Item = Result<T>> + use<T> {
+        let rdd = self.clone();
+        let mut failed = false;
+        (0..self.num_partitions()).flat_map(move |p| {
+            let part: Box<dyn Iterator<Item = Result<T>>> = if failed {
+                Box::new(std::iter::empty())
+            } else {
+                match rdd.run_job(CollectFn, Some(vec![p])) {
+                    Ok(parts) => Box::new(parts.into_iter().flatten().map(Ok)),
+                    Err(e) => {
+                        failed = true;
+                        Box::new(std::iter::once(Err(e)))
+                    }
+                }
+            };
+            part
+        })
+    }
+
     pub fn collect(&self) -> Result<Vec<T>> {
         Ok(self
             .run_job(CollectFn, None)?
@@ -679,6 +702,13 @@ impl<T: Key> Rdd<T> {
     pub fn distinct(&self) -> Rdd<T> {
         self.map(WithUnit(Default::default()))
             .reduce_by_key(super::pair::KeepFirst(Default::default()))
+            .keys()
+    }
+
+    /// The distinct elements, in `num_partitions` partitions.
+    pub fn distinct_with(&self, num_partitions: usize) -> Rdd<T> {
+        self.map(WithUnit(Default::default()))
+            .reduce_by_key_with(num_partitions, super::pair::KeepFirst(Default::default()))
             .keys()
     }
 

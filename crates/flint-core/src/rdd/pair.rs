@@ -683,6 +683,43 @@ impl<K: Key, V: Data> Rdd<(K, V)> {
             .flat_map_with(FullJoinFn(Default::default()), true)
     }
 
+    /// `join` into the partitions of `p` (Spark's `join(other, partitioner)`;
+    /// `Partitioner::Hash(n)` for `join(other, numPartitions)`).
+    pub fn join_with<W: Data>(&self, other: &Rdd<(K, W)>, p: Partitioner<K>) -> Rdd<(K, (V, W))> {
+        self.cogroup_with(other, p)
+            .flat_map_with(JoinFn(Default::default()), true)
+    }
+
+    /// `left_outer_join` into the partitions of `p`.
+    pub fn left_outer_join_with<W: Data>(
+        &self,
+        other: &Rdd<(K, W)>,
+        p: Partitioner<K>,
+    ) -> Rdd<(K, (V, Option<W>))> {
+        self.cogroup_with(other, p)
+            .flat_map_with(LeftJoinFn(Default::default()), true)
+    }
+
+    /// `right_outer_join` into the partitions of `p`.
+    pub fn right_outer_join_with<W: Data>(
+        &self,
+        other: &Rdd<(K, W)>,
+        p: Partitioner<K>,
+    ) -> Rdd<(K, (Option<V>, W))> {
+        self.cogroup_with(other, p)
+            .flat_map_with(RightJoinFn(Default::default()), true)
+    }
+
+    /// `full_outer_join` into the partitions of `p`.
+    pub fn full_outer_join_with<W: Data>(
+        &self,
+        other: &Rdd<(K, W)>,
+        p: Partitioner<K>,
+    ) -> Rdd<(K, (Option<V>, Option<W>))> {
+        self.cogroup_with(other, p)
+            .flat_map_with(FullJoinFn(Default::default()), true)
+    }
+
     pub fn count_by_key(&self) -> Result<HashMap<K, u64>> {
         Ok(self
             .map(OneCount(Default::default()))
