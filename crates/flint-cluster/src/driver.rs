@@ -959,6 +959,9 @@ struct AppClient {
     scheduler: Arc<TaskScheduler>,
     /// Why the Master removed the application, if it did.
     refused: Arc<Mutex<Option<String>>>,
+    /// Masters that refused the application before one registered it: the
+    /// context fails when every listed master has.
+    refusals: std::collections::HashSet<RpcAddress>,
 }
 
 impl Endpoint for AppClient {
@@ -975,6 +978,13 @@ impl Endpoint for AppClient {
             tracing::warn!(
                 "ignoring {msg:?} from {from}: not a master this application registered with"
             );
+            return;
+        }
+        // Once one master runs the application, only it speaks for it (a
+        // second one that also took it is letting it go).
+        let runs_it = self.app_id.lock().as_ref().map(|r| r.master == from.addr);
+        if runs_it == Some(false) && !matches!(msg, AppClientMsg::RegisteredApplication { .. }) {
+            tracing::debug!("ignoring {msg:?} from {from}: the application runs on another master");
             return;
         }
         match msg {
@@ -1032,6 +1042,18 @@ impl Endpoint for AppClient {
             AppClientMsg::WorkerRemoved { id, message, .. } => {
                 // Its executors were each reported LOST just before.
                 tracing::warn!("worker {id} removed: {message}");
+            }
+            AppClientMsg::ApplicationRemoved { message } if runs_it.is_none() => {
+                // Refused before any master took it: another may yet.
+                self.refusals.insert(from.addr.clone());
+                if self.refusals.len() < self.masters.len() {
+                    tracing::warn!("master {from} refused the application: {message}");
+                    return;
+                }
+                tracing::error!("Application has been killed. Reason: {message}");
+                self.refused.lock().get_or_insert_with(|| message.clone());
+                self.scheduler
+                    .abort_all(&format!("Master removed our application: {message}"));
             }
             AppClientMsg::ApplicationRemoved { message } => {
                 tracing::error!("Application has been killed. Reason: {message}");
@@ -1148,12 +1170,13 @@ impl SchedulerBackend for ClusterBackend {
             ))
             .is_ok()
         });
+        let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
         if !limited {
             // A Master that cannot limit them (an older one): unregistered
-            // first, so that it replaces none; their Workers end them.
+            // before they stop, so that it replaces none; their Workers end
+            // them (forgotten just before, their exits are no loss).
             unregister(registration.clone());
         }
-        let _ = rt.block_on(self.driver.ask::<()>(DriverMsg::StopExecutors, STOP_WAIT));
         let _ = rt.block_on(
             self.driver
                 .ask::<()>(DriverMsg::AwaitExecutorsGone, STOP_WAIT),
@@ -1452,6 +1475,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 masters: masters.clone(),
                 scheduler: s.scheduler.clone(),
                 refused: refused.clone(),
+                refusals: Default::default(),
             },
         );
     });

@@ -495,6 +495,11 @@ impl Endpoint for ExecutorEndpoint {
                     self.client.attached.lock().retain(|(r, _), _| *r != id);
                 }
                 if let flint_core::cleaner::CleanupTask::Broadcast(id) = task {
+                    // At once, not with the file removals below: a task
+                    // launched next must not read the value.
+                    self.task_env.blocks.remove_where(|b| {
+                        matches!(b, flint_core::storage::BlockId::Broadcast { id: i } if *i == id)
+                    });
                     let mut held = self.client.broadcasts.lock();
                     held.remove(&id);
                     self.client.cleaned_broadcasts.lock().insert(id);

@@ -7,10 +7,32 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{FlintError, Result};
 
+thread_local! {
+    /// The message of the last refusal by a value's own `Serialize` (see
+    /// [`refuse`]): postcard keeps no custom error text.
+    static REFUSAL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A `Serialize` implementation's refusal to be encoded, whose message
+/// reaches the encoding's error (postcard's own error would only say
+/// "Serde Serialization Error").
+pub fn refuse<E: serde::ser::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    REFUSAL.with(|r| *r.borrow_mut() = Some(message));
+    e
+}
+
+fn reason(e: postcard::Error) -> String {
+    match REFUSAL.with(|r| r.borrow_mut().take()) {
+        Some(m) if matches!(e, postcard::Error::SerdeSerCustom) => m,
+        _ => e.to_string(),
+    }
+}
+
 pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| FlintError::Codec {
         what,
-        reason: e.to_string(),
+        reason: reason(e),
     })
 }
 
@@ -23,7 +45,7 @@ pub fn encode_into<T: Serialize + ?Sized>(
     let buf = std::mem::take(out);
     *out = postcard::to_extend(value, buf).map_err(|e| FlintError::Codec {
         what,
-        reason: e.to_string(),
+        reason: reason(e),
     })?;
     Ok(())
 }

@@ -422,13 +422,17 @@ impl FlintContext {
     }
 
     /// The elements of all of `rdds`, their partitions one after another
-    /// (Spark's `SparkContext.union`).
+    /// (Spark's `SparkContext.union`; RDDs without partitions are left out).
     pub fn union<T: Data>(&self, rdds: &[Rdd<T>]) -> Rdd<T> {
         Rdd::from_node(
             self,
             crate::rdd::UnionRdd {
                 id: self.new_rdd_id(),
-                parents: rdds.to_vec(),
+                parents: rdds
+                    .iter()
+                    .filter(|r| r.num_partitions() > 0)
+                    .cloned()
+                    .collect(),
             },
         )
     }

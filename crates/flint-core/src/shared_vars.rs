@@ -146,6 +146,14 @@ impl<T: Data> Broadcast<T> {
 
 impl<T: Data> Serialize for Broadcast<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // A task that would use a destroyed broadcast fails as it is
+        // shipped, as in Spark, not on each executor in turn.
+        if self.destroyed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::codec::refuse(format!(
+                "Attempted to use Broadcast({}) after it was destroyed",
+                self.id
+            )));
+        }
         self.id.serialize(s)
     }
 }

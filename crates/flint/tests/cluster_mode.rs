@@ -77,7 +77,7 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
         .collect()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("broadcast"), "{err}");
+    assert!(err.contains("after it was destroyed"), "{err}");
     // So does one the executors hold copies of: destroying it removes them.
     let used = sc.broadcast(5u64);
     let read = || {
@@ -89,7 +89,7 @@ fn wordcount(master: &str, input: &str) -> (Vec<(String, u64)>, Vec<u32>) {
     assert_eq!(read().unwrap(), vec![6; 4]);
     sc.destroy_broadcast(&used);
     let err = read().unwrap_err().to_string();
-    assert!(err.contains("roadcast"), "{err}");
+    assert!(err.contains("after it was destroyed"), "{err}");
     sc.stop();
     (counts, pids)
 }

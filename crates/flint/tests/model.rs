@@ -755,6 +755,26 @@ fn compressed_text_files_are_read_decompressed() {
     let pattern = format!("{}/in.{{gz,bz2,nothing}}", files.display());
     let two = sc().text_file(&pattern, 2).unwrap().count().unwrap();
     assert_eq!(two, 2 * lines.len() as u64);
+    // A file two alternatives name is read once; alternatives that are
+    // empty directories are no error.
+    let again = format!("{}/{{in.gz,*.gz}}", files.display());
+    let once = sc().text_file(&again, 2).unwrap().count().unwrap();
+    assert_eq!(once, lines.len() as u64);
+    for d in ["e1", "e2"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let empties = format!("{}/{{e1,e2}}", dir.path().display());
+    assert_eq!(sc().text_file(&empties, 2).unwrap().count().unwrap(), 0);
+    // A pattern standing for too many paths is refused at once.
+    let huge = format!(
+        "{}/{}",
+        dir.path().display(),
+        "{a,b,c,d,e,f,g,h,i,j}".repeat(5)
+    );
+    let Err(e) = sc().text_file(&huge, 1) else {
+        panic!("100,000 paths accepted")
+    };
+    assert!(e.to_string().contains("stands for more than"), "{e}");
     // Comma-separated paths, read in the order given.
     let plain = dir.path().join("plain.txt");
     std::fs::write(&plain, "last\n").unwrap();

@@ -500,6 +500,7 @@ fn a_storage_level_stays_until_unpersist() {
     let rdd = sc().parallelize((0..10u32).collect::<Vec<_>>(), 2).cache();
     rdd.persist(StorageLevel::MemoryOnly);
     rdd.persist(StorageLevel::DiskOnly);
+    rdd.persist(StorageLevel::None);
     assert_eq!(rdd.storage_level(), StorageLevel::MemoryOnly);
     assert_eq!(rdd.count().unwrap(), 10);
     rdd.unpersist();
@@ -538,7 +539,8 @@ fn union_of_many_empty_rdds_local_iteration_and_partition_counts() {
     let a = sc().parallelize(vec![1u32, 2], 2);
     let b = sc().parallelize(vec![3u32], 1);
     let c = sc().parallelize(vec![4u32, 5, 6], 3);
-    let all = sc().union(&[a, b, c]);
+    let none = sc().empty_rdd::<u32>();
+    let all = sc().union(&[a, none, b, c]);
     assert_eq!(all.num_partitions(), 6);
     assert_eq!(all.collect().unwrap(), vec![1, 2, 3, 4, 5, 6]);
     let empty = sc().empty_rdd::<u32>();
@@ -546,7 +548,12 @@ fn union_of_many_empty_rdds_local_iteration_and_partition_counts() {
     assert_eq!(empty.count().unwrap(), 0);
     assert!(empty.collect().unwrap().is_empty());
     assert_eq!(empty.to_local_iterator().count(), 0);
-    let items: Vec<u32> = all.to_local_iterator().map(Result::unwrap).collect();
+    fn sendable<I: Send>(i: I) -> I {
+        i
+    }
+    let items: Vec<u32> = sendable(all.to_local_iterator())
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(items, vec![1, 2, 3, 4, 5, 6]);
     // One job per partition, as the iterator reaches it; a failure ends it.
     let failing = sc().parallelize(vec![1u32, 2, 3], 3).map(Fn!(|x: u32| {

@@ -318,10 +318,29 @@ impl<T: Data> SpreadFn<T> {
 }
 
 /// For each of `n` hash partitions, a `u64` key the hash partitioner puts
-/// there: found by trying 0, 1, 2... (about n ln n tries). A partition no
-/// key reached within 64 tries per partition (never seen) gets its own
-/// index, placed wherever it hashes.
-fn keys_per_partition(n: usize) -> Vec<u64> {
+/// there (see `find_keys`), found once per process for each `n`: every task
+/// of a repartition needs the same table.
+fn keys_per_partition(n: usize) -> Arc<Vec<u64>> {
+    static TABLES: std::sync::Mutex<Vec<(usize, Arc<Vec<u64>>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, t)) = tables.iter().find(|(m, _)| *m == n) {
+        return t.clone();
+    }
+    let t = Arc::new(find_keys(n));
+    // A few recent partition counts: the table of a huge one is not kept
+    // long after its job.
+    if tables.len() >= 8 {
+        tables.remove(0);
+    }
+    tables.push((n, t.clone()));
+    t
+}
+
+/// Keys for each of `n` hash partitions, found by trying 0, 1, 2... (about
+/// n ln n tries). A partition no key reached within 64 tries per partition
+/// (never seen) gets its own index, placed wherever it hashes.
+fn find_keys(n: usize) -> Vec<u64> {
     let p = crate::shuffle::Partitioner::<u64>::Hash(n);
     let mut keys: Vec<Option<u64>> = vec![None; n];
     let mut missing = n;
@@ -555,11 +574,11 @@ impl<T: Data> Rdd<T> {
     /// the iterator reaches it, so the driver holds at most one partition
     /// (Spark's `toLocalIterator`). A failed job ends the iteration with its
     /// error.
-    pub fn to_local_iterator(&self) -> impl Iterator<Item = Result<T>> + use<T> {
+    pub fn to_local_iterator(&self) -> impl Iterator<Item = Result<T>> + Send + use<T> {
         let rdd = self.clone();
         let mut failed = false;
         (0..self.num_partitions()).flat_map(move |p| {
-            let part: Box<dyn Iterator<Item = Result<T>>> = if failed {
+            let part: Box<dyn Iterator<Item = Result<T>> + Send> = if failed {
                 Box::new(std::iter::empty())
             } else {
                 match rdd.run_job(CollectFn, Some(vec![p])) {

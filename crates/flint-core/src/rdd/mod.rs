@@ -263,7 +263,10 @@ impl<T: Data> std::fmt::Debug for Rdd<T> {
 
 impl<T: Data> Serialize for Rdd<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let (offset, bytes) = self.current().ship().map_err(serde::ser::Error::custom)?;
+        let (offset, bytes) = self
+            .current()
+            .ship()
+            .map_err(|e| crate::codec::refuse(e.to_string()))?;
         (
             offset,
             serde_bytes::Bytes::new(&bytes),
@@ -425,7 +428,6 @@ impl<T: Data> Rdd<T> {
             Ordering::Relaxed,
             Ordering::Relaxed,
         ) && old != level.to_u8()
-            && level != StorageLevel::None
         {
             tracing::warn!(
                 "Cannot change storage level of an RDD after it was already assigned a level: RDD {} stays {:?}, not {level:?} (unpersist it first)",

@@ -161,20 +161,21 @@ pub(crate) fn list_files(path: &str) -> Result<Vec<PathBuf>> {
             out.extend(list_one(one)?);
             continue;
         }
-        let mut found = Vec::new();
+        // An alternative that names nothing is no error: the pattern as a
+        // whole must name something. A file two alternatives name is read
+        // once (Hadoop matches the pattern as one glob).
+        let (mut matched, mut seen) = (false, std::collections::HashSet::new());
         for pattern in expand_braces(one)? {
-            // An alternative that names nothing is no error: the pattern
-            // as a whole must match something.
-            if Path::new(&pattern).exists() || pattern.contains(['*', '?', '[']) {
-                found.extend(list_one(&pattern).unwrap_or_default());
+            if let Some(files) = list_matching(&pattern)? {
+                matched = true;
+                out.extend(files.into_iter().filter(|f| seen.insert(f.clone())));
             }
         }
-        if found.is_empty() {
+        if !matched {
             return Err(FlintError::InvalidArgument(format!(
                 "Input pattern {one} matches 0 files"
             )));
         }
-        out.extend(found);
     }
     Ok(out)
 }
@@ -197,19 +198,30 @@ fn split_paths(path: &str) -> Vec<&str> {
     out
 }
 
-/// Most patterns one path's braces may stand for.
+/// Most patterns one path's braces may stand for, and most bytes they take.
 const MAX_BRACE_EXPANSION: usize = 10_000;
+const MAX_BRACE_BYTES: usize = 16 << 20;
 
 /// The patterns `{a,b}` alternatives stand for (nested ones too); an
 /// unmatched brace is taken as it is.
 fn expand_braces(pattern: &str) -> Result<Vec<String>> {
     let mut done = Vec::new();
     let mut todo = vec![pattern.to_string()];
+    // Every expansion is shorter than the pattern: bounds its bytes too.
+    let mut bytes = pattern.len();
     while let Some(p) = todo.pop() {
         let Some((open, commas, close)) = first_braces(&p) else {
             done.push(p);
             continue;
         };
+        let more = commas.len() + 1;
+        bytes += more * p.len();
+        if done.len() + todo.len() + more > MAX_BRACE_EXPANSION || bytes > MAX_BRACE_BYTES {
+            let shown: String = pattern.chars().take(200).collect();
+            return Err(FlintError::InvalidArgument(format!(
+                "input pattern '{shown}' stands for more than {MAX_BRACE_EXPANSION} paths"
+            )));
+        }
         let mut start = open + 1;
         for end in commas.into_iter().chain([close]) {
             todo.push(format!(
@@ -219,11 +231,6 @@ fn expand_braces(pattern: &str) -> Result<Vec<String>> {
                 &p[close + 1..]
             ));
             start = end + 1;
-        }
-        if done.len() + todo.len() > MAX_BRACE_EXPANSION {
-            return Err(FlintError::InvalidArgument(format!(
-                "input pattern '{pattern}' stands for more than {MAX_BRACE_EXPANSION} paths"
-            )));
         }
     }
     done.reverse();
@@ -252,6 +259,21 @@ fn first_braces(p: &str) -> Option<(usize, Vec<usize>, usize)> {
 }
 
 fn list_one(path: &str) -> Result<Vec<PathBuf>> {
+    let glob = path.contains(['*', '?', '[']);
+    match list_matching(path)? {
+        None if !glob => Err(FlintError::InvalidArgument(format!(
+            "Input path does not exist: {path}"
+        ))),
+        Some(files) if !files.is_empty() || Path::new(path).is_dir() => Ok(files),
+        _ => Err(FlintError::InvalidArgument(format!(
+            "Input pattern {path} matches 0 files"
+        ))),
+    }
+}
+
+/// The files `path` (a file, a directory or a glob) names, sorted and
+/// absolute; `None` when it names nothing at all.
+fn list_matching(path: &str) -> Result<Option<Vec<PathBuf>>> {
     let p = Path::new(path);
     let mut out = Vec::new();
     if p.is_dir() {
@@ -272,26 +294,28 @@ fn list_one(path: &str) -> Result<Vec<PathBuf>> {
     } else if path.contains(['*', '?', '[']) {
         let entries = glob::glob(path)
             .map_err(|e| FlintError::InvalidArgument(format!("bad glob pattern '{path}': {e}")))?;
+        let mut matched = false;
         for e in entries.flatten() {
             if e.is_file() {
+                matched = true;
                 out.push(e);
             } else if e.is_dir() {
-                out.extend(list_one(&e.to_string_lossy())?);
+                matched = true;
+                out.extend(list_matching(&e.to_string_lossy())?.unwrap_or_default());
             }
         }
+        if !matched {
+            return Ok(None);
+        }
     } else {
-        return Err(FlintError::InvalidArgument(format!(
-            "Input path does not exist: {path}"
-        )));
-    }
-    if out.is_empty() && !p.is_dir() {
-        return Err(FlintError::InvalidArgument(format!(
-            "Input pattern {path} matches 0 files"
-        )));
+        return Ok(None);
     }
     out.sort();
     // Executors run in other directories: a relative path means the driver's.
-    out.into_iter().map(|f| absolute(&f)).collect()
+    out.into_iter()
+        .map(|f| absolute(&f))
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 /// `path` resolved against the driver's working directory (as Hadoop qualifies
