@@ -962,6 +962,9 @@ struct AppClient {
     /// Masters that refused the application before one registered it: the
     /// context fails when every listed master has.
     refusals: std::collections::HashSet<RpcAddress>,
+    /// Why each master did not take the application (for the message if
+    /// none does).
+    why_not: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Endpoint for AppClient {
@@ -1048,6 +1051,9 @@ impl Endpoint for AppClient {
                 self.refusals.insert(from.addr.clone());
                 if self.refusals.len() < self.masters.len() {
                     tracing::warn!("master {from} refused the application: {message}");
+                    self.why_not
+                        .lock()
+                        .insert(from.addr.to_string(), format!("refused: {message}"));
                     return;
                 }
                 tracing::error!("Application has been killed. Reason: {message}");
@@ -1284,14 +1290,18 @@ pub(crate) fn masters_of(url: &str) -> Result<Vec<RpcAddress>> {
             url: url.into(),
             reason: "expected flint://host:port".into(),
         })?;
-    rest.split(',')
-        .map(|hp| {
-            RpcAddress::parse(hp).map_err(|e| FlintError::MasterUrl {
-                url: url.into(),
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    let mut masters: Vec<RpcAddress> = Vec::new();
+    for hp in rest.split(',') {
+        let m = RpcAddress::parse(hp).map_err(|e| FlintError::MasterUrl {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+        // A master listed twice is one master.
+        if !masters.contains(&m) {
+            masters.push(m);
+        }
+    }
+    Ok(masters)
 }
 
 /// Starts the backend: the driver endpoint, the application's registration
@@ -1369,6 +1379,8 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         format!("{}ms", heartbeat.as_millis()),
     );
     let app_id: Registered = Arc::new(Mutex::new(None));
+    // Why each master did not take the application, as far as it is known.
+    let unreachable: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let blocks: BlockMap = Arc::default();
     let (app_env, master_env, driver) = rt.block_on(async {
@@ -1476,6 +1488,7 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
                 scheduler: s.scheduler.clone(),
                 refused: refused.clone(),
                 refusals: Default::default(),
+                why_not: unreachable.clone(),
             },
         );
     });
@@ -1565,8 +1578,6 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         event_log_dir: None,
         user: flint_deploy::current_user(),
     };
-    // Why each master did not answer, as the connection saw it.
-    let unreachable: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     let register = || {
         for m in &masters {
             if let Err(e) = master_env.send(
@@ -1623,6 +1634,24 @@ pub fn start(s: ClusterStart) -> Result<Arc<dyn SchedulerBackend>> {
         if let Some(why) = refusal.filter(|_| app_id.lock().is_none()) {
             failure = Some(format!("the master refused the application: {why}"));
             break;
+        }
+        // Some masters refused it and the others cannot be reached: no
+        // point waiting for the registration retries.
+        if app_id.lock().is_none() {
+            let why_not = unreachable.lock();
+            if why_not.len() >= masters.len()
+                && why_not.values().any(|w| w.starts_with("refused: "))
+            {
+                let each: Vec<String> = masters
+                    .iter()
+                    .map(|m| format!("{m} ({})", why_not.get(&m.to_string()).map_or("", |w| w)))
+                    .collect();
+                failure = Some(format!(
+                    "no master took the application: {}",
+                    each.join(", ")
+                ));
+                break;
+            }
         }
         if app_id.lock().is_some() {
             if started.elapsed() >= wait {

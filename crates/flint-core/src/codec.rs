@@ -29,7 +29,17 @@ fn reason(e: postcard::Error) -> String {
     }
 }
 
+/// Forgets a refusal left by a serializer other than ours.
+fn clear_refusal() {
+    REFUSAL.with(|r| {
+        if r.borrow().is_some() {
+            *r.borrow_mut() = None;
+        }
+    });
+}
+
 pub fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    clear_refusal();
     postcard::to_stdvec(value).map_err(|e| FlintError::Codec {
         what,
         reason: reason(e),
@@ -42,6 +52,7 @@ pub fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    clear_refusal();
     let buf = std::mem::take(out);
     *out = postcard::to_extend(value, buf).map_err(|e| FlintError::Codec {
         what,

@@ -1505,6 +1505,27 @@ fn a_master_with_acls_refuses_an_unlisted_user() {
         started.elapsed() < std::time::Duration::from_secs(15),
         "at once"
     );
+    // With another master listed that never answers, the refusal waits for
+    // it (it might take the application), and the failure names both.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = silent.local_addr().unwrap();
+    let err = FlintContext::new(
+        FlintConf::new()
+            .app_name("unlisted")
+            .master(format!("flint://{},{silent}", master.address))
+            .set("flint.standalone.registrationTimeout", "300ms")
+            .set("flint.ui.showConsoleProgress", "false"),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("All masters are unresponsive")
+            && err.contains("refused: ")
+            && err.contains("not allowed to register applications")
+            && err.contains(&silent.to_string()),
+        "{err}"
+    );
     rt.block_on(async { master.env.shutdown() });
 }
 

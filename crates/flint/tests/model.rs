@@ -806,3 +806,34 @@ fn compressed_text_files_are_read_decompressed() {
     let e = e.to_string();
     assert!(e.contains("zstd-compressed input is not supported"), "{e}");
 }
+
+/// Globs skip hidden files and markers as directory listings do, read
+/// files in name order whether matched directly or inside a matched
+/// directory, and a glob matching only empty directories is empty input.
+#[test]
+fn globs_skip_markers_keep_name_order_and_allow_empty_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("out");
+    std::fs::create_dir_all(d.join("z")).unwrap();
+    std::fs::write(d.join("a.txt"), "a\n").unwrap();
+    std::fs::write(d.join("z").join("f.txt"), "f\n").unwrap();
+    std::fs::write(d.join("_SUCCESS"), "").unwrap();
+    std::fs::write(d.join(".a.txt.crc"), b"\xff\xfe").unwrap();
+    let got = sc()
+        .text_file(&format!("{}/*", d.display()), 1)
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(got, vec!["a", "f"]);
+    // The same through a relative pattern.
+    let old = std::env::current_dir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    let relative = sc().text_file("out/*", 1).and_then(|r| r.collect());
+    std::env::set_current_dir(old).unwrap();
+    assert_eq!(relative.unwrap(), vec!["a", "f"]);
+    for e in ["e1", "e2"] {
+        std::fs::create_dir(dir.path().join(e)).unwrap();
+    }
+    let empty = format!("{}/e*", dir.path().display());
+    assert_eq!(sc().text_file(&empty, 1).unwrap().count().unwrap(), 0);
+}

@@ -264,8 +264,10 @@ fn list_one(path: &str) -> Result<Vec<PathBuf>> {
         None if !glob => Err(FlintError::InvalidArgument(format!(
             "Input path does not exist: {path}"
         ))),
-        Some(files) if !files.is_empty() || Path::new(path).is_dir() => Ok(files),
-        _ => Err(FlintError::InvalidArgument(format!(
+        // A directory, or a glob matching only directories, with no files
+        // is an empty input (as in Hadoop).
+        Some(files) => Ok(files),
+        None => Err(FlintError::InvalidArgument(format!(
             "Input pattern {path} matches 0 files"
         ))),
     }
@@ -296,6 +298,12 @@ fn list_matching(path: &str) -> Result<Option<Vec<PathBuf>>> {
             .map_err(|e| FlintError::InvalidArgument(format!("bad glob pattern '{path}': {e}")))?;
         let mut matched = false;
         for e in entries.flatten() {
+            // Hidden files and markers are skipped in globs too (Hadoop's
+            // hidden-file filter): `out/*` reads no `_SUCCESS` or `.crc`.
+            let name = e.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.is_some_and(|n| n.starts_with('.') || n.starts_with('_')) {
+                continue;
+            }
             if e.is_file() {
                 matched = true;
                 out.push(e);
@@ -310,12 +318,15 @@ fn list_matching(path: &str) -> Result<Option<Vec<PathBuf>>> {
     } else {
         return Ok(None);
     }
-    out.sort();
     // Executors run in other directories: a relative path means the driver's.
-    out.into_iter()
+    // Sorted as absolute paths, so a relative glob's files and its
+    // directories' files (absolute) keep name order.
+    let mut out = out
+        .into_iter()
         .map(|f| absolute(&f))
-        .collect::<Result<_>>()
-        .map(Some)
+        .collect::<Result<Vec<_>>>()?;
+    out.sort();
+    Ok(Some(out))
 }
 
 /// `path` resolved against the driver's working directory (as Hadoop qualifies
