@@ -275,10 +275,7 @@ impl<K: Key, V: Data, C: Data, A: Aggregator<V, C>> RddNode for CombinedRdd<K, V
                 map.insert_values(&self.aggregator, &mut batch)?;
                 // A killed task (a cancelled job, a losing speculative copy)
                 // stops here rather than after the whole partition.
-                batches = batches.wrapping_add(1);
-                if batches.is_multiple_of(16) && tc.is_killed() {
-                    return Err(FlintError::User("task killed".into()));
-                }
+                crate::shuffle::check_killed(tc, &mut batches)?;
             }
         }
         map.insert_values(&self.aggregator, &mut batch)?;

@@ -259,7 +259,7 @@ fn first_braces(p: &str) -> Option<(usize, Vec<usize>, usize)> {
 }
 
 fn list_one(path: &str) -> Result<Vec<PathBuf>> {
-    let glob = path.contains(['*', '?', '[']);
+    let glob = is_glob(path);
     match list_matching(path)? {
         None if !glob => Err(FlintError::InvalidArgument(format!(
             "Input path does not exist: {path}"
@@ -271,6 +271,10 @@ fn list_one(path: &str) -> Result<Vec<PathBuf>> {
             "Input pattern {path} matches 0 files"
         ))),
     }
+}
+
+fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
 }
 
 /// The files `path` (a file, a directory or a glob) names, sorted and
@@ -293,7 +297,7 @@ fn list_matching(path: &str) -> Result<Option<Vec<PathBuf>>> {
         }
     } else if p.is_file() {
         out.push(p.to_path_buf());
-    } else if path.contains(['*', '?', '[']) {
+    } else if is_glob(path) {
         let entries = glob::glob(path)
             .map_err(|e| FlintError::InvalidArgument(format!("bad glob pattern '{path}': {e}")))?;
         let mut matched = false;
@@ -434,23 +438,17 @@ impl Read for MultiZlib {
 
 /// The whole of `path`, decompressed when its name says it is compressed.
 pub(crate) fn read_whole(path: &Path) -> Result<Vec<u8>> {
-    let read = |path: &Path| -> std::io::Result<Vec<u8>> {
+    let read = || -> std::io::Result<Vec<u8>> {
         let f = File::open(path)?;
-        match Codec::of(path).ok().flatten() {
-            None => {
-                let mut f = f;
-                let mut out = Vec::new();
-                f.read_to_end(&mut out)?;
-                Ok(out)
-            }
-            Some(c) => {
-                let mut out = Vec::new();
-                c.reader(f)?.read_to_end(&mut out)?;
-                Ok(out)
-            }
-        }
+        let mut r: Box<dyn Read + Send> = match Codec::of(path).ok().flatten() {
+            Some(c) => c.reader(f)?,
+            None => Box::new(f),
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)?;
+        Ok(out)
     };
-    read(path).map_err(|e| FlintError::io("cannot read", path, e))
+    read().map_err(|e| FlintError::io("cannot read", path, e))
 }
 
 /// Hadoop's rule: split size = max(1, min(total / min_partitions, block size)),

@@ -37,7 +37,7 @@ pub fn map_output_ids(path: &std::path::Path) -> Option<(usize, usize, u64)> {
     );
     it.next().is_none().then_some(ids)
 }
-pub(crate) use writer::write_map_output;
+pub(crate) use writer::{check_killed, write_map_output};
 
 #[cfg(test)]
 mod tests {

@@ -249,7 +249,7 @@ impl EncodedBuckets {
 
 /// Looks at the task's kill flag every 16th batch (an atomic load per record
 /// would show in the profile).
-fn check_killed(tc: &TaskContext, batches: &mut u32) -> Result<()> {
+pub(crate) fn check_killed(tc: &TaskContext, batches: &mut u32) -> Result<()> {
     *batches = batches.wrapping_add(1);
     if batches.is_multiple_of(16) && tc.is_killed() {
         return Err(FlintError::User("task killed".into()));
